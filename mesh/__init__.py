@@ -1,0 +1,61 @@
+"""mesh: an actor-model mesh runtime for multi-agent systems.
+
+Every agent is an actor in its own OS process; processes talk over ZeroMQ with
+msgpack frames. The public surface is small::
+
+    import mesh
+
+    class Echo(mesh.Actor):
+        def on_message(self, message):
+            return message
+
+    mesh.serve(Echo(), name="echo")                 # run an actor in this process
+    client = mesh.connect()                         # or talk to actors from any process
+    client.actor("echo").ask({"hi": 1})
+"""
+
+from .actor import Actor, ActorContext
+from .errors import (
+    ActorDied,
+    ActorNotFound,
+    AskTimeout,
+    MailboxFull,
+    MeshError,
+    NodeUnavailable,
+    RemoteError,
+    SpecError,
+    WireError,
+)
+from .runtime.client import ActorRef, Client
+from .runtime.server import serve, serve_async
+
+__version__ = "0.1.0"
+
+
+def connect(address: str | None = None, **options: object) -> Client:
+    """A client of the node at ``address`` (default ``$MESH_NODE`` or tcp://127.0.0.1:7700).
+
+    Raises NodeUnavailable when no node answers. Use it as a context manager, or
+    call ``close()`` when done.
+    """
+    return Client(address, **options)
+
+
+__all__ = [
+    "Actor",
+    "ActorContext",
+    "ActorDied",
+    "ActorNotFound",
+    "ActorRef",
+    "AskTimeout",
+    "Client",
+    "MailboxFull",
+    "MeshError",
+    "NodeUnavailable",
+    "RemoteError",
+    "SpecError",
+    "WireError",
+    "connect",
+    "serve",
+    "serve_async",
+]

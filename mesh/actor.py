@@ -1,0 +1,79 @@
+"""The actor base class users subclass, and the context every actor gets as ``self.mesh``.
+
+Failure rules (one per send mode, as in pykka):
+
+* ask: an exception raised by ``on_message`` travels back to the asker as
+  :class:`mesh.RemoteError` (type, message and traceback text); the actor goes on.
+* tell: nobody waits for an answer, so an exception is logged and the actor's
+  process ends with exit code 1; its node's restart policy then applies.
+* ``on_start`` raising ends the process the same way; ``on_stop`` raising is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runtime.client import ActorRef, Client
+    from .runtime.server import Server
+
+
+class Actor:
+    """Subclass this and override the hooks you need. Hooks may be ``async def``.
+
+    * ``on_start()``: runs in the actor's process before the first message.
+    * ``on_message(message)``: one message at a time; the return value is the
+      reply to an ask (ignored for a tell).
+    * ``on_stop()``: runs once when the actor is stopped gracefully.
+    """
+
+    mesh: "ActorContext"
+
+    def on_start(self) -> object:
+        return None
+
+    def on_message(self, message: object) -> object:
+        return None
+
+    def on_stop(self) -> object:
+        return None
+
+
+class ActorContext:
+    """What an actor knows of the mesh: ``self.mesh`` inside every hook."""
+
+    def __init__(self, server: "Server", client: "Client"):
+        self._server = server
+        self.client = client
+        self.name: str = server.name
+        self.node: str = client.node
+        self.log = logging.getLogger(f"mesh.actor.{server.name}")
+
+    @property
+    def incarnation(self) -> int:
+        """How many times the node has started an actor with this name before (0 = first)."""
+        return self._server.incarnation
+
+    @property
+    def sender(self) -> str | None:
+        """The name of the sender of the message being handled."""
+        return self._server.current_sender
+
+    def actor(self, name: str) -> "ActorRef":
+        """A reference to another actor, by name, anywhere in the mesh."""
+        return self.client.actor(name)
+
+    def after(self, delay: float, message: object) -> None:
+        """Deliver ``message`` to this actor as a tell after ``delay`` seconds."""
+        self._server.schedule(delay, message, None)
+
+    def every(self, interval: float, message: object) -> None:
+        """Deliver ``message`` to this actor as a tell every ``interval`` seconds."""
+        if interval <= 0:
+            raise ValueError("interval must be > 0 seconds")
+        self._server.schedule(interval, message, interval)
+
+    def stop(self) -> None:
+        """Stop this actor after the current message: ``on_stop`` runs, then the process exits 0."""
+        self._server.request_stop()

@@ -1,0 +1,276 @@
+"""The ``mesh`` command: thin click commands over the public API.
+
+Every error a user can cause prints one line and exits non-zero (2 for bad
+arguments and spec errors, 1 for everything else); never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from importlib import resources
+
+import click
+
+from . import errors
+from .runtime.client import Client, node_address
+
+NODE_HELP = "Node address (default: $MESH_NODE or tcp://127.0.0.1:7700)."
+
+
+class SpecUsageError(click.ClickException):
+    exit_code = 2
+
+
+def _client(node: str | None) -> Client:
+    try:
+        return Client(node, name=f"cli-{os.getpid()}")
+    except errors.MeshError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _parse_json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="JSON") from None
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _fail(exc: errors.MeshError) -> click.ClickException:
+    if isinstance(exc, errors.RemoteError):
+        return click.ClickException(f"the actor raised {exc.type}: {exc.message}")
+    return click.ClickException(f"{type(exc).__name__}: {exc}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MESH"})
+@click.version_option(package_name="mesh")
+def main() -> None:
+    """mesh: actors in their own processes, on a ZeroMQ mesh."""
+
+
+# -- up ------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.option("--listen", help="Address to listen on, tcp://HOST:PORT (overrides the spec).")
+@click.option("--name", help="Node name (overrides the spec).")
+@click.option("--log-level", default="INFO", show_default=True, envvar="MESH_LOG_LEVEL")
+def up(spec: str | None, listen: str | None, name: str | None, log_level: str) -> None:
+    """Run a node in the foreground with the agents of SPEC (default: the bundled demo)."""
+    from .runtime.node import Node
+    from .spec import check_importable, load_spec, parse_spec
+
+    try:
+        if spec is None:
+            text = resources.files("mesh").joinpath("default.toml").read_text()
+            import tomllib
+
+            node_spec = parse_spec(tomllib.loads(text), file="<default spec>", base_dir=os.getcwd())
+        else:
+            node_spec = load_spec(spec)
+        overrides = {}
+        if listen:
+            overrides["listen"] = node_address(listen)
+        if name:
+            overrides["name"] = name
+        if overrides:
+            node_spec = parse_spec(
+                {**_spec_as_toml(node_spec), "node": {**_spec_as_toml(node_spec)["node"], **overrides}},
+                file=node_spec.file,
+                base_dir=node_spec.base_dir,
+            )
+        check_importable(node_spec)
+    except errors.SpecError as exc:
+        raise SpecUsageError(str(exc)) from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    live = sys.stdout.isatty() and os.environ.get("MESH_NO_LIVE") != "1"
+    view = _LiveView() if live else None
+    node = Node(
+        node_spec,
+        on_event=view.event if view else _print_event,
+        on_tick=view.render if view else None,
+    )
+    try:
+        node.run()
+    except errors.MeshError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _spec_as_toml(node_spec) -> dict:
+    """The parsed spec back as the dict parse_spec reads (for --listen/--name overrides)."""
+    node = {
+        "name": node_spec.name,
+        "listen": node_spec.listen,
+        "path": list(node_spec.path),
+        "wave_size": node_spec.wave_size,
+        "wave_timeout": node_spec.wave_timeout,
+        "stop_timeout": node_spec.stop_timeout,
+        "max_message": node_spec.max_message,
+    }
+    agents = []
+    for a in node_spec.agents:
+        entry = {
+            "name": a.name,
+            "class": a.cls,
+            "restart": a.restart,
+            "replicas": a.replicas,
+            "max_restarts": a.max_restarts,
+            "restart_window": a.restart_window,
+            "backoff": a.backoff,
+            "backoff_max": a.backoff_max,
+            "mailbox": a.mailbox,
+            "config": dict(a.config),
+        }
+        if a.stop_timeout is not None:
+            entry["stop_timeout"] = a.stop_timeout
+        agents.append(entry)
+    return {"node": node, "agents": agents}
+
+
+def _print_event(line: str) -> None:
+    click.echo(f"{time.strftime('%H:%M:%S')} {line}")
+
+
+class _LiveView:
+    """A status table redrawn every second in the terminal, with the latest events below."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def event(self, line: str) -> None:
+        self.events.append(f"{time.strftime('%H:%M:%S')} {line}")
+        del self.events[:-8]
+
+    def render(self, node) -> None:
+        out = ["\x1b[H\x1b[2J", render_status(node.status()), "", "recent events:"]
+        out += [f"  {e}" for e in self.events]
+        out.append("\nCtrl-C stops the node and its agents.")
+        click.echo("\n".join(out))
+
+
+def render_status(status: dict) -> str:
+    n = status["node"]
+    lines = [f"node {n['name']}  {n['address']}  pid {n['pid']}  up {n['uptime_s']:.0f} s"]
+    rows = [("AGENT", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE")]
+    for a in status["agents"]:
+        note = a.get("reason") or ("embedded" if a.get("embedded") else "")
+        rows.append((a["name"], a["state"], str(a["pid"] or "-"), str(a["restarts"]), str(a["messages"]), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+    if len(rows) == 1:
+        lines.append("(no agents)")
+    return "\n".join(lines)
+
+
+# -- commands that talk to a node ----------------------------------------------------
+
+
+@main.command()
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(node: str | None, as_json: bool) -> None:
+    """Show the node and its agents."""
+    with _client(node) as client:
+        try:
+            st = client.status()
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+    click.echo(json.dumps(st, indent=2) if as_json else render_status(st))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("message")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+def tell(name: str, message: str, node: str | None) -> None:
+    """Send MESSAGE (JSON) to actor NAME without waiting for a reply."""
+    body = _parse_json(message)
+    with _client(node) as client:
+        try:
+            client.actor(name).tell(body)
+            client.flush()
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+
+
+@main.command()
+@click.argument("name")
+@click.argument("message")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.001), help="Seconds.")
+def ask(name: str, message: str, node: str | None, timeout: float) -> None:
+    """Send MESSAGE (JSON) to actor NAME and print its reply as JSON."""
+    body = _parse_json(message)
+    with _client(node) as client:
+        try:
+            reply = client.actor(name).ask(body, timeout=timeout)
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+    click.echo(json.dumps(reply, default=_jsonable))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until Ctrl-C.")
+@click.option("-n", "--tail", type=click.IntRange(min=0), default=None, help="Start with the last N bytes.")
+def logs(name: str, node: str | None, follow: bool, tail: int | None) -> None:
+    """Print the output (stdout, stderr, log records) of agent NAME."""
+    with _client(node) as client:
+        offset = 0
+        first = True
+        try:
+            while True:
+                fields = {"name": name, "offset": offset}
+                if first and tail is not None:
+                    fields["tail"] = tail
+                chunk = client.control("logs", **fields)
+                first = False
+                if chunk["data"]:
+                    click.echo(chunk["data"], nl=False)
+                offset = chunk["offset"]
+                if chunk["offset"] < chunk["size"]:
+                    continue
+                if not follow:
+                    return
+                time.sleep(0.3)
+        except KeyboardInterrupt:
+            return
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+
+
+@main.command()
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds to wait.")
+def down(node: str | None, timeout: float) -> None:
+    """Stop the node gracefully: every agent's on_stop runs, then the node exits."""
+    with _client(node) as client:
+        try:
+            info = client.control("down")
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                client.control("ping", timeout=0.5)
+            except errors.NodeUnavailable:
+                click.echo(f"node at {client.node} stopped")
+                return
+            time.sleep(0.1)
+    raise click.ClickException(f"the node (pid {info.get('pid')}) is still stopping after {timeout:g} s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,95 @@
+"""Every exception a user of mesh can meet, in one module.
+
+All of them derive from :class:`MeshError`, so ``except mesh.MeshError`` catches
+anything the runtime raises on purpose. Errors that cross the wire (an ask that
+failed remotely) are rebuilt here from their wire form by :func:`from_wire`.
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Base class of every error mesh raises on purpose."""
+
+
+class AskTimeout(MeshError, TimeoutError):
+    """An ask got no reply within its timeout."""
+
+
+class ActorNotFound(MeshError, LookupError):
+    """No running actor has this name in the mesh."""
+
+
+class ActorDied(MeshError):
+    """The target actor's process went away while a request to it was in flight."""
+
+
+class MailboxFull(MeshError):
+    """The target's mailbox stayed full for the whole send timeout."""
+
+
+class NodeUnavailable(MeshError, ConnectionError):
+    """No mesh node answers at the given address."""
+
+
+class WireError(MeshError, ValueError):
+    """A frame is not a valid mesh envelope (bad size, encoding or schema)."""
+
+
+class SpecError(MeshError, ValueError):
+    """A node spec is invalid. ``file``, ``key`` and ``reason`` say where and why."""
+
+    def __init__(self, file: str, key: str, reason: str):
+        self.file = str(file)
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{self.file}: {key}: {reason}")
+
+
+class RemoteError(MeshError):
+    """The remote handler raised. ``type``, ``message`` and ``traceback`` are its text."""
+
+    def __init__(self, type: str, message: str, traceback: str = ""):
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"{type}: {message}")
+
+
+# Errors that travel in FAIL envelopes carry one of these codes; anything else
+# (an exception raised by user code) travels as "remote".
+_CODES: dict[str, type[MeshError]] = {
+    "not_found": ActorNotFound,
+    "died": ActorDied,
+    "mailbox_full": MailboxFull,
+    "timeout": AskTimeout,
+    "bad_request": WireError,
+}
+_NAMES = {cls: code for code, cls in _CODES.items()}
+
+
+def to_wire(exc: BaseException, traceback_text: str = "") -> dict:
+    """The FAIL body for ``exc``: a small dict of strings, safe to msgpack."""
+    code = _NAMES.get(type(exc))
+    if code is not None:
+        return {"code": code, "message": str(exc)}
+    if isinstance(exc, RemoteError):
+        return {"code": "remote", "type": exc.type, "message": exc.message, "traceback": exc.traceback}
+    return {
+        "code": "remote",
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": traceback_text,
+    }
+
+
+def from_wire(body: object) -> MeshError:
+    """Rebuild the exception described by a FAIL body; unknown shapes become RemoteError."""
+    if not isinstance(body, dict):
+        return RemoteError("MeshError", f"malformed error reply: {body!r:.200}")
+    code = body.get("code")
+    message = str(body.get("message", ""))
+    cls = _CODES.get(code) if isinstance(code, str) else None
+    if cls is not None:
+        return cls(message)
+    return RemoteError(str(body.get("type", "Exception")), message, str(body.get("traceback", "")))

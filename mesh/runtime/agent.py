@@ -1,0 +1,52 @@
+"""Entry point of an agent process started by a node: ``python -m mesh.runtime.agent``.
+
+The node passes everything in environment variables (MESH_NODE, MESH_AGENT_*).
+The process then runs the public ``mesh.serve``, like any embedding script.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+
+
+def load_class(target: str, path: list[str]) -> type:
+    for folder in reversed(path):
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def main() -> None:
+    name = os.environ["MESH_AGENT_NAME"]
+    logging.basicConfig(
+        level=os.environ.get("MESH_LOG_LEVEL", "INFO"),
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
+    )
+    cls = load_class(os.environ["MESH_AGENT_CLASS"], os.environ.get("MESH_AGENT_PATH", "").split(os.pathsep))
+    config = json.loads(os.environ.get("MESH_AGENT_CONFIG") or "{}")
+    actor = cls(**config)
+
+    from mesh import serve
+
+    serve(
+        actor,
+        name=name,
+        node=os.environ["MESH_NODE"],
+        mailbox=int(os.environ.get("MESH_AGENT_MAILBOX", "1000")),
+        max_frame_bytes=int(os.environ.get("MESH_MAX_FRAME", str(4 * 1024 * 1024))),
+        supervised=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

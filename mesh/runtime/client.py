@@ -1,0 +1,380 @@
+"""Clients and actor references: how any process talks to actors in the mesh.
+
+A :class:`Client` belongs to one process (``mesh.connect``), or to one served actor
+(``self.mesh``). It asks its node where an actor lives (its endpoint), caches the
+answer, and then talks to the actor's own ROUTER directly: one hop per message.
+When the actor's process dies the channel's monitor notices, the cache entry is
+dropped, and the next message asks the node again, so a restarted actor is found
+at its new endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import threading
+import time
+import weakref
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from .. import wire
+from ..errors import ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, from_wire
+from .transport import FLUSHER, Channel, context, tune_socket
+
+DEFAULT_NODE = "tcp://127.0.0.1:7700"
+#: The recipient name of requests meant for the node itself.
+NODE_RECIPIENT = "$node"
+
+_client_seq = itertools.count(1)
+_get_ident = threading.get_ident
+_encode = wire.encode
+_TELL = int(wire.Kind.TELL)
+_ASK = int(wire.Kind.ASK)
+_CONTROL = int(wire.Kind.CONTROL)
+
+
+def node_address(address: str | None = None) -> str:
+    """The node to talk to: ``address``, else ``$MESH_NODE``, else the default. Adds tcp://."""
+    address = address or os.environ.get("MESH_NODE") or DEFAULT_NODE
+    address = address.strip()
+    if "://" not in address:
+        address = "tcp://" + address
+    return address
+
+
+class Client:
+    """A connection to a mesh node and, through it, to every actor in the mesh.
+
+    Parameters (all optional):
+        node: the node's address (``tcp://HOST:PORT`` or ``HOST:PORT``).
+        name: the sender name actors see; defaults to ``client-HOST-PID-N``.
+        send_timeout: seconds a send may block on a full mailbox before MailboxFull.
+        resolve_timeout: seconds to wait for an actor that is (re)starting.
+        hwm: messages queued per channel before sends block (the sender's side of a mailbox).
+        max_frame_bytes: the largest frame sent or accepted, in bytes.
+        check: ping the node now, raising NodeUnavailable if nobody answers.
+    """
+
+    def __init__(
+        self,
+        node: str | None = None,
+        *,
+        name: str | None = None,
+        send_timeout: float = 5.0,
+        resolve_timeout: float = 10.0,
+        hwm: int = 1000,
+        max_frame_bytes: int = wire.MAX_FRAME_BYTES,
+        check: bool = True,
+        connect_timeout: float = 3.0,
+    ):
+        self.node = node_address(node)
+        self.name = name or f"client-{socket.gethostname()}-{os.getpid()}-{next(_client_seq)}"
+        self.send_timeout = send_timeout
+        self.resolve_timeout = resolve_timeout
+        self.hwm = hwm
+        self.max_frame_bytes = max_frame_bytes
+        self.ids = itertools.count(1)
+        self._local = threading.local()
+        self._endpoints: dict[str, str] = {}
+        self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+        self._alinks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._closed = False
+        if check:
+            self.control("ping", timeout=connect_timeout)
+
+    # -- channels --------------------------------------------------------------
+
+    def channel(self, endpoint: str) -> Channel:
+        """This thread's channel to ``endpoint``, made on first use or after the peer died."""
+        try:
+            chans = self._local.channels
+        except AttributeError:
+            chans = self._local.channels = {}
+        ch = chans.get(endpoint)
+        if ch is None or ch.dead:
+            if self._closed:
+                raise NodeUnavailable("this client is closed")
+            if ch is not None:
+                ch.close()
+            ch = Channel(endpoint, hwm=self.hwm, send_timeout=self.send_timeout, max_bytes=self.max_frame_bytes)
+            chans[endpoint] = ch
+            self._channels.add(ch)
+        return ch
+
+    def control(self, op: str, timeout: float = 5.0, **fields: object) -> object:
+        """Send a request to the node and return its answer."""
+        ch = self.channel(self.node)
+        msg_id = next(self.ids)
+        frame = _encode(_CONTROL, msg_id, 0, self.name, NODE_RECIPIENT, {"op": op, **fields})
+        try:
+            return ch.request(frame, msg_id, timeout, f"node at {self.node}")
+        except (AskTimeout, ActorDied):
+            ch.dead = True
+            raise NodeUnavailable(f"no mesh node answers at {self.node} (is `mesh up` running?)") from None
+
+    # -- the directory -----------------------------------------------------------
+
+    def endpoint_of(self, name: str, timeout: float | None = None) -> str:
+        """Where actor ``name`` listens. Waits while it is (re)starting, up to ``timeout``."""
+        endpoint = self._endpoints.get(name)
+        if endpoint is not None:
+            return endpoint
+        timeout = self.resolve_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.control("resolve", name=name)
+            if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
+                endpoint = answer["endpoint"]
+                self._endpoints[name] = endpoint
+                return endpoint
+            state = answer.get("state") if isinstance(answer, dict) else None
+            if time.monotonic() >= deadline:
+                raise ActorNotFound(f"actor {name!r} is {state or 'not running'} and did not come up within {timeout:g} s")
+            time.sleep(0.05)
+
+    def forget(self, name: str) -> None:
+        self._endpoints.pop(name, None)
+
+    # -- public surface ------------------------------------------------------------
+
+    def actor(self, name: str) -> "ActorRef":
+        """A reference to the actor called ``name``, wherever it runs."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("an actor name is a non-empty string")
+        return ActorRef(name, self)
+
+    def status(self) -> dict:
+        """The node's status: the same object ``mesh status --json`` prints."""
+        return self.control("status")
+
+    def flush(self) -> None:
+        """Send every tell this process still holds back for batching."""
+        for ch in list(self._channels):
+            if not ch.sock.closed:
+                ch.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except Exception:
+            pass
+        self._closed = True
+        for ch in list(self._channels):
+            with ch.lock:
+                ch.close(linger_ms=1000)
+        self._channels = weakref.WeakSet()
+        self._local = threading.local()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- asyncio ----------------------------------------------------------------
+
+    def _alink(self, endpoint: str) -> "_AsyncLink":
+        loop = asyncio.get_running_loop()
+        links = self._alinks.get(loop)
+        if links is None:
+            links = self._alinks[loop] = {}
+        link = links.get(endpoint)
+        if link is None or link.dead:
+            link = links[endpoint] = _AsyncLink(endpoint, self)
+        return link
+
+    async def control_async(self, op: str, timeout: float = 5.0, **fields: object) -> object:
+        link = self._alink(self.node)
+        msg_id = next(self.ids)
+        frame = _encode(_CONTROL, msg_id, 0, self.name, NODE_RECIPIENT, {"op": op, **fields})
+        try:
+            return await link.request(frame, msg_id, timeout, f"node at {self.node}")
+        except (AskTimeout, ActorDied):
+            raise NodeUnavailable(f"no mesh node answers at {self.node} (is `mesh up` running?)") from None
+
+    async def endpoint_of_async(self, name: str) -> str:
+        endpoint = self._endpoints.get(name)
+        if endpoint is not None:
+            return endpoint
+        deadline = time.monotonic() + self.resolve_timeout
+        while True:
+            answer = await self.control_async("resolve", name=name)
+            if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
+                self._endpoints[name] = answer["endpoint"]
+                return answer["endpoint"]
+            if time.monotonic() >= deadline:
+                raise ActorNotFound(f"actor {name!r} did not come up within {self.resolve_timeout:g} s")
+            await asyncio.sleep(0.05)
+
+
+class ActorRef:
+    """A handle on a named actor. ``tell`` does not wait; ``ask`` waits for the reply.
+
+    Messages are msgpack values: dicts, lists, str, bytes, numbers, bool and None.
+    Messages from one sender to one actor arrive in the order they were sent.
+    """
+
+    __slots__ = ("name", "_client", "_ch")
+
+    def __init__(self, name: str, client: Client):
+        self.name = name
+        self._client = client
+        self._ch: Channel | None = None
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other.name == self.name and other._client is self._client
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def _channel(self) -> Channel:
+        ch = self._ch
+        if ch is not None and ch.thread == _get_ident() and not ch.dead:
+            return ch
+        return self._rebind()
+
+    def _rebind(self) -> Channel:
+        old = self._ch
+        client = self._client
+        if old is not None and old.dead:
+            client.forget(self.name)
+        ch = client.channel(client.endpoint_of(self.name))
+        if old is not None and old is not ch and old.dead and old.pending:
+            # Tells held for a process that died go to its successor: nothing is dropped here.
+            with old.lock:
+                moved, old.pending = old.pending, []
+            with ch.lock:
+                ch.pending[:0] = moved
+            FLUSHER.arm(ch)
+        self._ch = ch
+        return ch
+
+    def tell(self, message: object) -> None:
+        """Send ``message`` and return at once. Raises MailboxFull if the mailbox stays full."""
+        client = self._client
+        frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
+        ch = self._channel()
+        if not ch.pending and ch.poll_events():
+            ch = self._rebind()
+        ch.tell(frame, FLUSHER)
+
+    def ask(self, message: object, timeout: float = 5.0) -> object:
+        """Send ``message`` and return the actor's reply.
+
+        Raises AskTimeout, ActorNotFound, ActorDied (the actor's process ended while
+        the ask was in flight), MailboxFull, or RemoteError (the handler raised).
+        """
+        client = self._client
+        msg_id = next(client.ids)
+        frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+        ch = self._channel()
+        if not ch.connected and ch.poll_events():
+            ch = self._rebind()
+        try:
+            return ch.request(frame, msg_id, timeout, f"actor {self.name!r}")
+        except ActorDied:
+            client.forget(self.name)
+            self._ch = None
+            raise
+
+    async def tell_async(self, message: object) -> None:
+        """``tell`` for asyncio code: never blocks the event loop."""
+        client = self._client
+        link = client._alink(await client.endpoint_of_async(self.name))
+        await link.send(_encode(_TELL, next(client.ids), 0, client.name, self.name, message))
+
+    async def ask_async(self, message: object, timeout: float = 5.0) -> object:
+        """``ask`` for asyncio code: many asks may be in flight at once."""
+        client = self._client
+        link = client._alink(await client.endpoint_of_async(self.name))
+        msg_id = next(client.ids)
+        frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+        try:
+            return await link.request(frame, msg_id, timeout, f"actor {self.name!r}")
+        except ActorDied:
+            client.forget(self.name)
+            raise
+
+
+class _AsyncLink:
+    """An asyncio DEALER to one endpoint, shared by every ask of one event loop."""
+
+    def __init__(self, endpoint: str, client: Client):
+        actx = zmq.asyncio.Context.shadow(context().underlying)
+        sock = actx.socket(zmq.DEALER)
+        tune_socket(sock, hwm=client.hwm, max_bytes=client.max_frame_bytes)
+        sock.setsockopt(zmq.LINGER, 1000)
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED)
+        sock.connect(endpoint)
+        self.sock = sock
+        self.endpoint = endpoint
+        self.max_bytes = client.max_frame_bytes
+        self.send_timeout = client.send_timeout
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.dead = False
+        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._watch())]
+
+    async def send(self, frame: bytes) -> None:
+        from ..errors import MailboxFull
+
+        try:
+            await asyncio.wait_for(self.sock.send(frame), self.send_timeout)
+        except asyncio.TimeoutError:
+            raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
+
+    async def request(self, frame: bytes, msg_id: int, timeout: float, what: str) -> object:
+        if self.dead:
+            raise ActorDied(f"{what} is gone")
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[msg_id] = fut
+        try:
+            await self.send(frame)
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise AskTimeout(f"{what} did not answer within {timeout:g} s") from None
+        except ActorDied:
+            raise ActorDied(f"{what} died while the request was in flight") from None
+        finally:
+            self.waiting.pop(msg_id, None)
+
+    async def _read(self) -> None:
+        while True:
+            frame = await self.sock.recv()
+            try:
+                envelopes = wire.decode(frame, self.max_bytes)
+            except Exception:
+                continue
+            for env in envelopes:
+                fut = self.waiting.get(env[3])
+                if fut is not None and not fut.done():
+                    if env[1] == wire.Kind.REPLY:
+                        fut.set_result(env[6])
+                    else:
+                        fut.set_exception(from_wire(env[6]))
+
+    async def _watch(self) -> None:
+        while True:
+            event = parse_monitor_message(await self.monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self.dead = True
+                # Let a reply that raced the disconnect be read first.
+                await asyncio.sleep(0)
+                for fut in list(self.waiting.values()):
+                    if not fut.done():
+                        fut.set_exception(ActorDied("peer disconnected"))
+                for task in self._tasks:
+                    if task is not asyncio.current_task():
+                        task.cancel()
+                self.sock.close(0)
+                self.monitor.close(0)
+                return

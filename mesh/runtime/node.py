@@ -1,0 +1,501 @@
+"""The node daemon: what ``mesh up`` runs.
+
+A node listens on one ROUTER (its address) for control requests from the CLI,
+clients and its own agents: register, resolve, heartbeat, status, logs, down. It
+spawns every agent instance of its spec as ``python -m mesh.runtime.agent`` in a
+session of its own (so a signal to the terminal reaches the node only, and the
+node can kill an agent together with everything it forked), in waves, and
+supervises them with :mod:`mesh.core.restart`.
+
+Stopping (SIGINT, SIGTERM, ``mesh down``): every agent gets SIGTERM, which makes it
+finish its current message, run ``on_stop`` and exit; whatever still runs after
+the stop timeout is SIGKILLed with its whole process group. If the node itself is
+SIGKILLed, the agents see their parent change (and get the kernel's
+PDEATHSIG) and exit by themselves.
+
+The node never runs user code in its own process, except to import agent classes
+when it checks the spec before starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import zmq
+
+from .. import wire
+from ..core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker, describe_exit
+from ..errors import ActorNotFound, MeshError, WireError, to_wire
+from ..spec import AgentSpec, NodeSpec
+from .transport import BadFrames, context, recv_request, tune_socket
+
+log = logging.getLogger("mesh.node")
+
+_CONTROL = int(wire.Kind.CONTROL)
+_REPLY = int(wire.Kind.REPLY)
+_FAIL = int(wire.Kind.FAIL)
+
+STATES = ("starting", "running", "restarting", "failed", "stopped")
+#: How often the node reaps children and starts due restarts, in seconds.
+HOUSEKEEPING_S = 0.05
+#: An embedded actor that has not sent a heartbeat for this long is dropped, in seconds.
+EMBEDDED_TTL_S = 3.0
+#: The largest chunk of a log file one `logs` request returns, in bytes.
+LOG_CHUNK = 256 * 1024
+
+
+def mesh_home() -> Path:
+    """Where nodes keep their logs: ``$MESH_HOME``, else ``~/.mesh``."""
+    return Path(os.environ.get("MESH_HOME") or Path.home() / ".mesh")
+
+
+@dataclass
+class Instance:
+    """One running (or supervised) actor known to this node."""
+
+    name: str
+    spec: AgentSpec | None  # None for an embedded actor (it lives in someone else's process)
+    group: str
+    state: str = "starting"
+    pid: int | None = None
+    endpoint: str | None = None
+    restarts: int = 0
+    messages: int = 0
+    bad_frames: int = 0
+    incarnation: int = -1
+    reason: str = ""
+    popen: subprocess.Popen | None = None
+    tracker: RestartTracker | None = None
+    restart_at: float = 0.0
+    started_at: float = 0.0
+    last_heard: float = 0.0
+    log_path: Path | None = None
+    term_sent_at: float | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.spec is None
+
+    def as_status(self, node_name: str) -> dict:
+        return {
+            "name": self.name,
+            "node": node_name,
+            "pid": self.pid,
+            "state": self.state,
+            "restarts": self.restarts,
+            "messages": self.messages,
+            "incarnation": max(self.incarnation, 0),
+            "endpoint": self.endpoint,
+            "embedded": self.embedded,
+            "group": self.group,
+            "reason": self.reason,
+            "bad_frames": self.bad_frames,
+        }
+
+
+@dataclass
+class Node:
+    """A mesh node. ``run()`` serves until stopped; it is what ``mesh up`` calls."""
+
+    spec: NodeSpec
+    on_event: Callable[[str], None] = field(default=lambda line: log.info("%s", line))
+    on_tick: Callable[["Node"], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.spec.name
+        self.address = self.spec.listen
+        self.instances: dict[str, Instance] = {}
+        self.groups: dict[str, list[str]] = {}
+        self.bad = BadFrames(f"node {self.name}")
+        self.started = time.time()
+        self.run_dir = mesh_home() / "nodes" / f"{self.name}-{self.address.rsplit(':', 1)[-1]}"
+        self._ids = iter(range(1, 1 << 62))
+        self._stop_requested = False
+        self._stop_deadline: float | None = None
+        self._queue: list[str] = []
+        self._wave: list[str] = []
+        self._wave_deadline = 0.0
+        self.router: zmq.Socket | None = None
+
+    # -- set-up --------------------------------------------------------------------
+
+    def bind(self) -> None:
+        router = context().socket(zmq.ROUTER)
+        tune_socket(router, hwm=10000, max_bytes=self.spec.max_message)
+        router.setsockopt(zmq.LINGER, 500)
+        router.setsockopt(zmq.RCVTIMEO, int(HOUSEKEEPING_S * 1000))
+        try:
+            router.bind(self.address)
+        except zmq.ZMQError as exc:
+            router.close(0)
+            raise MeshError(f"cannot listen on {self.address}: {exc.strerror} (is another node running there?)") from None
+        self.router = router
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        for agent in self.spec.agents:
+            names = agent.instance_names()
+            self.groups[agent.name] = names
+            policy = RestartPolicy(
+                agent.restart,
+                agent.max_restarts if agent.max_restarts is not None else DEFAULT_MAX_RESTARTS[agent.restart],
+                agent.restart_window,
+                agent.backoff,
+                agent.backoff_max,
+            )
+            for name in names:
+                self.instances[name] = Instance(
+                    name=name,
+                    spec=agent,
+                    group=agent.name,
+                    tracker=RestartTracker(policy),
+                    log_path=self.run_dir / "logs" / f"{name}.log",
+                )
+                self._queue.append(name)
+
+    @property
+    def connect_address(self) -> str:
+        """The address agents use to reach this node."""
+        host, port = self.address.rsplit(":", 1)
+        if host in ("tcp://0.0.0.0", "tcp://*"):
+            host = "tcp://127.0.0.1"
+        return f"{host}:{port}"
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        self._stop_requested = True
+
+    def run(self) -> None:
+        if self.router is None:
+            self.bind()
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, self.request_stop)
+            except ValueError:  # not the main thread: the caller stops us with request_stop()
+                pass
+        self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {self.run_dir / 'logs'})")
+        try:
+            self._serve()
+        finally:
+            self._kill_everything()
+            self.router.close(0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.on_event(f"node {self.name} stopped")
+
+    def _serve(self) -> None:
+        router = self.router
+        next_housekeeping = 0.0
+        next_tick = 0.0
+        while True:
+            try:
+                got = recv_request(router, self.bad)
+            except zmq.Again:
+                got = None
+            if got is not None:
+                self._handle(*got)
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_S
+                if self._stop_requested and self._stop_deadline is None:
+                    self._begin_stop(now)
+                self._reap(now)
+                if self._stop_deadline is not None:
+                    if not self._live():
+                        return
+                    if now >= self._stop_deadline:
+                        return
+                else:
+                    self._start_due(now)
+                    self._expire_embedded(now)
+                if self.on_tick is not None and now >= next_tick:
+                    next_tick = now + 1.0
+                    self.on_tick(self)
+
+    # -- control requests ------------------------------------------------------------------
+
+    def _handle(self, ident: bytes, frame: bytes) -> None:
+        try:
+            envelopes = wire.decode(frame, self.spec.max_message)
+        except WireError as exc:
+            self.bad.record(ident, exc)
+            return
+        for env in envelopes:
+            if env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
+                self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
+                continue
+            body = env[6]
+            handler = getattr(self, "_op_" + body["op"], None)
+            try:
+                if handler is None:
+                    raise WireError(f"unknown op {body['op']!r:.40}")
+                answer = wire.encode(_REPLY, next(self._ids), env[2], "$node", env[4], handler(body))
+            except MeshError as exc:
+                answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(exc))
+            except (KeyError, TypeError, ValueError) as exc:
+                err = WireError(f"bad {body['op']} request: {type(exc).__name__}: {exc}")
+                answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(err))
+            self.router.send_multipart((ident, answer))
+
+    def _op_ping(self, body: dict) -> dict:
+        return {"node": self.name, "pid": os.getpid(), "address": self.address}
+
+    def _op_register(self, body: dict) -> dict:
+        name, endpoint, pid = _str(body, "name"), _str(body, "endpoint"), _int(body, "pid")
+        inst = self.instances.get(name)
+        now = time.monotonic()
+        if body.get("supervised"):
+            if inst is None or inst.embedded or inst.pid != pid:
+                raise WireError(f"no agent {name!r} with pid {pid} was started by node {self.name}")
+        else:
+            if name in self.groups and self.groups[name] != [name]:
+                raise WireError(f"name {name!r} is taken by a replica group of node {self.name}")
+            if inst is not None and not inst.embedded:
+                raise WireError(f"name {name!r} is taken by an agent of node {self.name}")
+            if inst is not None and inst.state == "running" and inst.pid != pid and now - inst.last_heard < EMBEDDED_TTL_S:
+                raise WireError(f"name {name!r} is taken by a live actor in pid {inst.pid}")
+            if inst is None:
+                inst = self.instances[name] = Instance(name=name, spec=None, group=name)
+            inst.pid = pid
+        inst.incarnation += 1
+        inst.endpoint = endpoint
+        inst.state = "running"
+        inst.last_heard = now
+        inst.messages = 0
+        self.on_event(f"{name} running (pid {pid}, incarnation {inst.incarnation}{', embedded' if inst.embedded else ''})")
+        return {"incarnation": inst.incarnation, "node": self.name}
+
+    def _op_unregister(self, body: dict) -> dict:
+        name = _str(body, "name")
+        inst = self.instances.get(name)
+        if inst is not None and inst.endpoint == body.get("endpoint"):
+            inst.endpoint = None
+            if inst.embedded:
+                del self.instances[name]
+                self.on_event(f"{name} left (embedded)")
+        return {}
+
+    def _op_heartbeat(self, body: dict) -> dict:
+        inst = self.instances.get(_str(body, "name"))
+        if inst is None or inst.endpoint != body.get("endpoint"):
+            return {"known": False}
+        inst.last_heard = time.monotonic()
+        inst.messages = _int(body, "messages")
+        inst.bad_frames = int(body.get("bad_frames") or 0)
+        return {"known": True}
+
+    def _op_resolve(self, body: dict) -> dict:
+        name = _str(body, "name")
+        inst = self.instances.get(name)
+        if inst is None and name in self.groups:
+            running = [self.instances[n] for n in self.groups[name] if self.instances[n].state == "running"]
+            if running:
+                inst = random.choice(running)
+            else:
+                inst = self.instances[self.groups[name][0]]
+        if inst is None:
+            raise ActorNotFound(f"no actor named {name!r} on node {self.name}")
+        if inst.state == "running" and inst.endpoint:
+            return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name}
+        if inst.state in ("failed", "stopped"):
+            raise ActorNotFound(f"actor {name!r} is {inst.state}{': ' + inst.reason if inst.reason else ''}")
+        return {"state": inst.state}
+
+    def _op_status(self, body: dict) -> dict:
+        return self.status()
+
+    def _op_down(self, body: dict) -> dict:
+        self.on_event("stop requested by `mesh down`")
+        self._stop_requested = True
+        return {"stopping": True, "pid": os.getpid()}
+
+    def _op_logs(self, body: dict) -> dict:
+        name = _str(body, "name")
+        inst = self.instances.get(name)
+        if inst is None:
+            raise ActorNotFound(f"no actor named {name!r} on node {self.name}")
+        if inst.log_path is None:
+            raise WireError(f"{name!r} is embedded in pid {inst.pid}: its output stays in that process")
+        offset = max(0, int(body.get("offset") or 0))
+        try:
+            with open(inst.log_path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if body.get("tail") is not None and offset == 0:
+                    offset = max(0, size - int(body["tail"]))
+                f.seek(min(offset, size))
+                data = f.read(LOG_CHUNK)
+        except FileNotFoundError:
+            return {"data": "", "offset": 0, "size": 0}
+        return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "size": size}
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {
+            "node": {
+                "name": self.name,
+                "address": self.address,
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - self.started, 3),
+                "stopping": self._stop_requested,
+                "bad_frames": self.bad.total,
+            },
+            "agents": [inst.as_status(self.name) for inst in self.instances.values()],
+        }
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    def _start_due(self, now: float) -> None:
+        # Waves: the next wave starts when the current one has registered (or timed out).
+        if self._wave:
+            settled = all(self.instances[n].state != "starting" for n in self._wave)
+            if settled or now >= self._wave_deadline:
+                self._wave = []
+        if not self._wave and self._queue:
+            self._wave, self._queue = self._queue[: self.spec.wave_size], self._queue[self.spec.wave_size :]
+            self._wave_deadline = now + self.spec.wave_timeout
+            for name in self._wave:
+                self._spawn(self.instances[name], now)
+        for inst in self.instances.values():
+            if inst.state == "restarting" and inst.popen is None and now >= inst.restart_at:
+                self._spawn(inst, now)
+
+    def _spawn(self, inst: Instance, now: float) -> None:
+        spec = inst.spec
+        env = dict(os.environ)
+        env.update(
+            MESH_NODE=self.connect_address,
+            MESH_AGENT_NAME=inst.name,
+            MESH_AGENT_CLASS=spec.cls,
+            MESH_AGENT_PATH=os.pathsep.join(self.spec.import_path()),
+            MESH_AGENT_CONFIG=json.dumps(spec.config, default=str),
+            MESH_AGENT_MAILBOX=str(spec.mailbox),
+            MESH_MAX_FRAME=str(self.spec.max_message),
+            MESH_SUPERVISED="1",
+            PYTHONUNBUFFERED="1",
+        )
+        with open(inst.log_path, "ab") as out:
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {inst.name} ---\n".encode())
+            out.flush()
+            inst.popen = subprocess.Popen(
+                [sys.executable, "-m", "mesh.runtime.agent"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.spec.base_dir,
+                start_new_session=True,
+            )
+        inst.pid = inst.popen.pid
+        inst.state = "starting"
+        inst.endpoint = None
+        inst.started_at = now
+        inst.term_sent_at = None
+
+    def _reap(self, now: float) -> None:
+        for inst in self.instances.values():
+            popen = inst.popen
+            if popen is None:
+                continue
+            try:
+                exited = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                exited = True
+            if exited is None:
+                continue
+            # Kill what the agent forked while its pid still names the group, then reap it.
+            _kill_group(popen.pid)
+            code = popen.wait()
+            inst.popen = None
+            inst.endpoint = None
+            if self._stop_deadline is not None:
+                inst.state = "stopped"
+                inst.reason = "node stopped"
+                continue
+            decision = inst.tracker.on_exit(now, code)
+            inst.reason = decision.reason
+            if decision.action == "restart":
+                inst.state = "restarting"
+                inst.restarts += 1
+                inst.restart_at = now + decision.delay
+                self.on_event(f"{inst.name} {decision.reason}; restarting in {decision.delay:g} s")
+            else:
+                inst.state = "stopped" if decision.action == "stop" else "failed"
+                self.on_event(f"{inst.name} {inst.state}: {decision.reason}")
+
+    def _expire_embedded(self, now: float) -> None:
+        gone = [n for n, i in self.instances.items() if i.embedded and now - i.last_heard > EMBEDDED_TTL_S]
+        for name in gone:
+            del self.instances[name]
+            self.on_event(f"{name} dropped (embedded, no heartbeat for {EMBEDDED_TTL_S:g} s)")
+
+    def _live(self) -> list[Instance]:
+        return [i for i in self.instances.values() if i.popen is not None]
+
+    def _begin_stop(self, now: float) -> None:
+        self._stop_deadline = now + self.spec.stop_timeout
+        self._queue = []
+        for inst in self.instances.values():
+            if inst.popen is not None:
+                try:
+                    inst.popen.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                inst.term_sent_at = now
+            elif inst.state in ("restarting", "starting"):
+                inst.state = "stopped"
+                inst.reason = "node stopped"
+        self.on_event(f"stopping {len(self._live())} agent(s), at most {self.spec.stop_timeout:g} s")
+
+    def _kill_everything(self) -> None:
+        """Last line of defence: no agent process, nor anything it forked, outlives the node."""
+        for inst in self.instances.values():
+            popen = inst.popen
+            if popen is None:
+                continue
+            if popen.poll() is None:
+                self.on_event(f"{inst.name} did not stop in time: SIGKILL")
+            _kill_group(popen.pid)
+            try:
+                popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            inst.popen = None
+            inst.state = "stopped"
+            inst.endpoint = None
+            if not inst.reason or inst.reason == "node stopped":
+                inst.reason = "node stopped"
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _str(body: dict, key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise WireError(f"field {key!r} must be a non-empty string")
+    return value
+
+
+def _int(body: dict, key: str) -> int:
+    value = body.get(key)
+    if type(value) is not int:
+        raise WireError(f"field {key!r} must be an integer")
+    return value
+
+
+__all__ = ["Node", "Instance", "STATES", "mesh_home", "describe_exit"]

@@ -1,0 +1,303 @@
+"""ZeroMQ sockets for the message path.
+
+A :class:`Channel` is one DEALER connected to one endpoint (an actor's ROUTER or a
+node's). Every process keeps its channels per thread, because ZeroMQ sockets must
+not be used from two threads at once; the one exception is the :class:`Flusher`,
+which takes the channel's lock before it touches the socket.
+
+Why batching: a stream of tells with one envelope per frame runs at about half the
+speed of raw PUSH->PULL, because the receiver pays per frame. When a sender is
+ahead of the socket (a tell follows another within ``LINGER_S``), its tells are
+held and sent together as one batch frame: at ``BATCH_MAX`` envelopes, before any
+ask on the same channel (so order is kept), when a served actor's handler returns,
+or by the flusher thread after ``LINGER_S``. An isolated tell goes out at once.
+
+Why a monitor: when the peer's process dies, its TCP connection closes and the
+DEALER's monitor reports DISCONNECTED within milliseconds. An ask waiting on that
+channel then fails with ActorDied instead of waiting for its timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from .. import wire
+from ..errors import ActorDied, AskTimeout, MailboxFull, from_wire
+
+log = logging.getLogger("mesh.transport")
+
+#: How long a tell may wait for company before the flusher sends it, in seconds.
+LINGER_S = 0.0002
+#: Envelopes per batch frame at most.
+BATCH_MAX = 64
+#: How often a blocked receive wakes to check deadlines and peer death, in ms.
+WAIT_SLICE_MS = 25
+#: ZMTP heartbeats: a silent peer is noticed after HEARTBEAT_TIMEOUT_MS.
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+
+_MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+
+_perf = time.perf_counter
+_monotonic = time.monotonic
+
+
+def context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+def tune_socket(sock: zmq.Socket, *, hwm: int, max_bytes: int) -> None:
+    """Options every mesh socket gets: bounded queues, capped frames, heartbeats."""
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+
+
+class Channel:
+    """A DEALER to one endpoint, with its monitor, its lock and its pending tells."""
+
+    __slots__ = (
+        "endpoint",
+        "sock",
+        "monitor",
+        "lock",
+        "pending",
+        "last_send",
+        "connected",
+        "dead",
+        "refused",
+        "thread",
+        "max_bytes",
+        "__weakref__",
+    )
+
+    def __init__(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int):
+        sock = context().socket(zmq.DEALER)
+        tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
+        sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
+        sock.setsockopt(zmq.RCVTIMEO, WAIT_SLICE_MS)
+        sock.setsockopt(zmq.LINGER, 2000)
+        self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        sock.connect(endpoint)
+        self.endpoint = endpoint
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.pending: list[bytes] = []
+        self.last_send = 0.0
+        self.connected = False
+        self.dead = False
+        self.refused = False
+        self.thread = threading.get_ident()
+        self.max_bytes = max_bytes
+
+    # -- peer liveness -------------------------------------------------------
+
+    def poll_events(self) -> bool:
+        """Read pending monitor events; return True if the peer is gone."""
+        mon = self.monitor
+        while True:
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return self.dead
+            if event == zmq.EVENT_CONNECTED:
+                self.connected = True
+                self.refused = False
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.dead = True
+            elif event == zmq.EVENT_CONNECT_RETRIED and not self.connected:
+                # The endpoint refuses connections: nobody listens there any more.
+                self.refused = True
+                self.dead = True
+
+    # -- sending ---------------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> None:
+        try:
+            self.sock.send(frame, copy=len(frame) < 65536)
+        except zmq.Again:
+            raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
+        self.last_send = _perf()
+
+    def flush_locked(self) -> None:
+        """Send the pending tells, as few frames as the size cap allows. Hold ``lock``."""
+        pending = self.pending
+        while pending:
+            n = len(pending)
+            frame = pending[0] if n == 1 else wire.batch_header(n) + b"".join(pending)
+            while len(frame) > self.max_bytes and n > 1:
+                n //= 2
+                frame = wire.batch_header(n) + b"".join(pending[:n])
+            self.send_frame(frame)
+            del pending[:n]
+
+    def flush(self) -> None:
+        with self.lock:
+            self.flush_locked()
+
+    def tell(self, frame: bytes, flusher: "Flusher") -> None:
+        with self.lock:
+            pending = self.pending
+            if not pending:
+                now = _perf()
+                if now - self.last_send > LINGER_S:
+                    self.send_frame(frame)
+                    return
+                pending.append(frame)
+                flusher.arm(self)
+                return
+            pending.append(frame)
+            if len(pending) >= BATCH_MAX:
+                try:
+                    self.flush_locked()
+                except MailboxFull:
+                    # This tell was not accepted; the ones before it stay pending.
+                    if pending and pending[-1] is frame:
+                        pending.pop()
+                    raise
+
+    def request(self, frame: bytes, msg_id: int, timeout: float, what: str) -> object:
+        """Send an ASK or CONTROL frame and wait for the answer with ``corr_id == msg_id``."""
+        with self.lock:
+            if self.pending:
+                self.flush_locked()
+            self.send_frame(frame)
+            deadline = _monotonic() + timeout
+            sock = self.sock
+            while True:
+                try:
+                    answer = sock.recv()
+                except zmq.Again:
+                    if self.poll_events():
+                        answer = self._recv_nowait()
+                        if answer is None:
+                            self.dead = True
+                            raise ActorDied(f"{what} died while the request was in flight") from None
+                    elif _monotonic() >= deadline:
+                        raise AskTimeout(f"{what} did not answer within {timeout:g} s") from None
+                    else:
+                        continue
+                try:
+                    envelopes = wire.decode(answer, self.max_bytes)
+                except Exception as exc:
+                    log.warning("dropped a bad answer from %s: %s", self.endpoint, exc)
+                    continue
+                for env in envelopes:
+                    if env[3] == msg_id:
+                        if env[1] == wire.Kind.REPLY:
+                            return env[6]
+                        raise from_wire(env[6])
+                # Anything else is a late answer to an earlier request that timed out.
+
+    def _recv_nowait(self) -> bytes | None:
+        try:
+            return self.sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def close(self, linger_ms: int = 0) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+        self.sock.close(linger_ms)
+
+
+class Flusher:
+    """One daemon thread per process that sends tells left pending by a burst."""
+
+    def __init__(self) -> None:
+        self._dirty: set[Channel] = set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def arm(self, channel: Channel) -> None:
+        self._dirty.add(channel)
+        if self._thread is None:
+            self._start()
+        self._wake.set()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                t = threading.Thread(target=self._run, name="mesh-flusher", daemon=True)
+                t.start()
+                self._thread = t
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(LINGER_S)
+            self._wake.clear()
+            for ch in list(self._dirty):
+                self._dirty.discard(ch)
+                try:
+                    with ch.lock:
+                        if ch.pending and not ch.sock.closed:
+                            ch.flush_locked()
+                except MailboxFull:
+                    # Keep the frames; try again on the next round.
+                    self._dirty.add(ch)
+                    self._wake.set()
+                except zmq.ZMQError as exc:
+                    log.warning("could not flush tells to %s: %s", ch.endpoint, exc)
+
+
+FLUSHER = Flusher()
+
+
+class BadFrames:
+    """Counts frames dropped per peer and logs each peer at most once a second."""
+
+    def __init__(self, where: str, interval_s: float = 1.0):
+        self.where = where
+        self.interval_s = interval_s
+        self.by_peer: dict[str, int] = {}
+        self.total = 0
+        self._last_log: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def record(self, peer: bytes | str, reason: object) -> None:
+        key = peer.hex() if isinstance(peer, bytes) else str(peer)
+        if len(self.by_peer) > 10000 and key not in self.by_peer:
+            key = "other"  # a flood of fresh identities must not grow this map without bound
+        self.by_peer[key] = self.by_peer.get(key, 0) + 1
+        self.total += 1
+        now = _monotonic()
+        if now - self._last_log.get(key, -1e9) >= self.interval_s:
+            extra = self._suppressed.pop(key, 0)
+            more = f" (+{extra} more since last report)" if extra else ""
+            log.warning("%s: dropped a bad frame from peer %s: %s%s", self.where, key, reason, more)
+            self._last_log[key] = now
+        else:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+
+
+def recv_request(sock: zmq.Socket, bad: BadFrames) -> tuple[bytes, bytes] | None:
+    """Read one [identity, frame] message from a ROUTER; anything else is dropped and counted.
+
+    Raises zmq.Again when nothing arrived within the socket's RCVTIMEO.
+    """
+    ident = sock.recv()
+    if not sock.rcvmore:
+        bad.record(ident, "message has no body frame")
+        return None
+    frame = sock.recv()
+    if sock.rcvmore:
+        extra = 0
+        while sock.rcvmore:
+            sock.recv()
+            extra += 1
+        bad.record(ident, f"message has {extra + 2} frames, at most 2 are allowed")
+        return None
+    return ident, frame

@@ -1,0 +1,599 @@
+"""The node spec: a TOML file that says which agents a mesh node runs, and how.
+
+A spec has two parts, both optional::
+
+    [node]
+    name = "lab"                      # node name (same charset as agent names)
+    listen = "tcp://127.0.0.1:7700"   # tcp://HOST:PORT; "HOST:PORT" gets tcp:// added
+    path = ["agents", "../shared"]    # folders (relative to the spec file) put on
+                                      # sys.path to import agent classes
+    wave_size = 4                     # agents started at once
+    wave_timeout = "10s"              # seconds to wait for a wave to register
+    stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
+    max_message = "4MiB"              # bytes, the largest frame the node accepts
+
+    [[agents]]
+    name = "planner"                  # unique in the node
+    class = "planner:Planner"         # "module:Class", Class a subclass of mesh.Actor
+    restart = "on-failure"            # "never", "on-failure" or "always"
+    replicas = 1                      # instances; >1 names them planner.0, planner.1, ...
+    max_restarts = 1                  # restarts allowed within restart_window
+    restart_window = "60s"            # seconds
+    backoff = "500ms"                 # seconds before the first restart in a window
+    backoff_max = "10s"               # seconds, the cap of the doubling backoff
+    mailbox = 1000                    # frames queued before senders block
+    stop_timeout = "5s"               # seconds; defaults to the node's stop_timeout
+    config = { model = "small" }      # keyword arguments for Planner(...)
+
+Units:
+
+* Durations are seconds. TOML accepts a number (``1.5``) or a string with one
+  unit: ``"250ms"``, ``"1.5s"``, ``"2m"``, ``"1h"`` (units are case-insensitive;
+  ``d`` for days also works). See :func:`parse_duration`.
+* Sizes are bytes. TOML accepts an integer (``1048576``) or a string with one
+  unit: ``"100B"``, decimal ``"256KB"``/``"MB"``/``"GB"``/``"TB"`` (powers of
+  1000) or binary ``"512KiB"``/``"MiB"``/``"GiB"``/``"TiB"`` (powers of 1024),
+  case-insensitive, fractions allowed when they give whole bytes
+  (``"1.5GB"``). See :func:`parse_size`.
+
+Names (node and agents) are 1 to 128 characters of ``A-Z a-z 0-9 _ . -`` and
+do not start with ``.`` (names starting with ``$`` are reserved for the
+runtime). A replicated agent's instance names (``NAME.0`` ...) must be valid
+names too, and no name or instance name may appear twice in a node.
+
+Every problem is reported as :class:`mesh.SpecError` with the file, the key
+(``node.listen``, ``agents[2].class``; indexes are zero-based) and the reason.
+:func:`load_spec` and :func:`parse_spec` only check the spec's shape;
+:func:`check_importable` also imports every agent class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from difflib import get_close_matches
+from typing import Any
+
+from .errors import SpecError
+
+__all__ = [
+    "AgentSpec",
+    "NodeSpec",
+    "RESTART_POLICIES",
+    "DEFAULT_MAX_RESTARTS",
+    "load_spec",
+    "parse_spec",
+    "parse_duration",
+    "parse_size",
+    "check_importable",
+]
+
+RESTART_POLICIES = ("never", "on-failure", "always")
+#: ``max_restarts`` when the spec does not give it, by restart policy.
+DEFAULT_MAX_RESTARTS = {"never": 0, "on-failure": 1, "always": 10}
+
+NAME_MAX = 128
+MAX_REPLICAS = 1000
+MAX_MAILBOX = 2**31 - 1  # ZeroMQ high-water marks are C ints
+MIN_MESSAGE = 1024
+MAX_MESSAGE = 1024**3
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_NUMBER_WITH_UNIT_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*", re.ASCII)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+_NODE_KEYS = ("name", "listen", "path", "wave_size", "wave_timeout", "stop_timeout", "max_message")
+_AGENT_KEYS = (
+    "name",
+    "class",
+    "restart",
+    "replicas",
+    "max_restarts",
+    "restart_window",
+    "backoff",
+    "backoff_max",
+    "mailbox",
+    "stop_timeout",
+    "config",
+)
+_TOP_KEYS = ("node", "agents")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One ``[[agents]]`` entry. Durations are seconds; see the module docstring."""
+
+    name: str  #: unique in the node; see the module docstring for the charset
+    cls: str  #: TOML key ``class``: ``"module:Class"`` (dotted on both sides)
+    restart: str = "on-failure"  #: one of RESTART_POLICIES
+    replicas: int = 1  #: instances, 1 to 1000
+    max_restarts: int | None = None  #: restarts within restart_window; None = policy default
+    restart_window: float = 60.0  #: seconds
+    backoff: float = 0.5  #: seconds before the first restart; doubles per restart in the window
+    backoff_max: float = 10.0  #: seconds, the cap of the backoff
+    mailbox: int = 1000  #: frames queued in the actor's ROUTER before senders block
+    stop_timeout: float | None = None  #: seconds for a graceful stop; None = the node's
+    config: dict = field(default_factory=dict)  #: keyword arguments for the class constructor
+
+    def __post_init__(self) -> None:
+        if self.max_restarts is None:
+            object.__setattr__(self, "max_restarts", DEFAULT_MAX_RESTARTS.get(self.restart, 0))
+
+    def instance_names(self) -> list[str]:
+        """The names the instances register under: ``[name]``, or ``name.0``, ``name.1`` ..."""
+        if self.replicas == 1:
+            return [self.name]
+        return [f"{self.name}.{i}" for i in range(self.replicas)]
+
+    @property
+    def module(self) -> str:
+        """The module part of ``cls``."""
+        return self.cls.partition(":")[0]
+
+    @property
+    def qualname(self) -> str:
+        """The class part of ``cls`` (may be dotted for a nested class)."""
+        return self.cls.partition(":")[2]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A whole spec: the ``[node]`` table and its agents. See the module docstring."""
+
+    file: str  #: the spec path as given, or "<default>" / "<spec>"
+    base_dir: str  #: absolute folder of the spec file (the cwd if there is no file)
+    name: str = "mesh"  #: node name
+    listen: str = "tcp://127.0.0.1:7700"  #: always tcp://HOST:PORT
+    path: tuple[str, ...] = ()  #: absolute folders added to sys.path for agent imports
+    wave_size: int = 4  #: agents started at once
+    wave_timeout: float = 10.0  #: seconds to wait for a wave to register
+    stop_timeout: float = 5.0  #: seconds a graceful stop may take before SIGKILL
+    max_message: int = 4 * 1024 * 1024  #: bytes
+    agents: tuple[AgentSpec, ...] = ()
+
+    def import_path(self) -> list[str]:
+        """Folders to put first on sys.path: base_dir, then path, then the cwd; no duplicates."""
+        seen: set[str] = set()
+        out: list[str] = []
+        for folder in (self.base_dir, *self.path, os.getcwd()):
+            if folder not in seen:
+                seen.add(folder)
+                out.append(folder)
+        return out
+
+    def agent(self, name: str) -> AgentSpec:
+        """The agent spec called ``name`` (KeyError if none)."""
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_duration(value: Any, key: str, file: str) -> float:
+    """Seconds from a number (``1.5``, ``2``) or a string with a unit.
+
+    Units: ``ms``, ``s``, ``m`` (minutes), ``h``, ``d``; case-insensitive,
+    spaces allowed between number and unit. Negative, non-finite, bool, other
+    types, a unitless string and unknown units raise :class:`SpecError`.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SpecError(file, key, f"expected a duration (seconds, or a string like '1.5s'), got {_type_name(value)}")
+    if isinstance(value, str):
+        match = _NUMBER_WITH_UNIT_RE.fullmatch(value)
+        if match is None:
+            if value.strip().startswith("-"):
+                raise SpecError(file, key, f"duration must not be negative, got {value!r}")
+            raise SpecError(file, key, f"not a duration: {value!r} (use e.g. '250ms', '1.5s', '2m', '1h')")
+        number, unit = match.groups()
+        if not unit:
+            raise SpecError(file, key, f"duration {value!r} has no unit (use ms, s, m, h or d, or a bare number)")
+        factor = _DURATION_UNITS.get(unit.lower())
+        if factor is None:
+            raise SpecError(file, key, f"unknown duration unit {unit!r} in {value!r} (known: ms, s, m, h, d)")
+        seconds = float(number) * factor
+    else:
+        seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise SpecError(file, key, f"duration must be a finite number, got {value!r}")
+    if seconds < 0:
+        raise SpecError(file, key, f"duration must not be negative, got {value!r}")
+    return seconds
+
+
+def parse_size(value: Any, key: str, file: str) -> int:
+    """Bytes from an integer or a string with a unit.
+
+    Units (case-insensitive): ``B``; ``KB``, ``MB``, ``GB``, ``TB`` (powers of
+    1000); ``KiB``, ``MiB``, ``GiB``, ``TiB`` (powers of 1024). Fractions are
+    fine when the result is a whole number of bytes (``"1.5GB"``, ``"0.5KiB"``).
+    A float equal to a whole number (TOML ``1e6``) is taken as bytes. Negative,
+    bool, a unitless string and unknown units raise :class:`SpecError`.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SpecError(file, key, f"expected a size (bytes, or a string like '4MiB'), got {_type_name(value)}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise SpecError(file, key, f"size must be a whole number of bytes, got {value!r}")
+        size = int(value)
+    else:
+        match = _NUMBER_WITH_UNIT_RE.fullmatch(value)
+        if match is None:
+            if value.strip().startswith("-"):
+                raise SpecError(file, key, f"size must not be negative, got {value!r}")
+            raise SpecError(file, key, f"not a size: {value!r} (use e.g. '512KiB', '4MB', '1.5GB')")
+        number, unit = match.groups()
+        if not unit:
+            raise SpecError(file, key, f"size {value!r} has no unit (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+        factor = _SIZE_UNITS.get(unit.lower())
+        if factor is None:
+            raise SpecError(
+                file, key, f"unknown size unit {unit!r} in {value!r} (known: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            )
+        try:
+            exact = Decimal(number) * factor
+        except InvalidOperation:  # pragma: no cover - the regex admits only decimals
+            raise SpecError(file, key, f"not a size: {value!r}") from None
+        if exact != exact.to_integral_value():
+            raise SpecError(file, key, f"size {value!r} is not a whole number of bytes ({exact} B)")
+        size = int(exact)
+    if size < 0:
+        raise SpecError(file, key, f"size must not be negative, got {value!r}")
+    return size
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Checker:
+    """Field readers that raise SpecError with the right file and key."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, key: str, reason: str) -> SpecError:
+        return SpecError(self.file, key, reason)
+
+    def unknown_keys(self, table: dict, known: tuple[str, ...], prefix: str) -> None:
+        for k in table:
+            if k not in known:
+                reason = f"unknown key (known: {', '.join(known)})"
+                close = get_close_matches(str(k), known, n=1)
+                if close:
+                    reason += f"; did you mean {close[0]!r}?"
+                raise self.fail(f"{prefix}{k}", reason)
+
+    def integer(self, value: object, key: str, low: int | None = None, high: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected an integer, got {_type_name(value)}")
+        self._bounds(value, key, low, high)
+        return value
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {_type_name(value)}")
+        return value
+
+    def duration(self, value: object, key: str, positive: bool = False) -> float:
+        seconds = parse_duration(value, key, self.file)
+        if positive and seconds <= 0:
+            raise self.fail(key, f"must be greater than 0 seconds, got {value!r}")
+        return seconds
+
+    def name(self, value: object, key: str, what: str) -> str:
+        text = self.string(value, key)
+        reason = _name_problem(text)
+        if reason is not None:
+            raise self.fail(key, f"invalid {what} {text!r}: {reason}")
+        return text
+
+    def _bounds(self, value: int, key: str, low: int | None, high: int | None) -> None:
+        if low is not None and value < low:
+            raise self.fail(key, f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise self.fail(key, f"must be at most {high}, got {value}")
+
+
+def _name_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid node/agent name, or None if it is."""
+    if not text:
+        return "must not be empty"
+    if len(text) > NAME_MAX:
+        return f"longer than {NAME_MAX} characters ({len(text)})"
+    if text[0] == "$":
+        return "names starting with '$' are reserved for the runtime"
+    if text[0] == ".":
+        return "must not start with '.'"
+    if not _NAME_RE.fullmatch(text):
+        bad = sorted({c for c in text if not _NAME_RE.fullmatch(c)})
+        return f"only A-Z a-z 0-9 _ . - are allowed (found {''.join(bad)!r})"
+    return None
+
+
+def _class_problem(text: str) -> str | None:
+    """Why ``text`` is not a "module:Class" reference, or None if it is."""
+    if text.count(":") != 1:
+        return "expected 'module:Class' with exactly one ':'"
+    module, qualname = text.split(":")
+    for part, what in ((module, "module"), (qualname, "class")):
+        if not part:
+            return f"expected 'module:Class', the {what} part is empty"
+        if not all(piece.isidentifier() for piece in part.split(".")):
+            return f"the {what} part {part!r} is not a dotted Python identifier"
+    return None
+
+
+def _normalize_listen(value: str, key: str, check: _Checker) -> str:
+    address = value.strip()
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme.lower() != "tcp":
+        raise check.fail(key, f"only tcp:// addresses are supported, got {value!r}")
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host:
+        raise check.fail(key, f"expected tcp://HOST:PORT, got {value!r}")
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            raise check.fail(key, f"bad IPv6 host in {value!r} (use [ADDRESS])")
+    elif ":" in host:
+        raise check.fail(key, f"IPv6 hosts need brackets, e.g. tcp://[::1]:7700, got {value!r}")
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise check.fail(key, f"bad host {host!r} in {value!r}")
+    if not port.isdigit() or not port.isascii():
+        raise check.fail(key, f"port must be a number, got {port!r} in {value!r}")
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise check.fail(key, f"port must be 1-65535, got {number}")
+    return f"tcp://{host}:{number}"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) -> NodeSpec:
+    """Validate a parsed TOML document (a dict) and build the :class:`NodeSpec`.
+
+    ``base_dir`` is the folder ``node.path`` entries are relative to (default:
+    the current directory); it is made absolute.
+    """
+    file = str(file)
+    check = _Checker(file)
+    base = os.path.abspath(os.fspath(base_dir) if base_dir is not None else os.getcwd())
+    if not isinstance(data, dict):
+        raise check.fail("-", f"expected a TOML table at the top level, got {_type_name(data)}")
+    for k in data:
+        if k not in _TOP_KEYS:
+            raise check.fail(str(k), f"unknown key (known: {', '.join(_TOP_KEYS)})")
+
+    node = data.get("node", {})
+    if not isinstance(node, dict):
+        raise check.fail("node", f"expected a table ([node]), got {_type_name(node)}")
+    check.unknown_keys(node, _NODE_KEYS, "node.")
+    kwargs: dict[str, Any] = {}
+    if "name" in node:
+        kwargs["name"] = check.name(node["name"], "node.name", "node name")
+    if "listen" in node:
+        kwargs["listen"] = _normalize_listen(check.string(node["listen"], "node.listen"), "node.listen", check)
+    if "path" in node:
+        kwargs["path"] = _parse_path(node["path"], base, check)
+    if "wave_size" in node:
+        kwargs["wave_size"] = check.integer(node["wave_size"], "node.wave_size", low=1)
+    if "wave_timeout" in node:
+        kwargs["wave_timeout"] = check.duration(node["wave_timeout"], "node.wave_timeout", positive=True)
+    if "stop_timeout" in node:
+        kwargs["stop_timeout"] = check.duration(node["stop_timeout"], "node.stop_timeout")
+    if "max_message" in node:
+        size = parse_size(node["max_message"], "node.max_message", file)
+        if size < MIN_MESSAGE:
+            raise check.fail("node.max_message", f"must be at least {MIN_MESSAGE} bytes, got {size}")
+        if size > MAX_MESSAGE:
+            raise check.fail("node.max_message", f"must be at most 1 GiB ({MAX_MESSAGE} bytes), got {size}")
+        kwargs["max_message"] = size
+
+    raw_agents = data.get("agents", [])
+    if not isinstance(raw_agents, list):
+        raise check.fail("agents", f"expected an array of tables ([[agents]]), got {_type_name(raw_agents)}")
+    agents = tuple(_parse_agent(entry, i, check) for i, entry in enumerate(raw_agents))
+    _check_unique(agents, check)
+    return NodeSpec(file=file, base_dir=base, agents=agents, **kwargs)
+
+
+def _parse_path(value: object, base: str, check: _Checker) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise check.fail("node.path", f"expected an array of strings, got {_type_name(value)}")
+    out = []
+    for i, item in enumerate(value):
+        key = f"node.path[{i}]"
+        folder = check.string(item, key)
+        if not folder.strip():
+            raise check.fail(key, "must not be empty")
+        folder = os.path.expanduser(folder)
+        out.append(os.path.normpath(os.path.join(base, folder)))
+    return tuple(out)
+
+
+def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
+    where = f"agents[{index}]"
+    if not isinstance(entry, dict):
+        raise check.fail(where, f"expected a table ([[agents]]), got {_type_name(entry)}")
+    check.unknown_keys(entry, _AGENT_KEYS, f"{where}.")
+    for required in ("name", "class"):
+        if required not in entry:
+            raise check.fail(f"{where}.{required}", "missing (every agent needs a name and a class)")
+    name = check.name(entry["name"], f"{where}.name", "agent name")
+    cls = check.string(entry["class"], f"{where}.class")
+    problem = _class_problem(cls)
+    if problem is not None:
+        raise check.fail(f"{where}.class", f"{problem}, got {cls!r}")
+
+    restart = check.string(entry.get("restart", "on-failure"), f"{where}.restart")
+    if restart not in RESTART_POLICIES:
+        raise check.fail(f"{where}.restart", f"must be one of {', '.join(RESTART_POLICIES)}, got {restart!r}")
+    replicas = check.integer(entry.get("replicas", 1), f"{where}.replicas", low=1, high=MAX_REPLICAS)
+    if "max_restarts" in entry:
+        max_restarts = check.integer(entry["max_restarts"], f"{where}.max_restarts", low=0)
+    else:
+        max_restarts = DEFAULT_MAX_RESTARTS[restart]
+    restart_window = check.duration(entry.get("restart_window", 60.0), f"{where}.restart_window", positive=True)
+    backoff = check.duration(entry.get("backoff", 0.5), f"{where}.backoff")
+    backoff_max = check.duration(entry.get("backoff_max", 10.0), f"{where}.backoff_max")
+    if backoff_max < backoff:
+        raise check.fail(
+            f"{where}.backoff_max", f"must not be less than backoff ({backoff_max:g}s < {backoff:g}s)"
+        )
+    mailbox = check.integer(entry.get("mailbox", 1000), f"{where}.mailbox", low=1, high=MAX_MAILBOX)
+    stop_timeout = None
+    if "stop_timeout" in entry:
+        stop_timeout = check.duration(entry["stop_timeout"], f"{where}.stop_timeout")
+    config = entry.get("config", {})
+    if not isinstance(config, dict):
+        raise check.fail(f"{where}.config", f"expected a table (keyword arguments), got {_type_name(config)}")
+
+    spec = AgentSpec(
+        name=name,
+        cls=cls,
+        restart=restart,
+        replicas=replicas,
+        max_restarts=max_restarts,
+        restart_window=restart_window,
+        backoff=backoff,
+        backoff_max=backoff_max,
+        mailbox=mailbox,
+        stop_timeout=stop_timeout,
+        config=dict(config),
+    )
+    if replicas > 1:
+        for instance in spec.instance_names():
+            reason = _name_problem(instance)
+            if reason is not None:
+                raise check.fail(f"{where}.name", f"instance name {instance!r} is invalid: {reason}")
+    return spec
+
+
+def _check_unique(agents: tuple[AgentSpec, ...], check: _Checker) -> None:
+    """No agent name or instance name may be taken twice (``a`` x2 gives ``a.0``, ``a.1``)."""
+    taken: dict[str, tuple[int, str]] = {}
+    for i, agent in enumerate(agents):
+        wanted = [agent.name, *(n for n in agent.instance_names() if n != agent.name)]
+        for candidate in wanted:
+            if candidate in taken:
+                j, owner = taken[candidate]
+                if candidate == agent.name and owner == agent.name:
+                    reason = f"duplicate agent name {agent.name!r} (also agents[{j}])"
+                elif candidate == agent.name:
+                    reason = f"duplicate name {candidate!r}: it is an instance of agents[{j}] {owner!r}"
+                else:
+                    reason = (
+                        f"duplicate name {candidate!r}: instance of {agent.name!r} (replicas={agent.replicas})"
+                        f" clashes with agents[{j}] {owner!r}"
+                    )
+                raise check.fail(f"agents[{i}].name", reason)
+        for candidate in wanted:
+            taken[candidate] = (i, agent.name)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_spec(path: str | os.PathLike) -> NodeSpec:
+    """Read, parse and validate the spec file at ``path``.
+
+    A missing, unreadable or non-file path raises ``SpecError(file, "-", ...)``;
+    bad UTF-8 or bad TOML raises ``SpecError(file, "toml", ...)`` with the line.
+    """
+    file = os.fspath(path)
+    if isinstance(file, bytes):
+        file = os.fsdecode(file)
+    try:
+        with open(file, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise SpecError(file, "-", "no such file") from None
+    except IsADirectoryError:
+        raise SpecError(file, "-", "is a directory, not a spec file") from None
+    except PermissionError:
+        raise SpecError(file, "-", "permission denied") from None
+    except OSError as exc:
+        raise SpecError(file, "-", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(file, "toml", f"not valid UTF-8 (at line {line}, byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(file, "toml", str(exc)) from None
+    return parse_spec(data, file=file, base_dir=os.path.dirname(os.path.abspath(file)))
+
+
+def check_importable(spec: NodeSpec) -> None:
+    """Import every agent's class, with ``spec.import_path()`` first on sys.path.
+
+    Raises ``SpecError(file, "agents[i].class", ...)`` when the module does not
+    import (the reason names the exception type and message), the attribute is
+    missing, or it is not a class derived from :class:`mesh.Actor`. ``sys.path``
+    is restored afterwards; imported modules stay in ``sys.modules``.
+    """
+    from .actor import Actor
+
+    saved = list(sys.path)
+    sys.path[:0] = [p for p in spec.import_path()]
+    try:
+        importlib.invalidate_caches()
+        for i, agent in enumerate(spec.agents):
+            key = f"agents[{i}].class"
+            module_name, _, qualname = agent.cls.partition(":")
+            try:
+                module = importlib.import_module(module_name)
+            except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                raise SpecError(spec.file, key, f"cannot import module {module_name!r}: {detail}") from exc
+            target: object = module
+            for part in qualname.split("."):
+                try:
+                    target = getattr(target, part)
+                except AttributeError:
+                    raise SpecError(
+                        spec.file, key, f"module {module_name!r} has no attribute {qualname!r}"
+                    ) from None
+            if not isinstance(target, type):
+                raise SpecError(
+                    spec.file, key, f"{agent.cls!r} is not a class (it is a {_type_name(target)})"
+                )
+            if not issubclass(target, Actor):
+                raise SpecError(spec.file, key, f"{agent.cls!r} is not a subclass of mesh.Actor")
+    finally:
+        sys.path[:] = saved

@@ -1,0 +1,111 @@
+"""The envelope codec: the one place where bytes become messages.
+
+Every frame on every mesh socket carries one msgpack *array* envelope::
+
+    [version, kind, msg_id, corr_id, sender, recipient, body]
+
+``version`` is :data:`VERSION`; ``kind`` one of :class:`Kind`; ``msg_id`` a
+per-sender integer; ``corr_id`` the ``msg_id`` an envelope answers (0 when it
+answers nothing); ``sender`` and ``recipient`` are names; ``body`` any msgpack
+value. An array rather than a map keeps packing and checking cheap: the message
+path is the hot path.
+
+A *batch* frame is a msgpack array of envelopes. Senders that run ahead of the
+socket put several tells in one frame; receivers unpack it with one call.
+
+Frames come from the network, so nothing is trusted: the size is capped before
+decoding, msgpack's own limits are bounded by the frame size, extension types
+(timestamps included) are refused, and the schema is checked field by field. Any
+violation raises :class:`mesh.errors.WireError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgpack
+
+from .errors import WireError
+
+VERSION = 1
+
+#: Default cap on one frame, in bytes. Sockets facing the network also get it as
+#: ZMQ_MAXMSGSIZE, so larger frames are cut off by libzmq before they reach Python.
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+#: Default cap on the number of envelopes in one batch frame.
+MAX_BATCH = 1024
+
+
+class Kind(enum.IntEnum):
+    TELL = 1  #: fire and forget
+    ASK = 2  #: expects REPLY or FAIL with corr_id = this msg_id
+    REPLY = 3  #: successful answer
+    FAIL = 4  #: error answer; body is an errors.to_wire() dict
+    CONTROL = 5  #: request to a node (body is a dict with "op"); answered like ASK
+    EVENT = 6  #: notification from a node; no answer
+
+
+_KINDS = frozenset(int(k) for k in Kind)
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_unpackb = msgpack.unpackb
+
+
+def _refuse_ext(code: int, data: bytes) -> object:
+    raise WireError(f"extension type {code} is not allowed")
+
+
+def encode(kind: int, msg_id: int, corr_id: int, sender: str, recipient: str, body: object) -> bytes:
+    """Pack one envelope. Raises WireError if ``body`` is not a msgpack value."""
+    try:
+        return _packb([VERSION, kind, msg_id, corr_id, sender, recipient, body])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireError(f"message is not serializable: {exc}") from None
+
+
+def batch_header(count: int) -> bytes:
+    """The msgpack array header that turns ``count`` packed envelopes into a batch frame."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    return b"\xdc" + count.to_bytes(2, "big")
+
+
+def check_envelope(env: object) -> list:
+    """Return ``env`` if it is a well-formed envelope, else raise WireError."""
+    if type(env) is not list or len(env) != 7:
+        raise WireError("envelope is not an array of 7 fields")
+    version, kind, msg_id, corr_id, sender, recipient, _body = env
+    if version != VERSION or type(version) is not int:
+        raise WireError(f"unsupported version {version!r:.40}")
+    if type(kind) is not int or kind not in _KINDS:
+        raise WireError(f"unknown kind {kind!r:.40}")
+    if type(msg_id) is not int or type(corr_id) is not int:
+        raise WireError("msg_id and corr_id must be integers")
+    if type(sender) is not str or type(recipient) is not str:
+        raise WireError("sender and recipient must be strings")
+    return env
+
+
+def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH) -> list:
+    """Decode a frame into a list of checked envelopes (one, or a whole batch).
+
+    Raises WireError for anything that is not a valid frame.
+    """
+    if len(frame) > max_bytes:
+        raise WireError(f"frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        obj = _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext)
+    except WireError:
+        raise
+    except Exception as exc:  # msgpack raises ValueError subclasses, and others on odd input
+        raise WireError(f"undecodable frame: {exc}") from None
+    if type(obj) is not list or not obj:
+        raise WireError("frame is not an envelope array")
+    if type(obj[0]) is list:
+        if len(obj) > max_batch:
+            raise WireError(f"batch of {len(obj)} envelopes exceeds the limit of {max_batch}")
+        for env in obj:
+            check_envelope(env)
+        return obj
+    return [check_envelope(obj)]
