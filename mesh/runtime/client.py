@@ -31,6 +31,7 @@ DEFAULT_NODE = "tcp://127.0.0.1:7700"
 NODE_RECIPIENT = "$node"
 
 _client_seq = itertools.count(1)
+_alink_ids = itertools.count(1)
 _get_ident = threading.get_ident
 _encode = wire.encode
 _TELL = int(wire.Kind.TELL)
@@ -85,7 +86,11 @@ class Client:
         self._alinks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._closed = False
         if check:
-            self.control("ping", timeout=connect_timeout)
+            try:
+                self.control("ping", timeout=connect_timeout)
+            except BaseException:
+                self.close()
+                raise
 
     # -- channels --------------------------------------------------------------
 
@@ -314,7 +319,9 @@ class _AsyncLink:
         sock = actx.socket(zmq.DEALER)
         tune_socket(sock, hwm=client.hwm, max_bytes=client.max_frame_bytes)
         sock.setsockopt(zmq.LINGER, 1000)
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED)
+        self.monitor = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED, addr=f"inproc://mesh-amonitor-{next(_alink_ids)}"
+        )
         sock.connect(endpoint)
         self.sock = sock
         self.endpoint = endpoint

@@ -19,6 +19,7 @@ channel then fails with ActorDied instead of waiting for its timeout.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -43,6 +44,7 @@ HEARTBEAT_TIMEOUT_MS = 5000
 
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
+_monitor_ids = itertools.count(1)
 _perf = time.perf_counter
 _monotonic = time.monotonic
 
@@ -85,7 +87,9 @@ class Channel:
         sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
         sock.setsockopt(zmq.RCVTIMEO, WAIT_SLICE_MS)
         sock.setsockopt(zmq.LINGER, 2000)
-        self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        # A unique inproc address: pyzmq's default names it after the socket's fd, which
+        # the kernel reuses once a socket is closed.
+        self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS, addr=f"inproc://mesh-monitor-{next(_monitor_ids)}")
         sock.connect(endpoint)
         self.endpoint = endpoint
         self.sock = sock

@@ -1,0 +1,208 @@
+"""Fixtures: real nodes started with the real `mesh up`, real processes, real sockets.
+
+Every node a test starts is stopped at teardown, and teardown fails the test if
+any process the node started (or anything those forked) is still alive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import mesh
+
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mesh_command() -> list[str]:
+    """The installed `mesh` script of this interpreter's environment (what a user runs)."""
+    script = Path(sys.executable).parent / "mesh"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("mesh")
+    return [found] if found else [sys.executable, "-m", "mesh.cli"]
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except mesh.MeshError as exc:  # a node still starting, an actor restarting
+            last_exc = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 30, input: str | None = None):
+    return subprocess.run(
+        [*mesh_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=input,
+    )
+
+
+class RunningNode:
+    def __init__(self, proc: subprocess.Popen, address: str, spec_path: Path, output: Path):
+        self.proc = proc
+        self.address = address
+        self.spec_path = spec_path
+        self.output = output
+        self._clients: list[mesh.Client] = []
+        self.seen_pids: set[int] = set()
+
+    def client(self, **options) -> mesh.Client:
+        c = mesh.connect(self.address, **options)
+        self._clients.append(c)
+        return c
+
+    def status(self) -> dict:
+        st = self.client_once().status()
+        for a in st["agents"]:
+            if a["pid"] and not a["embedded"]:
+                self.seen_pids.add(a["pid"])
+        return st
+
+    def client_once(self) -> mesh.Client:
+        if not self._clients:
+            self.client()
+        return self._clients[0]
+
+    def agent(self, name: str) -> dict:
+        for a in self.status()["agents"]:
+            if a["name"] == name:
+                return a
+        raise KeyError(name)
+
+    def wait_agent(self, name: str, predicate, timeout: float = 15.0, what: str = "") -> dict:
+        return wait_until(lambda: (lambda a: a if predicate(a) else None)(self.agent(name)), timeout, what or f"agent {name}")
+
+    def wait_running(self, *names: str, timeout: float = 20.0) -> dict:
+        def ready():
+            st = self.status()
+            states = {a["name"]: a["state"] for a in st["agents"]}
+            wanted = names or tuple(states)
+            return st if all(states.get(n) == "running" for n in wanted) else None
+
+        return wait_until(ready, timeout, f"agents {names or 'all'} running")
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def close_clients(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+
+
+@pytest.fixture
+def mesh_home(tmp_path, monkeypatch):
+    home = tmp_path / "mesh-home"
+    monkeypatch.setenv("MESH_HOME", str(home))
+    monkeypatch.delenv("MESH_NODE", raising=False)
+    monkeypatch.setenv("MESH_NO_LIVE", "1")
+    return home
+
+
+@pytest.fixture
+def start_node(tmp_path, mesh_home):
+    """Start `mesh up` on a spec made of ``agents`` (TOML text of [[agents]] tables)."""
+    nodes: list[RunningNode] = []
+
+    def start(agents: str = "", *, name: str = "t", node_extra: str = "", wait: bool = True, timeout: float = 20.0):
+        port = free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        spec = tmp_path / f"{name}-{port}.toml"
+        spec.write_text(
+            f'[node]\nname = "{name}"\nlisten = "{address}"\npath = ["{TESTS}"]\n{node_extra}\n\n{agents}\n'
+        )
+        output = tmp_path / f"{name}-{port}.out"
+        with open(output, "wb") as out:
+            proc = subprocess.Popen([*mesh_command(), "up", str(spec)], stdout=out, stderr=subprocess.STDOUT)
+        node = RunningNode(proc, address, spec, output)
+        nodes.append(node)
+        if wait:
+            wait_until(lambda: proc.poll() is not None or _pings(address), timeout, f"node at {address} to answer")
+            if proc.poll() is not None:
+                raise AssertionError(f"mesh up exited with {proc.returncode}:\n{node.log()}")
+            if agents.strip():
+                node.wait_running(timeout=timeout)
+        return node
+
+    yield start
+
+    leftovers = []
+    for node in nodes:
+        node.close_clients()
+        procs = node.descendants()
+        if node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGTERM)
+            try:
+                node.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait()
+        for p in procs:
+            try:
+                p.wait(timeout=8)
+            except psutil.TimeoutExpired:
+                leftovers.append(p.pid)
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+    assert not leftovers, f"processes outlived their node: {leftovers}"
+
+
+def _pings(address: str) -> bool:
+    try:
+        with mesh.connect(address, connect_timeout=0.5):
+            return True
+    except mesh.NodeUnavailable:
+        return False
+
+
+@pytest.fixture
+def echo_node(start_node):
+    return start_node('[[agents]]\nname = "echo"\nclass = "actors:Echo"\n')
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def env_with(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
