@@ -102,10 +102,49 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
         raise WireError(f"undecodable frame: {exc}") from None
     if type(obj) is not list or not obj:
         raise WireError("frame is not an envelope array")
-    if type(obj[0]) is list:
+    head = obj[0]
+    if type(head) is int:
+        # One envelope: the common case, checked inline (this is the message path).
+        if (
+            len(obj) == 7
+            and head == VERSION
+            and type(obj[1]) is int
+            and obj[1] in _KINDS
+            and type(obj[2]) is int
+            and type(obj[3]) is int
+            and type(obj[4]) is str
+            and type(obj[5]) is str
+        ):
+            return [obj]
+        return [check_envelope(obj)]
+    if type(head) is list:
         if len(obj) > max_batch:
             raise WireError(f"batch of {len(obj)} envelopes exceeds the limit of {max_batch}")
         for env in obj:
             check_envelope(env)
         return obj
     return [check_envelope(obj)]
+
+
+def decode_one(frame, max_bytes: int = MAX_FRAME_BYTES) -> list:
+    """Decode a frame that must hold exactly one envelope (answers are never batched)."""
+    if len(frame) > max_bytes:
+        raise WireError(f"frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        env = _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext)
+    except WireError:
+        raise
+    except Exception as exc:
+        raise WireError(f"undecodable frame: {exc}") from None
+    if type(env) is list and len(env) == 7 and env[0] == VERSION and type(env[0]) is int:
+        kind, msg_id, corr_id, sender, recipient = env[1], env[2], env[3], env[4], env[5]
+        if (
+            type(kind) is int
+            and kind in _KINDS
+            and type(msg_id) is int
+            and type(corr_id) is int
+            and type(sender) is str
+            and type(recipient) is str
+        ):
+            return env
+    return check_envelope(env)  # raises with the precise reason

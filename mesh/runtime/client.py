@@ -24,7 +24,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
 from ..errors import ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, from_wire
-from .transport import FLUSHER, Channel, context, tune_socket
+from .transport import FLUSHER, Channel, Unreachable, context, tune_socket
 
 DEFAULT_NODE = "tcp://127.0.0.1:7700"
 #: The recipient name of requests meant for the node itself.
@@ -283,8 +283,17 @@ class ActorRef:
         msg_id = next(client.ids)
         frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
         ch = self._channel()
-        if not ch.connected and ch.poll_events():
+        try:
+            return ch.request(frame, msg_id, timeout, f"actor {self.name!r}")
+        except Unreachable:
+            # A stale address (the actor restarted elsewhere): the ask never left, so
+            # sending it to the actor's current address is safe.
+            ch.dead = True
             ch = self._rebind()
+        except ActorDied:
+            client.forget(self.name)
+            self._ch = None
+            raise
         try:
             return ch.request(frame, msg_id, timeout, f"actor {self.name!r}")
         except ActorDied:

@@ -28,7 +28,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .. import wire
-from ..errors import ActorDied, AskTimeout, MailboxFull, from_wire
+from ..errors import ActorDied, AskTimeout, MailboxFull, WireError, from_wire
 
 log = logging.getLogger("mesh.transport")
 
@@ -45,6 +45,12 @@ HEARTBEAT_TIMEOUT_MS = 5000
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
 _monitor_ids = itertools.count(1)
+_REPLY = int(wire.Kind.REPLY)
+
+
+class Unreachable(ActorDied):
+    """Nothing ever listened at the endpoint: the request never reached any process."""
+
 _perf = time.perf_counter
 _monotonic = time.monotonic
 
@@ -107,11 +113,11 @@ class Channel:
     def poll_events(self) -> bool:
         """Read pending monitor events; return True if the peer is gone."""
         mon = self.monitor
-        while True:
+        while mon.get(zmq.EVENTS) & zmq.POLLIN:
             try:
                 event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
             except zmq.Again:
-                return self.dead
+                break
             if event == zmq.EVENT_CONNECTED:
                 self.connected = True
                 self.refused = False
@@ -121,6 +127,7 @@ class Channel:
                 # The endpoint refuses connections: nobody listens there any more.
                 self.refused = True
                 self.dead = True
+        return self.dead
 
     # -- sending ---------------------------------------------------------------
 
@@ -169,13 +176,21 @@ class Channel:
                     raise
 
     def request(self, frame: bytes, msg_id: int, timeout: float, what: str) -> object:
-        """Send an ASK or CONTROL frame and wait for the answer with ``corr_id == msg_id``."""
+        """Send an ASK or CONTROL frame and wait for the answer with ``corr_id == msg_id``.
+
+        Raises Unreachable if the endpoint never accepted a connection (the frame
+        never left: safe to send again elsewhere), ActorDied if the peer went away
+        after that, AskTimeout, MailboxFull, or the error the peer answered with.
+        """
         with self.lock:
             if self.pending:
                 self.flush_locked()
-            self.send_frame(frame)
-            deadline = _monotonic() + timeout
             sock = self.sock
+            try:
+                sock.send(frame)
+            except zmq.Again:
+                raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
+            deadline = _monotonic() + timeout
             while True:
                 try:
                     answer = sock.recv()
@@ -183,22 +198,22 @@ class Channel:
                     if self.poll_events():
                         answer = self._recv_nowait()
                         if answer is None:
-                            self.dead = True
+                            if not self.connected:
+                                raise Unreachable(f"{what} is not reachable at {self.endpoint}") from None
                             raise ActorDied(f"{what} died while the request was in flight") from None
                     elif _monotonic() >= deadline:
                         raise AskTimeout(f"{what} did not answer within {timeout:g} s") from None
                     else:
                         continue
                 try:
-                    envelopes = wire.decode(answer, self.max_bytes)
-                except Exception as exc:
+                    env = wire.decode_one(answer, self.max_bytes)
+                except WireError as exc:
                     log.warning("dropped a bad answer from %s: %s", self.endpoint, exc)
                     continue
-                for env in envelopes:
-                    if env[3] == msg_id:
-                        if env[1] == wire.Kind.REPLY:
-                            return env[6]
-                        raise from_wire(env[6])
+                if env[3] == msg_id:
+                    if env[1] == _REPLY:
+                        return env[6]
+                    raise from_wire(env[6])
                 # Anything else is a late answer to an earlier request that timed out.
 
     def _recv_nowait(self) -> bytes | None:
@@ -272,6 +287,8 @@ class BadFrames:
         self._suppressed: dict[str, int] = {}
 
     def record(self, peer: bytes | str, reason: object) -> None:
+        if isinstance(peer, zmq.Frame):
+            peer = peer.bytes
         key = peer.hex() if isinstance(peer, bytes) else str(peer)
         if len(self.by_peer) > 10000 and key not in self.by_peer:
             key = "other"  # a flood of fresh identities must not grow this map without bound
@@ -287,21 +304,23 @@ class BadFrames:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
 
 
-def recv_request(sock: zmq.Socket, bad: BadFrames) -> tuple[bytes, bytes] | None:
+def recv_request(sock: zmq.Socket, bad: BadFrames):
     """Read one [identity, frame] message from a ROUTER; anything else is dropped and counted.
 
+    Returns (identity, body) as zmq Frames (cheaper than bytes; msgpack reads the
+    buffer directly and the identity frame is sent back as it is), or None.
     Raises zmq.Again when nothing arrived within the socket's RCVTIMEO.
     """
-    ident = sock.recv()
-    if not sock.rcvmore:
-        bad.record(ident, "message has no body frame")
+    ident = sock.recv(copy=False)
+    if not ident.more:
+        bad.record(ident.bytes, "message has no body frame")
         return None
-    frame = sock.recv()
-    if sock.rcvmore:
+    frame = sock.recv(copy=False)
+    if frame.more:
         extra = 0
         while sock.rcvmore:
-            sock.recv()
+            sock.recv(copy=False)
             extra += 1
-        bad.record(ident, f"message has {extra + 2} frames, at most 2 are allowed")
+        bad.record(ident.bytes, f"message has {extra + 2} frames, at most 2 are allowed")
         return None
     return ident, frame

@@ -1,0 +1,273 @@
+"""Message latency and throughput of mesh against raw pyzmq, in one run, on this machine.
+
+    python benchmarks/latency.py            # a table
+    python benchmarks/latency.py --json     # one JSON object
+
+(a) raw pyzmq DEALER->ROUTER ping-pong between two processes, msgpack payload
+    {"n": i, "body": "x" * 64};
+(b) ask round trip between two actor processes hosted by a node (actor A asks B);
+(c) ask from an embedded client (this process) to an actor;
+(d) tell throughput: a stream of small messages acknowledged at the end, from an
+    actor and from a client, beside raw PUSH->PULL (also acknowledged at the end);
+plus the proportional set size (PSS) of an idle agent process.
+
+Targets (same run): ask p50 <= 1.15x raw p50, ask p99 <= 1.5x raw p99,
+tell >= 0.5x raw PUSH->PULL. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import psutil
+import zmq
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import mesh  # noqa: E402
+
+
+def pct(values: list[int], q: float) -> float:
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, int(round(q / 100 * (len(values) - 1)))))
+    return values[k] / 1000.0  # ns -> us
+
+
+# -- raw pyzmq ------------------------------------------------------------------
+
+
+def _raw_router(addr_q) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    addr_q.put(port)
+    unpackb, packb = msgpack.unpackb, msgpack.packb
+    while True:
+        ident, data = sock.recv_multipart()
+        msg = unpackb(data)
+        if msg == "stop":
+            sock.send_multipart([ident, packb("bye")])
+            break
+        sock.send_multipart([ident, packb(msg)])
+    sock.close(0)
+    ctx.term()
+
+
+def raw_pingpong(warmup: int, n: int) -> list[int]:
+    q = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=_raw_router, args=(q,), daemon=True)
+    proc.start()
+    port = q.get(timeout=30)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    body = {"n": 0, "body": "x" * 64}
+    perf = time.perf_counter_ns
+    for i in range(warmup):
+        body["n"] = i
+        sock.send(packb(body))
+        unpackb(sock.recv())
+    times = []
+    for i in range(n):
+        body["n"] = i
+        t0 = perf()
+        sock.send(packb(body))
+        unpackb(sock.recv())
+        times.append(perf() - t0)
+    sock.send(packb("stop"))
+    sock.recv()
+    sock.close(0)
+    ctx.term()
+    proc.join(10)
+    return times
+
+
+def _raw_pull(port_q, n: int) -> None:
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    ack = ctx.socket(zmq.PUSH)
+    ack_port = ack.bind_to_random_port("tcp://127.0.0.1")
+    port_q.put((port, ack_port))
+    unpackb = msgpack.unpackb
+    for _ in range(2):  # a warm-up round, then the timed one
+        count = 0
+        while count < n:
+            unpackb(pull.recv())
+            count += 1
+        ack.send(msgpack.packb(count))
+    pull.close(0)
+    ack.close()
+    ctx.term()
+
+
+def raw_push_throughput(n: int) -> float:
+    q = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=_raw_pull, args=(q, n), daemon=True)
+    proc.start()
+    port, ack_port = q.get(timeout=30)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    ack = ctx.socket(zmq.PULL)
+    ack.connect(f"tcp://127.0.0.1:{ack_port}")
+    packb = msgpack.packb
+    elapsed = 0.0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for i in range(n):
+            push.send(packb({"n": i}))
+        ack.recv()
+        elapsed = time.perf_counter() - t0
+    push.close()
+    ack.close(0)
+    ctx.term()
+    proc.join(10)
+    return n / elapsed
+
+
+# -- mesh -----------------------------------------------------------------------------
+
+
+def start_node(tmp: Path) -> tuple[subprocess.Popen, str]:
+    import socket as pysocket
+
+    with pysocket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    spec = tmp / "bench.toml"
+    agents = "".join(
+        f'[[agents]]\nname = "{name}"\nclass = "bench_actors:{cls}"\nmailbox = 10000\n\n'
+        for name, cls in [("echo", "Echo"), ("pinger", "Pinger"), ("sink", "Sink"), ("streamer", "Streamer")]
+    )
+    spec.write_text(f'[node]\nname = "bench"\nlisten = "{address}"\npath = ["{HERE}"]\n\n{agents}')
+    env = dict(os.environ, MESH_HOME=str(tmp / "home"), MESH_NO_LIVE="1", MESH_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesh.cli", "up", str(spec)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with mesh.connect(address, connect_timeout=0.5) as c:
+                states = [a["state"] for a in c.status()["agents"]]
+                if states and all(s == "running" for s in states):
+                    return proc, address
+        except mesh.NodeUnavailable:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the benchmark node did not start")
+
+
+def run(warmup: int, n: int, stream: int) -> dict:
+    results: dict = {"warmup": warmup, "round_trips": n, "stream_messages": stream}
+    raw = raw_pingpong(warmup, n)
+    results["raw_rtt_p50_us"] = pct(raw, 50)
+    results["raw_rtt_p99_us"] = pct(raw, 99)
+    results["raw_push_msgs_per_s"] = raw_push_throughput(stream)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, address = start_node(Path(tmp))
+        try:
+            with mesh.connect(address) as client:
+                st = client.status()
+                pids = {a["name"]: a["pid"] for a in st["agents"]}
+                results["idle_agent_pss_mb"] = psutil.Process(pids["echo"]).memory_full_info().pss / 2**20
+
+                actor_times = client.actor("pinger").ask({"target": "echo", "n": n, "warmup": warmup}, timeout=300)
+                results["ask_rtt_p50_us"] = pct(actor_times, 50)
+                results["ask_rtt_p99_us"] = pct(actor_times, 99)
+
+                echo = client.actor("echo")
+                body = {"n": 0, "body": "x" * 64}
+                for i in range(warmup):
+                    body["n"] = i
+                    echo.ask(body)
+                times = []
+                perf = time.perf_counter_ns
+                for i in range(n):
+                    body["n"] = i
+                    t0 = perf()
+                    echo.ask(body)
+                    times.append(perf() - t0)
+                results["client_ask_rtt_p50_us"] = pct(times, 50)
+                results["client_ask_rtt_p99_us"] = pct(times, 99)
+
+                streamer = client.actor("streamer")
+                streamer.ask({"target": "sink", "n": stream}, timeout=300)  # warm-up
+                out = streamer.ask({"target": "sink", "n": stream}, timeout=300)
+                assert out["handled"] == stream, out
+                results["tell_msgs_per_s"] = stream / (out["ns"] / 1e9)
+
+                sink = client.actor("sink")
+                for rep in range(2):
+                    t0 = time.perf_counter()
+                    for i in range(stream):
+                        sink.tell({"n": i})
+                    handled = sink.ask({"count": True}, timeout=300)
+                    elapsed = time.perf_counter() - t0
+                assert handled == stream, handled
+                results["client_tell_msgs_per_s"] = stream / elapsed
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+    results["ask_p50_vs_raw"] = results["ask_rtt_p50_us"] / results["raw_rtt_p50_us"]
+    results["ask_p99_vs_raw"] = results["ask_rtt_p99_us"] / results["raw_rtt_p99_us"]
+    results["client_ask_p50_vs_raw"] = results["client_ask_rtt_p50_us"] / results["raw_rtt_p50_us"]
+    results["tell_vs_raw_push"] = results["tell_msgs_per_s"] / results["raw_push_msgs_per_s"]
+    results["targets_met"] = {
+        "ask_p50 <= 1.15x raw": results["ask_p50_vs_raw"] <= 1.15,
+        "ask_p99 <= 1.5x raw": results["ask_p99_vs_raw"] <= 1.5,
+        "tell >= 0.5x raw push": results["tell_vs_raw_push"] >= 0.5,
+    }
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("raw pyzmq DEALER->ROUTER rtt", f"p50 {r['raw_rtt_p50_us']:.1f} us", f"p99 {r['raw_rtt_p99_us']:.1f} us", ""),
+        ("actor -> actor ask rtt", f"p50 {r['ask_rtt_p50_us']:.1f} us", f"p99 {r['ask_rtt_p99_us']:.1f} us",
+         f"{r['ask_p50_vs_raw']:.2f}x / {r['ask_p99_vs_raw']:.2f}x raw"),
+        ("client -> actor ask rtt", f"p50 {r['client_ask_rtt_p50_us']:.1f} us", f"p99 {r['client_ask_rtt_p99_us']:.1f} us",
+         f"{r['client_ask_p50_vs_raw']:.2f}x raw p50"),
+        ("raw pyzmq PUSH->PULL", f"{r['raw_push_msgs_per_s']:,.0f} msg/s", "", ""),
+        ("actor -> actor tell stream", f"{r['tell_msgs_per_s']:,.0f} msg/s", "", f"{r['tell_vs_raw_push']:.2f}x raw"),
+        ("client -> actor tell stream", f"{r['client_tell_msgs_per_s']:,.0f} msg/s", "", ""),
+        ("idle agent PSS", f"{r['idle_agent_pss_mb']:.1f} MB", "", ""),
+    ]
+    w = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip() for row in rows]
+    lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["targets_met"].items()))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="mesh message latency and throughput against raw pyzmq")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("-n", "--round-trips", type=int, default=5000)
+    parser.add_argument("--stream", type=int, default=200_000, help="messages per throughput stream")
+    args = parser.parse_args()
+    r = run(args.warmup, args.round_trips, args.stream)
+    print(json.dumps(r) if args.json else table(r))
+
+
+if __name__ == "__main__":
+    main()
