@@ -1,0 +1,25 @@
+"""What a protocol state machine returns: messages to send and events, as data.
+
+Core machines never do I/O. ``step(sender, message, now)`` and ``tick(now)``
+return a list of these; the runtime (or the simulator) carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Send:
+    """Deliver ``message`` to node ``to``."""
+
+    to: str
+    message: object
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something happened that the outside world may care about (a member died, a key changed)."""
+
+    name: str
+    data: object = None
