@@ -1,0 +1,176 @@
+"""Gossip under the deterministic simulator: convergence, deletes, restarts, failure detection.
+
+The many-seed runs are the point: each seed is a different schedule of loss,
+duplication, reordering, partitions and writes. `MESH_SOAK_SEEDS=20000 pytest
+tests/test_gossip.py -k many_seeds` runs a longer soak.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from gossip_harness import converged, expected_state, make_sim, random_workload, write
+from mesh.core.gossip import DEAD, GossipConfig, GossipNode
+
+SEEDS = int(os.environ.get("MESH_SOAK_SEEDS", "1000"))
+
+
+def run_scenario(seed: int):
+    sim, names = make_sim(seed)
+    rng = random.Random(seed)
+    log: list = []
+    random_workload(sim, names, rng, 0.5, 4.0, 40, log)
+    # A partition somewhere in the middle, healed before the end.
+    start = rng.uniform(0.5, 2.5)
+    split = rng.randint(1, len(names) - 1)
+    shuffled = names[:]
+    rng.shuffle(shuffled)
+    sim.at(start, lambda: sim.partition(shuffled[:split], shuffled[split:]))
+    sim.at(start + rng.uniform(0.5, 2.0), sim.heal)
+    sim.run(4.5)
+    want = expected_state(log)
+    ok = sim.run_until(lambda s: converged(s) and next(iter(s.live().values())).items() == want, 40.0)
+    return ok, sim, want
+
+
+@pytest.mark.timeout(600)
+def test_many_seeds_of_loss_duplication_reordering_and_partitions_all_converge_to_last_writer_wins():
+    failures = [seed for seed in range(SEEDS) if not run_scenario(seed)[0]]
+    assert failures == [], f"seeds that did not converge: {failures[:20]}"
+
+
+def test_the_same_seed_gives_the_same_gossip_trace():
+    a, b = run_scenario(7)[1], run_scenario(7)[1]
+    assert a.trace_hash() == b.trace_hash()
+
+
+def test_a_key_deleted_during_a_partition_does_not_come_back_when_it_heals():
+    sim, names = make_sim(11, loss=0.0, duplicate=0.0)
+    log: list = []
+    write(sim, "n0", "k", "old", log)
+    sim.run(2.0)
+    assert all(m.get("k") == "old" for m in sim.live().values())
+    sim.partition(["n0", "n1"], ["n2", "n3", "n4"])
+    write(sim, "n3", "k", None, log)  # deleted on the majority side only
+    sim.run(4.0)
+    assert sim.nodes["n0"].get("k") == "old"
+    sim.heal()
+    assert sim.run_until(lambda s: all(m.get("k") is None for m in s.live().values()), 20.0)
+    # ... and stays gone once the tombstone itself is collected.
+    sim.run(sim.now + 40.0)
+    assert all(m.get("k") is None and "k" not in m.view for m in sim.live().values())
+
+
+def test_a_collected_tombstone_takes_older_values_of_its_key_from_every_origin():
+    sim, names = make_sim(12, loss=0.0, duplicate=0.0)
+    log: list = []
+    write(sim, "n0", "k", "a", log)
+    sim.run(1.0)
+    write(sim, "n1", "k", None, log)
+    sim.run(1.0 + 35.0)  # past the 30 s tombstone grace
+    for m in sim.live().values():
+        assert all("k" not in o.entries for o in m.origins.values())
+
+
+def test_a_crashed_node_is_marked_dead_and_a_restart_is_a_new_incarnation():
+    sim, names = make_sim(13, loss=0.1, duplicate=0.1)
+    log: list = []
+    sim.run(2.0)
+    sim._apply("n4", sim.nodes["n4"].set("$agents/worker", {"node": "n4"}, sim.now, system=True))
+    write(sim, "n4", "user/k", "kept", log)
+    sim.run(4.0)
+    sim.crash("n4")
+    crashed_at = sim.now
+    assert sim.run_until(lambda s: all(m.state_of("n4") == DEAD for m in s.live().values()), crashed_at + 10.0)
+    detected = sim.now - crashed_at
+    assert detected < 5.0
+    sim.restart("n4")
+    assert sim.nodes["n4"].incarnation == 1
+    assert sim.run_until(
+        lambda s: all(any(x["id"] == "n4@1" and x["state"] == "alive" for x in m.members()) for m in s.live().values()),
+        sim.now + 10.0,
+    )
+    # The old incarnation is dead everywhere, its runtime keys go with it, and the user's write survives.
+    sim.run(sim.now + 15.0)
+    for m in sim.live().values():
+        assert "n4@0" not in m.origins
+        assert m.get("$agents/worker") is None
+        assert m.get("user/k") == "kept"
+
+
+def test_a_dead_incarnation_is_not_gossiped_forever():
+    sim, names = make_sim(14, loss=0.2, duplicate=0.1)
+    sim.run(2.0)
+    sim.crash("n2")
+    sim.run(sim.now + 20.0)  # dead after ~1-3 s, buried after the 5 s dead grace
+    for m in sim.live().values():
+        assert "n2@0" not in m.origins and "n2@0" not in m._digest()
+        assert "n2@0" in m.graveyard
+
+
+class Sluggish:
+    """A live node whose heartbeats leave at a third of the normal rate, with jitter."""
+
+    def __init__(self, inner: GossipNode, rng: random.Random):
+        self.inner, self.rng, self.n = inner, rng, 0
+
+    def step(self, sender, message, now):
+        return self.inner.step(sender, message, now)
+
+    def tick(self, now):
+        self.n += 1
+        if self.n % 3 or self.rng.random() < 0.2:
+            return []
+        return self.inner.tick(now)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_slow_but_live_node_is_never_marked_dead(seed):
+    sim, names = make_sim(seed, loss=0.1, duplicate=0.0)
+    original = sim.factory
+
+    def factory(name, rng, storage, now):
+        m = original(name, rng, storage, now)
+        return Sluggish(m, rng) if name == "n1" else m
+
+    sim.factory = factory
+    sim.restart("n1")  # rebuilt as the sluggish kind
+    deaths = []
+    sim.run(60.0)
+    for t, node, ev in sim.events:
+        if ev.name == "member" and ev.data["name"] == "n1" and ev.data["state"] == DEAD and ev.data["id"] == "n1@1":
+            deaths.append((t, node))
+    assert deaths == []
+
+
+def test_deltas_are_bounded_and_large_states_still_converge():
+    cfg = GossipConfig(interval=0.1, max_delta_entries=20, dead_after=1.0, dead_grace=5.0, tombstone_grace=30.0)
+    sim, names = make_sim(15, config=cfg, loss=0.1)
+    log: list = []
+    for i in range(300):
+        write(sim, names[i % 5], f"big/{i}", i, log)
+    sizes = []
+    original_send = sim._send
+
+    def spy(src, dst, message):
+        if isinstance(message, dict):
+            sizes.append(sum(len(d[3]) for d in message.get("delta") or []))
+        original_send(src, dst, message)
+
+    sim._send = spy
+    assert sim.run_until(lambda s: converged(s) and len(s.nodes["n0"].items("big/")) == 300, 60.0)
+    assert max(sizes) <= 20
+
+
+def test_users_cannot_write_reserved_keys():
+    node = GossipNode("a", 0, GossipConfig(), random.Random(1), 0.0)
+    with pytest.raises(ValueError, match="reserved"):
+        node.set("$members/a", 1, 0.0)
+    with pytest.raises(ValueError):
+        node.set("", 1, 0.0)
