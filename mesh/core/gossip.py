@@ -60,7 +60,7 @@ ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 @dataclass(frozen=True)
 class GossipConfig:
     interval: float = 0.1  #: seconds between rounds
-    fanout: int = 3  #: peers pushed to per round
+    fanout: int = 4  #: peers pushed to per round
     sync_every: int = 1  #: a full digest exchange with one peer every N rounds
     max_delta_entries: int = 500  #: entries per message at most
     dead_after: float = 3.0  #: seconds of suspicion before a member is dead
