@@ -87,6 +87,25 @@ def check_envelope(env: object) -> list:
     return env
 
 
+def _hashable_key(key: object) -> object:
+    return tuple(_hashable_key(k) for k in key) if type(key) is list else key
+
+
+def _tuple_key_map(pairs: list) -> dict:
+    return {_hashable_key(k): v for k, v in pairs}
+
+
+def _unpack_tuple_keys(frame: bytes) -> object:
+    try:
+        return _unpackb(
+            frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext, object_pairs_hook=_tuple_key_map
+        )
+    except WireError:
+        raise
+    except Exception as exc:  # a map key that is a map, a nesting too deep for the key rebuild, ...
+        raise WireError(f"undecodable frame: {exc}") from None
+
+
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH) -> list:
     """Decode a frame into a list of checked envelopes (one, or a whole batch).
 
@@ -98,6 +117,10 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
         obj = _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext)
     except WireError:
         raise
+    except TypeError:
+        # A map with array keys ("unhashable type: 'list'"): encode() packs tuple keys as
+        # arrays, so decode them back as tuples. Off the hot path: only such frames pay.
+        obj = _unpack_tuple_keys(frame)
     except Exception as exc:  # msgpack raises ValueError subclasses, and others on odd input
         raise WireError(f"undecodable frame: {exc}") from None
     if type(obj) is not list or not obj:

@@ -122,3 +122,103 @@ class Pinger(mesh.Actor):
             target.ask(body)
             times.append(perf() - t0)
         return times
+
+
+class Announcer(mesh.Actor):
+    """Prints a marker line when it starts, and prints every {"say": TEXT} it is told."""
+
+    def __init__(self, marker: str = "announcer-started"):
+        self.marker = marker
+
+    def on_start(self):
+        print(f"{self.marker} pid={os.getpid()}", flush=True)
+
+    def on_message(self, message):
+        if isinstance(message, dict) and "say" in message:
+            print(message["say"], flush=True)
+            return "said"
+        return None
+
+
+class SleepEcho(mesh.Actor):
+    """Answers an ask with its "reply" after sleeping "sleep" seconds.
+
+    {"sleep": s, "reply": x, "mark": PATH}: writes PATH (its pid) first when "mark" is
+    given, so a test knows the message is being handled.
+    """
+
+    def on_message(self, message):
+        if message.get("mark"):
+            with open(message["mark"], "w") as f:
+                f.write(str(os.getpid()))
+        time.sleep(float(message.get("sleep", 0)))
+        return message.get("reply")
+
+
+class Gate(mesh.Actor):
+    """Counts the tells it gets (ints 0, 1, 2, ...) and checks they arrive in that order.
+
+    Asks:
+      {"block": PATH, "gate": PATH, "max": s}: writes the block file, then waits until the
+      gate file exists (at most ``max`` seconds); answers "released" or "gave up".
+      {"get": True}: {"count": n, "in_order": bool, "last": the last value or None}.
+    """
+
+    def on_start(self):
+        self.count = 0
+        self.in_order = True
+        self.last = None
+
+    def on_message(self, message):
+        if isinstance(message, dict) and "block" in message:
+            with open(message["block"], "w") as f:
+                f.write(str(os.getpid()))
+            deadline = time.monotonic() + float(message.get("max", 30))
+            while time.monotonic() < deadline:
+                if os.path.exists(message["gate"]):
+                    return "released"
+                time.sleep(0.01)
+            return "gave up"
+        if isinstance(message, dict) and "get" in message:
+            return {"count": self.count, "in_order": self.in_order, "last": self.last}
+        if message != self.count:
+            self.in_order = False
+        self.count += 1
+        self.last = message
+        return None
+
+
+class Ticker(mesh.Actor):
+    """Uses timers: ``every(interval, "tick")`` and ``after(delay, "once")`` from on_start.
+
+    Asks: {"after": s, "message": m} schedules ``m`` from inside a handler; {"get": True}
+    returns {"ticks", "once", "later": [...], "senders": [...]}.
+    """
+
+    def __init__(self, interval: float = 0.05, delay: float = 0.2):
+        self.interval = interval
+        self.delay = delay
+
+    def on_start(self):
+        self.ticks = 0
+        self.once = 0
+        self.later = []
+        self.senders = set()
+        self.mesh.every(self.interval, "tick")
+        self.mesh.after(self.delay, "once")
+
+    def on_message(self, message):
+        if message == "tick":
+            self.ticks += 1
+            self.senders.add(self.mesh.sender)
+        elif message == "once":
+            self.once += 1
+            self.senders.add(self.mesh.sender)
+        elif isinstance(message, dict) and "after" in message:
+            self.mesh.after(message["after"], message["message"])
+            return "scheduled"
+        elif isinstance(message, dict) and "get" in message:
+            return {"ticks": self.ticks, "once": self.once, "later": self.later, "senders": sorted(self.senders)}
+        else:
+            self.later.append(message)
+        return None

@@ -82,12 +82,17 @@ class Client:
         self.ids = itertools.count(1)
         self._local = threading.local()
         self._endpoints: dict[str, str] = {}
+        self.limits: dict[str, int] = {}  # endpoint -> the largest frame its owner accepts, in bytes
         self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self._alinks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._closed = False
         if check:
             try:
-                self.control("ping", timeout=connect_timeout)
+                answer = self.control("ping", timeout=connect_timeout)
+                if isinstance(answer, dict):
+                    self._learn_limit(self.node, answer)
+                    if self.node in self.limits:
+                        self.channel(self.node).limit = self.limits[self.node]
             except BaseException:
                 self.close()
                 raise
@@ -105,19 +110,29 @@ class Client:
             if self._closed:
                 raise NodeUnavailable("this client is closed")
             if ch is not None:
-                ch.close()
-            ch = Channel(endpoint, hwm=self.hwm, send_timeout=self.send_timeout, max_bytes=self.max_frame_bytes)
+                with ch.lock:
+                    ch.close()
+            ch = Channel(endpoint, hwm=self.hwm, send_timeout=self.send_timeout, max_bytes=self.max_frame_bytes,
+                         limit=self.limits.get(endpoint, self.max_frame_bytes))
             chans[endpoint] = ch
             self._channels.add(ch)
         return ch
 
     def control(self, op: str, timeout: float = 5.0, **fields: object) -> object:
         """Send a request to the node and return its answer."""
-        ch = self.channel(self.node)
         msg_id = next(self.ids)
         frame = _encode(_CONTROL, msg_id, 0, self.name, NODE_RECIPIENT, {"op": op, **fields})
+        ch = self.channel(self.node)
         try:
-            return ch.request(frame, msg_id, timeout, f"node at {self.node}")
+            try:
+                return ch.request(frame, msg_id, timeout, f"node at {self.node}")
+            except Unreachable:
+                if ch.connected:
+                    raise
+                # The channel knew the node was gone before sending (a restarted node):
+                # once more on a fresh connection.
+                ch = self.channel(self.node)
+                return ch.request(frame, msg_id, timeout, f"node at {self.node}")
         except (AskTimeout, ActorDied):
             ch.dead = True
             raise NodeUnavailable(f"no mesh node answers at {self.node} (is `mesh up` running?)") from None
@@ -135,12 +150,18 @@ class Client:
             answer = self.control("resolve", name=name)
             if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
                 endpoint = answer["endpoint"]
+                self._learn_limit(endpoint, answer)
                 self._endpoints[name] = endpoint
                 return endpoint
             state = answer.get("state") if isinstance(answer, dict) else None
             if time.monotonic() >= deadline:
                 raise ActorNotFound(f"actor {name!r} is {state or 'not running'} and did not come up within {timeout:g} s")
             time.sleep(0.05)
+
+    def _learn_limit(self, endpoint: str, answer: dict) -> None:
+        limit = answer.get("max_frame")
+        if type(limit) is int and limit > 0:
+            self.limits[endpoint] = min(limit, self.max_frame_bytes)
 
     def forget(self, name: str) -> None:
         self._endpoints.pop(name, None)
@@ -160,7 +181,7 @@ class Client:
     def flush(self) -> None:
         """Send every tell this process still holds back for batching."""
         for ch in list(self._channels):
-            if not ch.sock.closed:
+            if not ch.closed:
                 ch.flush()
 
     def close(self) -> None:
@@ -185,12 +206,14 @@ class Client:
 
     # -- asyncio ----------------------------------------------------------------
 
-    def _alink(self, endpoint: str) -> "_AsyncLink":
+    def _alink(self, endpoint: str, create: bool = True) -> "_AsyncLink | None":
         loop = asyncio.get_running_loop()
         links = self._alinks.get(loop)
         if links is None:
             links = self._alinks[loop] = {}
         link = links.get(endpoint)
+        if not create:
+            return link
         if link is None or link.dead:
             link = links[endpoint] = _AsyncLink(endpoint, self)
         return link
@@ -212,6 +235,7 @@ class Client:
         while True:
             answer = await self.control_async("resolve", name=name)
             if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
+                self._learn_limit(answer["endpoint"], answer)
                 self._endpoints[name] = answer["endpoint"]
                 return answer["endpoint"]
             if time.monotonic() >= deadline:
@@ -254,13 +278,15 @@ class ActorRef:
         if old is not None and old.dead:
             client.forget(self.name)
         ch = client.channel(client.endpoint_of(self.name))
-        if old is not None and old is not ch and old.dead and old.pending:
-            # Tells held for a process that died go to its successor: nothing is dropped here.
+        if old is not None and old is not ch and old.dead:
             with old.lock:
                 moved, old.pending = old.pending, []
-            with ch.lock:
-                ch.pending[:0] = moved
-            FLUSHER.arm(ch)
+                old.close()
+            if moved:
+                # Tells held for a process that died go to its successor: nothing is dropped here.
+                with ch.lock:
+                    ch.pending[:0] = moved
+                FLUSHER.arm(ch)
         self._ch = ch
         return ch
 
@@ -269,9 +295,11 @@ class ActorRef:
         client = self._client
         frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
         ch = self._channel()
-        if not ch.pending and ch.poll_events():
-            ch = self._rebind()
-        ch.tell(frame, FLUSHER)
+        try:
+            ch.tell(frame, FLUSHER)
+        except Unreachable:
+            ch.dead = True
+            self._rebind().tell(frame, FLUSHER)
 
     def ask(self, message: object, timeout: float = 5.0) -> object:
         """Send ``message`` and return the actor's reply.
@@ -301,19 +329,34 @@ class ActorRef:
             self._ch = None
             raise
 
+    async def _link(self) -> "_AsyncLink":
+        client = self._client
+        endpoint = await client.endpoint_of_async(self.name)
+        link = client._alink(endpoint, create=False)
+        if link is not None and link.dead:
+            # The actor behind the cached address went away: ask the node where it is now.
+            client.forget(self.name)
+            endpoint = await client.endpoint_of_async(self.name)
+        return client._alink(endpoint)
+
     async def tell_async(self, message: object) -> None:
         """``tell`` for asyncio code: never blocks the event loop."""
         client = self._client
-        link = client._alink(await client.endpoint_of_async(self.name))
-        await link.send(_encode(_TELL, next(client.ids), 0, client.name, self.name, message))
+        frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
+        await (await self._link()).send(frame)
 
     async def ask_async(self, message: object, timeout: float = 5.0) -> object:
         """``ask`` for asyncio code: many asks may be in flight at once."""
         client = self._client
-        link = client._alink(await client.endpoint_of_async(self.name))
         msg_id = next(client.ids)
         frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+        link = await self._link()
         try:
+            return await link.request(frame, msg_id, timeout, f"actor {self.name!r}")
+        except Unreachable:
+            # Nobody ever listened at that address: the ask never left. Once more, fresh.
+            client.forget(self.name)
+            link = await self._link()
             return await link.request(frame, msg_id, timeout, f"actor {self.name!r}")
         except ActorDied:
             client.forget(self.name)
@@ -329,8 +372,10 @@ class _AsyncLink:
         tune_socket(sock, hwm=client.hwm, max_bytes=client.max_frame_bytes)
         sock.setsockopt(zmq.LINGER, 1000)
         self.monitor = sock.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED, addr=f"inproc://mesh-amonitor-{next(_alink_ids)}"
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED,
+            addr=f"inproc://mesh-amonitor-{next(_alink_ids)}",
         )
+        self.connected = False
         sock.connect(endpoint)
         self.sock = sock
         self.endpoint = endpoint
@@ -350,7 +395,7 @@ class _AsyncLink:
 
     async def request(self, frame: bytes, msg_id: int, timeout: float, what: str) -> object:
         if self.dead:
-            raise ActorDied(f"{what} is gone")
+            raise Unreachable(f"{what} is gone")
         fut = asyncio.get_running_loop().create_future()
         self.waiting[msg_id] = fut
         try:
@@ -358,6 +403,8 @@ class _AsyncLink:
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             raise AskTimeout(f"{what} did not answer within {timeout:g} s") from None
+        except Unreachable:
+            raise Unreachable(f"{what} is not reachable at {self.endpoint}") from None
         except ActorDied:
             raise ActorDied(f"{what} died while the request was in flight") from None
         finally:
@@ -381,13 +428,16 @@ class _AsyncLink:
     async def _watch(self) -> None:
         while True:
             event = parse_monitor_message(await self.monitor.recv_multipart())["event"]
-            if event == zmq.EVENT_DISCONNECTED:
+            if event == zmq.EVENT_CONNECTED:
+                self.connected = True
+            elif event == zmq.EVENT_DISCONNECTED or (event == zmq.EVENT_CONNECT_RETRIED and not self.connected):
                 self.dead = True
+                never = not self.connected
                 # Let a reply that raced the disconnect be read first.
                 await asyncio.sleep(0)
                 for fut in list(self.waiting.values()):
                     if not fut.done():
-                        fut.set_exception(ActorDied("peer disconnected"))
+                        fut.set_exception(Unreachable("nobody listens there") if never else ActorDied("peer disconnected"))
                 for task in self._tasks:
                     if task is not asyncio.current_task():
                         task.cancel()

@@ -81,6 +81,7 @@ class Instance:
     last_heard: float = 0.0
     log_path: Path | None = None
     term_sent_at: float | None = None
+    max_frame: int | None = None  # the largest frame the actor accepts, in bytes
 
     @property
     def embedded(self) -> bool:
@@ -242,13 +243,13 @@ class Node:
                 answer = wire.encode(_REPLY, next(self._ids), env[2], "$node", env[4], handler(body))
             except MeshError as exc:
                 answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(exc))
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf) raises OverflowError
                 err = WireError(f"bad {body['op']} request: {type(exc).__name__}: {exc}")
                 answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(err))
             self.router.send_multipart((ident, answer))
 
     def _op_ping(self, body: dict) -> dict:
-        return {"node": self.name, "pid": os.getpid(), "address": self.address}
+        return {"node": self.name, "pid": os.getpid(), "address": self.address, "max_frame": self.spec.max_message}
 
     def _op_register(self, body: dict) -> dict:
         name, endpoint, pid = _str(body, "name"), _str(body, "endpoint"), _int(body, "pid")
@@ -269,6 +270,8 @@ class Node:
             inst.pid = pid
         inst.incarnation += 1
         inst.endpoint = endpoint
+        limit = body.get("max_frame")
+        inst.max_frame = limit if type(limit) is int and limit > 0 else None
         inst.state = "running"
         inst.last_heard = now
         inst.messages = 0
@@ -306,7 +309,8 @@ class Node:
         if inst is None:
             raise ActorNotFound(f"no actor named {name!r} on node {self.name}")
         if inst.state == "running" and inst.endpoint:
-            return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name}
+            return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name,
+                    "max_frame": inst.max_frame or self.spec.max_message}
         if inst.state in ("failed", "stopped"):
             raise ActorNotFound(f"actor {name!r} is {inst.state}{': ' + inst.reason if inst.reason else ''}")
         return {"state": inst.state}

@@ -172,6 +172,7 @@ class Server:
             endpoint=self.endpoint,
             pid=os.getpid(),
             supervised=self.supervised,
+            max_frame=self.max_frame_bytes,
         )
         if isinstance(answer, dict):
             self.incarnation = int(answer.get("incarnation", 0))
@@ -296,13 +297,20 @@ class Server:
     # -- the link to the node ----------------------------------------------------------------
 
     def _link(self) -> None:
-        """Heartbeats to the node; re-registration after a node restart; orphan detection."""
+        """Heartbeats to the node; re-registration after a node restart; orphan detection.
+
+        The parent is watched until the actor has stopped, not only until a stop is
+        asked for: when the node dies the kernel's PDEATHSIG (SIGTERM) starts the
+        graceful stop first, and an on_stop that hangs must still be cut short.
+        """
         parent = os.getppid()
         last_beat = 0.0
-        while not self._stopping.wait(0.25 if self.supervised else HEARTBEAT_S):
+        while not self._stopped.wait(0.25 if self.supervised else HEARTBEAT_S):
             if self.supervised and os.getppid() != parent:
                 self._orphaned()
                 return
+            if self._stopping.is_set():
+                continue
             now = time.monotonic()
             if now - last_beat < HEARTBEAT_S:
                 continue

@@ -23,6 +23,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -84,10 +85,12 @@ class Channel:
         "refused",
         "thread",
         "max_bytes",
+        "limit",
+        "closed",
         "__weakref__",
     )
 
-    def __init__(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int):
+    def __init__(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int, limit: int | None = None):
         sock = context().socket(zmq.DEALER)
         tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
         sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
@@ -107,6 +110,13 @@ class Channel:
         self.refused = False
         self.thread = threading.get_ident()
         self.max_bytes = max_bytes
+        # The peer's frame limit: a larger frame would make libzmq cut the connection.
+        self.limit = limit or max_bytes
+        self.closed = False
+        JANITOR.watch(self)
+        # A channel dropped without close() (say, with the thread that owned it) must still
+        # stop its monitor before its sockets close: see _close_dropped.
+        weakref.finalize(self, _close_dropped, sock, self.monitor)
 
     # -- peer liveness -------------------------------------------------------
 
@@ -144,7 +154,7 @@ class Channel:
         while pending:
             n = len(pending)
             frame = pending[0] if n == 1 else wire.batch_header(n) + b"".join(pending)
-            while len(frame) > self.max_bytes and n > 1:
+            while len(frame) > self.limit and n > 1:
                 n //= 2
                 frame = wire.batch_header(n) + b"".join(pending[:n])
             self.send_frame(frame)
@@ -152,14 +162,19 @@ class Channel:
 
     def flush(self) -> None:
         with self.lock:
-            self.flush_locked()
+            if not self.closed:
+                self.flush_locked()
 
     def tell(self, frame: bytes, flusher: "Flusher") -> None:
+        if len(frame) > self.limit:
+            raise WireError(f"a message of {len(frame)} bytes exceeds the {self.limit}-byte limit of {self.endpoint}")
         with self.lock:
             pending = self.pending
             if not pending:
                 now = _perf()
                 if now - self.last_send > LINGER_S:
+                    if self.closed or self.poll_events():
+                        raise Unreachable(f"nothing listens at {self.endpoint} any more")
                     self.send_frame(frame)
                     return
                 pending.append(frame)
@@ -182,7 +197,12 @@ class Channel:
         never left: safe to send again elsewhere), ActorDied if the peer went away
         after that, AskTimeout, MailboxFull, or the error the peer answered with.
         """
+        if len(frame) > self.limit:
+            raise WireError(f"a message of {len(frame)} bytes exceeds the {self.limit}-byte limit of {self.endpoint}")
         with self.lock:
+            if self.closed or self.poll_events():
+                # Known gone before anything was sent (say, the actor restarted elsewhere).
+                raise Unreachable(f"{what} is no longer at {self.endpoint}")
             if self.pending:
                 self.flush_locked()
             sock = self.sock
@@ -223,12 +243,35 @@ class Channel:
             return None
 
     def close(self, linger_ms: int = 0) -> None:
+        """Close both sockets (monitor first: see _close_dropped). Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.dead = True
         try:
             self.sock.disable_monitor()
         except zmq.ZMQError:
             pass
         self.monitor.close(0)
         self.sock.close(linger_ms)
+
+
+def _close_dropped(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+    """Close the sockets of a channel that was garbage-collected without close().
+
+    Left to pyzmq, the two sockets close in any order. If the monitor closes first
+    while the DEALER lingers (a queued frame, a peer that is gone), libzmq's I/O thread
+    blocks for good sending it the next event, and every socket of the process stops.
+    So: monitor off first, then close; the DEALER keeps its own LINGER.
+    """
+    if sock.closed:
+        return
+    try:
+        sock.disable_monitor()
+    except zmq.ZMQError:
+        pass
+    monitor.close(0)
+    sock.close()
 
 
 class Flusher:
@@ -262,7 +305,7 @@ class Flusher:
                 self._dirty.discard(ch)
                 try:
                     with ch.lock:
-                        if ch.pending and not ch.sock.closed:
+                        if ch.pending and not ch.closed:
                             ch.flush_locked()
                 except MailboxFull:
                     # Keep the frames; try again on the next round.
@@ -273,6 +316,58 @@ class Flusher:
 
 
 FLUSHER = Flusher()
+
+
+class Janitor:
+    """Closes channels whose peer is gone, so their monitors cannot fill up.
+
+    A DEALER whose peer died keeps reconnecting, and its monitor gets an event every
+    reconnect interval. Unread, that queue fills and libzmq's I/O thread blocks on it,
+    which stops every socket of the process (libzmq #3575). Once a second this thread
+    reads the monitors of channels nobody is using at the moment and closes the dead
+    ones; their owners open a fresh channel on next use.
+    """
+
+    INTERVAL_S = 1.0
+
+    def __init__(self) -> None:
+        self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def watch(self, channel: Channel) -> None:
+        self._channels.add(channel)
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="mesh-janitor", daemon=True)
+                    self._thread.start()
+
+    def sweep(self) -> int:
+        closed = 0
+        for ch in list(self._channels):
+            if ch.closed or not ch.lock.acquire(blocking=False):
+                continue  # busy channels read their own monitor
+            try:
+                if not ch.closed and ch.poll_events():
+                    ch.close(linger_ms=0)
+                    closed += 1
+            except zmq.ZMQError:
+                pass
+            finally:
+                ch.lock.release()
+        return closed
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.INTERVAL_S)
+            try:
+                self.sweep()
+            except Exception:  # never let the janitor die
+                log.exception("janitor sweep failed")
+
+
+JANITOR = Janitor()
 
 
 class BadFrames:
