@@ -25,6 +25,12 @@ class SpecUsageError(click.ClickException):
     exit_code = 2
 
 
+class BadArgument(click.ClickException):
+    """A bad argument value: exit 2 like click's usage errors, but in one line."""
+
+    exit_code = 2
+
+
 def _client(node: str | None) -> Client:
     try:
         return Client(node, name=f"cli-{os.getpid()}")
@@ -36,7 +42,7 @@ def _parse_json(text: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="JSON") from None
+        raise BadArgument(f"MESSAGE is not valid JSON: {exc}") from None
 
 
 def _jsonable(value: object) -> object:

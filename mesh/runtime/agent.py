@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 
 
@@ -38,14 +39,24 @@ def main() -> None:
 
     from mesh import serve
 
-    serve(
-        actor,
-        name=name,
-        node=os.environ["MESH_NODE"],
-        mailbox=int(os.environ.get("MESH_AGENT_MAILBOX", "1000")),
-        max_frame_bytes=int(os.environ.get("MESH_MAX_FRAME", str(4 * 1024 * 1024))),
-        supervised=True,
-    )
+    parent = os.getppid()
+    try:
+        serve(
+            actor,
+            name=name,
+            node=os.environ["MESH_NODE"],
+            mailbox=int(os.environ.get("MESH_AGENT_MAILBOX", "1000")),
+            max_frame_bytes=int(os.environ.get("MESH_MAX_FRAME", str(4 * 1024 * 1024))),
+            supervised=True,
+        )
+    finally:
+        if os.getppid() != parent and os.getpgrp() == os.getpid():
+            # The node is gone, so nobody else will end what this agent forked: do what
+            # the node does when an agent exits, and kill the agent's process group.
+            logging.getLogger("mesh.agent").warning("%s: the node is gone; ending this agent's process group", name)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ _FAIL = int(wire.Kind.FAIL)
 
 #: Longest time the loop blocks before it looks at timers and the stop flag, in ms.
 IDLE_SLICE_MS = 200
+#: Replies queued per asker before the ROUTER drops them, in frames.
+REPLY_HWM = 100_000
 #: How often a served actor reports to its node, in seconds.
 HEARTBEAT_S = 0.5
 #: How long an orphaned agent may take to stop gracefully before it is killed, in seconds.
@@ -114,6 +116,9 @@ class Server:
         ctx = context()
         router = ctx.socket(zmq.ROUTER)
         tune_socket(router, hwm=self.mailbox, max_bytes=self.max_frame_bytes)
+        # Replies queue on the way out until the asker reads them; ROUTER drops what is over
+        # the HWM, so this bound is generous (an asker with many asks in flight, say async).
+        router.setsockopt(zmq.SNDHWM, max(self.mailbox, REPLY_HWM))
         router.setsockopt(zmq.LINGER, 1000)
         router.setsockopt(zmq.RCVTIMEO, IDLE_SLICE_MS)
         port = router.bind_to_random_port(self.bind)
