@@ -70,8 +70,12 @@ def main() -> None:
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--listen", help="Address to listen on, tcp://HOST:PORT (overrides the spec).")
 @click.option("--name", help="Node name (overrides the spec).")
+@click.option("--join", "join", multiple=True, metavar="ADDR",
+              help="Join the mesh through this member (tcp://HOST:PORT); repeatable.")
+@click.option("--advertise", metavar="ADDR", help="The address other nodes use to reach this one (default: --listen).")
 @click.option("--log-level", default="INFO", show_default=True, envvar="MESH_LOG_LEVEL")
-def up(spec: str | None, listen: str | None, name: str | None, log_level: str) -> None:
+def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, ...], advertise: str | None,
+       log_level: str) -> None:
     """Run a node in the foreground with the agents of SPEC (default: the bundled demo)."""
     from .runtime.node import Node
     from .spec import check_importable, load_spec, parse_spec
@@ -101,10 +105,14 @@ def up(spec: str | None, listen: str | None, name: str | None, log_level: str) -
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     live = sys.stdout.isatty() and os.environ.get("MESH_NO_LIVE") != "1"
     view = _LiveView() if live else None
+    if advertise and not advertise.strip():
+        raise BadArgument("--advertise must be an address like tcp://10.0.0.5:7700")
     node = Node(
         node_spec,
         on_event=view.event if view else _print_event,
         on_tick=view.render if view else None,
+        join=tuple(node_address(a) for a in join),
+        advertise=node_address(advertise) if advertise else None,
     )
     try:
         node.run()
@@ -164,18 +172,33 @@ class _LiveView:
         click.echo("\n".join(out))
 
 
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def render_status(status: dict) -> str:
     n = status["node"]
     lines = [f"node {n['name']}  {n['address']}  pid {n['pid']}  up {n['uptime_s']:.0f} s"]
     rows = [("AGENT", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE")]
     for a in status["agents"]:
         note = a.get("reason") or ("embedded" if a.get("embedded") else "")
-        rows.append((a["name"], a["state"], str(a["pid"] or "-"), str(a["restarts"]), str(a["messages"]), note))
+        if a.get("remote"):
+            note = f"on {a['node']}"
+        rows.append((a["name"], a["state"], str(a["pid"] or "-"), _dash(a["restarts"]), _dash(a["messages"]), note))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
     if len(rows) == 1:
         lines.append("(no agents)")
+    members = status.get("members") or []
+    if len(members) > 1:
+        lines.append("")
+        mrows = [("MEMBER", "STATE", "ADDRESS", "LAST HEARD")]
+        for m in members:
+            mrows.append((m["name"], m["state"], m["address"] or "-", f"{m['last_heard_s']:.1f} s"))
+        mw = [max(len(r[i]) for r in mrows) for i in range(4)]
+        for r in mrows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, mw)).rstrip())
     return "\n".join(lines)
 
 
@@ -276,6 +299,90 @@ def down(node: str | None, timeout: float) -> None:
                 return
             time.sleep(0.1)
     raise click.ClickException(f"the node (pid {info.get('pid')}) is still stopping after {timeout:g} s")
+
+
+@main.group()
+def state() -> None:
+    """Read and write the mesh's shared key/value state."""
+
+
+@state.command("get")
+@click.argument("key")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+def state_get(key: str, node: str | None) -> None:
+    """Print the value of KEY as JSON (exit 1 if it is not set)."""
+    with _client(node) as client:
+        try:
+            answer = client.control("state_get", key=key)
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+    if not answer.get("found"):
+        raise click.ClickException(f"no key {key!r} in the shared state")
+    click.echo(json.dumps(answer["value"], default=_jsonable))
+
+
+@state.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+def state_set(key: str, value: str, node: str | None) -> None:
+    """Set KEY to VALUE (JSON); it spreads to every node."""
+    body = _parse_json(value)
+    with _client(node) as client:
+        try:
+            client.control("state_set", key=key, value=body)
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+
+
+@state.command("delete")
+@click.argument("key")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+def state_delete(key: str, node: str | None) -> None:
+    """Delete KEY everywhere."""
+    with _client(node) as client:
+        try:
+            client.control("state_delete", key=key)
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+
+
+@state.command("ls")
+@click.argument("prefix", required=False, default="")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+def state_ls(prefix: str, node: str | None) -> None:
+    """List keys (and values, as JSON) that start with PREFIX."""
+    with _client(node) as client:
+        try:
+            items = client.control("state_items", prefix=prefix)["items"]
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+    for key in sorted(items):
+        click.echo(f"{key}\t{json.dumps(items[key], default=_jsonable)}")
+
+
+@state.command("watch")
+@click.argument("prefix", required=False, default="")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@click.option("--interval", default=0.2, show_default=True, type=click.FloatRange(min=0.01), help="Seconds.")
+def state_watch(prefix: str, node: str | None, interval: float) -> None:
+    """Print every change under PREFIX as a JSON line, until Ctrl-C."""
+    with _client(node) as client:
+        seen: dict = {}
+        try:
+            while True:
+                items = client.control("state_items", prefix=prefix)["items"]
+                for key in sorted(items):
+                    if key not in seen or seen[key] != items[key]:
+                        click.echo(json.dumps({"key": key, "value": items[key]}, default=_jsonable))
+                for key in sorted(set(seen) - set(items)):
+                    click.echo(json.dumps({"key": key, "deleted": True}))
+                seen = items
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

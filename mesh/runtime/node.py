@@ -37,6 +37,8 @@ from .. import wire
 from ..core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker, describe_exit
 from ..errors import ActorNotFound, MeshError, WireError, to_wire
 from ..spec import AgentSpec, NodeSpec
+from ..core.gossip import GossipConfig
+from .gossiper import GOSSIP_RECIPIENT, Gossiper
 from .transport import BadFrames, context, recv_request, tune_socket
 
 log = logging.getLogger("mesh.node")
@@ -44,6 +46,8 @@ log = logging.getLogger("mesh.node")
 _CONTROL = int(wire.Kind.CONTROL)
 _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
+_EVENT = int(wire.Kind.EVENT)
+AGENTS_PREFIX = "$agents/"
 
 STATES = ("starting", "running", "restarting", "failed", "stopped")
 #: How often the node reaps children and starts due restarts, in seconds.
@@ -111,6 +115,9 @@ class Node:
     spec: NodeSpec
     on_event: Callable[[str], None] = field(default=lambda line: log.info("%s", line))
     on_tick: Callable[["Node"], None] | None = None
+    join: tuple[str, ...] = ()  #: addresses of any members of the mesh to join
+    advertise: str | None = None  #: the address other nodes use to reach this one
+    gossip_config: GossipConfig | None = None
 
     def __post_init__(self) -> None:
         self.name = self.spec.name
@@ -127,6 +134,15 @@ class Node:
         self._wave: list[str] = []
         self._wave_deadline = 0.0
         self.router: zmq.Socket | None = None
+        self.gossip = Gossiper(
+            self.name,
+            self.advertise or self.connect_address,
+            list(self.join),
+            self.gossip_config,
+            max_bytes=self.spec.max_message,
+            on_event=self._on_gossip_event,
+        )
+        self._published: dict[str, dict] = {}
 
     # -- set-up --------------------------------------------------------------------
 
@@ -189,6 +205,12 @@ class Node:
             self._serve()
         finally:
             self._kill_everything()
+            self._publish_directory()
+            try:
+                self.gossip.leave()
+            except Exception:  # leaving is a courtesy; peers find out anyway
+                log.exception("could not announce leaving")
+            self.gossip.close()
             self.router.close(0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -219,6 +241,8 @@ class Node:
                 else:
                     self._start_due(now)
                     self._expire_embedded(now)
+                    self._publish_directory()
+                    self.gossip.tick()
                 if self.on_tick is not None and now >= next_tick:
                     next_tick = now + 1.0
                     self.on_tick(self)
@@ -232,6 +256,9 @@ class Node:
             self.bad.record(ident, exc)
             return
         for env in envelopes:
+            if env[1] == _EVENT and env[5] == GOSSIP_RECIPIENT:
+                self.gossip.receive(env[4], env[6])
+                continue
             if env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
                 self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
                 continue
@@ -307,7 +334,11 @@ class Node:
             else:
                 inst = self.instances[self.groups[name][0]]
         if inst is None:
-            raise ActorNotFound(f"no actor named {name!r} on node {self.name}")
+            remote = self._remote_agent(name)
+            if remote is not None:
+                return {"endpoint": remote["endpoint"], "incarnation": remote.get("incarnation", 0), "state": "running",
+                        "name": name, "node": remote.get("node"), "max_frame": remote.get("max_frame") or self.spec.max_message}
+            raise ActorNotFound(f"no actor named {name!r} in the mesh (asked node {self.name})")
         if inst.state == "running" and inst.endpoint:
             return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name,
                     "max_frame": inst.max_frame or self.spec.max_message}
@@ -344,7 +375,60 @@ class Node:
 
     # -- status ---------------------------------------------------------------------------
 
+    def _remote_agent(self, name: str) -> dict | None:
+        entry = self.gossip.node.get(AGENTS_PREFIX + name)
+        if isinstance(entry, dict) and entry.get("node") != self.name and isinstance(entry.get("endpoint"), str):
+            if self.gossip.node.state_of(entry.get("node")) in ("alive", "suspect"):
+                return entry
+        return None
+
+    def _publish_directory(self) -> None:
+        """Keep ``$agents/NAME`` in the shared state in step with what runs here."""
+        want = {}
+        if self._stop_deadline is None:
+            for inst in self.instances.values():
+                if inst.state == "running" and inst.endpoint:
+                    want[inst.name] = {"node": self.name, "endpoint": inst.endpoint, "incarnation": inst.incarnation,
+                                       "pid": inst.pid, "max_frame": inst.max_frame or self.spec.max_message}
+        for name, entry in want.items():
+            if self._published.get(name) != entry:
+                self.gossip.write(AGENTS_PREFIX + name, entry, system=True)
+        for name in list(self._published):
+            if name not in want:
+                self.gossip.delete(AGENTS_PREFIX + name, system=True)
+        self._published = want
+
+    def _on_gossip_event(self, event) -> None:
+        if event.name == "member":
+            d = event.data
+            if d["name"] != self.name:
+                self.on_event(f"member {d['name']} ({d['id']}) is {d['state']}")
+
+    def members(self) -> list[dict]:
+        now = time.time()
+        latest: dict[str, dict] = {}
+        for m in self.gossip.node.members():
+            if m["name"] not in latest or m["incarnation"] > latest[m["name"]]["incarnation"]:
+                latest[m["name"]] = m
+        return [
+            {"name": m["name"], "address": m["address"], "state": m["state"], "incarnation": m["incarnation"],
+             "last_heard_s": round(max(0.0, now - m["last_heard"]), 3)}
+            for m in sorted(latest.values(), key=lambda m: m["name"])
+        ]
+
     def status(self) -> dict:
+        agents = [inst.as_status(self.name) for inst in self.instances.values()]
+        local = {a["name"] for a in agents}
+        for key, entry in sorted(self.gossip.node.items(AGENTS_PREFIX).items()):
+            name = key[len(AGENTS_PREFIX):]
+            if name in local or not isinstance(entry, dict) or entry.get("node") == self.name:
+                continue
+            if self.gossip.node.state_of(entry.get("node")) not in ("alive", "suspect"):
+                continue  # its node is gone: the entry goes with that node's incarnation
+            agents.append({"name": name, "node": entry.get("node"), "pid": entry.get("pid"), "state": "running",
+                           "restarts": None, "messages": None, "incarnation": entry.get("incarnation", 0),
+                           "endpoint": entry.get("endpoint"), "embedded": False, "group": name, "reason": "",
+                           "bad_frames": None, "remote": True})
         return {
             "node": {
                 "name": self.name,
@@ -354,8 +438,34 @@ class Node:
                 "stopping": self._stop_requested,
                 "bad_frames": self.bad.total,
             },
-            "agents": [inst.as_status(self.name) for inst in self.instances.values()],
+            "agents": agents,
+            "members": self.members(),
         }
+
+    # -- shared state --------------------------------------------------------------------------
+
+    def _op_state_get(self, body: dict) -> dict:
+        key = _str(body, "key")
+        entry = self.gossip.node.view.get(key)
+        if entry is None or entry.tombstone:
+            return {"found": False}
+        return {"found": True, "value": entry.value}
+
+    def _op_state_set(self, body: dict) -> dict:
+        if "value" not in body:
+            raise WireError("field 'value' is missing")
+        self.gossip.write(_str(body, "key"), body["value"])
+        return {"ok": True}
+
+    def _op_state_delete(self, body: dict) -> dict:
+        self.gossip.delete(_str(body, "key"))
+        return {"ok": True}
+
+    def _op_state_items(self, body: dict) -> dict:
+        prefix = body.get("prefix") or ""
+        if not isinstance(prefix, str):
+            raise WireError("field 'prefix' must be a string")
+        return {"items": self.gossip.node.items(prefix)}
 
     # -- supervision ---------------------------------------------------------------------------
 
