@@ -60,6 +60,11 @@ class ActorContext:
         """The name of the sender of the message being handled."""
         return self._server.current_sender
 
+    @property
+    def state(self):
+        """The mesh's shared key/value state: ``get``, ``set``, ``delete``, ``items``, ``watch``."""
+        return self.client.state
+
     def actor(self, name: str) -> "ActorRef":
         """A reference to another actor, by name, anywhere in the mesh."""
         return self.client.actor(name)

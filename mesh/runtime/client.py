@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.asyncio
@@ -25,6 +26,9 @@ from zmq.utils.monitor import parse_monitor_message
 from .. import wire
 from ..errors import ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, from_wire
 from .transport import FLUSHER, Channel, Unreachable, context, tune_socket
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .state import SharedState
 
 DEFAULT_NODE = "tcp://127.0.0.1:7700"
 #: The recipient name of requests meant for the node itself.
@@ -143,7 +147,12 @@ class Client:
         """Where actor ``name`` listens. Waits while it is (re)starting, up to ``timeout``."""
         endpoint = self._endpoints.get(name)
         if endpoint is not None:
-            return endpoint
+            ch = getattr(self._local, "channels", {}).get(endpoint)
+            if ch is None or not (ch.dead or ch.closed):
+                return endpoint
+            # This thread's channel there found the process gone (maybe the janitor closed
+            # it): a fresh channel to that address would swallow tells. Ask the node again.
+            self._endpoints.pop(name, None)
         timeout = self.resolve_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
@@ -173,6 +182,13 @@ class Client:
         if not isinstance(name, str) or not name:
             raise ValueError("an actor name is a non-empty string")
         return ActorRef(name, self)
+
+    @property
+    def state(self) -> "SharedState":
+        """The shared key/value state of the mesh (get, set, delete, items, watch)."""
+        from .state import SharedState
+
+        return SharedState(self)
 
     def status(self) -> dict:
         """The node's status: the same object ``mesh status --json`` prints."""
