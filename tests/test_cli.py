@@ -1,0 +1,465 @@
+"""The `mesh` command, run as a user runs it: a real subprocess of the installed script."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import mesh
+from conftest import TESTS, RunningNode, env_with, free_port, mesh_command, pid_gone, run_cli, wait_until
+from mesh.runtime.node import STATES
+
+ROOT = TESTS.parent
+
+
+@pytest.fixture
+def cli_env(mesh_home):
+    """The environment every command runs in: MESH_HOME in tmp, no MESH_NODE."""
+    env = env_with(MESH_HOME=str(mesh_home), MESH_NO_LIVE="1")
+    env.pop("MESH_NODE", None)
+    return env
+
+
+@pytest.fixture
+def cli(cli_env):
+    def run(*args: str, env: dict | None = None, timeout: float = 30):
+        return run_cli(*args, env=env or cli_env, timeout=timeout)
+
+    return run
+
+
+def fails_in_one_line(result, code: int = 1) -> str:
+    """The command failed with ``code`` and said why in one line on stderr, without a traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def agents_spec(*entries: tuple[str, str], extra: str = "") -> str:
+    return "".join(f'[[agents]]\nname = "{n}"\nclass = "{c}"\n{extra}\n' for n, c in entries)
+
+
+@pytest.fixture
+def mesh_up(tmp_path, cli_env):
+    """Start `mesh up ARGS...` as a user would; every such node is stopped at teardown."""
+    nodes: list[RunningNode] = []
+
+    def start(*args: str, address: str, cwd: Path | None = None) -> RunningNode:
+        output = tmp_path / f"up-{len(nodes)}.out"
+        with open(output, "wb") as out:
+            proc = subprocess.Popen(
+                [*mesh_command(), "up", *args], stdout=out, stderr=subprocess.STDOUT, env=cli_env, cwd=cwd or tmp_path
+            )
+        node = RunningNode(proc, address, Path(args[0]) if args and not args[0].startswith("-") else None, output)
+        nodes.append(node)
+        wait_until(lambda: proc.poll() is not None or answers(address), 20, f"a node at {address}")
+        assert proc.poll() is None, f"mesh up exited with {proc.returncode}:\n{node.log()}"
+        return node
+
+    yield start
+
+    for node in nodes:
+        node.close_clients()
+        procs = node.descendants()
+        if node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGTERM)
+            try:
+                node.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait()
+        for p in procs:
+            try:
+                p.wait(timeout=8)
+            except psutil.TimeoutExpired:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def answers(address: str) -> bool:
+    try:
+        with mesh.connect(address, connect_timeout=0.5):
+            return True
+    except mesh.NodeUnavailable:
+        return False
+
+
+def processes_using(home: Path) -> list[int]:
+    """Pids of live processes whose environment names this test's MESH_HOME."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("MESH_HOME") == str(home) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Output:
+    """Reads a running command's stdout without blocking past a deadline."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.text = ""
+
+    def wait_for(self, marker: str, timeout: float = 10.0) -> str:
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while marker not in self.text:
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {marker!r} within {timeout} s; got {self.text!r}"
+                if sel.select(left):
+                    chunk = os.read(fd, 65536)
+                    assert chunk, f"the command ended before printing {marker!r}; got {self.text!r}"
+                    self.text += chunk.decode("utf-8", "replace")
+        return self.text
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_prints_the_node_and_a_row_per_agent(start_node, cli):
+    node = start_node(agents_spec(("counter", "actors:Counter"), ("echo", "actors:Echo")))
+    pids = {a["name"]: a["pid"] for a in node.status()["agents"]}
+
+    lines = ok(cli("status", "--node", node.address)).splitlines()
+
+    assert lines[0].startswith(f"node t  {node.address}  pid {node.proc.pid}  up ")
+    assert lines[1].split() == ["AGENT", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"counter", "echo"}
+    for name, row in rows.items():
+        assert row[1:4] == ["running", str(pids[name]), "0"]
+
+
+def test_status_json_describes_the_node_and_every_agent(start_node, cli):
+    node = start_node(agents_spec(("counter", "actors:Counter"), ("echo", "actors:Echo")))
+
+    st = json.loads(ok(cli("status", "--json", "--node", node.address)))
+
+    assert st["node"]["name"] == "t"
+    assert st["node"]["address"] == node.address
+    assert st["node"]["pid"] == node.proc.pid
+    assert [a["name"] for a in st["agents"]] == ["counter", "echo"]
+    for agent in st["agents"]:
+        assert agent["node"] == "t"
+        assert isinstance(agent["pid"], int) and agent["pid"] > 0
+        assert agent["state"] in STATES
+        assert agent["state"] == "running"
+        assert agent["restarts"] == 0
+        assert isinstance(agent["messages"], int) and agent["messages"] >= 0
+
+
+def test_status_without_agents_says_so(start_node, cli):
+    node = start_node()
+    assert ok(cli("status", "--node", node.address)).splitlines()[-1] == "(no agents)"
+
+
+# --------------------------------------------------------------------------- tell and ask
+
+
+def test_a_tell_from_the_cli_reaches_the_actor_and_an_ask_sees_it(start_node, cli):
+    node = start_node(agents_spec(("counter", "actors:Counter")))
+
+    told = cli("tell", "counter", '{"n": 1, "text": "hello"}', "--node", node.address)
+    assert told.returncode == 0, told.stderr
+    assert told.stdout == ""
+
+    def seen():
+        reply = json.loads(ok(cli("ask", "counter", '{"get": true}', "--node", node.address)))
+        return reply if reply["seen"] else None
+
+    reply = wait_until(seen, 10, "the counter to record the tell")
+    assert reply["seen"] == [{"n": 1, "text": "hello"}]
+    assert reply["sender"].startswith("cli-")
+
+
+def test_ask_prints_the_reply_as_one_json_document(start_node, cli):
+    node = start_node(agents_spec(("echo", "actors:Echo")))
+    message = {"list": [1, 2.5, None, True], "nested": {"é": "ünïcode"}, "n": -3}
+
+    out = ok(cli("ask", "echo", json.dumps(message), "--node", node.address))
+
+    assert json.loads(out) == message
+    assert out.count("\n") == 1
+
+
+def test_ask_waits_at_most_its_timeout(start_node, cli):
+    node = start_node(agents_spec(("sleeper", "actors:Sleeper")))
+
+    assert json.loads(ok(cli("ask", "sleeper", "0.1", "--timeout", "5", "--node", node.address))) == "woke"
+    started = time.monotonic()
+    line = fails_in_one_line(cli("ask", "sleeper", "3", "--timeout", "0.3", "--node", node.address))
+    elapsed = time.monotonic() - started
+
+    assert "AskTimeout" in line and "0.3 s" in line
+    assert elapsed < 2.5, f"the ask gave up after {elapsed:.1f} s, not 0.3 s"
+
+
+def test_the_node_is_found_by_node_option_or_by_MESH_NODE(start_node, cli, cli_env):
+    node = start_node(agents_spec(("echo", "actors:Echo")))
+    host_port = node.address.removeprefix("tcp://")
+
+    by_option = json.loads(ok(cli("status", "--json", "--node", host_port)))
+    by_env = json.loads(ok(cli("status", "--json", env={**cli_env, "MESH_NODE": node.address})))
+    by_env_ask = ok(cli("ask", "echo", '"hi"', env={**cli_env, "MESH_NODE": host_port}))
+    option_wins = ok(cli("ask", "echo", "1", "--node", node.address, env={**cli_env, "MESH_NODE": "127.0.0.1:1"}))
+
+    assert by_option["node"]["pid"] == by_env["node"]["pid"] == node.proc.pid
+    assert json.loads(by_env_ask) == "hi"
+    assert json.loads(option_wins) == 1
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def announcer(marker: str) -> str:
+    return f'[[agents]]\nname = "announcer"\nclass = "actors:Announcer"\nconfig = {{ marker = "{marker}" }}\n'
+
+
+def test_logs_show_what_the_agent_printed(start_node, cli):
+    node = start_node(announcer("hello-from-on-start"))
+    pid = node.agent("announcer")["pid"]
+
+    out = wait_until(
+        lambda: (lambda o: o if "hello-from-on-start" in o else None)(ok(cli("logs", "announcer", "--node", node.address))),
+        10,
+        "the marker in the logs",
+    )
+
+    assert f"hello-from-on-start pid={pid}" in out
+    assert "starting announcer" in out
+
+
+def test_logs_follow_streams_new_lines_until_interrupted(start_node, cli_env):
+    node = start_node(announcer("first-marker"))
+    proc = subprocess.Popen(
+        [*mesh_command(), "logs", "announcer", "-f", "--node", node.address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env,
+    )
+    try:
+        out = Output(proc)
+        out.wait_for("first-marker")
+
+        assert node.client_once().actor("announcer").ask({"say": "second-marker"}) == "said"
+
+        assert "second-marker" in out.wait_for("second-marker")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the follow cleanly
+        assert proc.wait(timeout=10) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+# --------------------------------------------------------------------------- down
+
+
+def test_down_stops_the_node_and_its_agents(start_node, cli):
+    node = start_node(agents_spec(("echo", "actors:Echo")))
+    pid = node.agent("echo")["pid"]
+    node.close_clients()
+
+    out = ok(cli("down", "--node", node.address))
+
+    assert out.strip() == f"node at {node.address} stopped"
+    assert node.proc.wait(timeout=10) == 0
+    assert pid_gone(pid)
+    fails_in_one_line(cli("status", "--node", node.address))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status",),
+        ("status", "--json"),
+        ("tell", "echo", "{}"),
+        ("ask", "echo", "{}"),
+        ("logs", "echo"),
+        ("down",),
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_every_command_says_in_one_line_that_no_node_is_running(cli, args):
+    port = free_port()
+    line = fails_in_one_line(cli(*args, "--node", f"127.0.0.1:{port}"))
+    assert f"no mesh node answers at tcp://127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize("command", ["tell", "ask"])
+def test_a_message_that_is_not_json_is_a_usage_error(cli, command):
+    line = fails_in_one_line(cli(command, "echo", "{not json", "--node", f"127.0.0.1:{free_port()}"), code=2)
+    assert "not valid JSON" in line
+
+
+@pytest.mark.parametrize("command", ["tell", "ask", "logs"])
+def test_an_unknown_actor_is_reported_in_one_line(start_node, cli, command):
+    node = start_node(agents_spec(("echo", "actors:Echo")))
+    args = (command, "nobody") + (("{}",) if command != "logs" else ())
+
+    line = fails_in_one_line(cli(*args, "--node", node.address))
+
+    assert "ActorNotFound" in line and "'nobody'" in line
+
+
+def test_an_exception_raised_by_the_actor_is_reported_in_one_line(start_node, cli):
+    node = start_node(agents_spec(("crasher", "actors:Crasher")))
+
+    line = fails_in_one_line(cli("ask", "crasher", '{"crash": "exception"}', "--node", node.address))
+
+    assert line == "Error: the actor raised RuntimeError: boom on purpose"
+    # An ask's exception does not stop the actor.
+    assert node.agent("crasher")["restarts"] == 0
+    assert "pid" in json.loads(ok(cli("ask", "crasher", "{}", "--node", node.address)))
+
+
+# --------------------------------------------------------------------------- spec errors
+
+
+def spec_text(port: int, agents: str = "", node_extra: str = "") -> str:
+    return f'[node]\nname = "bad"\nlisten = "tcp://127.0.0.1:{port}"\npath = ["{TESTS}"]\n{node_extra}\n{agents}'
+
+
+SPEC_ERRORS = {
+    "unknown key": ('colour = "red"', "", "node.colour", "unknown key"),
+    "wrong type": ("", '[[agents]]\nname = "a"\nclass = "actors:Echo"\nreplicas = "two"\n', "agents[0].replicas", "integer"),
+    "missing class key": ("", '[[agents]]\nname = "a"\n', "agents[0].class", "missing"),
+    "class not in module": ("", '[[agents]]\nname = "a"\nclass = "actors:NoSuchActor"\n', "agents[0].class", "no attribute"),
+    "module import failure": (
+        "",
+        '[[agents]]\nname = "a"\nclass = "actors:Echo"\n[[agents]]\nname = "b"\nclass = "broken_agents:Agent"\n',
+        "agents[1].class",
+        "cannot import module 'broken_agents': ZeroDivisionError",
+    ),
+    "duplicate name": (
+        "",
+        '[[agents]]\nname = "a"\nclass = "actors:Echo"\n[[agents]]\nname = "a"\nclass = "actors:Echo"\n',
+        "agents[1].name",
+        "duplicate agent name 'a'",
+    ),
+    "toml syntax": ("", '[[agents]]\nname = "a\n', "toml", ""),
+}
+
+
+@pytest.mark.parametrize("case", SPEC_ERRORS, ids=str)
+def test_a_bad_spec_is_one_line_naming_file_and_key_and_starts_nothing(cli, tmp_path, mesh_home, case):
+    node_extra, agents, key, reason = SPEC_ERRORS[case]
+    (tmp_path / "broken_agents.py").write_text("import mesh\n\nclass Agent(mesh.Actor):\n    pass\n\n1 / 0\n")
+    port = free_port()
+    spec = tmp_path / "bad.toml"
+    spec.write_text(spec_text(port, agents, node_extra))
+
+    line = fails_in_one_line(cli("up", str(spec)), code=2)
+
+    assert line.startswith(f"Error: {spec}: {key}: "), line
+    assert reason in line
+    assert_nothing_started(mesh_home, port)
+
+
+def test_a_spec_file_that_does_not_exist_is_one_line(cli, tmp_path, mesh_home):
+    missing = tmp_path / "nowhere.toml"
+    line = fails_in_one_line(cli("up", str(missing)), code=2)
+    assert line == f"Error: {missing}: -: no such file"
+    assert_nothing_started(mesh_home, None)
+
+
+def assert_nothing_started(home: Path, port: int | None) -> None:
+    assert not (home / "nodes").exists(), "a node made its run folder"
+    assert processes_using(home) == []
+    if port is not None:
+        assert port_is_free(port)
+
+
+def test_up_on_a_port_in_use_fails_in_one_clear_line(cli, tmp_path, mesh_home):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec = tmp_path / "busy.toml"
+        spec.write_text(spec_text(port, agents_spec(("echo", "actors:Echo"))))
+
+        line = fails_in_one_line(cli("up", str(spec)), code=1)
+
+    assert line.startswith(f"Error: cannot listen on tcp://127.0.0.1:{port}: Address already in use")
+    assert processes_using(mesh_home) == []
+
+
+# --------------------------------------------------------------------------- up
+
+
+def test_up_listen_and_name_override_the_spec(mesh_up, cli, tmp_path):
+    spec_port, port = free_port(), free_port()
+    spec = tmp_path / "node.toml"
+    spec.write_text(spec_text(spec_port, agents_spec(("echo", "actors:Echo"))).replace('"bad"', '"fromspec"'))
+
+    node = mesh_up(str(spec), "--listen", f"127.0.0.1:{port}", "--name", "over", address=f"tcp://127.0.0.1:{port}")
+    node.wait_running("echo")
+
+    st = json.loads(ok(cli("status", "--json", "--node", node.address)))
+    assert st["node"]["name"] == "over"
+    assert st["node"]["address"] == f"tcp://127.0.0.1:{port}"
+    assert st["agents"][0]["node"] == "over"
+    assert port_is_free(spec_port)
+    ok(cli("down", "--node", node.address))
+    assert node.proc.wait(timeout=15) == 0
+
+
+def test_up_without_a_spec_runs_the_bundled_demo(mesh_up, cli, tmp_path):
+    port = free_port()
+    node = mesh_up("--listen", f"127.0.0.1:{port}", address=f"tcp://127.0.0.1:{port}")
+
+    def report():
+        result = cli("ask", "conductor", '{"report": true}', "--node", node.address, "--timeout", "10")
+        if result.returncode != 0:
+            return None
+        answer = json.loads(result.stdout)
+        return answer if answer["runs"] >= 1 else None
+
+    answer = wait_until(report, 45, "a report from the demo's conductor", interval=0.3)
+
+    assert answer["runs"] >= 1
+    names = {a["name"] for a in json.loads(ok(cli("status", "--json", "--node", node.address)))["agents"]}
+    assert names == {"scout", "validator", "executor", "synthesizer", "reporter", "conductor"}
+    ok(cli("down", "--node", node.address))
+    assert node.proc.wait(timeout=15) == 0
+
+
+def test_the_default_node_file_is_a_copy_of_the_bundled_spec():
+    assert (ROOT / "nodes" / "default.toml").read_bytes() == (ROOT / "mesh" / "default.toml").read_bytes()

@@ -1,0 +1,282 @@
+"""Supervision with real processes: restart policies, intensity, waves, stopping, orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from conftest import pid_gone, run_cli, wait_until
+
+CRASH_REASONS = {
+    "exception": "exited with code 1",  # a tell handler raised: the process ends with code 1
+    "exit": "exited with code 3",  # os._exit(3)
+    "sigkill": "killed by SIGKILL",  # the test kills the agent's pid
+    "clean": "exited cleanly",  # self.mesh.stop(): on_stop runs, the process exits 0
+}
+
+
+def crasher(restart: str, *, name: str = "crasher", extra: str = 'backoff = "500ms"') -> str:
+    return f'[[agents]]\nname = "{name}"\nclass = "actors:Crasher"\nrestart = "{restart}"\n{extra}\n'
+
+
+def crash(node, name: str, kind: str) -> None:
+    """Make agent ``name`` end its process the way ``kind`` says."""
+    if kind == "sigkill":
+        os.kill(node.agent(name)["pid"], signal.SIGKILL)
+        return
+    client = node.client_once()
+    client.actor(name).tell({"crash": kind})
+    client.flush()
+
+
+def answers_with_pid(node, name: str) -> int:
+    """Ask the agent for its pid (it answers from its own process)."""
+    return node.client_once().actor(name).ask({}, timeout=5.0)["pid"]
+
+
+def alive(pid: int) -> bool:
+    return not pid_gone(pid)
+
+
+# --------------------------------------------------------------------------- restart policies
+
+
+@pytest.mark.parametrize("kind", ["exception", "exit", "sigkill"])
+@pytest.mark.parametrize("policy", ["on-failure", "always"])
+def test_a_crashed_agent_is_restarted_in_a_new_process(start_node, policy, kind):
+    node = start_node(crasher(policy))
+    before = node.agent("crasher")
+    assert before["state"] == "running" and before["restarts"] == 0
+    assert answers_with_pid(node, "crasher") == before["pid"]
+
+    crash(node, "crasher", kind)
+
+    restarting = node.wait_agent("crasher", lambda a: a["state"] == "restarting", what="crasher restarting")
+    assert restarting["restarts"] == 1
+    assert restarting["reason"] == CRASH_REASONS[kind]
+    after = node.wait_agent("crasher", lambda a: a["state"] == "running", what="crasher running again")
+    assert after["restarts"] == 1
+    assert after["pid"] != before["pid"]
+    assert after["incarnation"] == 1
+    assert pid_gone(before["pid"])
+    assert answers_with_pid(node, "crasher") == after["pid"]
+
+
+@pytest.mark.parametrize("kind", ["exception", "exit", "sigkill"])
+def test_under_never_a_crashed_agent_fails_and_stays_down(start_node, kind):
+    node = start_node(crasher("never"))
+    pid = node.agent("crasher")["pid"]
+
+    crash(node, "crasher", kind)
+
+    failed = node.wait_agent("crasher", lambda a: a["state"] in ("failed", "stopped"), what="crasher failed")
+    assert failed["state"] == "failed"
+    assert failed["reason"] == CRASH_REASONS[kind]
+    assert failed["restarts"] == 0
+    wait_until(lambda: pid_gone(pid), 5, "the crashed process to be gone")
+    # It stays down: the node starts nothing for it.
+    assert node.agent("crasher")["state"] == "failed"
+
+
+@pytest.mark.parametrize("policy", ["never", "on-failure"])
+def test_a_clean_exit_is_stopped_not_restarted(start_node, policy):
+    node = start_node(crasher(policy))
+    pid = node.agent("crasher")["pid"]
+
+    assert node.client_once().actor("crasher").ask({"crash": "clean"}) == "stopping"
+
+    stopped = node.wait_agent("crasher", lambda a: a["state"] not in ("running",), what="crasher to end")
+    assert stopped["state"] == "stopped"
+    assert stopped["reason"] == "exited cleanly"
+    assert stopped["restarts"] == 0
+    wait_until(lambda: pid_gone(pid), 5, "the stopped process to be gone")
+
+
+def test_always_restarts_even_a_clean_exit(start_node):
+    node = start_node(crasher("always"))
+    pid = node.agent("crasher")["pid"]
+
+    node.client_once().actor("crasher").ask({"crash": "clean"})
+
+    restarting = node.wait_agent("crasher", lambda a: a["state"] == "restarting", what="crasher restarting")
+    assert restarting["reason"] == "exited cleanly"
+    after = node.wait_agent("crasher", lambda a: a["state"] == "running" and a["pid"] != pid)
+    assert after["restarts"] == 1
+
+
+def test_a_tell_sent_after_a_restart_reaches_the_new_process(start_node):
+    node = start_node('[[agents]]\nname = "counter"\nclass = "actors:Counter"\nbackoff = "50ms"\n')
+    client = node.client()
+    client.actor("counter").tell("before")
+    assert client.actor("counter").ask({"get": True})["seen"] == ["before"]
+    old_channel = client.actor("counter")._channel()
+    old_pid = node.agent("counter")["pid"]
+
+    os.kill(old_pid, signal.SIGKILL)
+    node.wait_agent("counter", lambda a: a["state"] == "running" and a["pid"] != old_pid, what="counter restarted")
+    wait_until(lambda: old_channel.closed, 5, "the janitor to close the channel to the dead process")
+    client.actor("counter").tell("after")
+
+    seen = wait_until(lambda: client.actor("counter").ask({"get": True})["seen"], 5, "the tell to arrive")
+    assert seen == ["after"]
+
+
+# --------------------------------------------------------------------------- intensity
+
+
+def test_the_default_on_failure_gives_up_after_the_second_crash_in_the_window(start_node):
+    node = start_node('[[agents]]\nname = "crasher"\nclass = "actors:Crasher"\nbackoff = "50ms"\n')
+
+    crash(node, "crasher", "exception")
+    node.wait_agent("crasher", lambda a: a["state"] == "running" and a["restarts"] == 1, what="first restart")
+    crash(node, "crasher", "exception")
+
+    failed = node.wait_agent("crasher", lambda a: a["state"] == "failed", what="crasher failed")
+    assert failed["restarts"] == 1
+    assert "gave up after 1 restart(s) within 60 s" in failed["reason"]
+    assert failed["reason"].startswith("exited with code 1")
+    table = run_cli("status", "--node", node.address).stdout
+    assert "gave up after 1 restart(s)" in table
+
+
+def test_a_configured_intensity_allows_exactly_that_many_restarts(start_node):
+    node = start_node(
+        crasher("on-failure", extra='max_restarts = 3\nrestart_window = "30s"\nbackoff = "50ms"')
+    )
+    pids = {node.agent("crasher")["pid"]}
+    for restarts in (1, 2, 3):
+        crash(node, "crasher", "exit")
+        up = node.wait_agent(
+            "crasher", lambda a: a["state"] == "running" and a["restarts"] == restarts, what=f"restart {restarts}"
+        )
+        pids.add(up["pid"])
+    assert len(pids) == 4, "every restart runs in a new process"
+
+    crash(node, "crasher", "exit")
+
+    failed = node.wait_agent("crasher", lambda a: a["state"] == "failed", what="crasher failed")
+    assert failed["restarts"] == 3
+    assert "gave up after 3 restart(s) within 30 s" in failed["reason"]
+
+
+# --------------------------------------------------------------------------- waves
+
+
+def test_agents_start_in_waves_and_all_of_them_run(start_node):
+    agents = "".join(f'[[agents]]\nname = "e{i}"\nclass = "actors:Echo"\n' for i in range(6))
+    node = start_node(agents, node_extra="wave_size = 2")
+
+    st = node.wait_running(*(f"e{i}" for i in range(6)))
+
+    pids = {a["pid"] for a in st["agents"]}
+    assert len(pids) == 6
+    # A wave starts only when the one before it has registered: the node's events show it.
+    order = [line.split()[1] for line in node.log().splitlines() if " running (pid " in line]
+    waves = [set(order[i : i + 2]) for i in range(0, 6, 2)]
+    assert waves == [{"e0", "e1"}, {"e2", "e3"}, {"e4", "e5"}], order
+    client = node.client_once()
+    for i in range(6):
+        assert client.actor(f"e{i}").ask({"i": i}) == {"i": i}
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def lifecycle(name: str, journal) -> str:
+    return f'[[agents]]\nname = "{name}"\nclass = "actors:Lifecycle"\nconfig = {{ journal = "{journal}" }}\n'
+
+
+def test_mesh_down_runs_every_on_stop_and_the_node_exits_0(start_node, tmp_path):
+    journals = {f"life{i}": tmp_path / f"life{i}.journal" for i in range(3)}
+    node = start_node("".join(lifecycle(n, j) for n, j in journals.items()))
+    pids = {a["name"]: a["pid"] for a in node.status()["agents"]}
+    node.close_clients()
+
+    down = run_cli("down", "--node", node.address)
+
+    assert down.returncode == 0, down.stderr
+    assert node.proc.wait(timeout=15) == 0
+    for name, journal in journals.items():
+        assert journal.read_text().splitlines() == [f"start {pids[name]}", f"stop {pids[name]}"]
+        assert pid_gone(pids[name])
+
+
+def test_an_agent_whose_on_stop_hangs_is_killed_after_the_stop_timeout(start_node, tmp_path):
+    journal = tmp_path / "life.journal"
+    node = start_node(
+        '[[agents]]\nname = "slow"\nclass = "actors:SlowStop"\n' + lifecycle("life", journal),
+        node_extra='stop_timeout = "1s"',
+    )
+    slow_pid = node.agent("slow")["pid"]
+    node.close_clients()
+
+    started = time.monotonic()
+    down = run_cli("down", "--node", node.address)
+    code = node.proc.wait(timeout=15)
+    elapsed = time.monotonic() - started
+
+    assert down.returncode == 0, down.stderr
+    assert code == 0
+    assert 0.9 <= elapsed < 6.0, f"the node took {elapsed:.2f} s to stop"
+    assert pid_gone(slow_pid)
+    assert "slow did not stop in time: SIGKILL" in node.log()
+    assert journal.read_text().splitlines()[-1].startswith("stop "), "the other agent still stopped gracefully"
+
+
+def forker_node(start_node, *more: str):
+    node = start_node('[[agents]]\nname = "forker"\nclass = "actors:Forker"\n' + "".join(more))
+    child = node.client_once().actor("forker").ask({})
+    assert isinstance(child, int) and alive(child)
+    pids = {a["name"]: a["pid"] for a in node.status()["agents"]}
+    pids["child forked by forker"] = child
+    assert set(pids.values()) <= {p.pid for p in node.descendants()}
+    return node, pids
+
+
+def test_mesh_down_leaves_no_agent_and_no_forked_child_behind(start_node):
+    node, pids = forker_node(start_node, '[[agents]]\nname = "echo"\nclass = "actors:Echo"\n')
+    node.close_clients()
+
+    assert run_cli("down", "--node", node.address).returncode == 0
+    assert node.proc.wait(timeout=15) == 0
+
+    wait_until(lambda: all(pid_gone(p) for p in pids.values()), 5, f"processes {pids} to be gone")
+
+
+def sigkill_node_and_wait_for(node, pids: dict[str, int], within: float = 5.0) -> None:
+    """SIGKILL the node; every pid must be gone ``within`` seconds of the kill (plus a small margin)."""
+    procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+    try:
+        node.proc.kill()
+        killed_at = time.monotonic()
+        node.proc.wait(timeout=5)
+        try:
+            wait_until(lambda: all(pid_gone(p) for p in pids.values()), killed_at + within + 0.5 - time.monotonic())
+        except AssertionError:
+            left = {name: pid for name, pid in pids.items() if not pid_gone(pid)}
+            raise AssertionError(f"{len(left)} process(es) outlived their SIGKILLed node by {within} s: {left}") from None
+    finally:  # the node is gone, so its fixture cannot find these any more
+        for proc in procs.values():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def test_after_the_node_is_sigkilled_its_agents_and_their_children_exit_by_themselves(start_node):
+    node, pids = forker_node(start_node, '[[agents]]\nname = "echo"\nclass = "actors:Echo"\n')
+    node.close_clients()
+
+    sigkill_node_and_wait_for(node, pids)
+
+
+def test_an_orphaned_agent_whose_on_stop_hangs_is_killed_within_the_grace(start_node):
+    node = start_node('[[agents]]\nname = "slow"\nclass = "actors:SlowStop"\n')
+    pid = node.agent("slow")["pid"]
+    node.close_clients()
+
+    sigkill_node_and_wait_for(node, {"slow": pid})
