@@ -174,3 +174,33 @@ def test_users_cannot_write_reserved_keys():
         node.set("$members/a", 1, 0.0)
     with pytest.raises(ValueError):
         node.set("", 1, 0.0)
+
+
+BAD_GOSSIP = [
+    "not a map",
+    {"t": "nonsense"},
+    {"t": "syn", "digest": [1]},
+    {"t": "syn", "digest": {5: [1, 1, "", False]}},
+    {"t": "syn", "digest": {"x@1": [1, 1, "not-an-address", False]}},
+    {"t": "syn", "digest": {"x@1": ["1", 1, "", False]}},
+    {"t": "push", "delta": 5},
+    {"t": "push", "delta": [["x@1", 0, 1, [["k", 1, "stamp", "x", 1, False]]]]},
+    {"t": "ack", "digest": {"x@1": [1, 1, "", False]}, "delta": [["x@1"]]},
+]
+
+
+@pytest.mark.parametrize("message", BAD_GOSSIP)
+def test_a_malformed_gossip_message_is_refused_and_changes_nothing(message):
+    node = GossipNode("a", 0, GossipConfig(), random.Random(1), 0.0)
+    node.set("k", "v", 0.0)
+    before = (dict(node.origins), dict(node.view))
+    with pytest.raises(ValueError):
+        node.step("peer", message, 1.0)
+    assert (dict(node.origins), dict(node.view)) == before
+
+
+def test_an_entry_stamped_far_in_the_future_is_ignored():
+    node = GossipNode("a", 0, GossipConfig(), random.Random(1), 1000.0)
+    future = (int((1000.0 + 3600) * 1000)) << 16
+    node.step("b", {"t": "push", "delta": [["b@1", 0, 1, [["k", "v", future, "b", 1, False]]]]}, 1000.0)
+    assert node.get("k") is None

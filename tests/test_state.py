@@ -72,3 +72,25 @@ def test_status_json_lists_the_node_as_a_member(echo_node):
     (me,) = st["members"]
     assert me["name"] == "t" and me["state"] == "alive" and me["address"] == echo_node.address
     assert set(me) >= {"name", "address", "state", "incarnation", "last_heard_s"}
+
+
+def test_malformed_gossip_sent_to_a_node_is_counted_and_the_node_keeps_serving(echo_node):
+    import zmq
+
+    from mesh import wire
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(echo_node.address)
+    try:
+        for body in ({"t": "syn", "digest": [1]}, {"t": "push", "delta": 5}, "junk",
+                     {"t": "syn", "digest": {"x@1": [2**70, 1, "", False]}}):
+            try:
+                sock.send(wire.encode(wire.Kind.EVENT, 1, 0, "evil", "$gossip", body))
+            except mesh.WireError:
+                continue
+        client = echo_node.client()
+        wait_until(lambda: client.status()["node"]["bad_frames"] >= 3, 5, "the bad gossip to be counted")
+        assert client.actor("echo").ask("still here") == "still here"
+    finally:
+        sock.close(0)

@@ -52,8 +52,44 @@ from dataclasses import dataclass, field
 from .effects import Event, Send
 from .failure import DetectorConfig, PhiAccrualDetector
 from .hlc import HybridClock
+from .hlc import make as make_stamp
 
 RESERVED_PREFIX = "$"
+#: Entries stamped further than this in the future (seconds) are refused.
+MAX_CLOCK_SKEW_S = 60.0
+#: Members remembered at most; more are ignored (a flood of made-up names).
+MAX_ORIGINS = 4096
+_KINDS = ("push", "syn", "ack", "ack2")
+
+
+def check_message(message: object) -> None:
+    """Raise ValueError unless ``message`` has the shape of a gossip message (the network is untrusted)."""
+    if not isinstance(message, dict) or message.get("t") not in _KINDS:
+        raise ValueError("not a gossip message")
+    digest = message.get("digest")
+    if digest is not None:
+        if not isinstance(digest, dict):
+            raise ValueError("digest must be a map")
+        for oid, info in digest.items():
+            if not isinstance(oid, str) or "@" not in oid:
+                raise ValueError("digest keys must be origin ids")
+            if not (isinstance(info, list) and len(info) == 4 and type(info[0]) is int and type(info[1]) is int
+                    and isinstance(info[2], str) and isinstance(info[3], bool)):
+                raise ValueError("digest entries must be [heartbeat, version, address, left]")
+            if info[2] and not info[2].startswith("tcp://"):
+                raise ValueError("addresses must be tcp://HOST:PORT")
+    delta = message.get("delta")
+    if delta is not None:
+        if not isinstance(delta, list):
+            raise ValueError("delta must be a list")
+        for item in delta:
+            if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str)
+                    and type(item[1]) is int and type(item[2]) is int and isinstance(item[3], list)):
+                raise ValueError("delta items must be [origin, base, upto, entries]")
+            for raw in item[3]:
+                if not (isinstance(raw, list) and len(raw) == 6 and isinstance(raw[0], str) and type(raw[2]) is int
+                        and isinstance(raw[3], str) and type(raw[4]) is int and isinstance(raw[5], bool)):
+                    raise ValueError("entries must be [key, value, hlc, writer, version, tombstone]")
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 
 
@@ -117,6 +153,8 @@ def origin_id(name: str, incarnation: int) -> str:
 
 def parse_origin(oid: str) -> tuple[str, int]:
     name, _, inc = oid.rpartition("@")
+    if not name or not inc.isdigit():
+        raise ValueError(f"bad origin id {oid!r:.60}")
     return name, int(inc)
 
 
@@ -238,8 +276,8 @@ class GossipNode:
         return out + self._drain()
 
     def step(self, sender: str, message: object, now: float) -> list:
-        if not isinstance(message, dict):
-            return []
+        """Handle one message from ``sender``. Malformed input raises ValueError and changes nothing."""
+        check_message(message)
         kind = message.get("t")
         self.last_contact[sender] = now
         if kind == "push":
@@ -313,6 +351,8 @@ class GossipNode:
                 known[oid] = upto
 
     def _observe_digest(self, peer: str, digest: dict, now: float) -> None:
+        if len(self.origins) >= MAX_ORIGINS:
+            digest = {oid: info for oid, info in digest.items() if oid in self.origins}
         known = self.peer_digest.setdefault(peer, {})
         for oid, info in digest.items():
             if not isinstance(info, list) or len(info) < 2:
@@ -386,6 +426,8 @@ class GossipNode:
                 key, value, stamp, writer, version, tomb = raw
                 if not isinstance(key, str) or not isinstance(version, int) or not isinstance(stamp, int):
                     continue
+                if stamp > make_stamp(int((now + MAX_CLOCK_SKEW_S) * 1000)):
+                    continue  # from a clock far in the future: it would win every write after it
                 if version <= o.max_version and key in o.entries and o.entries[key].version >= version:
                     continue
                 current = o.entries.get(key)

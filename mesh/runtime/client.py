@@ -52,6 +52,15 @@ def node_address(address: str | None = None) -> str:
     return address
 
 
+def check_address(address: str) -> str:
+    """``address`` if it is tcp://HOST:PORT, else NodeUnavailable naming what is wrong."""
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise NodeUnavailable(f"invalid node address {address!r}: expected tcp://HOST:PORT")
+    return address
+
+
 class Client:
     """A connection to a mesh node and, through it, to every actor in the mesh.
 
@@ -77,7 +86,7 @@ class Client:
         check: bool = True,
         connect_timeout: float = 3.0,
     ):
-        self.node = node_address(node)
+        self.node = check_address(node_address(node))
         self.name = name or f"client-{socket.gethostname()}-{os.getpid()}-{next(_client_seq)}"
         self.send_timeout = send_timeout
         self.resolve_timeout = resolve_timeout
@@ -266,12 +275,13 @@ class ActorRef:
     Messages from one sender to one actor arrive in the order they were sent.
     """
 
-    __slots__ = ("name", "_client", "_ch")
+    __slots__ = ("name", "_client", "_ch", "_what")
 
     def __init__(self, name: str, client: Client):
         self.name = name
         self._client = client
         self._ch: Channel | None = None
+        self._what = f"actor {name!r}"  # for error messages, made once
 
     def __repr__(self) -> str:
         return f"ActorRef({self.name!r})"
@@ -328,7 +338,7 @@ class ActorRef:
         frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
         ch = self._channel()
         try:
-            return ch.request(frame, msg_id, timeout, f"actor {self.name!r}")
+            return ch.request(frame, msg_id, timeout, self._what)
         except Unreachable:
             # A stale address (the actor restarted elsewhere): the ask never left, so
             # sending it to the actor's current address is safe.
@@ -339,7 +349,7 @@ class ActorRef:
             self._ch = None
             raise
         try:
-            return ch.request(frame, msg_id, timeout, f"actor {self.name!r}")
+            return ch.request(frame, msg_id, timeout, self._what)
         except ActorDied:
             client.forget(self.name)
             self._ch = None
@@ -368,12 +378,12 @@ class ActorRef:
         frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
         link = await self._link()
         try:
-            return await link.request(frame, msg_id, timeout, f"actor {self.name!r}")
+            return await link.request(frame, msg_id, timeout, self._what)
         except Unreachable:
             # Nobody ever listened at that address: the ask never left. Once more, fresh.
             client.forget(self.name)
             link = await self._link()
-            return await link.request(frame, msg_id, timeout, f"actor {self.name!r}")
+            return await link.request(frame, msg_id, timeout, self._what)
         except ActorDied:
             client.forget(self.name)
             raise

@@ -51,6 +51,7 @@ class Gossiper:
     # -- time and bytes in --------------------------------------------------------------
 
     def receive(self, sender: str, body: object) -> None:
+        """Feed one gossip message in. Raises ValueError for a malformed one (nothing changes)."""
         self._apply(self.node.step(sender, body, time.time()))
 
     def tick(self) -> None:

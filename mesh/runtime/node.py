@@ -234,6 +234,7 @@ class Node:
                     self._begin_stop(now)
                 self._reap(now)
                 if self._stop_deadline is not None:
+                    self._kill_overdue(now)
                     if not self._live():
                         return
                     if now >= self._stop_deadline:
@@ -257,7 +258,10 @@ class Node:
             return
         for env in envelopes:
             if env[1] == _EVENT and env[5] == GOSSIP_RECIPIENT:
-                self.gossip.receive(env[4], env[6])
+                try:
+                    self.gossip.receive(env[4], env[6])
+                except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                    self.bad.record(ident, f"bad gossip message: {exc}")
                 continue
             if env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
                 self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
@@ -556,8 +560,24 @@ class Node:
     def _live(self) -> list[Instance]:
         return [i for i in self.instances.values() if i.popen is not None]
 
+    def _stop_timeout_of(self, inst: Instance) -> float:
+        if inst.spec is not None and inst.spec.stop_timeout is not None:
+            return inst.spec.stop_timeout
+        return self.spec.stop_timeout
+
+    def _kill_overdue(self, now: float) -> None:
+        """An agent still running after its own stop timeout is SIGKILLed with its group."""
+        for inst in self.instances.values():
+            if inst.popen is not None and inst.term_sent_at is not None:
+                if now - inst.term_sent_at >= self._stop_timeout_of(inst) and inst.popen.poll() is None:
+                    self.on_event(f"{inst.name} did not stop in time: SIGKILL (stop timeout {self._stop_timeout_of(inst):g} s)")
+                    _kill_group(inst.popen.pid)
+                    inst.term_sent_at = None  # killed once is enough; _reap collects it
+
     def _begin_stop(self, now: float) -> None:
-        self._stop_deadline = now + self.spec.stop_timeout
+        longest = max([self._stop_timeout_of(i) for i in self.instances.values() if i.popen is not None] or [0.0])
+        # A little beyond the longest stop timeout, so the per-agent SIGKILLs happen first.
+        self._stop_deadline = now + max(self.spec.stop_timeout, longest) + 1.0
         self._queue = []
         for inst in self.instances.values():
             if inst.popen is not None:
@@ -569,7 +589,7 @@ class Node:
             elif inst.state in ("restarting", "starting"):
                 inst.state = "stopped"
                 inst.reason = "node stopped"
-        self.on_event(f"stopping {len(self._live())} agent(s), at most {self.spec.stop_timeout:g} s")
+        self.on_event(f"stopping {len(self._live())} agent(s), at most {max(self.spec.stop_timeout, longest):g} s")
 
     def _kill_everything(self) -> None:
         """Last line of defence: no agent process, nor anything it forked, outlives the node."""

@@ -33,9 +33,9 @@ import zmq
 
 from .. import wire
 from ..actor import Actor, ActorContext
-from ..errors import MeshError, WireError, to_wire
+from ..errors import MailboxFull, MeshError, WireError, to_wire
 from .client import Client
-from .transport import BadFrames, context, recv_request, tune_socket
+from .transport import FLUSHER, BadFrames, context, recv_request, tune_socket
 
 log = logging.getLogger("mesh.server")
 
@@ -44,6 +44,7 @@ _TELL = int(wire.Kind.TELL)
 _CONTROL = int(wire.Kind.CONTROL)
 _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
+_SNDMORE = int(zmq.SNDMORE)
 
 #: Longest time the loop blocks before it looks at timers and the stop flag, in ms.
 IDLE_SLICE_MS = 200
@@ -108,6 +109,9 @@ class Server:
     def schedule(self, delay: float, message: object, interval: float | None) -> None:
         due = time.monotonic() + max(0.0, float(delay))
         heapq.heappush(self._timers, (due, next(self._timer_seq), interval, message))
+        if self.router is not None and self._timers[0][0] == due:
+            # The earliest timer now: wake in time for it, not at the end of the idle slice.
+            self.router.setsockopt(zmq.RCVTIMEO, max(1, min(IDLE_SLICE_MS, int(delay * 1000) + 1)))
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -206,7 +210,8 @@ class Server:
         stopping = self._stopping
         client = self.client
         timers = self._timers
-        send = router.send_multipart
+        send = router.send
+        dirty = FLUSHER.dirty
         while not stopping.is_set():
             try:
                 got = recv_request(router, bad)
@@ -232,8 +237,9 @@ class Server:
                             result = self.run_coroutine(result)
                         out = encode(_REPLY, next(ids), env[2], name, env[4], result)
                     except Exception as exc:
-                        out = encode(_FAIL, next(ids), env[2], name, env[4], to_wire(exc, traceback.format_exc()))
-                    send((ident, out))
+                        out = encode(_FAIL, next(ids), env[2], name, env[4], handler_error(exc))
+                    send(ident, _SNDMORE)
+                    send(out)
                 elif kind == _TELL:
                     try:
                         result = on_message(env[6])
@@ -243,12 +249,14 @@ class Server:
                         log.exception("%s: on_message raised while handling a tell; the actor stops", name)
                         raise SystemExit(1) from None
                 elif kind == _CONTROL:
-                    send((ident, self._control(env)))
+                    send(ident, _SNDMORE)
+                    send(self._control(env))
                 else:
                     bad.record(ident, f"unexpected {wire.Kind(kind).name} envelope")
                     continue
                 self.handled += 1
-            client_flush_local(client)
+            if dirty:
+                client_flush_local(client)
             if timers and timers[0][0] <= time.monotonic():
                 self._fire_timers()
 
@@ -343,14 +351,31 @@ class Server:
 
 
 def client_flush_local(client: Client) -> None:
-    """Send the tells this thread holds back, now that the handler returned."""
+    """Send the tells this thread holds back, now that the handler returned.
+
+    A full mailbox downstream must not end this actor: what cannot go now stays
+    held, and the flusher keeps trying.
+    """
     try:
         chans = client._local.channels
     except AttributeError:
         return
-    for ch in chans.values():
+    for ch in list(chans.values()):
         if ch.pending:
-            ch.flush()
+            try:
+                ch.flush()
+            except MailboxFull:
+                FLUSHER.arm(ch)
+
+
+def handler_error(exc: BaseException) -> dict:
+    """The FAIL body for an exception raised by user code: always a RemoteError for the asker.
+
+    (A mesh error raised inside a handler, say an AskTimeout of a nested ask, is the
+    handler's failure, not the asker's own AskTimeout.)
+    """
+    return {"code": "remote", "type": type(exc).__qualname__, "message": str(exc),
+            "traceback": traceback.format_exc()}
 
 
 def _bind_for(node: str) -> str:

@@ -46,6 +46,12 @@ HEARTBEAT_TIMEOUT_MS = 5000
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
 _monitor_ids = itertools.count(1)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+#: A channel idle for longer than this (seconds) reads its monitor before sending, so a
+#: message is not sent into the connection of a process that died in the meantime.
+#: A busy channel skips the check: it costs a syscall, and the wait loop sees deaths anyway.
+IDLE_CHECK_S = 0.05
 _REPLY = int(wire.Kind.REPLY)
 
 
@@ -123,7 +129,7 @@ class Channel:
     def poll_events(self) -> bool:
         """Read pending monitor events; return True if the peer is gone."""
         mon = self.monitor
-        while mon.get(zmq.EVENTS) & zmq.POLLIN:
+        while mon.getsockopt(_EVENTS) & _POLLIN:
             try:
                 event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
             except zmq.Again:
@@ -153,10 +159,10 @@ class Channel:
         pending = self.pending
         while pending:
             n = len(pending)
-            frame = pending[0] if n == 1 else wire.batch_header(n) + b"".join(pending)
+            frame = pending[0] if n == 1 else b"".join([wire.batch_header(n), *pending])
             while len(frame) > self.limit and n > 1:
                 n //= 2
-                frame = wire.batch_header(n) + b"".join(pending[:n])
+                frame = b"".join([wire.batch_header(n), *pending[:n]])
             self.send_frame(frame)
             del pending[:n]
 
@@ -173,7 +179,7 @@ class Channel:
             if not pending:
                 now = _perf()
                 if now - self.last_send > LINGER_S:
-                    if self.closed or self.poll_events():
+                    if self.closed or (now - self.last_send > IDLE_CHECK_S and self.poll_events()):
                         raise Unreachable(f"nothing listens at {self.endpoint} any more")
                     self.send_frame(frame)
                     return
@@ -200,7 +206,8 @@ class Channel:
         if len(frame) > self.limit:
             raise WireError(f"a message of {len(frame)} bytes exceeds the {self.limit}-byte limit of {self.endpoint}")
         with self.lock:
-            if self.closed or self.poll_events():
+            now = _perf()
+            if self.closed or (now - self.last_send > IDLE_CHECK_S and self.poll_events()):
                 # Known gone before anything was sent (say, the actor restarted elsewhere).
                 raise Unreachable(f"{what} is no longer at {self.endpoint}")
             if self.pending:
@@ -210,6 +217,7 @@ class Channel:
                 sock.send(frame)
             except zmq.Again:
                 raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
+            self.last_send = now
             deadline = _monotonic() + timeout
             while True:
                 try:
@@ -278,13 +286,13 @@ class Flusher:
     """One daemon thread per process that sends tells left pending by a burst."""
 
     def __init__(self) -> None:
-        self._dirty: set[Channel] = set()
+        self.dirty: set[Channel] = set()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
     def arm(self, channel: Channel) -> None:
-        self._dirty.add(channel)
+        self.dirty.add(channel)
         if self._thread is None:
             self._start()
         self._wake.set()
@@ -301,18 +309,28 @@ class Flusher:
             self._wake.wait()
             time.sleep(LINGER_S)
             self._wake.clear()
-            for ch in list(self._dirty):
-                self._dirty.discard(ch)
+            retry = False
+            for ch in list(self.dirty):
+                self.dirty.discard(ch)
+                if not ch.lock.acquire(blocking=False):
+                    # Its owner is using it (an ask flushes it first anyway): next round.
+                    self.dirty.add(ch)
+                    retry = True
+                    continue
                 try:
-                    with ch.lock:
-                        if ch.pending and not ch.closed:
-                            ch.flush_locked()
+                    if ch.pending and not ch.closed:
+                        ch.flush_locked()
                 except MailboxFull:
                     # Keep the frames; try again on the next round.
-                    self._dirty.add(ch)
-                    self._wake.set()
+                    self.dirty.add(ch)
+                    retry = True
                 except zmq.ZMQError as exc:
                     log.warning("could not flush tells to %s: %s", ch.endpoint, exc)
+                finally:
+                    ch.lock.release()
+            if retry:
+                time.sleep(0.001)
+                self._wake.set()
 
 
 FLUSHER = Flusher()
