@@ -171,6 +171,7 @@ class GossipNode:
         self.seeds = [s for s in seeds if s != name]
         self.origins: dict[str, Origin] = {}
         self.view: dict[str, Entry] = {}  # key -> winning entry (tombstones included)
+        self._tombstones: set[str] = set()  # keys whose winner is a tombstone (collected by _collect)
         self.graveyard: dict[str, tuple[float, int]] = {}  # origin id -> (when buried, its last heartbeat)
         self.peer_digest: dict[str, dict] = {}  # peer name -> its last known digest (oid -> max_version)
         self.last_contact: dict[str, float] = {}
@@ -446,6 +447,10 @@ class GossipNode:
         cur = self.view.get(entry.key)
         if cur is None or entry.stamp > cur.stamp:
             self.view[entry.key] = entry
+            if entry.tombstone:
+                self._tombstones.add(entry.key)
+            else:
+                self._tombstones.discard(entry.key)
             if cur is None or cur.tombstone != entry.tombstone or cur.value != entry.value:
                 self._events.append(Event("changed", {"key": entry.key, "value": None if entry.tombstone else entry.value,
                                                       "deleted": entry.tombstone}))
@@ -458,8 +463,13 @@ class GossipNode:
                 best = e
         if best is None:
             self.view.pop(key, None)
+            self._tombstones.discard(key)
         else:
             self.view[key] = best
+            if best.tombstone:
+                self._tombstones.add(key)
+            else:
+                self._tombstones.discard(key)
 
     # -- failure detection -------------------------------------------------------------------------
 
@@ -507,8 +517,12 @@ class GossipNode:
     def _collect(self, now: float) -> None:
         cfg = self.config
         # Tombstones past their grace go, and every older entry of their key with them.
-        for key, e in list(self.view.items()):
-            if e.tombstone and now - e.collected_at >= cfg.tombstone_grace:
+        for key in list(self._tombstones):
+            e = self.view.get(key)
+            if e is None or not e.tombstone:
+                self._tombstones.discard(key)
+                continue
+            if now - e.collected_at >= cfg.tombstone_grace:
                 for o in self.origins.values():
                     old = o.entries.get(key)
                     if old is not None and old.stamp <= e.stamp:

@@ -51,7 +51,7 @@ AGENTS_PREFIX = "$agents/"
 
 STATES = ("starting", "running", "restarting", "failed", "stopped")
 #: How often the node reaps children and starts due restarts, in seconds.
-HOUSEKEEPING_S = 0.05
+HOUSEKEEPING_S = 0.1
 #: An embedded actor that has not sent a heartbeat for this long is dropped, in seconds.
 EMBEDDED_TTL_S = 3.0
 #: The largest chunk of a log file one `logs` request returns, in bytes.
