@@ -138,7 +138,8 @@ def start_node(tmp_path, mesh_home):
     """Start `mesh up` on a spec made of ``agents`` (TOML text of [[agents]] tables)."""
     nodes: list[RunningNode] = []
 
-    def start(agents: str = "", *, name: str = "t", node_extra: str = "", wait: bool = True, timeout: float = 20.0):
+    def start(agents: str = "", *, name: str = "t", node_extra: str = "", wait: bool = True, timeout: float = 20.0,
+              args: tuple[str, ...] = ()):
         port = free_port()
         address = f"tcp://127.0.0.1:{port}"
         spec = tmp_path / f"{name}-{port}.toml"
@@ -147,7 +148,7 @@ def start_node(tmp_path, mesh_home):
         )
         output = tmp_path / f"{name}-{port}.out"
         with open(output, "wb") as out:
-            proc = subprocess.Popen([*mesh_command(), "up", str(spec)], stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*mesh_command(), "up", str(spec), *args], stdout=out, stderr=subprocess.STDOUT)
         node = RunningNode(proc, address, spec, output)
         nodes.append(node)
         if wait:

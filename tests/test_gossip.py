@@ -204,3 +204,34 @@ def test_an_entry_stamped_far_in_the_future_is_ignored():
     future = (int((1000.0 + 3600) * 1000)) << 16
     node.step("b", {"t": "push", "delta": [["b@1", 0, 1, [["k", "v", future, "b", 1, False]]]]}, 1000.0)
     assert node.get("k") is None
+
+
+def test_deltas_stay_within_their_byte_budget_and_big_values_still_spread():
+    cfg = GossipConfig(interval=0.1, max_delta_bytes=40_000, max_value_bytes=20_000, dead_after=1.0,
+                       dead_grace=5.0, tombstone_grace=30.0)
+    sim, names = make_sim(16, config=cfg, loss=0.0, duplicate=0.0)
+    log: list = []
+    for i in range(40):
+        write(sim, names[i % 5], f"blob/{i}", "x" * 15_000, log)
+    biggest = []
+    original_send = sim._send
+
+    def spy(src, dst, message):
+        if isinstance(message, dict) and message.get("delta"):
+            import msgpack
+
+            biggest.append(sum(len(msgpack.packb(e)) for d in message["delta"] for e in d[3]))
+        original_send(src, dst, message)
+
+    sim._send = spy
+    assert sim.run_until(lambda s: converged(s) and len(s.nodes["n0"].items("blob/")) == 40, 60.0)
+    assert max(biggest) <= 40_000
+
+
+def test_a_value_too_big_for_the_shared_state_is_refused():
+    node = GossipNode("a", 0, GossipConfig(max_value_bytes=1000, max_delta_bytes=2000), random.Random(1), 0.0)
+    with pytest.raises(ValueError, match="limit"):
+        node.set("k", "x" * 2000, 0.0)
+    with pytest.raises(ValueError, match="msgpack"):
+        node.set("k", object(), 0.0)
+    assert node.get("k") is None and node.me.max_version == 0

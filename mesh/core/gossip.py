@@ -49,6 +49,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import msgpack
+
 from .effects import Event, Send
 from .failure import DetectorConfig, PhiAccrualDetector
 from .hlc import HybridClock
@@ -99,6 +101,8 @@ class GossipConfig:
     fanout: int = 4  #: peers pushed to per round
     sync_every: int = 1  #: a full digest exchange with one peer every N rounds
     max_delta_entries: int = 500  #: entries per message at most
+    max_delta_bytes: int = 1 << 20  #: bytes of entries per message at most (keep it under the frame limit)
+    max_value_bytes: int = 256 * 1024  #: the largest entry a write may make, in bytes (packed)
     dead_after: float = 3.0  #: seconds of suspicion before a member is dead
     tombstone_grace: float = 3600.0  #: seconds a tombstone is kept: longer than any partition you expect
     dead_grace: float = 30.0  #: seconds a dead incarnation's origin is kept
@@ -109,6 +113,8 @@ class GossipConfig:
     def __post_init__(self) -> None:
         if self.interval <= 0 or self.fanout < 1 or self.sync_every < 1 or self.max_delta_entries < 1:
             raise ValueError("interval, fanout, sync_every and max_delta_entries must be positive")
+        if not 0 < self.max_value_bytes <= self.max_delta_bytes:
+            raise ValueError("max_value_bytes must be > 0 and at most max_delta_bytes")
         if self.tombstone_grace <= 0 or self.dead_grace <= 0 or self.dead_after <= 0:
             raise ValueError("tombstone_grace, dead_grace and dead_after must be > 0 seconds")
 
@@ -125,6 +131,11 @@ class Entry:
 
     def wire(self) -> list:
         return [self.key, self.value, self.hlc, self.writer, self.version, self.tombstone]
+
+    @property
+    def size(self) -> int:
+        """Packed size in bytes (what it costs in a delta)."""
+        return len(msgpack.packb(self.wire(), use_bin_type=True))
 
     @property
     def stamp(self) -> tuple[int, str]:
@@ -216,9 +227,15 @@ class GossipNode:
 
     def _write(self, key: str, value: object, tombstone: bool, now: float) -> list:
         me = self.me
-        me.max_version += 1
-        entry = Entry(key, value, self.clock.now(int(now * 1000)), self.name, me.max_version, tombstone,
+        entry = Entry(key, value, self.clock.now(int(now * 1000)), self.name, me.max_version + 1, tombstone,
                       collected_at=now)
+        try:
+            size = entry.size
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"the value of {key!r} is not a msgpack value: {exc}") from None
+        if size > self.config.max_value_bytes:
+            raise ValueError(f"the value of {key!r} packs to {size} bytes; the limit is {self.config.max_value_bytes}")
+        me.max_version += 1
         me.entries[key] = entry
         self._consider(entry)
         return self._drain()
@@ -323,8 +340,9 @@ class GossipNode:
         return False
 
     def _delta_for(self, digest: dict) -> list:
-        """Entries the holder of ``digest`` lacks, oldest version first, at most max_delta_entries."""
+        """Entries the holder of ``digest`` lacks, oldest version first, within the count and byte budgets."""
         budget = self.config.max_delta_entries
+        byte_budget = self.config.max_delta_bytes
         delta: list = []
         for oid, o in self.origins.items():
             if not o.entries:
@@ -336,12 +354,20 @@ class GossipNode:
             newer = sorted((e for e in o.entries.values() if e.version > have), key=lambda e: e.version)
             if not newer:
                 continue
-            take = newer[:budget]
+            take = []
+            for e in newer[:budget]:
+                size = e.size
+                if (take or delta) and size > byte_budget:
+                    break
+                take.append(e)
+                byte_budget -= size
+            if not take:
+                break
             # The receiver may raise its version to the last one we send: gaps are superseded writes.
             upto = o.max_version if len(take) == len(newer) else take[-1].version
             delta.append([oid, have, upto, [e.wire() for e in take]])
             budget -= len(take)
-            if budget <= 0:
+            if budget <= 0 or byte_budget <= 0 or len(take) < len(newer):
                 break
         return delta
 

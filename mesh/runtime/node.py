@@ -134,6 +134,9 @@ class Node:
         self._wave: list[str] = []
         self._wave_deadline = 0.0
         self.router: zmq.Socket | None = None
+        if self.gossip_config is None:
+            budget = min(1 << 20, self.spec.max_message // 2)
+            self.gossip_config = GossipConfig(max_delta_bytes=budget, max_value_bytes=min(256 * 1024, budget // 2))
         self.gossip = Gossiper(
             self.name,
             self.advertise or self.connect_address,
@@ -339,9 +342,14 @@ class Node:
                 inst = self.instances[self.groups[name][0]]
         if inst is None:
             remote = self._remote_agent(name)
-            if remote is not None:
+            if remote is not None and isinstance(remote.get("endpoint"), str):
                 return {"endpoint": remote["endpoint"], "incarnation": remote.get("incarnation", 0), "state": "running",
                         "name": name, "node": remote.get("node"), "max_frame": remote.get("max_frame") or self.spec.max_message}
+            if remote is not None and remote.get("state") in ("starting", "restarting"):
+                return {"state": remote["state"], "node": remote.get("node")}
+            if remote is not None:
+                why = f": {remote['reason']}" if remote.get("reason") else ""
+                raise ActorNotFound(f"actor {name!r} on node {remote.get('node')} is {remote.get('state')}{why}")
             raise ActorNotFound(f"no actor named {name!r} in the mesh (asked node {self.name})")
         if inst.state == "running" and inst.endpoint:
             return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name,
@@ -381,7 +389,7 @@ class Node:
 
     def _remote_agent(self, name: str) -> dict | None:
         entry = self.gossip.node.get(AGENTS_PREFIX + name)
-        if isinstance(entry, dict) and entry.get("node") != self.name and isinstance(entry.get("endpoint"), str):
+        if isinstance(entry, dict) and entry.get("node") != self.name:
             if self.gossip.node.state_of(entry.get("node")) in ("alive", "suspect"):
                 return entry
         return None
@@ -393,7 +401,13 @@ class Node:
             for inst in self.instances.values():
                 if inst.state == "running" and inst.endpoint:
                     want[inst.name] = {"node": self.name, "endpoint": inst.endpoint, "incarnation": inst.incarnation,
-                                       "pid": inst.pid, "max_frame": inst.max_frame or self.spec.max_message}
+                                       "pid": inst.pid, "max_frame": inst.max_frame or self.spec.max_message,
+                                       "state": "running"}
+                elif not inst.embedded:
+                    # Not reachable right now, but ours: senders elsewhere wait for a restart,
+                    # and learn why when it has failed.
+                    want[inst.name] = {"node": self.name, "endpoint": None, "state": inst.state,
+                                       "reason": inst.reason}
         for name, entry in want.items():
             if self._published.get(name) != entry:
                 self.gossip.write(AGENTS_PREFIX + name, entry, system=True)
@@ -429,9 +443,11 @@ class Node:
                 continue
             if self.gossip.node.state_of(entry.get("node")) not in ("alive", "suspect"):
                 continue  # its node is gone: the entry goes with that node's incarnation
-            agents.append({"name": name, "node": entry.get("node"), "pid": entry.get("pid"), "state": "running",
+            agents.append({"name": name, "node": entry.get("node"), "pid": entry.get("pid"),
+                           "state": entry.get("state", "running"),
                            "restarts": None, "messages": None, "incarnation": entry.get("incarnation", 0),
-                           "endpoint": entry.get("endpoint"), "embedded": False, "group": name, "reason": "",
+                           "endpoint": entry.get("endpoint"), "embedded": False, "group": name,
+                           "reason": entry.get("reason", ""),
                            "bad_frames": None, "remote": True})
         return {
             "node": {
