@@ -151,7 +151,7 @@ def real_processes(nodes: int = 16, writes: int = 40) -> dict:
                     break
                 except mesh.NodeUnavailable:
                     if time.monotonic() > deadline:
-                        raise SystemExit("the benchmark nodes did not start")
+                        raise SystemExit("the benchmark nodes did not start") from None
                     time.sleep(0.1)
 
         def alive_everywhere(count: int) -> bool:

@@ -21,7 +21,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,7 +215,7 @@ def run(warmup: int, n: int, stream: int) -> dict:
                 results["tell_msgs_per_s"] = stream / (out["ns"] / 1e9)
 
                 sink = client.actor("sink")
-                for rep in range(2):
+                for _ in range(2):
                     t0 = time.perf_counter()
                     for i in range(stream):
                         sink.tell({"n": i})

@@ -38,6 +38,15 @@ def _client(node: str | None) -> Client:
         raise click.ClickException(str(exc)) from None
 
 
+def _with_client(node: str | None, call):
+    """Run ``call(client)`` against the node; a mesh error becomes one line and exit 1."""
+    with _client(node) as client:
+        try:
+            return call(client)
+        except errors.MeshError as exc:
+            raise _fail(exc) from None
+
+
 def _parse_json(text: str) -> object:
     try:
         return json.loads(text)
@@ -187,7 +196,7 @@ def render_status(status: dict) -> str:
         rows.append((a["name"], a["state"], str(a["pid"] or "-"), _dash(a["restarts"]), _dash(a["messages"]), note))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5])
     if len(rows) == 1:
         lines.append("(no agents)")
     members = status.get("members") or []
@@ -198,7 +207,7 @@ def render_status(status: dict) -> str:
             mrows.append((m["name"], m["state"], m["address"] or "-", f"{m['last_heard_s']:.1f} s"))
         mw = [max(len(r[i]) for r in mrows) for i in range(4)]
         for r in mrows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, mw)).rstrip())
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, mw, strict=False)).rstrip())
     return "\n".join(lines)
 
 
@@ -210,11 +219,7 @@ def render_status(status: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(node: str | None, as_json: bool) -> None:
     """Show the node and its agents."""
-    with _client(node) as client:
-        try:
-            st = client.status()
-        except errors.MeshError as exc:
-            raise _fail(exc) from None
+    st = _with_client(node, lambda client: client.status())
     click.echo(json.dumps(st, indent=2) if as_json else render_status(st))
 
 
@@ -225,12 +230,7 @@ def status(node: str | None, as_json: bool) -> None:
 def tell(name: str, message: str, node: str | None) -> None:
     """Send MESSAGE (JSON) to actor NAME without waiting for a reply."""
     body = _parse_json(message)
-    with _client(node) as client:
-        try:
-            client.actor(name).tell(body)
-            client.flush()
-        except errors.MeshError as exc:
-            raise _fail(exc) from None
+    _with_client(node, lambda client: (client.actor(name).tell(body), client.flush()))
 
 
 @main.command()
@@ -241,11 +241,7 @@ def tell(name: str, message: str, node: str | None) -> None:
 def ask(name: str, message: str, node: str | None, timeout: float) -> None:
     """Send MESSAGE (JSON) to actor NAME and print its reply as JSON."""
     body = _parse_json(message)
-    with _client(node) as client:
-        try:
-            reply = client.actor(name).ask(body, timeout=timeout)
-        except errors.MeshError as exc:
-            raise _fail(exc) from None
+    reply = _with_client(node, lambda client: client.actor(name).ask(body, timeout=timeout))
     click.echo(json.dumps(reply, default=_jsonable))
 
 
@@ -311,11 +307,7 @@ def state() -> None:
 @click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
 def state_get(key: str, node: str | None) -> None:
     """Print the value of KEY as JSON (exit 1 if it is not set)."""
-    with _client(node) as client:
-        try:
-            answer = client.control("state_get", key=key)
-        except errors.MeshError as exc:
-            raise _fail(exc) from None
+    answer = _with_client(node, lambda client: client.control("state_get", key=key))
     if not answer.get("found"):
         raise click.ClickException(f"no key {key!r} in the shared state")
     click.echo(json.dumps(answer["value"], default=_jsonable))
@@ -328,11 +320,7 @@ def state_get(key: str, node: str | None) -> None:
 def state_set(key: str, value: str, node: str | None) -> None:
     """Set KEY to VALUE (JSON); it spreads to every node."""
     body = _parse_json(value)
-    with _client(node) as client:
-        try:
-            client.control("state_set", key=key, value=body)
-        except errors.MeshError as exc:
-            raise _fail(exc) from None
+    _with_client(node, lambda client: client.control("state_set", key=key, value=body))
 
 
 @state.command("delete")
@@ -340,11 +328,7 @@ def state_set(key: str, value: str, node: str | None) -> None:
 @click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
 def state_delete(key: str, node: str | None) -> None:
     """Delete KEY everywhere."""
-    with _client(node) as client:
-        try:
-            client.control("state_delete", key=key)
-        except errors.MeshError as exc:
-            raise _fail(exc) from None
+    _with_client(node, lambda client: client.control("state_delete", key=key))
 
 
 @state.command("ls")
@@ -352,11 +336,7 @@ def state_delete(key: str, node: str | None) -> None:
 @click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
 def state_ls(prefix: str, node: str | None) -> None:
     """List keys (and values, as JSON) that start with PREFIX."""
-    with _client(node) as client:
-        try:
-            items = client.control("state_items", prefix=prefix)["items"]
-        except errors.MeshError as exc:
-            raise _fail(exc) from None
+    items = _with_client(node, lambda client: client.control("state_items", prefix=prefix)["items"])
     for key in sorted(items):
         click.echo(f"{key}\t{json.dumps(items[key], default=_jsonable)}")
 

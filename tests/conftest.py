@@ -163,24 +163,31 @@ def start_node(tmp_path, mesh_home):
 
     leftovers = []
     for node in nodes:
-        node.close_clients()
-        procs = node.descendants()
-        if node.proc.poll() is None:
-            node.proc.send_signal(signal.SIGTERM)
-            try:
-                node.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
-        for p in procs:
-            try:
-                p.wait(timeout=8)
-            except psutil.TimeoutExpired:
-                leftovers.append(p.pid)
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        leftovers += stop_node(node)
     assert not leftovers, f"processes outlived their node: {leftovers}"
+
+
+def stop_node(node: RunningNode) -> list[int]:
+    """SIGTERM the node (SIGKILL if it hangs); return the pids of processes that outlived it (killed now)."""
+    leftovers = []
+    node.close_clients()
+    procs = node.descendants()
+    if node.proc.poll() is None:
+        node.proc.send_signal(signal.SIGTERM)
+        try:
+            node.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.proc.kill()
+            node.proc.wait()
+    for p in procs:
+        try:
+            p.wait(timeout=8)
+        except psutil.TimeoutExpired:
+            leftovers.append(p.pid)
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return leftovers
 
 
 def _pings(address: str) -> bool:

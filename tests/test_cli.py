@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 import mesh
-from conftest import TESTS, RunningNode, env_with, free_port, mesh_command, pid_gone, run_cli, wait_until
+from conftest import TESTS, RunningNode, env_with, free_port, mesh_command, pid_gone, run_cli, stop_node, wait_until
 from mesh.runtime.node import STATES
 
 ROOT = TESTS.parent
@@ -75,22 +75,7 @@ def mesh_up(tmp_path, cli_env):
     yield start
 
     for node in nodes:
-        node.close_clients()
-        procs = node.descendants()
-        if node.proc.poll() is None:
-            node.proc.send_signal(signal.SIGTERM)
-            try:
-                node.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
-        for p in procs:
-            try:
-                p.wait(timeout=8)
-            except psutil.TimeoutExpired:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_node(node)
 
 
 def answers(address: str) -> bool:

@@ -225,7 +225,7 @@ def test_restarts_inside_any_window_never_exceed_max_restarts(block):
         for r in restarts:
             inside = [x for x in restarts if x <= r and r - x <= policy.window]
             assert len(inside) <= policy.max_restarts, (seed, policy, restarts)
-        for now, code, d in history:
+        for _now, code, d in history:
             assert d.action in ("restart", "stop", "fail")
             if policy.mode == "never" or (policy.mode == "on-failure" and code == 0):
                 assert d.action == ("stop" if code == 0 else "fail"), seed

@@ -151,7 +151,7 @@ def test_a_configured_intensity_allows_exactly_that_many_restarts(start_node):
     for restarts in (1, 2, 3):
         crash(node, "crasher", "exit")
         up = node.wait_agent(
-            "crasher", lambda a: a["state"] == "running" and a["restarts"] == restarts, what=f"restart {restarts}"
+            "crasher", lambda a, n=restarts: a["state"] == "running" and a["restarts"] == n, what=f"restart {restarts}"
         )
         pids.add(up["pid"])
     assert len(pids) == 4, "every restart runs in a new process"
