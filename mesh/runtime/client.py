@@ -25,7 +25,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
 from ..errors import ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, from_wire
-from .transport import FLUSHER, Channel, Unreachable, context, tune_socket
+from .transport import FLUSHER, Channel, Unreachable, _close_dropped, context, tune_socket
 
 if TYPE_CHECKING:  # pragma: no cover
     from .state import SharedState
@@ -98,6 +98,7 @@ class Client:
         self.limits: dict[str, int] = {}  # endpoint -> the largest frame its owner accepts, in bytes
         self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self._alinks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._all_alinks: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
         if check:
             try:
@@ -222,6 +223,8 @@ class Client:
                 ch.close(linger_ms=1000)
         self._channels = weakref.WeakSet()
         self._local = threading.local()
+        for link in list(self._all_alinks):
+            link.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -360,9 +363,17 @@ class ActorRef:
         endpoint = await client.endpoint_of_async(self.name)
         link = client._alink(endpoint, create=False)
         if link is not None and link.dead:
-            # The actor behind the cached address went away: ask the node where it is now.
-            client.forget(self.name)
-            endpoint = await client.endpoint_of_async(self.name)
+            # The actor behind the cached address went away: ask the node where it is now,
+            # until it names another address (for a moment it may still list the old one).
+            dead_endpoint = endpoint
+            deadline = time.monotonic() + client.resolve_timeout
+            while endpoint == dead_endpoint:
+                client.forget(self.name)
+                endpoint = await client.endpoint_of_async(self.name)
+                if endpoint == dead_endpoint:
+                    if time.monotonic() >= deadline:
+                        raise ActorNotFound(f"actor {self.name!r} did not come back within {client.resolve_timeout:g} s")
+                    await asyncio.sleep(0.05)
         return client._alink(endpoint)
 
     async def tell_async(self, message: object) -> None:
@@ -397,8 +408,12 @@ class _AsyncLink:
         sock = actx.socket(zmq.DEALER)
         tune_socket(sock, hwm=client.hwm, max_bytes=client.max_frame_bytes)
         sock.setsockopt(zmq.LINGER, 1000)
+        # Only events that happen once per connection: an event loop that stops running
+        # leaves this monitor unread, and a stream of reconnect events would fill it and
+        # stall libzmq (#3575). (A dead peer is found by DISCONNECTED; a stale address by
+        # ActorRef._link, which never reuses an address whose link died.)
         self.monitor = sock.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED,
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED,
             addr=f"inproc://mesh-amonitor-{next(_alink_ids)}",
         )
         self.connected = False
@@ -410,6 +425,22 @@ class _AsyncLink:
         self.waiting: dict[int, asyncio.Future] = {}
         self.dead = False
         self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._watch())]
+        weakref.finalize(self, _close_dropped, sock, self.monitor)
+        client._all_alinks.add(self)
+
+    def close(self) -> None:
+        self.dead = True
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:  # called outside any running loop (Client.close)
+            current = None
+        for task in self._tasks:
+            if task is not current and not task.done():
+                try:
+                    task.cancel()
+                except RuntimeError:  # its loop is closed: nothing runs it any more
+                    pass
+        _close_dropped(self.sock, self.monitor)
 
     async def send(self, frame: bytes) -> None:
         from ..errors import MailboxFull
@@ -456,7 +487,7 @@ class _AsyncLink:
             event = parse_monitor_message(await self.monitor.recv_multipart())["event"]
             if event == zmq.EVENT_CONNECTED:
                 self.connected = True
-            elif event == zmq.EVENT_DISCONNECTED or (event == zmq.EVENT_CONNECT_RETRIED and not self.connected):
+            elif event == zmq.EVENT_DISCONNECTED:
                 self.dead = True
                 never = not self.connected
                 # Let a reply that raced the disconnect be read first.
@@ -464,9 +495,5 @@ class _AsyncLink:
                 for fut in list(self.waiting.values()):
                     if not fut.done():
                         fut.set_exception(Unreachable("nobody listens there") if never else ActorDied("peer disconnected"))
-                for task in self._tasks:
-                    if task is not asyncio.current_task():
-                        task.cancel()
-                self.sock.close(0)
-                self.monitor.close(0)
+                self.close()
                 return
