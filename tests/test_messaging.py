@@ -585,3 +585,27 @@ def test_status_counts_the_messages_an_agent_handled(start_node):
     # 250 tells + 1 ask; heartbeats bring the count to the node every 0.5 s.
     node.wait_agent("counter", lambda a: a["messages"] == 251, timeout=5, what="messages == 251")
 
+
+
+def test_an_async_link_left_behind_by_a_finished_event_loop_does_not_pile_up_monitor_events(start_node):
+    # libzmq blocks its I/O thread (and so every socket of the process) when a monitor's
+    # queue fills; a link whose loop has ended is never read again, so it must stay quiet.
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    node = start_node(agent("crasher", "Crasher", restart="never"))
+    client = node.client()
+    pid = asyncio.run(client.actor("crasher").ask_async({}))["pid"]
+    (link,) = [link for link in client._all_alinks if link.endpoint != client.node]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: pid_gone(pid), 5, "the actor to die")
+    monitor = zmq.Socket.shadow(link.monitor.underlying)  # read it here, outside any loop
+    started = time.monotonic()
+    events = 0
+    while time.monotonic() - started < 1.5:  # ~15 reconnect attempts happen meanwhile
+        try:
+            recv_monitor_message(monitor, zmq.NOBLOCK)
+            events += 1
+        except zmq.Again:
+            time.sleep(0.05)
+    assert events <= 2  # the one DISCONNECTED (and the CONNECTED before it, if unread)
