@@ -1,0 +1,218 @@
+"""Raft-lite: Raft's leader election without the replicated log.
+
+Each voter is a follower, a pre-candidate, a candidate or the leader of a term.
+
+* A follower that hears nothing from a leader for its election timeout (random in
+  ``[election_min, election_max]`` seconds, new each time) starts a *pre-vote*: it
+  asks the others whether they would vote for it in ``term + 1`` without changing
+  any term. A peer says yes only if it has not heard from a leader within its own
+  minimum election timeout. So a node coming back from a partition cannot depose a
+  healthy leader by bumping the term (Ongaro's thesis, 9.6).
+* With a majority of pre-votes it becomes a candidate: term + 1, votes for itself,
+  and sends RequestVote. A voter grants at most one vote per term (Raft's rule;
+  with no log, any candidate of a newer term is up to date), and its term and vote
+  go to ``storage`` before it answers: the runtime makes that storage durable
+  (fsync), so a node restarted after SIGKILL never votes twice in a term.
+* A candidate with a majority of votes leads the term and sends heartbeats every
+  ``heartbeat`` seconds. Anyone who sees a newer term steps down to follower.
+* Check-quorum: a leader that has not heard from a majority within
+  ``election_min`` seconds steps down, so an isolated leader stops deciding.
+* Leadership transfer: ``transfer(now)`` (on graceful shutdown) sends TimeoutNow to
+  the most recently heard follower, which starts an election at once, skipping
+  pre-vote.
+
+Safety: at most one leader per term (a majority of distinct votes, one vote per
+voter per term, persisted). Every leader decision carries its term; ``accepts``
+says whether a decision of a given term may be accepted (fencing).
+
+Pure: time comes in as ``now`` in seconds, randomness from the injected RNG.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .effects import Event, Send
+
+FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    election_min: float = 0.150  #: seconds, the shortest election timeout
+    election_max: float = 0.300  #: seconds, the longest election timeout
+    heartbeat: float = 0.050  #: seconds between a leader's heartbeats
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat < self.election_min <= self.election_max:
+            raise ValueError("need 0 < heartbeat < election_min <= election_max (seconds)")
+
+
+class Elector:
+    """One voter's view of the election."""
+
+    def __init__(self, name: str, voters: list[str], config: ElectionConfig, rng: random.Random,
+                 storage: dict, now: float):
+        if name not in voters:
+            raise ValueError(f"{name!r} is not among the voters")
+        self.name = name
+        self.voters = sorted(set(voters))
+        self.peers = [v for v in self.voters if v != name]
+        self.config = config
+        self.rng = rng
+        self.storage = storage  # survives restarts: {"term": int, "voted_for": str | None}
+        self.role = FOLLOWER
+        self.leader: str | None = None
+        self.votes: set[str] = set()
+        self.last_leader_contact = -1e18
+        self.heard: dict[str, float] = {}  # leader: when each follower last answered
+        self._deadline = now + self._timeout()
+        self._next_heartbeat = 0.0
+        self._became_leader_at = now
+
+    # -- persistent state -------------------------------------------------------------
+
+    @property
+    def term(self) -> int:
+        return int(self.storage.get("term", 0))
+
+    @property
+    def voted_for(self) -> str | None:
+        return self.storage.get("voted_for")
+
+    def _persist(self, term: int, voted_for: str | None) -> None:
+        # The runtime writes this to disk (fsync) before anything that follows is sent.
+        self.storage["term"] = term
+        self.storage["voted_for"] = voted_for
+
+    @property
+    def quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+    def accepts(self, term: int) -> bool:
+        """Fencing: a decision made in ``term`` may be accepted only if no newer term is known."""
+        return term >= self.term
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list:
+        out: list = []
+        if self.role == LEADER:
+            if now >= self._next_heartbeat:
+                self._next_heartbeat = now + self.config.heartbeat
+                out += [Send(p, {"t": "heartbeat", "term": self.term}) for p in self.peers]
+            recent = 1 + sum(1 for p in self.peers if now - self.heard.get(p, -1e18) < self.config.election_min)
+            if recent < self.quorum and now - self._became_leader_at > self.config.election_min:
+                out += self._become_follower(self.term, None, now, "lost quorum")
+            return out
+        if now >= self._deadline:
+            if len(self.voters) == 1:
+                return self._start_election(now)
+            return self._start_prevote(now)
+        return out
+
+    def step(self, sender: str, message: object, now: float) -> list:
+        if sender not in self.voters or sender == self.name or not isinstance(message, dict):
+            return []
+        kind = message.get("t")
+        term = message.get("term")
+        if type(term) is not int or term < 0:
+            return []
+        # Pre-votes carry the term proposed, not the sender's: they never change terms.
+        if kind == "prevote":
+            heard_leader = now - self.last_leader_contact < self.config.election_min
+            grant = term > self.term and self.role != LEADER and not heard_leader
+            return [Send(sender, {"t": "prevote_reply", "term": term, "granted": grant})]
+        if kind == "prevote_reply":
+            if self.role == PRECANDIDATE and term == self.term + 1 and message.get("granted") is True:
+                self.votes.add(sender)
+                if len(self.votes) >= self.quorum:
+                    return self._start_election(now)
+            return []
+        out: list = []
+        if term > self.term:
+            out += self._become_follower(term, None, now, "newer term")
+        if kind == "vote":
+            grant = term == self.term and self.voted_for in (None, sender)
+            if grant:
+                self._persist(self.term, sender)
+                self._deadline = now + self._timeout()
+            return out + [Send(sender, {"t": "vote_reply", "term": self.term, "granted": grant})]
+        if kind == "vote_reply":
+            if self.role == CANDIDATE and term == self.term and message.get("granted") is True:
+                self.votes.add(sender)
+                if len(self.votes) >= self.quorum:
+                    out += self._become_leader(now)
+            return out
+        if kind == "heartbeat":
+            if term < self.term:
+                return out + [Send(sender, {"t": "heartbeat_reply", "term": self.term})]
+            if self.role != FOLLOWER or self.leader != sender:
+                out += self._become_follower(term, sender, now, "heartbeat")
+            self.last_leader_contact = now
+            self._deadline = now + self._timeout()
+            return out + [Send(sender, {"t": "heartbeat_reply", "term": self.term})]
+        if kind == "heartbeat_reply":
+            if self.role == LEADER and term == self.term:
+                self.heard[sender] = now
+            return out
+        if kind == "timeout_now" and term == self.term and self.role == FOLLOWER:
+            return out + self._start_election(now)
+        return out
+
+    def transfer(self, now: float) -> list:
+        """Hand leadership to the follower heard from most recently (graceful shutdown)."""
+        if self.role != LEADER or not self.heard:
+            return []
+        target = max(self.heard, key=lambda p: (self.heard[p], p))
+        return [Send(target, {"t": "timeout_now", "term": self.term})]
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    def _timeout(self) -> float:
+        return self.rng.uniform(self.config.election_min, self.config.election_max)
+
+    def _start_prevote(self, now: float) -> list:
+        self.role = PRECANDIDATE
+        self.leader = None
+        self.votes = {self.name}
+        self._deadline = now + self._timeout()
+        return [Send(p, {"t": "prevote", "term": self.term + 1}) for p in self.peers]
+
+    def _start_election(self, now: float) -> list:
+        term = self.term + 1
+        self._persist(term, self.name)
+        self.role = CANDIDATE
+        self.leader = None
+        self.votes = {self.name}
+        self._deadline = now + self._timeout()
+        out: list = [Event("candidate", {"term": term})]
+        if len(self.votes) >= self.quorum:
+            return out + self._become_leader(now)
+        return out + [Send(p, {"t": "vote", "term": term}) for p in self.peers]
+
+    def _become_leader(self, now: float) -> list:
+        self.role = LEADER
+        self.leader = self.name
+        self.heard = {}
+        self._became_leader_at = now
+        self._next_heartbeat = now + self.config.heartbeat
+        return [Event("leader", {"term": self.term, "leader": self.name})] + [
+            Send(p, {"t": "heartbeat", "term": self.term}) for p in self.peers
+        ]
+
+    def _become_follower(self, term: int, leader: str | None, now: float, why: str) -> list:
+        was_leader = self.role == LEADER
+        if term > self.term:
+            self._persist(term, None)
+        self.role = FOLLOWER
+        self.leader = leader
+        self.votes = set()
+        self._deadline = now + self._timeout()
+        out: list = []
+        if was_leader:
+            out.append(Event("stepped_down", {"term": self.term, "why": why}))
+        if leader is not None:
+            out.append(Event("follower", {"term": term, "leader": leader}))
+        return out

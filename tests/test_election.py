@@ -1,0 +1,145 @@
+"""Raft-lite election under the simulator: one leader per term, a leader again after healing.
+
+`MESH_SOAK_SEEDS=10000 pytest tests/test_election.py -k many_seeds` runs a longer soak.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from mesh.core.election import LEADER, ElectionConfig, Elector
+from mesh.sim import Network, Simulation
+
+SEEDS = int(os.environ.get("MESH_SOAK_SEEDS", "1000"))
+CFG = ElectionConfig()
+
+
+def make(seed: int, n: int = 5, loss: float = 0.1, duplicate: float = 0.05):
+    names = [f"v{i}" for i in range(n)]
+
+    def factory(name, rng, storage, now):
+        return Elector(name, names, CFG, rng, storage, now)
+
+    sim = Simulation(seed, names, factory, Network(delay=(0.001, 0.02), loss=loss, duplicate=duplicate),
+                     tick_interval=0.01)
+    return sim, names
+
+
+def leaders_per_term(sim: Simulation) -> dict[int, set[str]]:
+    seen: dict[int, set[str]] = {}
+    for _, node, ev in sim.events:
+        if ev.name == "leader":
+            seen.setdefault(ev.data["term"], set()).add(node)
+    return seen
+
+
+def one_agreed_leader(sim: Simulation):
+    live = sim.live()
+    leaders = [m for m in live.values() if m.role == LEADER]
+    if len(leaders) != 1:
+        return None
+    lead = leaders[0]
+    if all(m.leader == lead.name and m.term == lead.term for m in live.values()):
+        return lead
+    return None
+
+
+def chaos(seed: int):
+    sim, names = make(seed)
+    rng = random.Random(seed)
+    t = 0.5
+    for _ in range(6):
+        t += rng.uniform(0.2, 1.0)
+        what = rng.random()
+        if what < 0.3:
+            a = rng.sample(names, rng.randint(1, 2))
+            sim.at(t, lambda a=a: sim.partition(a, [n for n in names if n not in a]))
+            sim.at(t + rng.uniform(0.2, 1.5), sim.heal)
+        elif what < 0.6:
+            victim = rng.choice(names)
+            sim.at(t, lambda v=victim: v in sim.live() and sim.crash(v))
+            sim.at(t + rng.uniform(0.1, 1.0), lambda v=victim: v not in sim.live() and sim.restart(v))
+        else:
+            sim.at(t, lambda: None)
+    end = t + 2.0
+    sim.at(end, sim.heal)
+    for n in names:
+        sim.at(end, lambda n=n: n not in sim.live() and sim.restart(n))
+    sim.run(end)
+    return sim, end
+
+
+@pytest.mark.timeout(600)
+def test_many_seeds_never_have_two_leaders_in_a_term_and_elect_one_after_healing():
+    problems = []
+    terms_with_a_leader = 0
+    for seed in range(SEEDS):
+        sim, end = chaos(seed)
+        two = {t: ls for t, ls in leaders_per_term(sim).items() if len(ls) > 1}
+        if two:
+            problems.append((seed, "two leaders", two))
+            continue
+        # After the network heals, a leader within a bounded number of election timeouts.
+        if not sim.run_until(lambda s: one_agreed_leader(s) is not None, end + 10 * CFG.election_max, step=0.01):
+            problems.append((seed, "no leader after healing"))
+        terms_with_a_leader += len(leaders_per_term(sim))
+    assert problems == [], problems[:10]
+    assert terms_with_a_leader > SEEDS  # the chaos really made elections happen, again and again
+
+
+def test_a_restarted_voter_never_votes_twice_in_a_term():
+    storage: dict = {}
+    rng = random.Random(1)
+    a = Elector("a", ["a", "b", "c"], CFG, rng, storage, 0.0)
+    assert [type(o).__name__ for o in a.step("b", {"t": "vote", "term": 1}, 0.0)] == ["Send"]
+    assert storage == {"term": 1, "voted_for": "b"}
+    again = Elector("a", ["a", "b", "c"], CFG, rng, storage, 0.5)  # the same storage after a restart
+    (reply,) = again.step("c", {"t": "vote", "term": 1}, 0.5)
+    assert reply.message["granted"] is False
+
+
+def test_pre_vote_keeps_a_rejoining_node_from_deposing_a_healthy_leader():
+    sim, names = make(3, loss=0.0, duplicate=0.0)
+    assert sim.run_until(lambda s: one_agreed_leader(s) is not None, 5.0, step=0.01)
+    leader = one_agreed_leader(sim)
+    term = leader.term
+    outsider = next(n for n in names if n != leader.name)
+    sim.isolate(outsider)
+    sim.run(sim.now + 3.0)  # the outsider times out again and again, but only pre-votes
+    assert sim.nodes[outsider].term == term
+    sim.heal()
+    sim.run(sim.now + 2.0)
+    assert one_agreed_leader(sim) is not None and one_agreed_leader(sim).name == leader.name
+    assert one_agreed_leader(sim).term == term
+
+
+def test_an_isolated_leader_steps_down_and_the_majority_elects_another():
+    sim, names = make(4, loss=0.0, duplicate=0.0)
+    assert sim.run_until(lambda s: one_agreed_leader(s) is not None, 5.0, step=0.01)
+    old = one_agreed_leader(sim)
+    sim.isolate(old.name)
+    sim.run(sim.now + 2.0)
+    assert old.role != LEADER  # check-quorum
+    others = [m for n, m in sim.live().items() if n != old.name]
+    assert sum(m.role == LEADER for m in others) == 1
+    # Fencing: every node of the majority now refuses decisions from the old leader's term.
+    assert all(m.term > old.term and not m.accepts(old.term) for m in others)
+
+
+def test_leadership_transfer_hands_over_at_once():
+    sim, names = make(5, loss=0.0, duplicate=0.0)
+    assert sim.run_until(lambda s: one_agreed_leader(s) is not None, 5.0, step=0.01)
+    old = one_agreed_leader(sim)
+    sim._apply(old.name, old.transfer(sim.now))
+    started = sim.now
+    assert sim.run_until(lambda s: (lambda lead: lead is not None and lead.name != old.name)(one_agreed_leader(s)),
+                         started + 1.0, step=0.005)
+    assert sim.now - started < CFG.election_min
+
+
+def test_the_config_refuses_nonsense():
+    with pytest.raises(ValueError):
+        ElectionConfig(heartbeat=0.2, election_min=0.15)
