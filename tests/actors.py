@@ -222,3 +222,15 @@ class Ticker(mesh.Actor):
         else:
             self.later.append(message)
         return None
+
+
+class HangingStart(mesh.Actor):
+    """An on_start that never finishes (within any test's patience); it touches ``marker`` first."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def on_start(self):
+        with open(self.marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)

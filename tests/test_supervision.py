@@ -280,3 +280,17 @@ def test_an_orphaned_agent_whose_on_stop_hangs_is_killed_within_the_grace(start_
     node.close_clients()
 
     sigkill_node_and_wait_for(node, {"slow": pid})
+
+
+def test_an_agent_stuck_in_on_start_does_not_outlive_a_sigkilled_node(start_node, tmp_path):
+    marker = tmp_path / "in-on-start"
+    node = start_node(f'[[agents]]\nname = "stuck"\nclass = "actors:HangingStart"\nconfig = {{ marker = "{marker}" }}\n',
+                      wait=False)
+    wait_until(marker.exists, 15, "the agent to be inside on_start")
+    wait_until(lambda: marker.read_text(), 5, "the marker to be written")
+    pid = int(marker.read_text())
+    node.proc.kill()
+    node.proc.wait()
+    killed = time.monotonic()
+    wait_until(lambda: pid_gone(pid), 8, "the orphaned agent to exit")
+    assert time.monotonic() - killed < 5.5

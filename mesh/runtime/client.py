@@ -25,7 +25,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
 from ..errors import ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, from_wire
-from .transport import FLUSHER, Channel, Unreachable, _close_dropped, context, tune_socket
+from .transport import FLUSHER, Channel, Unreachable, _close_dropped, context, snapshot, tune_socket
 
 if TYPE_CHECKING:  # pragma: no cover
     from .state import SharedState
@@ -206,7 +206,7 @@ class Client:
 
     def flush(self) -> None:
         """Send every tell this process still holds back for batching."""
-        for ch in list(self._channels):
+        for ch in snapshot(self._channels):
             if not ch.closed:
                 ch.flush()
 
@@ -218,12 +218,12 @@ class Client:
         except Exception:
             pass
         self._closed = True
-        for ch in list(self._channels):
+        for ch in snapshot(self._channels):
             with ch.lock:
                 ch.close(linger_ms=1000)
         self._channels = weakref.WeakSet()
         self._local = threading.local()
-        for link in list(self._all_alinks):
+        for link in snapshot(self._all_alinks):
             link.close()
 
     def __enter__(self) -> "Client":

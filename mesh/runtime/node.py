@@ -516,6 +516,7 @@ class Node:
             MESH_AGENT_MAILBOX=str(spec.mailbox),
             MESH_MAX_FRAME=str(self.spec.max_message),
             MESH_SUPERVISED="1",
+            MESH_NODE_PID=str(os.getpid()),
             PYTHONUNBUFFERED="1",
         )
         with open(inst.log_path, "ab") as out:

@@ -134,10 +134,11 @@ class Server:
         watchdog = None
         crashed: BaseException | None = None
         try:
-            self._call_hook(self.actor.on_start)
-            self._register()
+            # Watch the node from the start: an on_start that hangs must not outlive it.
             watchdog = threading.Thread(target=self._link, name="mesh-node-link", daemon=True)
             watchdog.start()
+            self._call_hook(self.actor.on_start)
+            self._register()
             self._loop()
         except KeyboardInterrupt:
             pass
@@ -316,13 +317,13 @@ class Server:
         asked for: when the node dies the kernel's PDEATHSIG (SIGTERM) starts the
         graceful stop first, and an on_stop that hangs must still be cut short.
         """
-        parent = os.getppid()
+        parent = int(os.environ.get("MESH_NODE_PID") or os.getppid()) if self.supervised else os.getppid()
         last_beat = 0.0
         while not self._stopped.wait(0.25 if self.supervised else HEARTBEAT_S):
             if self.supervised and os.getppid() != parent:
                 self._orphaned()
                 return
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._registered:
                 continue
             now = time.monotonic()
             if now - last_beat < HEARTBEAT_S:

@@ -282,6 +282,16 @@ def _close_dropped(sock: zmq.Socket, monitor: zmq.Socket) -> None:
     sock.close()
 
 
+def snapshot(items) -> list:
+    """A list copy of a set another thread may be adding to (a WeakSet raises then)."""
+    for _ in range(100):
+        try:
+            return list(items)
+        except RuntimeError:  # "changed size during iteration": try again
+            continue
+    return []
+
+
 class Flusher:
     """One daemon thread per process that sends tells left pending by a burst."""
 
@@ -363,7 +373,7 @@ class Janitor:
 
     def sweep(self) -> int:
         closed = 0
-        for ch in list(self._channels):
+        for ch in snapshot(self._channels):
             if ch.closed or not ch.lock.acquire(blocking=False):
                 continue  # busy channels read their own monitor
             try:
