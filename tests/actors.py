@@ -105,25 +105,6 @@ class SlowStop(mesh.Actor):
         time.sleep(60)
 
 
-class Pinger(mesh.Actor):
-    """Benchmark helper: asks `target` n times from inside this actor and returns the timings."""
-
-    def on_message(self, message):
-        target = self.mesh.actor(message["target"])
-        body = {"n": 0, "body": "x" * 64}
-        for i in range(message.get("warmup", 0)):
-            body["n"] = i
-            target.ask(body)
-        times = []
-        perf = time.perf_counter_ns
-        for i in range(message["n"]):
-            body["n"] = i
-            t0 = perf()
-            target.ask(body)
-            times.append(perf() - t0)
-        return times
-
-
 class Announcer(mesh.Actor):
     """Prints a marker line when it starts, and prints every {"say": TEXT} it is told."""
 
