@@ -141,10 +141,9 @@ class Client:
             try:
                 return ch.request(frame, msg_id, timeout, f"node at {self.node}")
             except Unreachable:
-                if ch.connected:
-                    raise
-                # The channel knew the node was gone before sending (a restarted node):
-                # once more on a fresh connection.
+                # The request never left (the channel knew the node was gone, or nothing ever
+                # listened): once more on a fresh connection, say to a restarted node.
+                ch.dead = True
                 ch = self.channel(self.node)
                 return ch.request(frame, msg_id, timeout, f"node at {self.node}")
         except (AskTimeout, ActorDied):
