@@ -609,3 +609,20 @@ def test_an_async_link_left_behind_by_a_finished_event_loop_does_not_pile_up_mon
         except zmq.Again:
             time.sleep(0.05)
     assert events <= 2  # the one DISCONNECTED (and the CONNECTED before it, if unread)
+
+
+def test_tells_held_for_batching_are_sent_when_a_script_exits_without_closing(start_node, tmp_path):
+    node = start_node(agent("counter", "Counter"))
+    script = tmp_path / "burst.py"
+    script.write_text(
+        "import sys, mesh\n"
+        "ref = mesh.connect(sys.argv[1]).actor('counter')\n"
+        "for i in range(10):\n"
+        "    ref.tell(i)\n"  # a burst: all but the first are held for batching
+        "# no close(), no flush(): the interpreter just exits\n"
+    )
+    done = subprocess.run([sys.executable, str(script), node.address], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    counter = node.client().actor("counter")
+    seen = wait_until(lambda: (lambda s: s if len(s) == 10 else None)(counter.ask({"get": 1})["seen"]), 10, "all ten tells")
+    assert seen == list(range(10))

@@ -19,6 +19,7 @@ channel then fails with ActorDied instead of waiting for its timeout.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import threading
@@ -122,7 +123,8 @@ class Channel:
         JANITOR.watch(self)
         # A channel dropped without close() (say, with the thread that owned it) must still
         # stop its monitor before its sockets close: see _close_dropped.
-        weakref.finalize(self, _close_dropped, sock, self.monitor)
+        # Not at exit, though: _flush_at_exit sends what is held first, then closes.
+        weakref.finalize(self, _close_dropped, sock, self.monitor).atexit = False
 
     # -- peer liveness -------------------------------------------------------
 
@@ -396,6 +398,28 @@ class Janitor:
 
 
 JANITOR = Janitor()
+
+
+def _flush_at_exit() -> None:
+    """At interpreter exit, send the tells still held back, then close with a short linger.
+
+    A script that tells and exits without ``client.close()`` loses nothing it was told
+    was sent (unless the receiver is gone, or the channel stays busy for 0.5 s).
+    """
+    for ch in snapshot(JANITOR._channels):
+        if ch.closed or not ch.lock.acquire(timeout=0.5):
+            continue
+        try:
+            if ch.pending:
+                ch.flush_locked()
+            ch.close(linger_ms=1000)
+        except (zmq.ZMQError, MailboxFull):
+            pass
+        finally:
+            ch.lock.release()
+
+
+atexit.register(_flush_at_exit)
 
 
 class BadFrames:
