@@ -106,23 +106,28 @@ def _unpack_tuple_keys(frame: bytes) -> object:
         raise WireError(f"undecodable frame: {exc}") from None
 
 
-def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH) -> list:
-    """Decode a frame into a list of checked envelopes (one, or a whole batch).
-
-    Raises WireError for anything that is not a valid frame.
-    """
+def _unpack(frame, max_bytes: int) -> object:
+    """Size check and msgpack decoding with every limit: the one step both decoders share."""
     if len(frame) > max_bytes:
         raise WireError(f"frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        obj = _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext)
+        return _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext)
     except WireError:
         raise
     except TypeError:
         # A map with array keys ("unhashable type: 'list'"): encode() packs tuple keys as
         # arrays, so decode them back as tuples. Off the hot path: only such frames pay.
-        obj = _unpack_tuple_keys(frame)
+        return _unpack_tuple_keys(frame)
     except Exception as exc:  # msgpack raises ValueError subclasses, and others on odd input
         raise WireError(f"undecodable frame: {exc}") from None
+
+
+def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH) -> list:
+    """Decode a frame into a list of checked envelopes (one, or a whole batch).
+
+    Raises WireError for anything that is not a valid frame.
+    """
+    obj = _unpack(frame, max_bytes)
     if type(obj) is not list or not obj:
         raise WireError("frame is not an envelope array")
     head = obj[0]
@@ -151,14 +156,7 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
 
 def decode_one(frame, max_bytes: int = MAX_FRAME_BYTES) -> list:
     """Decode a frame that must hold exactly one envelope (answers are never batched)."""
-    if len(frame) > max_bytes:
-        raise WireError(f"frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
-    try:
-        env = _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext)
-    except WireError:
-        raise
-    except Exception as exc:
-        raise WireError(f"undecodable frame: {exc}") from None
+    env = _unpack(frame, max_bytes)
     if type(env) is list and len(env) == 7 and env[0] == VERSION and type(env[0]) is int:
         kind, msg_id, corr_id, sender, recipient = env[1], env[2], env[3], env[4], env[5]
         if (

@@ -626,3 +626,8 @@ def test_tells_held_for_batching_are_sent_when_a_script_exits_without_closing(st
     counter = node.client().actor("counter")
     seen = wait_until(lambda: (lambda s: s if len(s) == 10 else None)(counter.ask({"get": 1})["seen"]), 10, "all ten tells")
     assert seen == list(range(10))
+
+
+def test_a_reply_with_tuple_keys_comes_back_as_sent(echo_node):
+    # encode() packs tuple keys as arrays; both decoders (asks and replies) must read them back.
+    assert echo_node.client().actor("echo").ask({(1, 2): "x"}, timeout=3) == {(1, 2): "x"}
