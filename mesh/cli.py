@@ -6,6 +6,7 @@ arguments and spec errors, 1 for everything else); never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -103,11 +104,12 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
         if name:
             overrides["name"] = name
         if overrides:
-            node_spec = parse_spec(
-                {**_spec_as_toml(node_spec), "node": {**_spec_as_toml(node_spec)["node"], **overrides}},
-                file=node_spec.file,
-                base_dir=node_spec.base_dir,
-            )
+            # Check the overridden fields as if the spec said them, then keep the rest as parsed.
+            checked = parse_spec({"node": overrides}, file=node_spec.file, base_dir=node_spec.base_dir)
+            node_spec = dataclasses.replace(node_spec, **{k: getattr(checked, k) for k in overrides})
+        if join and spec is None:
+            # `mesh up --join ADDR` adds a worker: its capacity joins the mesh, the demo does not.
+            node_spec = dataclasses.replace(node_spec, agents=())
         check_importable(node_spec)
     except errors.SpecError as exc:
         raise SpecUsageError(str(exc)) from None
@@ -127,37 +129,6 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
         node.run()
     except errors.MeshError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _spec_as_toml(node_spec) -> dict:
-    """The parsed spec back as the dict parse_spec reads (for --listen/--name overrides)."""
-    node = {
-        "name": node_spec.name,
-        "listen": node_spec.listen,
-        "path": list(node_spec.path),
-        "wave_size": node_spec.wave_size,
-        "wave_timeout": node_spec.wave_timeout,
-        "stop_timeout": node_spec.stop_timeout,
-        "max_message": node_spec.max_message,
-    }
-    agents = []
-    for a in node_spec.agents:
-        entry = {
-            "name": a.name,
-            "class": a.cls,
-            "restart": a.restart,
-            "replicas": a.replicas,
-            "max_restarts": a.max_restarts,
-            "restart_window": a.restart_window,
-            "backoff": a.backoff,
-            "backoff_max": a.backoff_max,
-            "mailbox": a.mailbox,
-            "config": dict(a.config),
-        }
-        if a.stop_timeout is not None:
-            entry["stop_timeout"] = a.stop_timeout
-        agents.append(entry)
-    return {"node": node, "agents": agents}
 
 
 def _print_event(line: str) -> None:

@@ -11,6 +11,10 @@ A spec has two parts, both optional::
     wave_timeout = "10s"              # seconds to wait for a wave to register
     stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
     max_message = "4MiB"              # bytes, the largest frame the node accepts
+    voter = true                      # takes part in leader elections (default true)
+    election_timeout_min = "150ms"    # a follower waits a random time in [min, max]
+    election_timeout_max = "300ms"    #   without heartbeats before standing for leader
+    heartbeat = "50ms"                # the leader's heartbeat interval
 
     [[agents]]
     name = "planner"                  # unique in the node
@@ -24,6 +28,9 @@ A spec has two parts, both optional::
     mailbox = 1000                    # frames queued before senders block
     stop_timeout = "5s"               # seconds; defaults to the node's stop_timeout
     config = { model = "small" }      # keyword arguments for Planner(...)
+    placement = "spread"              # "spread" (default), "pack" or "local": where the
+                                      # leader places it (see mesh.core.placement)
+    node = "lab"                      # or: always run on this node (pinned)
 
 Units:
 
@@ -50,6 +57,7 @@ Every problem is reported as :class:`mesh.SpecError` with the file, the key
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import re
@@ -99,7 +107,9 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 
-_NODE_KEYS = ("name", "listen", "path", "wave_size", "wave_timeout", "stop_timeout", "max_message")
+_NODE_KEYS = ("name", "listen", "path", "wave_size", "wave_timeout", "stop_timeout", "max_message", "voter",
+              "election_timeout_min", "election_timeout_max", "heartbeat")
+PLACEMENTS = ("spread", "pack", "local")
 _AGENT_KEYS = (
     "name",
     "class",
@@ -112,6 +122,8 @@ _AGENT_KEYS = (
     "mailbox",
     "stop_timeout",
     "config",
+    "placement",
+    "node",
 )
 _TOP_KEYS = ("node", "agents")
 
@@ -131,6 +143,8 @@ class AgentSpec:
     mailbox: int = 1000  #: frames queued in the actor's ROUTER before senders block
     stop_timeout: float | None = None  #: seconds for a graceful stop; None = the node's
     config: dict = field(default_factory=dict)  #: keyword arguments for the class constructor
+    placement: str = "spread"  #: one of PLACEMENTS: where the leader places the replicas
+    node: str | None = None  #: pinned to this node (placement does not apply)
 
     def __post_init__(self) -> None:
         if self.max_restarts is None:
@@ -166,6 +180,10 @@ class NodeSpec:
     wave_timeout: float = 10.0  #: seconds to wait for a wave to register
     stop_timeout: float = 5.0  #: seconds a graceful stop may take before SIGKILL
     max_message: int = 4 * 1024 * 1024  #: bytes
+    voter: bool = True  #: takes part in leader elections
+    election_timeout_min: float = 0.150  #: seconds
+    election_timeout_max: float = 0.300  #: seconds
+    heartbeat: float = 0.050  #: seconds
     agents: tuple[AgentSpec, ...] = ()
 
     def import_path(self) -> list[str]:
@@ -419,6 +437,20 @@ def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) ->
         if size > MAX_MESSAGE:
             raise check.fail("node.max_message", f"must be at most 1 GiB ({MAX_MESSAGE} bytes), got {size}")
         kwargs["max_message"] = size
+    if "voter" in node:
+        if not isinstance(node["voter"], bool):
+            raise check.fail("node.voter", f"expected true or false, got {_type_name(node['voter'])}")
+        kwargs["voter"] = node["voter"]
+    for key in ("election_timeout_min", "election_timeout_max", "heartbeat"):
+        if key in node:
+            kwargs[key] = check.duration(node[key], f"node.{key}", positive=True)
+    lo = kwargs.get("election_timeout_min", NodeSpec.election_timeout_min)
+    hi = kwargs.get("election_timeout_max", NodeSpec.election_timeout_max)
+    beat = kwargs.get("heartbeat", NodeSpec.heartbeat)
+    if hi < lo:
+        raise check.fail("node.election_timeout_max", f"must not be less than election_timeout_min ({hi:g}s < {lo:g}s)")
+    if beat >= lo:
+        raise check.fail("node.heartbeat", f"must be shorter than election_timeout_min ({beat:g}s >= {lo:g}s)")
 
     raw_agents = data.get("agents", [])
     if not isinstance(raw_agents, list):
@@ -478,6 +510,14 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
     config = entry.get("config", {})
     if not isinstance(config, dict):
         raise check.fail(f"{where}.config", f"expected a table (keyword arguments), got {_type_name(config)}")
+    placement = check.string(entry.get("placement", "spread"), f"{where}.placement")
+    if placement not in PLACEMENTS:
+        raise check.fail(f"{where}.placement", f"must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    pinned = None
+    if "node" in entry:
+        pinned = check.name(entry["node"], f"{where}.node", "node name")
+        if "placement" in entry:
+            raise check.fail(f"{where}.node", "give either node (pinned) or placement, not both")
 
     spec = AgentSpec(
         name=name,
@@ -491,6 +531,8 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
         mailbox=mailbox,
         stop_timeout=stop_timeout,
         config=dict(config),
+        placement=placement,
+        node=pinned,
     )
     if replicas > 1:
         for instance in spec.instance_names():
@@ -597,3 +639,52 @@ def check_importable(spec: NodeSpec) -> None:
                 raise SpecError(spec.file, key, f"{agent.cls!r} is not a subclass of mesh.Actor")
     finally:
         sys.path[:] = saved
+
+
+# --------------------------------------------------------------------------- on the wire
+
+
+def agent_to_wire(agent: AgentSpec, node: NodeSpec) -> dict:
+    """An agent spec as gossiped to the leader, with what another node needs to run it:
+    the import path and working folder of the node that declares it."""
+    out: dict[str, Any] = {
+        "name": agent.name,
+        "class": agent.cls,
+        "restart": agent.restart,
+        "replicas": agent.replicas,
+        "max_restarts": agent.max_restarts,
+        "restart_window": agent.restart_window,
+        "backoff": agent.backoff,
+        "backoff_max": agent.backoff_max,
+        "mailbox": agent.mailbox,
+        # TOML values msgpack cannot carry (dates) travel as text, as they reach the agent anyway.
+        "config": json.loads(json.dumps(agent.config, default=str)),
+        "path": node.import_path(),
+        "cwd": node.base_dir,
+        "cpu": 0.0,
+        "memory": 0,
+    }
+    if agent.node is not None:
+        out["node"] = agent.node
+    else:
+        out["placement"] = agent.placement
+    if agent.stop_timeout is not None:
+        out["stop_timeout"] = agent.stop_timeout
+    return out
+
+
+def agent_from_wire(data: object, source: str) -> tuple[AgentSpec, list[str], str]:
+    """The inverse of :func:`agent_to_wire`, for data from the network: checked like a spec file
+    (``source`` names where it came from). Returns the spec, the import path and the folder."""
+    check = _Checker(source)
+    if not isinstance(data, dict):
+        raise check.fail("agent", f"expected a table, got {_type_name(data)}")
+    rest = {k: v for k, v in data.items() if k not in ("path", "cwd", "cpu", "memory")}
+    spec = _parse_agent(rest, 0, check)
+    path = data.get("path", [])
+    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+        raise check.fail("agents[0].path", "expected a list of folders")
+    cwd = data.get("cwd")
+    if not isinstance(cwd, str) or not os.path.isabs(cwd):
+        raise check.fail("agents[0].cwd", "expected an absolute folder")
+    return spec, list(path), cwd

@@ -20,6 +20,13 @@ Each voter is a follower, a pre-candidate, a candidate or the leader of a term.
 * Leadership transfer: ``transfer(now)`` (on graceful shutdown) sends TimeoutNow to
   the most recently heard follower, which starts an election at once, skipping
   pre-vote.
+* Observers are nodes that do not vote (``voter = false``): they never stand, never
+  count for a quorum, and follow the leader's heartbeats like anyone else.
+* Heartbeats carry ``seq``, the number of the leader's latest decision in its term,
+  so a follower knows how recent a decision it must have seen before acting
+  (the runtime's fencing uses it; :meth:`Elector.decided` sets it).
+* The voter set can grow (:meth:`Elector.set_voters`); it is the runtime's job to
+  keep it stable (it only learns voters and forgets those that left).
 
 Safety: at most one leader per term (a majority of distinct votes, one vote per
 voter per term, persisted). Every leader decision carries its term; ``accepts``
@@ -54,11 +61,12 @@ class Elector:
 
     def __init__(self, name: str, voters: list[str], config: ElectionConfig, rng: random.Random,
                  storage: dict, now: float):
-        if name not in voters:
-            raise ValueError(f"{name!r} is not among the voters")
         self.name = name
         self.voters = sorted(set(voters))
         self.peers = [v for v in self.voters if v != name]
+        self.observers: list[str] = []
+        self.seq = 0  #: leader: the number of its latest decision in this term
+        self.leader_seq = 0  #: follower: the seq the leader last announced
         self.config = config
         self.rng = rng
         self.storage = storage  # survives restarts: {"term": int, "voted_for": str | None}
@@ -87,6 +95,30 @@ class Elector:
         self.storage["voted_for"] = voted_for
 
     @property
+    def voter(self) -> bool:
+        return self.name in self.voters
+
+    def set_voters(self, voters: list[str], observers: list[str] = (), now: float = 0.0) -> None:
+        """Change who votes (and who only follows). A new voter gets one ``election_min`` of grace
+        before a leader's check-quorum counts it as unheard."""
+        voters = sorted(set(voters))
+        for v in voters:
+            if v not in self.voters and v != self.name:
+                self.heard[v] = now
+        was_voter = self.voter
+        self.voters = voters
+        self.peers = [v for v in voters if v != self.name]
+        self.observers = sorted(set(observers) - set(voters) - {self.name})
+        if was_voter and not self.voter and self.role != FOLLOWER:
+            self.role = FOLLOWER
+            self.votes = set()
+
+    def decided(self) -> int:
+        """The leader made a decision: the next heartbeats announce it. Returns its seq."""
+        self.seq += 1
+        return self.seq
+
+    @property
     def quorum(self) -> int:
         return len(self.voters) // 2 + 1
 
@@ -98,10 +130,12 @@ class Elector:
 
     def tick(self, now: float) -> list:
         out: list = []
+        if not self.voter:
+            return out
         if self.role == LEADER:
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + self.config.heartbeat
-                out += [Send(p, {"t": "heartbeat", "term": self.term}) for p in self.peers]
+                out += self._heartbeats()
             recent = 1 + sum(1 for p in self.peers if now - self.heard.get(p, -1e18) < self.config.election_min)
             if recent < self.quorum and now - self._became_leader_at > self.config.election_min:
                 out += self._become_follower(self.term, None, now, "lost quorum")
@@ -119,6 +153,8 @@ class Elector:
         term = message.get("term")
         if type(term) is not int or term < 0:
             return []
+        if not self.voter:
+            return self._observe(sender, kind, term, message, now)
         # Pre-votes carry the term proposed, not the sender's: they never change terms.
         if kind == "prevote":
             heard_leader = now - self.last_leader_contact < self.config.election_min
@@ -148,8 +184,14 @@ class Elector:
         if kind == "heartbeat":
             if term < self.term:
                 return out + [Send(sender, {"t": "heartbeat_reply", "term": self.term})]
+            if self.role == LEADER and sender > self.name:
+                # Two leaders of one term can only meet when two meshes that each elected a
+                # leader with different voter sets merge: the lower name keeps the lead.
+                return out
             if self.role != FOLLOWER or self.leader != sender:
                 out += self._become_follower(term, sender, now, "heartbeat")
+            seq = message.get("seq")
+            self.leader_seq = seq if type(seq) is int and seq >= 0 else 0
             self.last_leader_contact = now
             self._deadline = now + self._timeout()
             return out + [Send(sender, {"t": "heartbeat_reply", "term": self.term})]
@@ -167,6 +209,25 @@ class Elector:
             return []
         target = max(self.heard, key=lambda p: (self.heard[p], p))
         return [Send(target, {"t": "timeout_now", "term": self.term})]
+
+    def _observe(self, sender: str, kind: object, term: int, message: dict, now: float) -> list:
+        """A non-voter only follows heartbeats (and learns newer terms from anything)."""
+        out: list = []
+        if term > self.term:
+            self._persist(term, None)
+            self.leader = None
+        if kind == "heartbeat" and term == self.term:
+            if self.leader != sender:
+                self.leader = sender
+                out.append(Event("follower", {"term": term, "leader": sender}))
+            seq = message.get("seq")
+            self.leader_seq = seq if type(seq) is int and seq >= 0 else 0
+            self.last_leader_contact = now
+        return out
+
+    def _heartbeats(self) -> list:
+        beat = {"t": "heartbeat", "term": self.term, "seq": self.seq}
+        return [Send(p, beat) for p in self.peers] + [Send(o, beat) for o in self.observers]
 
     # -- transitions ---------------------------------------------------------------------------
 
@@ -196,11 +257,10 @@ class Elector:
         self.role = LEADER
         self.leader = self.name
         self.heard = {}
+        self.seq = 0
         self._became_leader_at = now
         self._next_heartbeat = now + self.config.heartbeat
-        return [Event("leader", {"term": self.term, "leader": self.name})] + [
-            Send(p, {"t": "heartbeat", "term": self.term}) for p in self.peers
-        ]
+        return [Event("leader", {"term": self.term, "leader": self.name})] + self._heartbeats()
 
     def _become_follower(self, term: int, leader: str | None, now: float, why: str) -> list:
         was_leader = self.role == LEADER

@@ -12,7 +12,8 @@ Rules, per agent (each replica placed separately, in name order):
   declares it).
 * ``placement = "spread"`` (default): on the live node with the most free capacity
   that does not already hold a replica of the same agent (if every node does, the
-  one with the most room).
+  one with the most room); among equals, the node with the fewest replicas placed,
+  then the agent's home node.
 * ``placement = "pack"``: on the live node with the least free capacity that
   still fits (fill nodes one by one).
 
@@ -61,6 +62,7 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
     live = {n.name: n for n in nodes if n.alive}
     free_cpu = {n: s.cpu for n, s in live.items()}
     free_mem = {n: s.memory for n, s in live.items()}
+    count = {n: 0 for n in live}
     result = Plan()
 
     def fits(node: str, a: AgentDemand) -> bool:
@@ -70,6 +72,7 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
         result.assignment[replica] = node
         free_cpu[node] -= a.cpu
         free_mem[node] -= a.memory
+        count[node] += 1
         if current.get(replica) not in (None, node):
             result.moves.append(replica)
 
@@ -93,7 +96,7 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
                 node = min(candidates, key=lambda n: (free_cpu[n], free_mem[n], n))
             else:
                 holding = {result.assignment[r] for r in a.replica_names() if r in result.assignment}
-                node = min(candidates, key=lambda n: (n in holding, -free_cpu[n], -free_mem[n], n))
+                node = min(candidates, key=lambda n: (n in holding, -free_cpu[n], -free_mem[n], count[n], n != a.home, n))
             take(replica, node, a)
     return result
 

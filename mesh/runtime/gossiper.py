@@ -98,7 +98,7 @@ class Gossiper:
     def _live_peers(self) -> list[str]:
         return [o.name for o in self.node.origins.values() if o.name != self.name and o.state in (ALIVE, SUSPECT)]
 
-    def _send_to(self, address: str, body: object) -> None:
+    def _send_to(self, address: str, body: object, recipient: str = GOSSIP_RECIPIENT) -> None:
         sock = self._out.get(address)
         if sock is None:
             sock = context().socket(zmq.DEALER)
@@ -107,7 +107,7 @@ class Gossiper:
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
             sock.connect(address)
             self._out[address] = sock
-        frame = wire.encode(_GOSSIP, next(self._ids), 0, self.name, GOSSIP_RECIPIENT, body)
+        frame = wire.encode(_GOSSIP, next(self._ids), 0, self.name, recipient, body)
         try:
             sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:

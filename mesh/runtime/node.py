@@ -36,9 +36,12 @@ import zmq
 from .. import wire
 from ..core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker, describe_exit
 from ..errors import ActorNotFound, MeshError, WireError, to_wire
-from ..spec import AgentSpec, NodeSpec
+from ..core.conductor import conduct
+from ..core.election import ElectionConfig
 from ..core.gossip import GossipConfig
+from ..spec import AgentSpec, NodeSpec, agent_from_wire, agent_to_wire
 from .gossiper import GOSSIP_RECIPIENT, Gossiper
+from .leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from .transport import BadFrames, context, recv_request, tune_socket
 
 log = logging.getLogger("mesh.node")
@@ -48,10 +51,24 @@ _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
 _EVENT = int(wire.Kind.EVENT)
 AGENTS_PREFIX = "$agents/"
+ASSIGN_PREFIX = "$assign/"
 
 STATES = ("starting", "running", "restarting", "failed", "stopped")
+#: States an agent the node does not run may show in `mesh status`: declared but no leader
+#: yet, assigned by the leader to a node that has not started it, or placed nowhere.
+PLACEMENT_STATES = ("waiting", "assigned", "unplaced", "draining")
 #: How often the node reaps children and starts due restarts, in seconds.
 HOUSEKEEPING_S = 0.1
+#: How long the node's loop waits for a request before it ticks the election, in seconds.
+LOOP_S = 0.01
+#: The lease, in seconds: a node that has heard (through gossip) from too few voters for a
+#: majority to be impossible elsewhere for this long stops the agents the leader could move.
+LEASE_S = 1.5
+#: Seconds a lease-expired agent gets to stop before SIGKILL.
+FENCE_GRACE_S = 0.5
+#: The leader re-places a node's agents only after hearing nothing from it for this long
+#: (seconds): longer than LEASE_S + FENCE_GRACE_S, so the node has stopped them by then.
+REPLACE_AFTER_S = 3.0
 #: An embedded actor that has not sent a heartbeat for this long is dropped, in seconds.
 EMBEDDED_TTL_S = 3.0
 #: The largest chunk of a log file one `logs` request returns, in bytes.
@@ -86,6 +103,12 @@ class Instance:
     log_path: Path | None = None
     term_sent_at: float | None = None
     max_frame: int | None = None  # the largest frame the actor accepts, in bytes
+    placed_by: str | None = None  # "leader@term" that assigned it here (None: embedded)
+    movable: bool = True  # the leader could place it elsewhere (not pinned or local to this node)
+    retiring: str = ""  # why it is being stopped for good (taken off this node)
+    import_path: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    stop_grace: float | None = None  # seconds before SIGKILL when retiring, if not the stop timeout
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +131,14 @@ class Instance:
         }
 
 
+def _stop_term(inst: "Instance") -> None:
+    if inst.popen is not None:
+        try:
+            inst.popen.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 @dataclass
 class Node:
     """A mesh node. ``run()`` serves until stopped; it is what ``mesh up`` calls."""
@@ -123,7 +154,6 @@ class Node:
         self.name = self.spec.name
         self.address = self.spec.listen
         self.instances: dict[str, Instance] = {}
-        self.groups: dict[str, list[str]] = {}
         self.bad = BadFrames(f"node {self.name}")
         self.started = time.time()
         self.run_dir = mesh_home() / "nodes" / f"{self.name}-{self.address.rsplit(':', 1)[-1]}"
@@ -146,6 +176,12 @@ class Node:
             on_event=self._on_gossip_event,
         )
         self._published: dict[str, dict] = {}
+        self.leadership: Leadership | None = None
+        self._written_assignment: dict | None = None
+        self._stale_seen: set[tuple] = set()
+        self.stale_decisions = 0  #: decisions from an older term this node refused
+        self.fenced = False
+        self._spec_problems: dict[str, str] = {}
 
     # -- set-up --------------------------------------------------------------------
 
@@ -153,7 +189,7 @@ class Node:
         router = context().socket(zmq.ROUTER)
         tune_socket(router, hwm=10000, max_bytes=self.spec.max_message)
         router.setsockopt(zmq.LINGER, 500)
-        router.setsockopt(zmq.RCVTIMEO, int(HOUSEKEEPING_S * 1000))
+        router.setsockopt(zmq.RCVTIMEO, int(LOOP_S * 1000))
         try:
             router.bind(self.address)
         except zmq.ZMQError as exc:
@@ -161,25 +197,22 @@ class Node:
             raise MeshError(f"cannot listen on {self.address}: {exc.strerror} (is another node running there?)") from None
         self.router = router
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for agent in self.spec.agents:
-            names = agent.instance_names()
-            self.groups[agent.name] = names
-            policy = RestartPolicy(
-                agent.restart,
-                agent.max_restarts if agent.max_restarts is not None else DEFAULT_MAX_RESTARTS[agent.restart],
-                agent.restart_window,
-                agent.backoff,
-                agent.backoff_max,
-            )
-            for name in names:
-                self.instances[name] = Instance(
-                    name=name,
-                    spec=agent,
-                    group=agent.name,
-                    tracker=RestartTracker(policy),
-                    log_path=self.run_dir / "logs" / f"{name}.log",
-                )
-                self._queue.append(name)
+        config = ElectionConfig(self.spec.election_timeout_min, self.spec.election_timeout_max, self.spec.heartbeat)
+        try:
+            self.leadership = Leadership(self.name, self.spec.voter, config, self.run_dir, self.gossip, bool(self.join),
+                                         on_event=self.on_event)
+        except RuntimeError as exc:
+            router.close(0)
+            self.router = None
+            raise MeshError(str(exc)) from None
+        self._publish_record()
+
+    def _publish_record(self) -> None:
+        """``$node/NAME``: whether this node votes, and the agents its spec declares (for the leader)."""
+        record = {"voter": self.spec.voter, "address": self.advertise or self.connect_address,
+                  "agents": [agent_to_wire(a, self.spec) for a in self.spec.agents],
+                  "stopping": self._stop_deadline is not None}
+        self.gossip.write(NODE_PREFIX + self.name, record, system=True)
 
     @property
     def connect_address(self) -> str:
@@ -208,6 +241,8 @@ class Node:
             self._serve()
         finally:
             self._kill_everything()
+            if self._stop_requested:
+                self.leadership.forget_peers()
             self._publish_directory()
             try:
                 self.gossip.leave()
@@ -230,6 +265,8 @@ class Node:
                 got = None
             if got is not None:
                 self._handle(*got)
+            if self._stop_deadline is None:
+                self.leadership.tick()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_S
@@ -243,6 +280,7 @@ class Node:
                     if now >= self._stop_deadline:
                         return
                 else:
+                    self._follow_the_leader(now)
                     self._start_due(now)
                     self._expire_embedded(now)
                     self._publish_directory()
@@ -265,6 +303,9 @@ class Node:
                     self.gossip.receive(env[4], env[6])
                 except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                     self.bad.record(ident, f"bad gossip message: {exc}")
+                continue
+            if env[1] == _EVENT and env[5] == ELECTION_RECIPIENT:
+                self.leadership.receive(env[4], env[6])  # the elector ignores what it cannot read
                 continue
             if env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
                 self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
@@ -293,7 +334,7 @@ class Node:
             if inst is None or inst.embedded or inst.pid != pid:
                 raise WireError(f"no agent {name!r} with pid {pid} was started by node {self.name}")
         else:
-            if name in self.groups and self.groups[name] != [name]:
+            if self._local_group(name) and self._local_group(name) != [name]:
                 raise WireError(f"name {name!r} is taken by a replica group of node {self.name}")
             if inst is not None and not inst.embedded:
                 raise WireError(f"name {name!r} is taken by an agent of node {self.name}")
@@ -334,12 +375,24 @@ class Node:
     def _op_resolve(self, body: dict) -> dict:
         name = _str(body, "name")
         inst = self.instances.get(name)
-        if inst is None and name in self.groups:
-            running = [self.instances[n] for n in self.groups[name] if self.instances[n].state == "running"]
-            if running:
-                inst = random.choice(running)
-            else:
-                inst = self.instances[self.groups[name][0]]
+        group = self._local_group(name) if inst is None else []
+        if group:
+            running = [self.instances[n] for n in group if self.instances[n].state == "running"]
+            inst = random.choice(running) if running else None
+        if inst is None:
+            replicas = [r for r, e in self._latest_assignment().items() if e.get("group") == name and r != name]
+            if replicas:  # a replica group placed on other nodes: any running replica will do
+                found = [self._remote_agent(r) for r in replicas]
+                found = [(r, e) for r, e in zip(replicas, found, strict=True) if e and isinstance(e.get("endpoint"), str)]
+                if found:
+                    r, e = random.choice(found)
+                    return {"endpoint": e["endpoint"], "incarnation": e.get("incarnation", 0), "state": "running",
+                            "name": r, "node": e.get("node"), "max_frame": e.get("max_frame") or self.spec.max_message}
+                if group:
+                    return {"state": self.instances[group[0]].state}
+                return {"state": "starting"}
+            if group:
+                inst = self.instances[group[0]]
         if inst is None:
             remote = self._remote_agent(name)
             if remote is not None and isinstance(remote.get("endpoint"), str):
@@ -350,6 +403,9 @@ class Node:
             if remote is not None:
                 why = f": {remote['reason']}" if remote.get("reason") else ""
                 raise ActorNotFound(f"actor {name!r} on node {remote.get('node')} is {remote.get('state')}{why}")
+            waiting = self._placement_state(name)
+            if waiting is not None:
+                return {"state": waiting}
             raise ActorNotFound(f"no actor named {name!r} in the mesh (asked node {self.name})")
         if inst.state == "running" and inst.endpoint:
             return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name,
@@ -449,6 +505,28 @@ class Node:
                            "endpoint": entry.get("endpoint"), "embedded": False, "group": name,
                            "reason": entry.get("reason", ""),
                            "bad_frames": None, "remote": True})
+        # What the leader assigned but no node runs yet, and what waits for a leader.
+        listed = {a["name"] for a in agents}
+        latest = self._latest_assignment()
+        found = self._assignments()
+        unplaced = found[max(found)].get("unplaced", {}) if found else {}
+        for name, entry in sorted(latest.items()):
+            if name in listed:
+                continue
+            listed.add(name)
+            node = entry.get("node")
+            if node:
+                state, reason = "assigned", f"assigned to {node}"
+            elif entry.get("draining"):
+                state, reason = "draining", f"stopping on {entry['draining']} before it moves"
+            else:
+                state, reason = "unplaced", str(unplaced.get(name, "placed nowhere"))
+            agents.append(_placeholder(name, node, state, reason, entry.get("group") or name))
+        election = self.election_status()
+        for a in self.spec.agents:
+            for name in a.instance_names():
+                if name not in listed:
+                    agents.append(_placeholder(name, None, "waiting", election.get("waiting", "waiting for the leader"), a.name))
         return {
             "node": {
                 "name": self.name,
@@ -458,6 +536,9 @@ class Node:
                 "stopping": self._stop_requested,
                 "bad_frames": self.bad.total,
             },
+            "leader": self.leadership.leader,
+            "term": self.leadership.term,
+            "election": election,
             "agents": agents,
             "members": self.members(),
         }
@@ -487,6 +568,234 @@ class Node:
             raise WireError("field 'prefix' must be a string")
         return {"items": self.gossip.node.items(prefix)}
 
+    # -- the leader and its decisions --------------------------------------------------------
+
+    def _local_group(self, name: str) -> list[str]:
+        """The replicas of group ``name`` that this node runs (empty for a plain name)."""
+        return sorted(n for n, i in self.instances.items() if i.group == name and n != name and not i.embedded)
+
+    def _latest_states(self) -> dict[str, dict]:
+        """Each known node's latest incarnation as gossip sees it: state and wall-clock last_heard."""
+        latest: dict[str, dict] = {}
+        for m in self.gossip.node.members():
+            if m["name"] not in latest or m["incarnation"] > latest[m["name"]]["incarnation"]:
+                latest[m["name"]] = m
+        return latest
+
+    def _assignments(self) -> dict[int, dict]:
+        out = {}
+        for key, value in self.gossip.node.items(ASSIGN_PREFIX).items():
+            term = key[len(ASSIGN_PREFIX):]
+            if term.isdigit() and isinstance(value, dict) and isinstance(value.get("replicas"), dict):
+                out[int(term)] = value
+        return out
+
+    def _latest_assignment(self) -> dict[str, dict]:
+        """The replicas of the newest assignment in view (for status and name lookups)."""
+        found = self._assignments()
+        if not found:
+            return {}
+        return {r: e for r, e in found[max(found)]["replicas"].items() if isinstance(e, dict)}
+
+    def _accepted(self) -> dict | None:
+        """The assignment this node may act on now, or None.
+
+        Fencing: only the current leader's assignment of the current term, and only once
+        it is at least as new as the leader's last heartbeat said (``seq``), so a node
+        coming back from a partition never acts on what it saw before."""
+        lead = self.leadership
+        if lead.leader is None:
+            return None
+        entry = self.gossip.node.get(f"{ASSIGN_PREFIX}{lead.term}")
+        if not isinstance(entry, dict) or entry.get("term") != lead.term or entry.get("leader") != lead.leader:
+            return None
+        seq = entry.get("seq")
+        need = lead.elector.seq if lead.is_leader else lead.elector.leader_seq
+        if type(seq) is not int or seq < need or not isinstance(entry.get("replicas"), dict):
+            return None
+        return entry
+
+    def _refuse_stale(self) -> None:
+        term = self.leadership.term
+        for t, entry in self._assignments().items():
+            if t >= term:
+                continue
+            mark = (t, entry.get("leader"), entry.get("seq"))
+            if mark not in self._stale_seen:
+                self._stale_seen.add(mark)
+                self.stale_decisions += 1
+                self.on_event(f"refused a decision of term {t} (seq {entry.get('seq')}) from {entry.get('leader')}:"
+                              f" term {term} is current")
+
+    def _quorum_visible(self, states: dict[str, dict]) -> bool:
+        """False when the voters this node cannot hear could form a majority without it."""
+        voters = self.leadership.elector.voters
+        if not voters:
+            return True
+        now = time.time()
+        seen = sum(1 for v in voters if v == self.name or (
+            v in states and states[v]["state"] in ("alive", "suspect") and now - states[v]["last_heard"] < LEASE_S))
+        return len(voters) - seen < len(voters) // 2 + 1
+
+    def _follow_the_leader(self, now: float) -> None:
+        states = self._latest_states()
+        records = {}
+        for key, value in self.gossip.node.items(NODE_PREFIX).items():
+            if isinstance(value, dict):
+                records[key[len(NODE_PREFIX):]] = value
+        self.leadership.learn(records, {n: m["state"] for n, m in states.items()})
+        if self.leadership.is_leader:
+            self._conduct(states, records)
+        self._refuse_stale()
+        visible = self._quorum_visible(states)
+        if not visible:
+            if not self.fenced:
+                self.fenced = True
+                self.on_event(f"lease lost: cannot hear enough voters ({', '.join(self.leadership.elector.voters)});"
+                              " stopping the agents the leader could place elsewhere")
+            for inst in list(self.instances.values()):
+                if inst.placed_by and inst.movable:
+                    self._retire(inst, "lease lost (this node cannot hear a majority of voters)", now, FENCE_GRACE_S)
+            return
+        if self.fenced:
+            self.fenced = False
+            self.on_event("lease regained: following the leader's assignment again")
+        accepted = self._accepted()
+        if accepted is None:
+            return
+        stamp = f"{accepted['leader']}@{accepted['term']}"
+        mine = {r: e for r, e in accepted["replicas"].items() if isinstance(e, dict) and e.get("node") == self.name}
+        for inst in list(self.instances.values()):
+            if inst.placed_by and inst.name not in mine:
+                elsewhere = accepted["replicas"].get(inst.name, {})
+                where = elsewhere.get("node") if isinstance(elsewhere, dict) else None
+                why = f"moved to {where}" if where else "taken off this node"
+                self._retire(inst, f"{why} by {accepted['leader']} (term {accepted['term']})", now, None)
+        for replica, entry in sorted(mine.items()):
+            inst = self.instances.get(replica)
+            if inst is not None:
+                if inst.placed_by:
+                    inst.placed_by = stamp
+                continue
+            self._place(replica, entry, stamp)
+
+    def _place(self, replica: str, entry: dict, stamp: str) -> None:
+        try:
+            agent, path, cwd = agent_from_wire(entry.get("spec"), f"<agent {replica} from {stamp}>")
+        except MeshError as exc:
+            if self._spec_problems.get(replica) != str(exc):
+                self._spec_problems[replica] = str(exc)
+                self.on_event(f"cannot run {replica}: {exc}")
+            return
+        policy = RestartPolicy(agent.restart, agent.max_restarts if agent.max_restarts is not None
+                               else DEFAULT_MAX_RESTARTS[agent.restart], agent.restart_window, agent.backoff,
+                               agent.backoff_max)
+        home = entry.get("home")
+        self.instances[replica] = Instance(
+            name=replica, spec=agent, group=str(entry.get("group") or agent.name), tracker=RestartTracker(policy),
+            log_path=self.run_dir / "logs" / f"{replica}.log", placed_by=stamp,
+            movable=not (agent.node == self.name or (agent.placement == "local" and home == self.name)),
+            import_path=path, cwd=cwd)
+        self._queue.append(replica)
+        self.on_event(f"{replica} placed here by {stamp.replace('@', ' (term ')})")
+
+    def _retire(self, inst: Instance, why: str, now: float, grace: float | None) -> None:
+        """Stop an agent for good on this node: it runs elsewhere now, or may soon."""
+        if inst.retiring:
+            return
+        inst.retiring = why
+        self.on_event(f"{inst.name} stopping: {why}")
+        if inst.name in self._queue:
+            self._queue.remove(inst.name)
+        if inst.popen is None:
+            self._forget(inst)
+            return
+        _stop_term(inst)
+        inst.term_sent_at = now
+        if grace is not None:
+            inst.stop_grace = grace
+
+    def _forget(self, inst: Instance) -> None:
+        self.instances.pop(inst.name, None)
+        if inst.name in self._wave:
+            self._wave.remove(inst.name)
+
+    def _conduct(self, states: dict[str, dict], records: dict[str, dict]) -> None:
+        """The leader's part: place every wanted agent, publish the assignment with its term."""
+        lead = self.leadership
+        now = time.time()
+        state_of = {n: m["state"] for n, m in states.items()}
+        usable = {n for n, m in states.items() if m["state"] in ("alive", "suspect") and now - m["last_heard"] < REPLACE_AFTER_S
+                  and n in records and not records[n].get("stopping")}
+        if self._stop_deadline is None:
+            usable.add(self.name)
+        else:
+            usable.discard(self.name)
+        specs = {n: [a for a in r.get("agents", []) if isinstance(a, dict) and isinstance(a.get("name"), str)]
+                 for n, r in records.items() if n in state_of}
+        mine = self.gossip.node.get(f"{ASSIGN_PREFIX}{lead.term}")
+        if isinstance(mine, dict) and mine.get("leader") == self.name and isinstance(mine.get("replicas"), dict):
+            previous = mine["replicas"]
+        else:
+            previous = self._latest_assignment()
+        running = {}
+        for key, entry in self.gossip.node.items(AGENTS_PREFIX).items():
+            if isinstance(entry, dict) and entry.get("state") in ("running", "starting", "restarting"):
+                node = entry.get("node")
+                if node == self.name or state_of.get(node) in ("alive", "suspect"):
+                    running[key[len(AGENTS_PREFIX):]] = node
+        try:
+            decision = conduct(specs, state_of, usable, previous, running)
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed record from some node
+            log.warning("cannot place agents: %s", exc)
+            return
+        body = {"replicas": decision["replicas"], "unplaced": decision["unplaced"], "conflicts": decision["conflicts"]}
+        if body == self._written_assignment and isinstance(mine, dict) and mine.get("leader") == self.name:
+            return
+        for why in decision["conflicts"]:
+            if not self._written_assignment or why not in self._written_assignment.get("conflicts", []):
+                self.on_event(why)
+        self._written_assignment = body
+        seq = lead.elector.seq + 1
+        self.gossip.write(f"{ASSIGN_PREFIX}{lead.term}", {"term": lead.term, "leader": self.name, "seq": seq, **body},
+                          system=True)
+        lead.elector.decided()  # the next heartbeats say: act on seq or newer
+        for t in self._assignments():
+            if t < lead.term:
+                self.gossip.delete(f"{ASSIGN_PREFIX}{t}", system=True)
+
+    def _placement_state(self, name: str) -> str | None:
+        """For a name this node does not run: waiting / assigned / unplaced, or None if unknown."""
+        latest = self._latest_assignment()
+        if name in latest:
+            return "assigned" if latest[name].get("node") else "waiting"
+        for a in self.spec.agents:
+            if name == a.name or name in a.instance_names():
+                return "waiting"
+        return None
+
+    def election_status(self) -> dict:
+        lead = self.leadership
+        states = self._latest_states()
+        voters = lead.elector.voters
+        now = time.time()
+        heard = [v for v in voters if v == self.name or (
+            v in states and states[v]["state"] in ("alive", "suspect") and now - states[v]["last_heard"] < LEASE_S)]
+        out = {"role": lead.elector.role if lead.elector.voter else "observer", "voter": lead.elector.voter,
+               "voters": voters, "voters_heard": heard, "quorum": len(voters) // 2 + 1 if voters else 0,
+               "leader_since": lead.leader_since if lead.is_leader else None, "candidacies": lead.candidacies,
+               "terms_led": lead.terms_led, "stale_decisions": self.stale_decisions, "fenced": self.fenced,
+               "joined": lead.joined, "lease_s": LEASE_S, "replace_after_s": REPLACE_AFTER_S}
+        if lead.leader is None:
+            if not lead.joined:
+                why = f"not joined yet (trying {', '.join(self.join)})"
+            elif len(heard) < out["quorum"]:
+                why = f"{len(heard)} of {len(voters)} voters heard, {out['quorum']} needed"
+            else:
+                why = "an election is under way"
+            out["waiting"] = f"no leader: {why}"
+        return out
+
     # -- supervision ---------------------------------------------------------------------------
 
     def _start_due(self, now: float) -> None:
@@ -511,7 +820,7 @@ class Node:
             MESH_NODE=self.connect_address,
             MESH_AGENT_NAME=inst.name,
             MESH_AGENT_CLASS=spec.cls,
-            MESH_AGENT_PATH=os.pathsep.join(self.spec.import_path()),
+            MESH_AGENT_PATH=os.pathsep.join(inst.import_path or self.spec.import_path()),
             MESH_AGENT_CONFIG=json.dumps(spec.config, default=str),
             MESH_AGENT_MAILBOX=str(spec.mailbox),
             MESH_MAX_FRAME=str(self.spec.max_message),
@@ -528,7 +837,7 @@ class Node:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=self.spec.base_dir,
+                cwd=inst.cwd if inst.cwd and os.path.isdir(inst.cwd) else self.spec.base_dir,
                 start_new_session=True,
             )
         inst.pid = inst.popen.pid
@@ -538,7 +847,7 @@ class Node:
         inst.term_sent_at = None
 
     def _reap(self, now: float) -> None:
-        for inst in self.instances.values():
+        for inst in list(self.instances.values()):
             popen = inst.popen
             if popen is None:
                 continue
@@ -553,6 +862,10 @@ class Node:
             code = popen.wait()
             inst.popen = None
             inst.endpoint = None
+            if inst.retiring and self._stop_deadline is None:
+                self.on_event(f"{inst.name} stopped ({describe_exit(code)}): {inst.retiring}")
+                self._forget(inst)
+                continue
             if self._stop_deadline is not None:
                 inst.state = "stopped"
                 inst.reason = "node stopped"
@@ -578,6 +891,8 @@ class Node:
         return [i for i in self.instances.values() if i.popen is not None]
 
     def _stop_timeout_of(self, inst: Instance) -> float:
+        if inst.stop_grace is not None:
+            return inst.stop_grace
         if inst.spec is not None and inst.spec.stop_timeout is not None:
             return inst.spec.stop_timeout
         return self.spec.stop_timeout
@@ -596,6 +911,9 @@ class Node:
         # A little beyond the longest stop timeout, so the per-agent SIGKILLs happen first.
         self._stop_deadline = now + max(self.spec.stop_timeout, longest) + 1.0
         self._queue = []
+        if self.leadership is not None:
+            self.leadership.transfer()  # a leader hands over before it goes
+            self._publish_record()  # and says it is stopping: nothing new is placed here
         for inst in self.instances.values():
             if inst.popen is not None:
                 try:
@@ -626,6 +944,12 @@ class Node:
             inst.endpoint = None
             if not inst.reason or inst.reason == "node stopped":
                 inst.reason = "node stopped"
+
+
+def _placeholder(name: str, node: str | None, state: str, reason: str, group: str) -> dict:
+    return {"name": name, "node": node, "pid": None, "state": state, "restarts": None, "messages": None,
+            "incarnation": 0, "endpoint": None, "embedded": False, "group": group, "reason": reason,
+            "bad_frames": None, "remote": True}
 
 
 def _kill_group(pgid: int) -> None:

@@ -1,0 +1,91 @@
+"""The conductor: what the leader decides about agents, as a pure function.
+
+Inputs, all from the leader's view of the gossiped state:
+
+* ``specs``: for each node whose spec is known, the agents it declares (dicts in
+  the form :func:`mesh.spec.agent_to_wire` makes; each has ``name``, ``replicas``,
+  ``placement``, ``node``, ``cpu``, ``memory``).
+* ``states``: each known node's membership state: ``alive``, ``suspect``, ``dead``
+  or ``left``; and ``usable``: the nodes agents may be placed on now (alive, and
+  heard from recently: see the runtime's lease rule).
+* ``previous``: the replicas of the latest assignment the leader knows
+  (``{replica: {"node", "group", "home", "spec"}}``), and ``running``: where each
+  replica runs now according to the agent directory (``{replica: node}``).
+
+Rules:
+
+* An agent group is wanted while its home node (the node whose spec declares it)
+  has not left. A home that died keeps its agents wanted, so they are re-placed; a
+  home that left with ``mesh down`` takes them away. A group in ``previous`` whose
+  home's spec is not in view (a leader that just took over) is carried over as is.
+* Two homes declaring the same name: the lowest home name keeps it, the other
+  replicas are unplaced with the reason.
+* Placement by :func:`mesh.core.placement.plan`, sticky to where replicas run.
+* A replica that must move away from a node that is still usable is first taken
+  off that node (``node`` None, ``draining`` set) and placed elsewhere only once
+  the directory no longer shows it there: at most one instance runs at a time.
+"""
+
+from __future__ import annotations
+
+from .placement import AgentDemand, NodeSupply, plan
+
+
+def conduct(specs: dict[str, list[dict]], states: dict[str, str], usable: set[str], previous: dict[str, dict],
+            running: dict[str, str], supply: dict[str, tuple[float, float]] | None = None) -> dict:
+    """Return ``{"replicas": {replica: entry}, "unplaced": {replica: why}, "conflicts": [why]}``."""
+    supply = supply or {}
+    groups: dict[str, tuple[str, dict]] = {}  # group -> (home, agent spec)
+    unplaced: dict[str, str] = {}
+    conflicts: list[str] = []
+    for home in sorted(specs):
+        if states.get(home) == "left":
+            continue
+        for agent in specs[home]:
+            name = agent["name"]
+            if name in groups:
+                conflicts.append(f"agent {name!r} is declared by nodes {groups[name][0]!r} and {home!r}:"
+                                 f" {groups[name][0]!r} keeps it")
+                continue
+            groups[name] = (home, agent)
+    for entry in previous.values():
+        group, home = entry.get("group"), entry.get("home")
+        if group in groups or home in specs or states.get(home) == "left":
+            continue
+        groups[group] = (home, entry["spec"])
+
+    demands = [
+        AgentDemand(name, home=home, replicas=agent.get("replicas", 1), placement=agent.get("placement", "spread"),
+                    node=agent.get("node"), cpu=float(agent.get("cpu", 0.0)), memory=int(agent.get("memory", 0)))
+        for name, (home, agent) in groups.items()
+    ]
+    nodes = [NodeSupply(n, alive=n in usable, cpu=supply.get(n, (float("inf"), float("inf")))[0],
+                        memory=supply.get(n, (float("inf"), float("inf")))[1])
+             for n in sorted(set(states) | set(usable))]
+    current = {}
+    for r, entry in previous.items():
+        if entry.get("node") in usable:
+            current[r] = entry["node"]
+    for r, node in running.items():
+        if node in usable:
+            current.setdefault(r, node)
+    p = plan(demands, nodes, current)
+
+    replicas: dict[str, dict] = {}
+    for name, (home, agent) in groups.items():
+        for r in _replica_names(agent):
+            node = p.assignment.get(r)
+            entry = {"node": node, "group": name, "home": home, "spec": agent}
+            where = running.get(r)
+            if where is not None and where in usable and where != node:
+                entry["node"] = None  # drain first: it still runs on a node we can reach
+                entry["draining"] = where
+            elif node is None:
+                unplaced[r] = p.unplaced.get(r, "not placed")
+            replicas[r] = entry
+    return {"replicas": replicas, "unplaced": unplaced, "conflicts": conflicts}
+
+
+def _replica_names(agent: dict) -> list[str]:
+    n = agent.get("replicas", 1)
+    return [agent["name"]] if n == 1 else [f"{agent['name']}.{i}" for i in range(n)]

@@ -1,0 +1,184 @@
+"""Runs the Raft-lite elector inside a node: durable term and vote, the voter set, the bytes.
+
+* Term, vote and the voters this node has learned go to ``election.json`` in the
+  node's run folder, written to a temporary file, fsynced and renamed (and the
+  folder fsynced) *before* any message that follows from them is sent: a node
+  SIGKILLed and restarted never votes twice in a term.
+* Election messages travel like gossip, as EVENT envelopes addressed to
+  ``$election`` over the gossiper's per-peer DEALERs (no queueing for a peer that
+  is not connected: a lost election message is retried by the protocol itself).
+* Voters are learned from the gossiped ``$node/NAME`` records (``voter = true`` in a
+  node's spec). A learned voter is remembered on disk and counts for the quorum
+  until it leaves with ``mesh down``: a node that dies still counts, so two sides
+  of a partition can never both have a majority.
+* A node started with ``--join`` does not stand for election before it has met a
+  member of the mesh, so it cannot lead a mesh of one by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+from .. import wire
+from ..core.effects import Event, Send
+from ..core.election import LEADER, ElectionConfig, Elector
+
+log = logging.getLogger("mesh.election")
+
+ELECTION_RECIPIENT = "$election"
+NODE_PREFIX = "$node/"
+_EVENT = int(wire.Kind.EVENT)
+
+
+class Leadership:
+    def __init__(self, name: str, voter: bool, config: ElectionConfig, run_dir: Path, gossiper, seeded: bool,
+                 on_event=lambda line: None):
+        self.name = name
+        self.voter = voter
+        self.config = config
+        self.path = run_dir / "election.json"
+        self.gossiper = gossiper
+        self.on_event = on_event
+        self.joined = not seeded
+        self.storage = self._load()
+        voters = set(self.storage.get("voters") or [])
+        if voter:
+            voters.add(name)
+        else:
+            voters.discard(name)
+        self.storage["voters"] = sorted(voters)
+        self._saved = dict(self.storage)
+        self._write()
+        self.elector = Elector(name, self.storage["voters"], config, random.Random(), self.storage, time.monotonic())
+        self.leader_since: float | None = None  # wall-clock time this node last became leader
+        self.candidacies = 0
+        self.terms_led = 0
+        self._ids = iter(range(1, 1 << 62))
+
+    # -- the disk ----------------------------------------------------------------------
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"term": 0, "voted_for": None, "voters": []}
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"cannot read {self.path}: {exc} (remove it to start this node afresh)") from None
+        if not isinstance(data, dict) or type(data.get("term")) is not int:
+            raise RuntimeError(f"{self.path} is not an election record (remove it to start this node afresh)")
+        return {"term": data["term"], "voted_for": data.get("voted_for"), "voters": list(data.get("voters") or [])}
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        data = json.dumps({"term": self.storage.get("term", 0), "voted_for": self.storage.get("voted_for"),
+                           "voters": self.storage.get("voters", [])}).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def forget_peers(self) -> None:
+        """On a graceful stop: the others drop this node from their voters; it drops them too,
+        so that it can later start alone (term and vote are kept)."""
+        self.storage["voters"] = [self.name] if self.voter else []
+        self._write()
+
+    # -- time and bytes in ---------------------------------------------------------------
+
+    def receive(self, sender: str, body: object) -> None:
+        self._apply(self.elector.step(sender, body, time.monotonic()))
+
+    def tick(self) -> None:
+        if not self.joined:
+            if not self.gossiper._live_peers():
+                return
+            self.joined = True
+        self._apply(self.elector.tick(time.monotonic()))
+
+    def learn(self, records: dict[str, dict], states: dict[str, str]) -> None:
+        """Update the voter set from the gossiped node records and member states."""
+        voters = set(self.storage.get("voters") or [])
+        observers = set()
+        for name, record in records.items():
+            state = states.get(name)
+            if state is None:
+                continue
+            if record.get("voter") is True and state != "left":
+                voters.add(name)
+            elif state in ("alive", "suspect"):
+                observers.add(name)
+        for name, state in states.items():
+            if state == "left" and name != self.name:
+                voters.discard(name)
+                observers.discard(name)
+        if self.voter:
+            voters.add(self.name)
+        wanted = sorted(voters)
+        if wanted != self.elector.voters or sorted(observers) != self.elector.observers:
+            if wanted != self.elector.voters:
+                self.on_event(f"voters: {', '.join(wanted) or '(none)'}")
+            self.storage["voters"] = wanted
+            self.elector.set_voters(wanted, sorted(observers), time.monotonic())
+            self._apply([])
+
+    def transfer(self) -> None:
+        """Hand leadership over before a graceful stop."""
+        self._apply(self.elector.transfer(time.monotonic()))
+
+    # -- what the node reads ---------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.role == LEADER
+
+    @property
+    def term(self) -> int:
+        return self.elector.term
+
+    @property
+    def leader(self) -> str | None:
+        return self.elector.leader
+
+    def quorum_of(self, n: int) -> int:
+        return n // 2 + 1
+
+    # -- bytes out -----------------------------------------------------------------------------
+
+    def _apply(self, outputs: list) -> None:
+        keys = ("term", "voted_for", "voters")
+        if any(self.storage.get(k) != self._saved.get(k) for k in keys):
+            self._write()  # durable before anything that follows from it leaves this node
+            self._saved = {k: self.storage.get(k) for k in keys}
+        for out in outputs:
+            if type(out) is Send:
+                address = self.gossiper._address_of(out.to)
+                if address:
+                    self.gossiper._send_to(address, out.message, recipient=ELECTION_RECIPIENT)
+            elif type(out) is Event:
+                self._event(out)
+
+    def _event(self, ev: Event) -> None:
+        if ev.name == "leader":
+            self.leader_since = time.time()
+            self.terms_led += 1
+            self.on_event(f"elected leader of term {ev.data['term']}")
+        elif ev.name == "candidate":
+            self.candidacies += 1
+            log.info("standing for leader in term %s", ev.data["term"])
+        elif ev.name == "stepped_down":
+            self.on_event(f"stepped down as leader of term {ev.data['term']}: {ev.data['why']}")
+        elif ev.name == "follower":
+            self.on_event(f"following {ev.data['leader']} in term {ev.data['term']}")
