@@ -159,15 +159,24 @@ def _dash(value: object) -> str:
 def render_status(status: dict) -> str:
     n = status["node"]
     lines = [f"node {n['name']}  {n['address']}  pid {n['pid']}  up {n['uptime_s']:.0f} s"]
-    rows = [("AGENT", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE")]
+    election = status.get("election") or {}
+    if status.get("leader"):
+        lead = f"leader {status['leader']} (term {status['term']})"
+        if status["leader"] == n["name"]:
+            lead += ", this node"
+    else:
+        lead = election.get("waiting") or "no leader"
+    if election.get("fenced"):
+        lead += "  [lease lost: this node cannot hear a majority of voters]"
+    lines.append(lead)
+    rows = [("AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE")]
     for a in status["agents"]:
         note = a.get("reason") or ("embedded" if a.get("embedded") else "")
-        if a.get("remote"):
-            note = f"on {a['node']}"
-        rows.append((a["name"], a["state"], str(a["pid"] or "-"), _dash(a["restarts"]), _dash(a["messages"]), note))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows.append((a["name"], a.get("node") or "-", a["state"], str(a["pid"] or "-"), _dash(a["restarts"]),
+                     _dash(a["messages"]), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5])
+        lines.append(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[6]).rstrip())
     if len(rows) == 1:
         lines.append("(no agents)")
     members = status.get("members") or []

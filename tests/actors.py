@@ -215,3 +215,10 @@ class HangingStart(mesh.Actor):
         with open(self.marker, "w") as f:
             f.write(str(os.getpid()))
         time.sleep(120)
+
+
+class WhoAmI(mesh.Actor):
+    """Answers with where it runs: its instance name, pid and node address."""
+
+    def on_message(self, message):
+        return {"name": os.environ.get("MESH_AGENT_NAME"), "pid": os.getpid(), "node": os.environ.get("MESH_NODE")}

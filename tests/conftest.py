@@ -139,8 +139,8 @@ def start_node(tmp_path, mesh_home):
     nodes: list[RunningNode] = []
 
     def start(agents: str = "", *, name: str = "t", node_extra: str = "", wait: bool = True, timeout: float = 20.0,
-              args: tuple[str, ...] = ()):
-        port = free_port()
+              args: tuple[str, ...] = (), port: int | None = None):
+        port = port or free_port()
         address = f"tcp://127.0.0.1:{port}"
         spec = tmp_path / f"{name}-{port}.toml"
         spec.write_text(

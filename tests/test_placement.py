@@ -48,9 +48,13 @@ def test_a_dead_nodes_replicas_move_and_the_others_stay_put():
     for r, n in first.assignment.items():
         if n != "b":
             assert second.assignment[r] == n
-    # When b returns, nothing moves back: no agent runs twice, no reshuffle.
+    # When b returns, only the replica that doubled up on a survivor spreads out to it again.
     third = plan(agents, NODES, second.assignment)
-    assert third.assignment == second.assignment and third.moves == []
+    assert sorted(third.assignment.values()) == ["a", "b", "c"] and third.moves == moved
+    # Pack (and any replica alone on its node) stays put.
+    packed = [AgentDemand("p", home="a", replicas=2, placement="pack", cpu=0.5)]
+    spot = plan(packed, NODES).assignment
+    assert plan(packed, NODES, spot).moves == [] and plan(packed, NODES, spot).assignment == spot
 
 
 @pytest.mark.parametrize("seed", range(200))

@@ -3,7 +3,8 @@
 The leader runs it whenever membership or the agent specs change. It is
 deterministic (same input, same output) and sticky: a replica stays where it runs
 as long as that node is alive and has room, so a returning node does not cause a
-reshuffle.
+reshuffle. The one exception is spread: a second replica of one agent on a node
+is placed again, so replicas spread out when nodes join or come back.
 
 Rules, per agent (each replica placed separately, in name order):
 
@@ -77,11 +78,16 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
             result.moves.append(replica)
 
     ordered = sorted(agents, key=lambda a: a.name)
-    # Pass 1, stickiness: what runs on a live node with room stays there.
+    # Pass 1, stickiness: what runs on a live node with room stays there (for spread, one
+    # replica of an agent per node: a second one there is placed again, maybe elsewhere).
     for a in ordered:
+        kept: set[str] = set()
         for replica in a.replica_names():
             node = current.get(replica)
             if node in live and _allowed(a, node) and fits(node, a):
+                if a.placement == "spread" and a.node is None and node in kept:
+                    continue
+                kept.add(node)
                 take(replica, node, a)
     # Pass 2: everything else, by the agent's rule.
     for a in ordered:

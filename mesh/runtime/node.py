@@ -616,13 +616,14 @@ class Node:
         return entry
 
     def _refuse_stale(self) -> None:
+        """Log and count each decision first seen when its term was already over (fencing)."""
         term = self.leadership.term
         for t, entry in self._assignments().items():
-            if t >= term:
-                continue
             mark = (t, entry.get("leader"), entry.get("seq"))
-            if mark not in self._stale_seen:
-                self._stale_seen.add(mark)
+            if mark in self._stale_seen:
+                continue
+            self._stale_seen.add(mark)
+            if t < term:
                 self.stale_decisions += 1
                 self.on_event(f"refused a decision of term {t} (seq {entry.get('seq')}) from {entry.get('leader')}:"
                               f" term {term} is current")

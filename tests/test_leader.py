@@ -1,0 +1,187 @@
+"""The leader with real processes on loopback: election, placement, failover, rejoin, waiting.
+
+Each node is a real `mesh up`; the leader is SIGKILLed like a crashed machine.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from conftest import run_cli, wait_until
+
+pytestmark = pytest.mark.timeout(150)
+
+WORKERS = '[[agents]]\nname = "w"\nclass = "actors:WhoAmI"\nreplicas = {n}\nbackoff = "100ms"\n'
+PINNED = '[[agents]]\nname = "pinned-{node}"\nclass = "actors:WhoAmI"\nnode = "{node}"\n'
+
+
+def quiet(node, default=None):
+    try:
+        return node.status()
+    except Exception:  # a node that is down or busy: the caller polls again
+        return default
+
+
+def agreed_leader(nodes) -> tuple[str, int] | None:
+    seen = set()
+    for n in nodes:
+        st = quiet(n)
+        if st is None or st["leader"] is None:
+            return None
+        seen.add((st["leader"], st["term"]))
+    return seen.pop() if len(seen) == 1 else None
+
+
+def running_instances(nodes) -> dict[str, list[tuple[str, int]]]:
+    """Every agent process the nodes run themselves (not what they know of others): name -> [(node, pid)]."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for n in nodes:
+        st = quiet(n, {"agents": [], "node": {"name": "?"}})
+        for a in st["agents"]:
+            if not a.get("remote") and a["state"] in ("running", "starting", "restarting") and a["pid"]:
+                out.setdefault(a["name"], []).append((st["node"]["name"], a["pid"]))
+    return out
+
+
+def spec_of(name: str, replicas: int) -> str:
+    """Node a declares w (replicas spread over the mesh); every other node an agent pinned to itself."""
+    return WORKERS.format(n=replicas) if name == "a" else PINNED.format(node=name)
+
+
+def start_mesh(start_node, n: int, replicas: int):
+    names = "abcde"[:n]
+    first = start_node(spec_of("a", replicas), name=names[0], wait=False)
+    wait_until(lambda: quiet(first), 15, "the first node to answer")
+    nodes = [first]
+    for name in names[1:]:
+        nodes.append(start_node(spec_of(name, replicas), name=name, wait=False, args=("--join", first.address)))
+    for node in nodes:
+        wait_until(lambda node=node: quiet(node), 15, "a node to answer")
+    wait_until(lambda: all(len([m for m in quiet(x, {"members": []})["members"] if m["state"] == "alive"]) == n
+                           for x in nodes), 20, f"{n} nodes to meet")
+    return nodes
+
+
+def all_running(nodes, expected: set[str]) -> dict | None:
+    inst = running_instances(nodes)
+    if set(inst) != expected or any(len(v) != 1 for v in inst.values()):
+        return None
+    st = quiet(nodes[0])
+    if st is None or any(a["state"] != "running" for a in st["agents"] if a["name"] in expected):
+        return None
+    return inst
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_the_leader_is_sigkilled_a_new_one_takes_over_and_its_agents_run_elsewhere_then_it_rejoins(start_node, n):
+    nodes = start_mesh(start_node, n, replicas=n)
+    expected = {f"w.{i}" for i in range(n)} | {f"pinned-{x}" for x in "abcde"[1:n]}
+    lead = wait_until(lambda: agreed_leader(nodes), 20, "one leader all agree on")
+    before = wait_until(lambda: all_running(nodes, expected), 30, "every agent running once")
+    # Spread: the n replicas of w are on n different nodes.
+    assert len({where for r, [(where, _)] in before.items() if r.startswith("w.")}) == n
+    # status --json carries leader, term and each agent's node; the table shows the leader.
+    res = run_cli("status", "--json", "--node", nodes[1].address)
+    st = json.loads(res.stdout)
+    assert st["leader"] == lead[0] and st["term"] == lead[1]
+    assert {a["name"]: a["node"] for a in st["agents"] if a["name"] in before} == {r: v[0][0] for r, v in before.items()}
+    table = run_cli("status", "--node", nodes[1].address).stdout
+    assert f"leader {lead[0]} (term {lead[1]})" in table
+
+    victim = next(x for x in nodes if quiet(x)["node"]["name"] == lead[0])
+    survivors = [x for x in nodes if x is not victim]
+    lost = {r for r, [(where, _)] in before.items() if where == lead[0]}
+    assert lost  # the leader ran a replica of w
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()
+    crashed = time.monotonic()
+    new = wait_until(lambda: (lambda ld: ld if ld and ld[0] != lead[0] else None)(agreed_leader(survivors)), 10,
+                     "a new leader")
+    assert new[1] > lead[1]
+    survivors_expected = expected
+    after = wait_until(lambda: all_running(survivors, survivors_expected - {f"pinned-{lead[0]}"}), 30,
+                       "the dead leader's agents running again elsewhere")
+    moved_in = time.monotonic() - crashed
+    for r in lost:
+        (where, pid), = after[r]
+        assert where != lead[0]
+        assert json.loads(run_cli("ask", r, "{}", "--node", survivors[0].address).stdout)["pid"] == pid
+    # What did not run on the dead node stayed where it was: no reshuffle.
+    for r, [(where, pid)] in before.items():
+        if where != lead[0]:
+            assert after[r] == [(where, pid)]
+    assert moved_in < 20
+
+    # The old leader comes back (same name, port and disk): it rejoins as a follower.
+    port = int(victim.address.rsplit(":", 1)[1])
+    back = start_node(spec_of(lead[0], n), name=lead[0], wait=False, port=port, args=("--join", survivors[0].address))
+    everyone = survivors + [back]
+    wait_until(lambda: agreed_leader(everyone) == new, 20, "the returning node to follow the new leader")
+    wanted = expected
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:  # watch it settle: never two instances of anything, same leader
+        inst = running_instances(everyone)
+        assert all(len(v) == 1 for v in inst.values()), inst
+        assert agreed_leader(everyone) in (new, None)
+        time.sleep(0.1)
+    final = wait_until(lambda: all_running(everyone, wanted) if len({v[0][0] for r, v in (all_running(everyone, wanted)
+                       or {}).items() if r.startswith("w.")}) == n else None, 30,
+                       "every agent running once, w spread over all nodes again")
+    for r, [(where, pid)] in after.items():
+        if r.startswith("pinned"):
+            assert final[r] == [(where, pid)]  # what needed no move did not move
+    assert agreed_leader(everyone) == new
+
+
+def test_a_spec_waits_for_a_leader_and_says_so(start_node, tmp_path):
+    # A node told to join a mesh that is not there does not lead a mesh of one: its agents wait.
+    node = start_node(WORKERS.format(n=1), name="lonely", wait=False, args=("--join", "tcp://127.0.0.1:9"))
+    st = wait_until(lambda: quiet(node), 15, "the node to answer")
+    time.sleep(0.5)  # several election timeouts
+    st = node.status()
+    assert st["leader"] is None
+    (w,) = [a for a in st["agents"] if a["name"] == "w"]
+    assert w["state"] == "waiting" and w["node"] is None
+    assert "no leader" in w["reason"] and "not joined" in w["reason"]
+    table = run_cli("status", "--node", node.address).stdout
+    assert "no leader" in table
+
+
+def test_a_single_node_leads_itself_and_persists_its_term_before_answering(start_node, mesh_home):
+    node = start_node(WORKERS.format(n=2), name="solo")
+    st = node.status()
+    assert st["leader"] == "solo" and st["term"] >= 1
+    assert {a["name"]: a["node"] for a in st["agents"]} == {"w.0": "solo", "w.1": "solo"}
+    (record,) = list(mesh_home.glob("nodes/solo-*/election.json"))
+    saved = json.loads(record.read_text())
+    assert saved["term"] == st["term"] and saved["voted_for"] == "solo" and saved["voters"] == ["solo"]
+
+
+def test_graceful_down_of_the_leader_hands_over_and_withdraws_its_own_agents(start_node):
+    nodes = start_mesh(start_node, 3, replicas=3)
+    lead = wait_until(lambda: agreed_leader(nodes), 20, "one leader")
+    expected = {"w.0", "w.1", "w.2", "pinned-b", "pinned-c"}
+    wait_until(lambda: all_running(nodes, expected), 30, "every agent running once")
+    a = nodes[0]  # declares w
+    others = nodes[1:]
+    if lead[0] != "a":
+        leader_node = next(x for x in nodes if quiet(x)["node"]["name"] == lead[0])
+        rest = [x for x in nodes if x is not leader_node]
+        started = time.monotonic()
+        assert run_cli("down", "--node", leader_node.address).returncode == 0
+        new = wait_until(lambda: (lambda ld: ld if ld and ld[0] != lead[0] else None)(agreed_leader(rest)), 10,
+                         "the hand-over")
+        handover = time.monotonic() - started
+        assert handover < 5
+        # The w replica it ran moves; its pinned agent goes with it.
+        wait_until(lambda: all_running(rest, expected - {f"pinned-{lead[0]}"}), 30, "w placed on the other two")
+        assert new[1] > lead[1]
+    else:
+        assert run_cli("down", "--node", a.address).returncode == 0
+        # a declared w: w leaves with a; the others elect a leader among themselves.
+        wait_until(lambda: agreed_leader(others) and not any(r.startswith("w") for r in running_instances(others)), 20,
+                   "w withdrawn with its node")
