@@ -139,11 +139,12 @@ def test_status_prints_the_node_and_a_row_per_agent(start_node, cli):
     lines = ok(cli("status", "--node", node.address)).splitlines()
 
     assert lines[0].startswith(f"node t  {node.address}  pid {node.proc.pid}  up ")
-    assert lines[1].split() == ["AGENT", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE"]
-    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert lines[1].startswith("leader t (term ") and lines[1].endswith("this node")
+    assert lines[2].split() == ["AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE"]
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert set(rows) == {"counter", "echo"}
     for name, row in rows.items():
-        assert row[1:4] == ["running", str(pids[name]), "0"]
+        assert row[1:5] == ["t", "running", str(pids[name]), "0"]
 
 
 def test_status_json_describes_the_node_and_every_agent(start_node, cli):

@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from mesh.core.effects import Send
 from mesh.core.election import LEADER, ElectionConfig, Elector
 from mesh.sim import Network, Simulation
 
@@ -17,11 +18,39 @@ SEEDS = int(os.environ.get("MESH_SOAK_SEEDS", "1000"))
 CFG = ElectionConfig()
 
 
-def make(seed: int, n: int = 5, loss: float = 0.1, duplicate: float = 0.05):
+class Conducting(Elector):
+    """An elector whose leader makes a decision every tick, fenced the way the runtime fences:
+    a node acts on a decision only from the leader it follows, of its current term, and at
+    least as new as that leader's last heartbeat announced."""
+
+    accepted: list  # (node, term, seq, node's persisted term when it accepted)
+
+    def tick(self, now):
+        out = super().tick(now)
+        if self.role == LEADER:
+            seq = self.decided()
+            out += [Send(p, {"t": "decide", "term": self.term, "seq": seq}) for p in self.peers]
+        return out
+
+    def step(self, sender, message, now):
+        if isinstance(message, dict) and message.get("t") == "decide":
+            term, seq = message["term"], message["seq"]
+            if sender == self.leader and term == self.term and seq >= self.leader_seq:
+                self.accepted.append((self.name, term, seq, self.storage.get("term", 0)))
+                self.leader_seq = seq
+            return []
+        return super().step(sender, message, now)
+
+
+def make(seed: int, n: int = 5, loss: float = 0.1, duplicate: float = 0.05, log: list | None = None):
     names = [f"v{i}" for i in range(n)]
 
     def factory(name, rng, storage, now):
-        return Elector(name, names, CFG, rng, storage, now)
+        if log is None:
+            return Elector(name, names, CFG, rng, storage, now)
+        node = Conducting(name, names, CFG, rng, storage, now)
+        node.accepted = log
+        return node
 
     sim = Simulation(seed, names, factory, Network(delay=(0.001, 0.02), loss=loss, duplicate=duplicate),
                      tick_interval=0.01)
@@ -47,8 +76,8 @@ def one_agreed_leader(sim: Simulation):
     return None
 
 
-def chaos(seed: int):
-    sim, names = make(seed)
+def chaos(seed: int, log: list | None = None):
+    sim, names = make(seed, log=log)
     rng = random.Random(seed)
     t = 0.5
     for _ in range(6):
@@ -76,8 +105,24 @@ def chaos(seed: int):
 def test_many_seeds_never_have_two_leaders_in_a_term_and_elect_one_after_healing():
     problems = []
     terms_with_a_leader = 0
+    terms_started = 0
+    decisions = 0
     for seed in range(SEEDS):
-        sim, end = chaos(seed)
+        log: list = []
+        sim, end = chaos(seed, log)
+        # Fencing: no node ever acts on a decision of a term older than the newest it knows,
+        # and each node acts on terms in order.
+        stale = [entry for entry in log if entry[1] < entry[3]]
+        if stale:
+            problems.append((seed, "stale decisions accepted", stale[:3]))
+        last: dict[str, int] = {}
+        for node, term, _, _ in log:
+            if term < last.get(node, 0):
+                problems.append((seed, "a node went back to an older term's decisions", node))
+                break
+            last[node] = term
+        decisions += len(log)
+        terms_started += len({ev.data["term"] for _, _, ev in sim.events if ev.name == "candidate"})
         two = {t: ls for t, ls in leaders_per_term(sim).items() if len(ls) > 1}
         if two:
             problems.append((seed, "two leaders", two))
@@ -88,6 +133,10 @@ def test_many_seeds_never_have_two_leaders_in_a_term_and_elect_one_after_healing
         terms_with_a_leader += len(leaders_per_term(sim))
     assert problems == [], problems[:10]
     assert terms_with_a_leader > SEEDS  # the chaos really made elections happen, again and again
+    assert decisions > 100 * SEEDS  # and leaders really decided, and followers really acted
+    split = 1 - terms_with_a_leader / terms_started
+    print(f"\n{SEEDS} seeds: {terms_started} terms started, {terms_with_a_leader} elected a leader;"
+          f" split-vote (or lost) rate {split:.1%}; {decisions} decisions acted on, 0 stale")
 
 
 def test_a_restarted_voter_never_votes_twice_in_a_term():
@@ -143,3 +192,32 @@ def test_leadership_transfer_hands_over_at_once():
 def test_the_config_refuses_nonsense():
     with pytest.raises(ValueError):
         ElectionConfig(heartbeat=0.2, election_min=0.15)
+
+
+def test_an_observer_follows_the_leader_and_never_stands():
+    storage: dict = {}
+    obs = Elector("o", ["a", "b", "c"], CFG, random.Random(2), storage, 0.0)
+    assert not obs.voter
+    assert obs.tick(10.0) == []  # far past any election timeout: it never stands
+    obs.step("a", {"t": "heartbeat", "term": 4, "seq": 7}, 10.0)
+    assert (obs.leader, obs.term, obs.leader_seq) == ("a", 4, 7)
+    assert obs.step("a", {"t": "vote", "term": 5}, 10.1) == [] and storage.get("voted_for") is None
+    # A leader's heartbeats go to observers too.
+    lead = Elector("a", ["a"], CFG, random.Random(3), {}, 0.0)
+    lead.set_voters(["a"], ["o"], 0.0)
+    out = lead.tick(1.0)
+    assert lead.role == LEADER and any(isinstance(o, Send) and o.to == "o" for o in lead.tick(1.1) + out)
+
+
+def test_two_leaders_of_one_term_from_merged_meshes_settle_on_one():
+    a = Elector("a", ["a"], CFG, random.Random(4), {}, 0.0)
+    b = Elector("b", ["b"], CFG, random.Random(5), {}, 0.0)
+    a.tick(1.0)
+    b.tick(1.0)
+    assert a.role == b.role == LEADER and a.term == b.term == 1
+    a.set_voters(["a", "b"], (), 1.0)
+    b.set_voters(["a", "b"], (), 1.0)
+    assert a.step("b", {"t": "heartbeat", "term": 1, "seq": 0}, 1.01) == []
+    assert a.role == LEADER  # the lower name keeps the lead
+    b.step("a", {"t": "heartbeat", "term": 1, "seq": 0}, 1.01)
+    assert b.role != LEADER and b.leader == "a"

@@ -87,3 +87,83 @@ def test_a_cut_host_is_marked_dead_and_comes_back_alive_with_nothing_lost(three_
         wait_until(lambda h=host: cli(h, "state", "get", "user/during-cut-a").stdout.strip() == '"from a"'
                    and cli(h, "state", "get", "user/during-cut-c").stdout.strip() == '"from c"', 20,
                    f"both writes on {host.ns}")
+
+
+@pytest.fixture
+def leader_hosts(tmp_path, mesh_home):
+    """Three hosts; a declares w with three spread replicas, b and c an agent pinned to themselves."""
+    with Hosts(3) as hosts:
+        for i, host in enumerate(hosts.hosts):
+            name = "abc"[i]
+            agents = ('[[agents]]\nname = "w"\nclass = "actors:WhoAmI"\nreplicas = 3\n' if i == 0 else
+                      f'[[agents]]\nname = "pinned-{name}"\nclass = "actors:WhoAmI"\nnode = "{name}"\n')
+            spec = tmp_path / f"{name}.toml"
+            spec.write_text(f'[node]\nname = "{name}"\nlisten = "tcp://{host.ip}:{PORT}"\npath = ["{TESTS}"]\n\n{agents}')
+            join = [] if i == 0 else ["--join", f"tcp://{hosts[0].ip}:{PORT}"]
+            out = open(tmp_path / f"{name}.out", "wb")
+            host.popen([*mesh_command(), "up", str(spec), *join], stdout=out, stderr=subprocess.STDOUT)
+        yield hosts
+        for host in hosts.hosts:
+            cli(host, "down", timeout=30)
+
+
+def quiet_status(host) -> dict | None:
+    try:
+        return status(host)
+    except (AssertionError, json.JSONDecodeError, subprocess.TimeoutExpired):
+        return None
+
+
+def leader_of(hosts) -> tuple[str, int] | None:
+    seen = {(s["leader"], s["term"]) if s else None for s in map(quiet_status, hosts)}
+    return seen.pop() if len(seen) == 1 and None not in seen and next(iter(seen))[0] else None
+
+
+def instances(hosts) -> dict[str, list[str]]:
+    """Agent processes each host runs itself: name -> [node, ...]."""
+    out: dict[str, list[str]] = {}
+    for s in filter(None, map(quiet_status, hosts)):
+        for a in s["agents"]:
+            if not a.get("remote") and a["pid"] and a["state"] in ("running", "starting", "restarting"):
+                out.setdefault(a["name"], []).append(s["node"]["name"])
+    return out
+
+
+def once_each(hosts, names: set[str]) -> dict | None:
+    got = instances(hosts)
+    return got if set(got) == names and all(len(v) == 1 for v in got.values()) else None
+
+
+def test_an_isolated_leader_steps_down_the_majority_takes_over_and_one_of_everything_remains(leader_hosts):
+    hosts = leader_hosts.hosts
+    everything = {"w.0", "w.1", "w.2", "pinned-b", "pinned-c"}
+    old = wait_until(lambda: leader_of(hosts), 40, "one leader all three agree on")
+    wait_until(lambda: once_each(hosts, everything), 40, "every agent running once")
+    i = "abc".index(old[0])
+    isolated, majority = hosts[i], [h for j, h in enumerate(hosts) if j != i]
+    leader_hosts.cut(i)
+    # The majority elects a new leader of a newer term.
+    new = wait_until(lambda: (lambda ld: ld if ld and ld[0] != old[0] else None)(leader_of(majority)), 20,
+                     "the majority to elect a new leader")
+    assert new[1] > old[1]
+    # The old leader steps down (check-quorum), its lease runs out, and it stops what could move.
+    s = wait_until(lambda: (lambda s: s if s and s["election"]["role"] != "leader" and s["election"]["fenced"]
+                            else None)(quiet_status(isolated)), 15, "the old leader to step down and fence itself")
+    assert s["leader"] in (None, old[0]) or s["term"] >= old[1]
+    wait_until(lambda: not any(n == old[0] for name, nodes in instances([isolated]).items()
+                               for n in nodes if not name.startswith("pinned")), 10,
+               "the isolated node to stop its movable agents")
+    issued = quiet_status(isolated)["election"]["decisions_issued"]
+    # The majority re-places them: every movable agent runs once on the majority side.
+    wanted = everything - {f"pinned-{old[0]}"}
+    wait_until(lambda: (lambda got: got if got and all(n != old[0] for v in got.values() for n in v) else None)(
+        once_each(majority, wanted)), 30, "the isolated node's agents running on the majority side")
+    assert quiet_status(isolated)["election"]["decisions_issued"] == issued  # it decides nothing any more
+    leader_hosts.restore(i)
+    # One leader again (the majority's, or a later one), and one instance of everything.
+    wait_until(lambda: (lambda ld: ld if ld and ld[1] >= new[1] else None)(leader_of(hosts)), 30,
+               "one leader after the link returns")
+    final = wait_until(lambda: once_each(hosts, everything), 40, "one instance of every agent after the link returns")
+    assert final["pinned-b"] == ["b"] and final["pinned-c"] == ["c"]
+    back = quiet_status(isolated)
+    assert not back["election"]["fenced"]

@@ -11,8 +11,8 @@
   node's spec). A learned voter is remembered on disk and counts for the quorum
   until it leaves with ``mesh down``: a node that dies still counts, so two sides
   of a partition can never both have a majority.
-* A node started with ``--join`` does not stand for election before it has met a
-  member of the mesh, so it cannot lead a mesh of one by mistake.
+* A node started with ``--join`` does not stand for election before it knows another
+  voter of the mesh, so it cannot lead a mesh of one by mistake.
 """
 
 from __future__ import annotations
@@ -103,7 +103,9 @@ class Leadership:
 
     def tick(self) -> None:
         if not self.joined:
-            if not self.gossiper._live_peers():
+            # Joined means: knows another voter of the mesh. Meeting a peer is not enough: a
+            # node that stood before it learned the voters would lead a mesh of one.
+            if not any(v != self.name for v in self.elector.voters):
                 return
             self.joined = True
         self._apply(self.elector.tick(time.monotonic()))

@@ -180,6 +180,8 @@ class Node:
         self._written_assignment: dict | None = None
         self._stale_seen: set[tuple] = set()
         self.stale_decisions = 0  #: decisions from an older term this node refused
+        self.decisions_issued = 0  #: assignments this node published as leader
+        self.last_decision: dict | None = None
         self.fenced = False
         self._spec_problems: dict[str, str] = {}
 
@@ -758,6 +760,8 @@ class Node:
                 self.on_event(why)
         self._written_assignment = body
         seq = lead.elector.seq + 1
+        self.decisions_issued += 1
+        self.last_decision = {"term": lead.term, "seq": seq}
         self.gossip.write(f"{ASSIGN_PREFIX}{lead.term}", {"term": lead.term, "leader": self.name, "seq": seq, **body},
                           system=True)
         lead.elector.decided()  # the next heartbeats say: act on seq or newer
@@ -786,6 +790,7 @@ class Node:
                "voters": voters, "voters_heard": heard, "quorum": len(voters) // 2 + 1 if voters else 0,
                "leader_since": lead.leader_since if lead.is_leader else None, "candidacies": lead.candidacies,
                "terms_led": lead.terms_led, "stale_decisions": self.stale_decisions, "fenced": self.fenced,
+               "decisions_issued": self.decisions_issued, "last_decision": self.last_decision,
                "joined": lead.joined, "lease_s": LEASE_S, "replace_after_s": REPLACE_AFTER_S}
         if lead.leader is None:
             if not lead.joined:
