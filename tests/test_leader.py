@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
 
-from conftest import run_cli, wait_until
+from conftest import RunningNode, free_port, mesh_command, run_cli, stop_node, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -185,3 +186,21 @@ def test_graceful_down_of_the_leader_hands_over_and_withdraws_its_own_agents(sta
         # a declared w: w leaves with a; the others elect a leader among themselves.
         wait_until(lambda: agreed_leader(others) and not any(r.startswith("w") for r in running_instances(others)), 20,
                    "w withdrawn with its node")
+
+
+def test_mesh_up_join_without_a_spec_adds_a_worker_the_leader_places_agents_on(start_node, tmp_path):
+    a = start_node(WORKERS.format(n=2), name="a")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "worker.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([*mesh_command(), "up", "--join", a.address, "--listen", address, "--name", "worker"],
+                                stdout=f, stderr=subprocess.STDOUT)
+    worker = RunningNode(proc, address, None, out)
+    try:
+        # The demo's agents stay home: the worker declares nothing, and w spreads onto it.
+        placed = wait_until(lambda: (lambda inst: inst if sorted(v[0][0] for v in inst.values()) == ["a", "worker"]
+                                     else None)(running_instances([a, worker])), 30, "w spread onto the worker")
+        assert set(placed) == {"w.0", "w.1"}
+        assert all(x["name"].startswith("w.") for x in worker.status()["agents"])
+    finally:
+        assert stop_node(worker) == []

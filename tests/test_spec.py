@@ -367,6 +367,11 @@ def test_an_unknown_node_key_is_named_with_the_known_keys_and_a_suggestion():
         ('max_message = "2GiB"', "node.max_message", "at most 1 GiB"),
         ("max_message = true", "node.max_message", "got bool"),
         ('max_message = "4Q"', "node.max_message", "unknown size unit 'Q'"),
+        ('voter = "yes"', "node.voter", "expected true or false, got str"),
+        ("election_timeout_min = 0", "node.election_timeout_min", "greater than 0"),
+        ('election_timeout_max = "100ms"', "node.election_timeout_max", "must not be less than election_timeout_min"),
+        ('heartbeat = "150ms"', "node.heartbeat", "shorter than election_timeout_min"),
+        ('heartbeat = "5 sec"', "node.heartbeat", "unknown duration unit 'sec'"),
     ],
 )
 def test_bad_node_values_name_the_key_and_the_reason(line, key, reason_part):
@@ -745,3 +750,46 @@ def test_check_importable_reports_a_class_that_is_not_an_actor(module_dir):
 
 def test_check_importable_with_no_agents_does_nothing():
     check_importable(parse_spec({}))
+
+
+def test_election_and_placement_keys_and_their_defaults():
+    spec = spec_of('[node]\nvoter = false\nelection_timeout_min = "1s"\nelection_timeout_max = "2s"\nheartbeat = "200ms"\n'
+                   '[[agents]]\nname = "a"\nclass = "m:C"\nplacement = "pack"\n'
+                   '[[agents]]\nname = "b"\nclass = "m:C"\nnode = "gpu"\n'
+                   '[[agents]]\nname = "c"\nclass = "m:C"\n')
+    assert (spec.voter, spec.election_timeout_min, spec.election_timeout_max, spec.heartbeat) == (False, 1.0, 2.0, 0.2)
+    a, b, c = spec.agents
+    assert (a.placement, a.node, b.node, c.placement, c.node) == ("pack", None, "gpu", "spread", None)
+    default = spec_of("")
+    assert (default.voter, default.election_timeout_min, default.election_timeout_max, default.heartbeat) == (
+        True, 0.15, 0.3, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "reason_part"),
+    [
+        ('placement = "random"', "agents[0].placement", "must be one of spread, pack, local, got 'random'"),
+        ("placement = 1", "agents[0].placement", "expected a string, got int"),
+        ('node = "bad name"', "agents[0].node", "invalid node name"),
+        ('node = "x"\nplacement = "pack"', "agents[0].node", "either node (pinned) or placement"),
+    ],
+)
+def test_bad_placement_names_the_key_and_the_reason(body, key, reason_part):
+    error = agent_error(body)
+    assert error.key == key and reason_part in error.reason
+
+
+def test_an_agent_spec_from_the_wire_is_checked_like_a_file():
+    from mesh.spec import agent_from_wire, agent_to_wire
+
+    spec = spec_of('[[agents]]\nname = "a"\nclass = "m:C"\nreplicas = 2\nconfig = { when = 1979-05-27 }\n')
+    wire = agent_to_wire(spec.agents[0], spec)
+    back, path, cwd = agent_from_wire(wire, "<gossip>")
+    assert back.instance_names() == ["a.0", "a.1"] and back.config == {"when": "1979-05-27"} and cwd == spec.base_dir
+    with pytest.raises(SpecError) as info:
+        agent_from_wire({**wire, "class": "no colon"}, "<gossip from x>")
+    assert info.value.file == "<gossip from x>" and info.value.key == "agents[0].class"
+    with pytest.raises(SpecError):
+        agent_from_wire({**wire, "cwd": "relative"}, "<gossip>")
+    with pytest.raises(SpecError):
+        agent_from_wire("not a table", "<gossip>")
