@@ -11,7 +11,11 @@ import subprocess
 import time
 
 import pytest
+import zmq
 
+from mesh import wire
+from mesh.core.hlc import make as stamp
+from mesh.spec import agent_to_wire, parse_spec
 from conftest import RunningNode, free_port, mesh_command, run_cli, stop_node, wait_until
 
 pytestmark = pytest.mark.timeout(150)
@@ -204,3 +208,28 @@ def test_mesh_up_join_without_a_spec_adds_a_worker_the_leader_places_agents_on(s
         assert all(x["name"].startswith("w.") for x in worker.status()["agents"])
     finally:
         assert stop_node(worker) == []
+
+
+def test_a_decision_from_an_older_term_is_refused_logged_and_counted(start_node):
+    """Fencing, end to end: a forged assignment of term 0 reaches a node whose term is newer
+    through gossip. The node must not run what it says, and must say that it refused it."""
+    node = start_node(WORKERS.format(n=1), name="t")
+    st = wait_until(lambda: (lambda s: s if s["term"] >= 1 else None)(node.status()), 10, "a term")
+    agent = parse_spec({"agents": [{"name": "forged", "class": "actors:WhoAmI"}]})
+    decision = {"term": 0, "leader": "ghost", "seq": 99, "unplaced": {}, "conflicts": [],
+                "replicas": {"forged": {"node": "t", "group": "forged", "home": "ghost",
+                                        "spec": agent_to_wire(agent.agents[0], agent)}}}
+    entry = ["$assign/0", decision, stamp(int(time.time() * 1000)), "ghost", 1, False]
+    push = {"t": "push", "from": "ghost", "delta": [["ghost@1", 0, 1, [entry]]]}
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        sock.connect(node.address)
+        sock.send(wire.encode(int(wire.Kind.EVENT), 1, 0, "ghost", "$gossip", push))
+        refused = wait_until(lambda: (lambda s: s if s["election"]["stale_decisions"] >= 1 else None)(node.status()),
+                             10, "the stale decision to be refused")
+    finally:
+        sock.close(0)
+    assert refused["term"] == st["term"]
+    assert "forged" not in {a["name"] for a in refused["agents"] if not a.get("remote")}
+    wait_until(lambda: "refused a decision of term 0 (seq 99) from ghost" in node.log(), 5, "the refusal in the log")
+    assert node.agent("w")["state"] == "running"  # and the node keeps serving its real assignment
