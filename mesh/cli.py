@@ -88,7 +88,7 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
        log_level: str) -> None:
     """Run a node in the foreground with the agents of SPEC (default: the bundled demo)."""
     from .runtime.node import Node
-    from .spec import check_importable, load_spec, parse_spec
+    from .spec import check_capacity, check_importable, load_spec, parse_spec
 
     try:
         if spec is None:
@@ -111,6 +111,7 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
             # `mesh up --join ADDR` adds a worker: its capacity joins the mesh, the demo does not.
             node_spec = dataclasses.replace(node_spec, agents=())
         check_importable(node_spec)
+        check_capacity(node_spec, alone=not join)
     except errors.SpecError as exc:
         raise SpecUsageError(str(exc)) from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -156,6 +157,21 @@ def _dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _cores(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _megabytes(x: float) -> str:
+    return f"{x / 1e6:.0f}MB"
+
+
+def _against(used: float | None, budget: float | None, fmt) -> str:
+    """``0.24/0.25``: use against budget; ``-`` when unknown (an agent on another node)."""
+    if used is None:
+        return "-" if budget is None else f"-/{fmt(budget)}"
+    return fmt(used) if budget is None else f"{fmt(used)}/{fmt(budget)}"
+
+
 def render_status(status: dict) -> str:
     n = status["node"]
     lines = [f"node {n['name']}  {n['address']}  pid {n['pid']}  up {n['uptime_s']:.0f} s"]
@@ -169,14 +185,22 @@ def render_status(status: dict) -> str:
     if election.get("fenced"):
         lead += "  [lease lost: this node cannot hear a majority of voters]"
     lines.append(lead)
-    rows = [("AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE")]
+    rows = [("AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "CPU", "MEMORY", "NOTE")]
     for a in status["agents"]:
-        note = a.get("reason") or ("embedded" if a.get("embedded") else "")
+        notes = [a.get("reason") or ("embedded" if a.get("embedded") else "")]
+        if a.get("throttled"):
+            notes.append("throttled now")
+        if a.get("throttled_s"):
+            notes.append(f"throttled {a['throttled_s']:.1f} s")
+        if a.get("budget_kills"):
+            notes.append(f"budget kills {a['budget_kills']}")
+        budget = a.get("budget") or {}
         rows.append((a["name"], a.get("node") or "-", a["state"], str(a["pid"] or "-"), _dash(a["restarts"]),
-                     _dash(a["messages"]), note))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+                     _dash(a["messages"]), _against(a.get("cpu"), budget.get("cpu"), _cores),
+                     _against(a.get("memory_bytes"), budget.get("memory"), _megabytes), "; ".join(n for n in notes if n)))
+    widths = [max(len(r[i]) for r in rows) for i in range(8)]
     for r in rows:
-        lines.append(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[6]).rstrip())
+        lines.append(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[8]).rstrip())
     if len(rows) == 1:
         lines.append("(no agents)")
     members = status.get("members") or []
@@ -197,10 +221,27 @@ def render_status(status: dict) -> str:
 @main.command()
 @click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def status(node: str | None, as_json: bool) -> None:
-    """Show the node and its agents."""
-    st = _with_client(node, lambda client: client.status())
-    click.echo(json.dumps(st, indent=2) if as_json else render_status(st))
+@click.option("--watch", is_flag=True, help="Redraw the table every --interval seconds until Ctrl-C.")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds, with --watch.")
+def status(node: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """Show the node, the leader and every agent (with CPU and memory against budgets)."""
+    if watch and as_json:
+        raise BadArgument("--watch draws a table; it does not go with --json")
+    if not watch:
+        st = _with_client(node, lambda client: client.status())
+        click.echo(json.dumps(st, indent=2) if as_json else render_status(st))
+        return
+
+    def loop(client) -> None:
+        while True:
+            table = render_status(client.status())
+            click.echo("\x1b[H\x1b[2J" + table + f"\n\n(every {interval:g} s; Ctrl-C to stop)", nl=True)
+            time.sleep(interval)
+
+    try:
+        _with_client(node, loop)
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

@@ -15,6 +15,16 @@ A spec has two parts, both optional::
     election_timeout_min = "150ms"    # a follower waits a random time in [min, max]
     election_timeout_max = "300ms"    #   without heartbeats before standing for leader
     heartbeat = "50ms"                # the leader's heartbeat interval
+    capacity = { cpu = 2.0, memory = "4GB" }  # what agents' budgets may add up to here
+                                      # (default: the machine's cores and memory)
+
+    [pools.db]                        # a mesh-wide pool of 100 units (the leader counts)
+    size = 100
+    lease = "10s"                     # a grant not renewed for this long is lost
+
+    [limits.api]                      # a mesh-wide rate limit: 1000 permits per 60 s
+    rate = 1000
+    per = "60s"
 
     [[agents]]
     name = "planner"                  # unique in the node
@@ -31,6 +41,7 @@ A spec has two parts, both optional::
     placement = "spread"              # "spread" (default), "pack" or "local": where the
                                       # leader places it (see mesh.core.placement)
     node = "lab"                      # or: always run on this node (pinned)
+    budget = { cpu = 0.5, memory = "256MB" }  # cores, bytes; enforced by the node
 
 Units:
 
@@ -80,6 +91,7 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "check_importable",
+    "check_capacity",
 ]
 
 RESTART_POLICIES = ("never", "on-failure", "always")
@@ -108,7 +120,7 @@ _SIZE_UNITS = {
 }
 
 _NODE_KEYS = ("name", "listen", "path", "wave_size", "wave_timeout", "stop_timeout", "max_message", "voter",
-              "election_timeout_min", "election_timeout_max", "heartbeat")
+              "election_timeout_min", "election_timeout_max", "heartbeat", "capacity")
 PLACEMENTS = ("spread", "pack", "local")
 _AGENT_KEYS = (
     "name",
@@ -124,8 +136,10 @@ _AGENT_KEYS = (
     "config",
     "placement",
     "node",
+    "budget",
 )
-_TOP_KEYS = ("node", "agents")
+_TOP_KEYS = ("node", "agents", "pools", "limits")
+MAX_CPU = 4096.0  # cores: more than any machine has, less than nonsense
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,8 @@ class AgentSpec:
     config: dict = field(default_factory=dict)  #: keyword arguments for the class constructor
     placement: str = "spread"  #: one of PLACEMENTS: where the leader places the replicas
     node: str | None = None  #: pinned to this node (placement does not apply)
+    budget_cpu: float | None = None  #: cores this agent's process tree may use on average
+    budget_memory: int | None = None  #: bytes (PSS) this agent's process tree may occupy
 
     def __post_init__(self) -> None:
         if self.max_restarts is None:
@@ -184,7 +200,26 @@ class NodeSpec:
     election_timeout_min: float = 0.150  #: seconds
     election_timeout_max: float = 0.300  #: seconds
     heartbeat: float = 0.050  #: seconds
+    capacity_cpu: float | None = None  #: cores for budgets here; None = the machine's
+    capacity_memory: int | None = None  #: bytes for budgets here; None = the machine's
+    pools: tuple[tuple[str, int, float], ...] = ()  #: (name, size, lease seconds)
+    limits: tuple[tuple[str, int, float], ...] = ()  #: (name, rate, per seconds)
     agents: tuple[AgentSpec, ...] = ()
+
+    def capacity(self) -> tuple[float, int]:
+        """(cores, bytes) the budgets of agents placed here may add up to."""
+        cpu = self.capacity_cpu
+        if cpu is None:
+            try:
+                cpu = float(len(os.sched_getaffinity(0)))
+            except AttributeError:  # pragma: no cover - not Linux
+                cpu = float(os.cpu_count() or 1)
+        memory = self.capacity_memory
+        if memory is None:
+            import psutil
+
+            memory = int(psutil.virtual_memory().total)
+        return cpu, memory
 
     def import_path(self) -> list[str]:
         """Folders to put first on sys.path: base_dir, then path, then the cwd; no duplicates."""
@@ -447,6 +482,8 @@ def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) ->
     lo = kwargs.get("election_timeout_min", NodeSpec.election_timeout_min)
     hi = kwargs.get("election_timeout_max", NodeSpec.election_timeout_max)
     beat = kwargs.get("heartbeat", NodeSpec.heartbeat)
+    if "capacity" in node:
+        kwargs["capacity_cpu"], kwargs["capacity_memory"] = _parse_resources(node["capacity"], "node.capacity", check)
     if hi < lo:
         raise check.fail("node.election_timeout_max", f"must not be less than election_timeout_min ({hi:g}s < {lo:g}s)")
     if beat >= lo:
@@ -457,7 +494,76 @@ def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) ->
         raise check.fail("agents", f"expected an array of tables ([[agents]]), got {_type_name(raw_agents)}")
     agents = tuple(_parse_agent(entry, i, check) for i, entry in enumerate(raw_agents))
     _check_unique(agents, check)
+    kwargs["pools"] = _parse_named(data.get("pools", {}), "pools", ("size", "lease"), check)
+    kwargs["limits"] = _parse_named(data.get("limits", {}), "limits", ("rate", "per"), check)
     return NodeSpec(file=file, base_dir=base, agents=agents, **kwargs)
+
+
+def _parse_resources(value: object, key: str, check: _Checker) -> tuple[float | None, int | None]:
+    """``{ cpu = 0.5, memory = "256MB" }``: cores (a positive number) and bytes (a positive size)."""
+    if not isinstance(value, dict):
+        raise check.fail(key, f"expected a table like {{ cpu = 0.5, memory = \"256MB\" }}, got {_type_name(value)}")
+    check.unknown_keys(value, ("cpu", "memory"), f"{key}.")
+    cpu = memory = None
+    if "cpu" in value:
+        cpu = value["cpu"]
+        if not _is_number(cpu) or not math.isfinite(cpu):
+            raise check.fail(f"{key}.cpu", f"expected a number of cores, got {_type_name(cpu)}")
+        if not 0 < cpu <= MAX_CPU:
+            raise check.fail(f"{key}.cpu", f"must be more than 0 and at most {MAX_CPU:g} cores, got {cpu!r}")
+        cpu = float(cpu)
+    if "memory" in value:
+        memory = parse_size(value["memory"], f"{key}.memory", check.file)
+        if memory <= 0:
+            raise check.fail(f"{key}.memory", "must be more than 0 bytes")
+    if cpu is None and memory is None:
+        raise check.fail(key, "give cpu, memory or both")
+    return cpu, memory
+
+
+def _parse_named(value: object, key: str, fields: tuple[str, str], check: _Checker) -> tuple:
+    """``[pools.NAME] size = N, lease = "10s"`` or ``[limits.NAME] rate = N, per = "60s"``."""
+    if not isinstance(value, dict):
+        raise check.fail(key, f"expected tables like [{key}.NAME], got {_type_name(value)}")
+    count, duration = fields
+    out = []
+    for name, table in value.items():
+        where = f"{key}.{name}"
+        reason = _name_problem(str(name))
+        if reason is not None:
+            raise check.fail(where, f"invalid name {name!r}: {reason}")
+        if not isinstance(table, dict):
+            raise check.fail(where, f"expected a table, got {_type_name(table)}")
+        check.unknown_keys(table, fields, f"{where}.")
+        if count not in table:
+            raise check.fail(f"{where}.{count}", "missing")
+        n = check.integer(table[count], f"{where}.{count}", low=1, high=2**31 - 1)
+        if key == "pools":
+            seconds = check.duration(table.get(duration, 10.0), f"{where}.{duration}", positive=True)
+        else:
+            if duration not in table:
+                raise check.fail(f"{where}.{duration}", "missing (the period the rate is counted over)")
+            seconds = check.duration(table[duration], f"{where}.{duration}", positive=True)
+        out.append((str(name), n, seconds))
+    return tuple(out)
+
+
+def check_capacity(spec: NodeSpec, alone: bool) -> None:
+    """Refuse a spec whose budgets cannot fit: the agents that must run on this node (all of
+    them when it runs ``alone``, else the pinned and local ones) must fit its capacity."""
+    cpu_cap, mem_cap = spec.capacity()
+    here = [a for a in spec.agents if alone or a.node == spec.name or (a.node is None and a.placement == "local")]
+    for what, cap, get, unit in (("cpu", cpu_cap, lambda a: a.budget_cpu or 0.0, "cores"),
+                                 ("memory", mem_cap, lambda a: a.budget_memory or 0, "bytes")):
+        parts = [(a, get(a)) for a in here if get(a)]
+        total = sum(a.replicas * v for a, v in parts)
+        if total > cap + 1e-9:
+            detail = ", ".join(f"{a.name} {a.replicas} x {v:g}" if a.replicas > 1 else f"{a.name} {v:g}" for a, v in parts)
+            given = "node.capacity" if (spec.capacity_cpu if what == "cpu" else spec.capacity_memory) is not None \
+                else "the machine's"
+            raise SpecError(spec.file, f"node.capacity.{what}",
+                            f"the budgets of the agents that must run here add up to {total:g} {unit} of {what},"
+                            f" more than the capacity of {cap:g} {unit} ({given}): {detail}")
 
 
 def _parse_path(value: object, base: str, check: _Checker) -> tuple[str, ...]:
@@ -518,6 +624,9 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
         pinned = check.name(entry["node"], f"{where}.node", "node name")
         if "placement" in entry:
             raise check.fail(f"{where}.node", "give either node (pinned) or placement, not both")
+    budget_cpu = budget_memory = None
+    if "budget" in entry:
+        budget_cpu, budget_memory = _parse_resources(entry["budget"], f"{where}.budget", check)
 
     spec = AgentSpec(
         name=name,
@@ -533,6 +642,8 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
         config=dict(config),
         placement=placement,
         node=pinned,
+        budget_cpu=budget_cpu,
+        budget_memory=budget_memory,
     )
     if replicas > 1:
         for instance in spec.instance_names():
@@ -661,9 +772,11 @@ def agent_to_wire(agent: AgentSpec, node: NodeSpec) -> dict:
         "config": json.loads(json.dumps(agent.config, default=str)),
         "path": node.import_path(),
         "cwd": node.base_dir,
-        "cpu": 0.0,
-        "memory": 0,
+        "cpu": agent.budget_cpu or 0.0,
+        "memory": agent.budget_memory or 0,
     }
+    if agent.budget_cpu is not None or agent.budget_memory is not None:
+        out["budget"] = {k: v for k, v in (("cpu", agent.budget_cpu), ("memory", agent.budget_memory)) if v is not None}
     if agent.node is not None:
         out["node"] = agent.node
     else:

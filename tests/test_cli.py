@@ -140,11 +140,12 @@ def test_status_prints_the_node_and_a_row_per_agent(start_node, cli):
 
     assert lines[0].startswith(f"node t  {node.address}  pid {node.proc.pid}  up ")
     assert lines[1].startswith("leader t (term ") and lines[1].endswith("this node")
-    assert lines[2].split() == ["AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "NOTE"]
+    assert lines[2].split() == ["AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "CPU", "MEMORY", "NOTE"]
     rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert set(rows) == {"counter", "echo"}
     for name, row in rows.items():
         assert row[1:5] == ["t", "running", str(pids[name]), "0"]
+        assert row[7].endswith("MB")  # the node samples every agent's memory
 
 
 def test_status_json_describes_the_node_and_every_agent(start_node, cli):

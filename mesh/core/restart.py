@@ -71,10 +71,12 @@ class RestartTracker:
     def restarts_in_window(self) -> int:
         return len(self._restarts)
 
-    def on_exit(self, now: float, code: int) -> Decision:
+    def on_exit(self, now: float, code: int, why: str | None = None) -> Decision:
+        """What to do about an exit with ``code``; ``why`` is a failure the node itself caused
+        (an agent ended for going over its memory budget): it counts as a crash whatever the code."""
         policy = self.policy
-        how = describe_exit(code)
-        clean = code == 0
+        how = why or describe_exit(code)
+        clean = code == 0 and why is None
         if policy.mode == "never" or (policy.mode == "on-failure" and clean):
             return Decision("stop" if clean else "fail", reason=how)
         restarts = self._restarts

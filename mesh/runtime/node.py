@@ -40,6 +40,7 @@ from ..core.conductor import conduct
 from ..core.election import ElectionConfig
 from ..core.gossip import GossipConfig
 from ..spec import AgentSpec, NodeSpec, agent_from_wire, agent_to_wire
+from .budgets import Enforcer
 from .gossiper import GOSSIP_RECIPIENT, Gossiper
 from .leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from .transport import BadFrames, context, recv_request, tune_socket
@@ -52,6 +53,7 @@ _FAIL = int(wire.Kind.FAIL)
 _EVENT = int(wire.Kind.EVENT)
 AGENTS_PREFIX = "$agents/"
 ASSIGN_PREFIX = "$assign/"
+BUDGET_PREFIX = "$budget/"  #: $budget/AGENT: the last time the node ended AGENT for its budget, and why
 
 STATES = ("starting", "running", "restarting", "failed", "stopped")
 #: States an agent the node does not run may show in `mesh status`: declared but no leader
@@ -109,6 +111,7 @@ class Instance:
     import_path: list[str] = field(default_factory=list)
     cwd: str | None = None
     stop_grace: float | None = None  # seconds before SIGKILL when retiring, if not the stop timeout
+    budget_kills: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -128,7 +131,15 @@ class Instance:
             "group": self.group,
             "reason": self.reason,
             "bad_frames": self.bad_frames,
+            "budget": _budget_of(self.spec),
+            "budget_kills": self.budget_kills,
         }
+
+
+def _budget_of(spec: AgentSpec | None) -> dict | None:
+    if spec is None or (spec.budget_cpu is None and spec.budget_memory is None):
+        return None
+    return {"cpu": spec.budget_cpu, "memory": spec.budget_memory}
 
 
 def _stop_term(inst: "Instance") -> None:
@@ -177,6 +188,9 @@ class Node:
         )
         self._published: dict[str, dict] = {}
         self.leadership: Leadership | None = None
+        self.enforcer: Enforcer | None = None
+        self._record: dict | None = None
+        self._next_record = 0.0
         self._written_assignment: dict | None = None
         self._stale_seen: set[tuple] = set()
         self.stale_decisions = 0  #: decisions from an older term this node refused
@@ -207,14 +221,23 @@ class Node:
             router.close(0)
             self.router = None
             raise MeshError(str(exc)) from None
+        self.enforcer = Enforcer(on_event=self.on_event)
         self._publish_record()
 
     def _publish_record(self) -> None:
-        """``$node/NAME``: whether this node votes, and the agents its spec declares (for the leader)."""
+        """``$node/NAME``: whether this node votes, the agents its spec declares, its pools and
+        limits, its capacity and load (for the leader). Rewritten only when it changes."""
+        cpu, memory = self.spec.capacity()
+        used_cpu, used_memory = self.enforcer.load() if self.enforcer else (0.0, 0)
         record = {"voter": self.spec.voter, "address": self.advertise or self.connect_address,
                   "agents": [agent_to_wire(a, self.spec) for a in self.spec.agents],
+                  "pools": [list(p) for p in self.spec.pools], "limits": [list(x) for x in self.spec.limits],
+                  "capacity": {"cpu": cpu, "memory": memory},
+                  "load": {"cpu": round(used_cpu, 1), "memory": used_memory // 10_000_000 * 10_000_000},
                   "stopping": self._stop_deadline is not None}
-        self.gossip.write(NODE_PREFIX + self.name, record, system=True)
+        if record != self._record:
+            self._record = record
+            self.gossip.write(NODE_PREFIX + self.name, record, system=True)
 
     @property
     def connect_address(self) -> str:
@@ -242,6 +265,7 @@ class Node:
         try:
             self._serve()
         finally:
+            self.enforcer.close()  # nothing stays stopped
             self._kill_everything()
             if self._stop_requested:
                 self.leadership.forget_peers()
@@ -283,6 +307,9 @@ class Node:
                         return
                 else:
                     self._follow_the_leader(now)
+                    if now >= self._next_record:
+                        self._next_record = now + 1.0
+                        self._publish_record()
                     self._start_due(now)
                     self._expire_embedded(now)
                     self._publish_directory()
@@ -460,7 +487,7 @@ class Node:
                 if inst.state == "running" and inst.endpoint:
                     want[inst.name] = {"node": self.name, "endpoint": inst.endpoint, "incarnation": inst.incarnation,
                                        "pid": inst.pid, "max_frame": inst.max_frame or self.spec.max_message,
-                                       "state": "running"}
+                                       "state": "running", "budget": _budget_of(inst.spec)}
                 elif not inst.embedded:
                     # Not reachable right now, but ours: senders elsewhere wait for a restart,
                     # and learn why when it has failed.
@@ -493,7 +520,12 @@ class Node:
         ]
 
     def status(self) -> dict:
-        agents = [inst.as_status(self.name) for inst in self.instances.values()]
+        agents = []
+        for inst in self.instances.values():
+            entry = inst.as_status(self.name)
+            entry.update({"cpu": None, "memory_bytes": None, "throttled_s": 0.0, "throttled": False})
+            entry.update(self.enforcer.info(inst.name) if self.enforcer else {})
+            agents.append(entry)
         local = {a["name"] for a in agents}
         for key, entry in sorted(self.gossip.node.items(AGENTS_PREFIX).items()):
             name = key[len(AGENTS_PREFIX):]
@@ -506,7 +538,8 @@ class Node:
                            "restarts": None, "messages": None, "incarnation": entry.get("incarnation", 0),
                            "endpoint": entry.get("endpoint"), "embedded": False, "group": name,
                            "reason": entry.get("reason", ""),
-                           "bad_frames": None, "remote": True})
+                           "bad_frames": None, "remote": True, "budget": entry.get("budget"), "budget_kills": None,
+                           "cpu": None, "memory_bytes": None, "throttled_s": None, "throttled": None})
         # What the leader assigned but no node runs yet, and what waits for a leader.
         listed = {a["name"] for a in agents}
         latest = self._latest_assignment()
@@ -713,6 +746,7 @@ class Node:
         if inst.popen is None:
             self._forget(inst)
             return
+        self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
         _stop_term(inst)
         inst.term_sent_at = now
         if grace is not None:
@@ -748,7 +782,12 @@ class Node:
                 if node == self.name or state_of.get(node) in ("alive", "suspect"):
                     running[key[len(AGENTS_PREFIX):]] = node
         try:
-            decision = conduct(specs, state_of, usable, previous, running)
+            supply = {}
+            for n, r in records.items():
+                cap = r.get("capacity")
+                if isinstance(cap, dict) and isinstance(cap.get("cpu"), (int, float)) and isinstance(cap.get("memory"), int):
+                    supply[n] = (float(cap["cpu"]), cap["memory"])
+            decision = conduct(specs, state_of, usable, previous, running, supply)
         except (KeyError, TypeError, ValueError) as exc:  # a malformed record from some node
             log.warning("cannot place agents: %s", exc)
             return
@@ -847,6 +886,7 @@ class Node:
                 start_new_session=True,
             )
         inst.pid = inst.popen.pid
+        self.enforcer.track(inst.name, inst.pid, spec.budget_cpu, spec.budget_memory)
         inst.state = "starting"
         inst.endpoint = None
         inst.started_at = now
@@ -864,6 +904,7 @@ class Node:
             if exited is None:
                 continue
             # Kill what the agent forked while its pid still names the group, then reap it.
+            why = self.enforcer.untrack(inst.name)
             _kill_group(popen.pid)
             code = popen.wait()
             inst.popen = None
@@ -876,8 +917,12 @@ class Node:
                 inst.state = "stopped"
                 inst.reason = "node stopped"
                 continue
-            decision = inst.tracker.on_exit(now, code)
+            decision = inst.tracker.on_exit(now, code, why)
             inst.reason = decision.reason
+            if why:
+                inst.budget_kills += 1
+                self.gossip.write(BUDGET_PREFIX + inst.name, {"agent": inst.name, "node": self.name, "reason": why,
+                                                              "kills": inst.budget_kills, "at": time.time()}, system=True)
             if decision.action == "restart":
                 inst.state = "restarting"
                 inst.restarts += 1
@@ -922,6 +967,7 @@ class Node:
             self._publish_record()  # and says it is stopping: nothing new is placed here
         for inst in self.instances.values():
             if inst.popen is not None:
+                self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
                 try:
                     inst.popen.send_signal(signal.SIGTERM)
                 except ProcessLookupError:
@@ -955,7 +1001,8 @@ class Node:
 def _placeholder(name: str, node: str | None, state: str, reason: str, group: str) -> dict:
     return {"name": name, "node": node, "pid": None, "state": state, "restarts": None, "messages": None,
             "incarnation": 0, "endpoint": None, "embedded": False, "group": group, "reason": reason,
-            "bad_frames": None, "remote": True}
+            "bad_frames": None, "remote": True, "budget": None, "budget_kills": None, "cpu": None,
+            "memory_bytes": None, "throttled_s": None, "throttled": None}
 
 
 def _kill_group(pgid: int) -> None:

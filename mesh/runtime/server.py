@@ -314,8 +314,9 @@ class Server:
         """Heartbeats to the node; re-registration after a node restart; orphan detection.
 
         The parent is watched until the actor has stopped, not only until a stop is
-        asked for: when the node dies the kernel's PDEATHSIG (SIGTERM) starts the
-        graceful stop first, and an on_stop that hangs must still be cut short.
+        asked for: when the node dies the kernel's PDEATHSIG (SIGCONT) resumes an agent
+        the node had stopped, this watch starts the graceful stop, and an on_stop that
+        hangs is still cut short.
         """
         parent = int(os.environ.get("MESH_NODE_PID") or os.getppid()) if self.supervised else os.getppid()
         last_beat = 0.0
@@ -341,6 +342,10 @@ class Server:
 
     def _orphaned(self) -> None:
         log.warning("%s: the node that started this agent is gone; stopping", self.name)
+        try:  # the node may have left the whole group stopped (CPU throttling): resume it
+            os.killpg(os.getpgrp(), signal.SIGCONT)
+        except OSError:
+            pass
         self._stopping.set()
         if self._stopped.wait(ORPHAN_GRACE_S):
             return
@@ -390,7 +395,7 @@ def _bind_for(node: str) -> str:
 
 
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGTERM this process when its parent (the node) dies."""
+    """Ask the kernel to SIGCONT this process when its parent (the node) dies."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -398,7 +403,9 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # SIGCONT, not SIGTERM: an agent the node had stopped (CPU throttling) must first run
+        # again; the parent watch in the link thread then stops it within 0.25 s.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGCONT, 0, 0, 0)
     except Exception:  # the getppid() watch in the link thread still covers it
         pass
 
