@@ -222,3 +222,59 @@ class WhoAmI(mesh.Actor):
 
     def on_message(self, message):
         return {"name": os.environ.get("MESH_AGENT_NAME"), "pid": os.getpid(), "node": os.environ.get("MESH_NODE")}
+
+
+class MemoryHog(mesh.Actor):
+    """Allocates ``step_mb`` every ``every`` seconds (100 MB/s by default), writing its own PSS and
+    the time to ``journal`` before each step."""
+
+    def __init__(self, journal: str, step_mb: int = 5, every: float = 0.05):
+        self.journal, self.step, self.every = journal, step_mb * 1_000_000, every
+        self.blocks = []
+
+    def on_start(self):
+        import psutil
+
+        self.me = psutil.Process()
+        self.mesh.every(self.every, {"grow": True})
+
+    def _grow(self):
+        pss = self.me.memory_full_info().pss
+        with open(self.journal, "a") as f:
+            f.write(f"{time.time()} {pss} {os.getpid()}\n")
+        block = bytearray(self.step)
+        for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+            block[i] = 1
+        self.blocks.append(block)
+
+    def on_message(self, message):
+        if isinstance(message, dict) and message.get("grow"):
+            return self._grow()
+        return {"pid": os.getpid(), "held_mb": len(self.blocks) * self.step // 1_000_000}
+
+
+class BusyLoop(mesh.Actor):
+    """Burns CPU in a thread (and, with ``child``, in a forked child process too) while answering asks."""
+
+    def __init__(self, child: bool = False, own: bool = True):
+        self.child, self.own = child, own
+        self.proc = None
+
+    def on_start(self):
+        import subprocess
+        import sys
+        import threading
+
+        if self.own:
+            threading.Thread(target=self._burn, daemon=True).start()
+        if self.child:
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+    @staticmethod
+    def _burn():
+        x = 0
+        while True:
+            x += 1
+
+    def on_message(self, message):
+        return {"pid": os.getpid(), "child": self.proc.pid if self.proc else None}
