@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from conftest import run_cli, wait_until
+from conftest import TESTS, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,3 +105,32 @@ def test_no_agent_is_left_stopped_when_the_node_is_sigkilled(start_node):
     node.proc.wait()
     gone, alive = psutil.wait_procs(procs, timeout=10)
     assert alive == [], [(p.pid, p.status()) for p in alive]
+
+
+def test_a_spec_whose_budgets_exceed_the_capacity_is_refused(tmp_path, mesh_home):
+    spec = tmp_path / "big.toml"
+    spec.write_text('[node]\nname = "small"\nlisten = "tcp://127.0.0.1:7799"\ncapacity = { cpu = 1.0, memory = "1GB" }\n'
+                    f'path = ["{TESTS}"]\n'
+                    '[[agents]]\nname = "w"\nclass = "actors:Echo"\nreplicas = 3\nbudget = { cpu = 0.5 }\n')
+    res = run_cli("up", str(spec), timeout=30)
+    assert res.returncode == 2
+    assert "node.capacity.cpu" in res.stderr and "1.5 cores of cpu, more than the capacity of 1 cores" in res.stderr
+    assert "w 3 x 0.5" in res.stderr
+
+
+def test_the_leader_places_within_each_nodes_capacity_and_says_what_does_not_fit(start_node):
+    b = start_node("", name="b", node_extra='capacity = { cpu = 0.5 }')
+    a = start_node('[[agents]]\nname = "w"\nclass = "actors:Echo"\nreplicas = 4\nbudget = { cpu = 0.5 }\n',
+                   name="a", node_extra='capacity = { cpu = 1.0 }', wait=False, args=("--join", b.address))
+
+    def settled():
+        st = a.status()
+        by = {x["name"]: x for x in st["agents"] if x["name"].startswith("w.")}
+        states = sorted(x["state"] for x in by.values())
+        return by if states == ["running", "running", "running", "unplaced"] else None
+
+    by = wait_until(settled, 30, "three replicas running and one unplaced")
+    nodes = sorted(x["node"] for x in by.values() if x["state"] == "running")
+    assert nodes == ["a", "a", "b"]  # 2 x 0.5 on a (capacity 1), 1 x 0.5 on b (capacity 0.5)
+    (left,) = [x for x in by.values() if x["state"] == "unplaced"]
+    assert left["node"] is None and "fits on no live node" in left["reason"] and "cpu 0.5" in left["reason"]
