@@ -70,6 +70,7 @@ def test_requests_are_served_strictly_in_order_a_big_one_blocks_the_small_ones_b
     out = c.release(first.lease_id, 0.3)
     assert granted(out) == ["big"]  # and "small" still waits behind it
     big = only(out, Granted)
+    assert big.waited == pytest.approx(0.2)  # queued at 0.1, granted at 0.3
     assert granted(c.release(big.lease_id, 0.4)) == ["small"]
 
 
@@ -329,6 +330,8 @@ def test_the_holder_view_counts_from_sending_and_a_renewal_extends_it():
     g = Granted("r", "a", "db", 2, "t1:1", 10.5)
     view = HeldLease.from_grant(g, sent=9.4, lease_ttl=1.0)
     assert view.valid_until == 10.4 and view.valid(10.3) and not view.valid(10.4)
+    # Time spent waiting in the queue is added: the coordinator granted it that much later.
+    assert HeldLease.from_grant(Granted("r", "a", "db", 2, "t1:1", 12.5, waited=2.0), 9.4, 1.0).valid_until == 12.4
     assert view.renewed(sent=10.0, now=10.2, lease_ttl=1.0) and view.valid_until == 11.0
     assert view.renewed(sent=9.9, now=10.3, lease_ttl=1.0) and view.valid_until == 11.0  # reordered: no shrink
     with pytest.raises(ValueError):
@@ -365,12 +368,11 @@ class _Holding:
 class World:
     """The ledger of what holders believe, and the checks."""
 
-    def __init__(self, seed: int, rng: random.Random, naive_holders: bool = False):
+    def __init__(self, seed: int, rng: random.Random):
         self.seed = seed
         self.ttl = rng.uniform(0.3, 0.8)
         self.pools = {"db": PoolSpec(rng.randint(1, 5)), "gpu": PoolSpec(rng.randint(1, 2))}
         self.limits = {"api": LimitSpec(rng.randint(1, 8), rng.choice([0.5, 1.0, 2.0]))}
-        self.naive_holders = naive_holders
         self.beliefs: dict[tuple[str, str], tuple[str, int, float]] = {}  # (holder, lease) -> (pool, n, until)
         self.asked: dict[str, tuple[float, float]] = {}  # request id -> (sent, deadline)
         self.decided: dict[str, float] = {}  # request id -> when the holder learned the answer
@@ -541,10 +543,7 @@ class Holder:
             h = self.holding.get(e.lease_id)
             if h is None:
                 return []
-            if w.naive_holders and not h.view.valid(now):
-                h.view.valid_until = max(h.view.valid_until, m["sent"] + ttl)  # the wrong rule
-                w.believe(self.id, h.view, now)
-            elif h.view.renewed(m["sent"], now, ttl):
+            if h.view.renewed(m["sent"], now, ttl):
                 w.believe(self.id, h.view, now)
             else:
                 w.stats["late renewal ignored"] += 1
@@ -553,10 +552,10 @@ class Holder:
         return []
 
 
-def chaos(seed: int, naive_holders: bool = False, forgetful_leaders: bool = False):
+def chaos(seed: int, forgetful_leaders: bool = False):
     """One run: faults until QUIET, then a clean network until END. Returns the world."""
     rng = random.Random(seed)
-    world = World(seed, rng, naive_holders)
+    world = World(seed, rng)
     holders = [f"h{i}" for i in range(4)]
 
     def factory(node, node_rng, storage, now):
@@ -609,6 +608,7 @@ def chaos(seed: int, naive_holders: bool = False, forgetful_leaders: bool = Fals
     # Liveness: once the faults stopped, every request was decided by its deadline plus BOUND.
     for request_id, (sent, deadline) in world.asked.items():
         if sent >= QUIET and deadline + BOUND < END:
+            world.stats["checked for liveness"] += 1
             decided = world.decided.get(request_id)
             if decided is None or decided > deadline + BOUND:
                 world.problems.append((seed, "undecided", request_id, sent, deadline, decided))
@@ -624,12 +624,11 @@ def test_many_seeds_never_hold_more_than_the_size_and_decide_every_request_in_ti
         problems += world.problems
         stats += world.stats
     assert problems == [], problems[:5]
-    # The runs really exercised what they claim to.
-    assert stats["leader changes"] > SEEDS
-    assert stats["Granted"] > 50 * SEEDS and stats["Expired"] > SEEDS
-    assert stats["timed out"] > SEEDS and stats["refused at once"] > SEEDS
-    assert stats["adopted"] > SEEDS and stats["renewal refused"] > 0
-    assert stats["holders crashed"] > 0 and stats["holders hung"] > 0
+    # The runs really exercised what they claim to (per seed, about half of what they average).
+    for what, per_seed in [("leader changes", 0.7), ("adopted", 1), ("Granted", 15), ("Expired", 1.5),
+                           ("timed out", 10), ("refused at once", 1), ("holders crashed", 0.3), ("holders hung", 0.3),
+                           ("checked for liveness", 5)]:
+        assert stats[what] >= per_seed * SEEDS, (what, stats[what])
     print(f"\n{SEEDS} seeds: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
 
 

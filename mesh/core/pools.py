@@ -26,7 +26,9 @@ refused at once, with a reason naming what is wrong.
 The holder's rule (:class:`HeldLease` implements it), all on the holder's own clock:
 
 * a lease granted in reply to a request the holder *sent* at ``t`` is valid until
-  ``t + lease_ttl`` (measured from sending, so network delay only shortens it);
+  ``t + waited + lease_ttl``, where ``waited`` (:attr:`Granted.waited`) is how long the
+  request waited in the coordinator's queue: a duration, so the clocks need not agree,
+  and measured from sending, so network delay only shortens the holder's view;
 * a renewal sent at ``t`` extends it to ``t + lease_ttl``, but only if the reply comes
   back while the lease is still valid: a lease that lapsed stays lapsed (the holder
   releases it and acquires again);
@@ -35,31 +37,32 @@ The holder's rule (:class:`HeldLease` implements it), all on the holder's own cl
 Guarantee: at no moment are more units of a pool held than its size, counting every
 lease that some holder may still believe valid by this rule.
 
-* Under one coordinator: it counts a lease until ``expires``, the arrival of the latest
-  grant or renewal plus ``lease_ttl``, which is never before the end of the holder's
-  view (sent earlier, same duration); it renews only leases it still counts, and grants
-  only what fits (``held + n <= size``).
+* Under one coordinator: it counts a lease until ``expires``, the time of the latest
+  grant or renewal plus ``lease_ttl``, never before the end of the holder's view (which
+  is measured from the holder's sending, earlier); it renews only leases it still
+  counts, and grants only what fits (``held + n <= size``).
 * Across a leader change: the new leader's coordinator (``recovering=True``) does not
   know the leases the old one granted. For one ``lease_ttl`` it grants nothing from
   pools, so a holder can only believe a lease the old leader granted, or one it renewed
   to the new leader. The old leader's replies answered requests sent before the change,
-  so each of its leases ends in its holder's view within one ``lease_ttl``: when the
-  grace ends, every lease a holder may believe was either renewed to the new leader or
-  has lapsed. A renewal of a lease the new coordinator does not know is *adopted*
-  (recorded with the holder, pool and ``n`` the renewal names) if it fits within the
-  pool's size among the leases adopted so far, refused otherwise; after the grace an
-  unknown lease is treated as expired. A renewal can cross the change in flight and
-  reach the new leader after the old one had already expired that lease and granted its
-  units again: the new leader cannot tell, and adopts it. That is why the holder's rule
-  ignores a renewal whose reply arrives after its lease lapsed: every renewal a holder
-  does believe renews a lease the old leader still counted, so what holders believe
-  during the grace is a subset of what was valid at the change, which fit. (The
-  coordinator only over-counts such a ghost until it expires or its holder releases it.)
+  so each of its leases ends in its holder's view within one ``lease_ttl`` of the
+  change: when the grace ends, every lease a holder may believe was either renewed to
+  the new leader or has lapsed. A renewal of a lease the new coordinator does not know
+  is *adopted* (recorded with the holder, pool and ``n`` the renewal names) if it fits
+  within the pool's size among the leases adopted so far, refused otherwise; after the
+  grace an unknown lease is treated as expired. A renewal can cross the change in
+  flight and reach the new leader after the old one had already expired that lease and
+  granted its units again: the new leader cannot tell, and adopts it. That is why the
+  holder's rule ignores a renewal whose reply arrives after its lease lapsed: every
+  renewal a holder does believe renews a lease the old leader still counted, so what
+  holders believe during the grace is a subset of what was valid at the change, which
+  fit. (The coordinator only over-counts such a ghost until it expires or its holder
+  releases it. A lease released during the grace is never adopted again.)
 
 What the guarantee assumes: the old leader stops granting before the new one starts
-(the runtime fences decisions by election term), and clocks run at the same rate
-(only durations cross the wire; the runtime gives holders a ``lease_ttl`` a little
-shorter than the coordinator's to cover drift).
+(the runtime fences decisions by election term), and the clocks of holders and leaders
+run at the same rate (only durations cross the wire; to cover drift, holders should
+count with a ``lease_ttl`` a little shorter than the coordinator's).
 
 A rate limit across a leader change: the new coordinator cannot know what the old one
 handed out, so it starts with an empty bucket (a fresh mesh starts full). Old and new
@@ -123,8 +126,10 @@ class LimitSpec:
 @dataclass(frozen=True)
 class Granted:
     """``n`` units of pool (or permits of limit) ``name`` for the request. A pool grant is a
-    lease ``lease_id`` the coordinator counts until ``expires`` unless renewed; a limit's
-    permit has ``lease_id`` and ``expires`` None."""
+    lease ``lease_id`` the coordinator counts until ``expires`` (its own clock) unless
+    renewed; a limit's permit has ``lease_id`` and ``expires`` None. ``waited`` is how long
+    the request waited in the queue, in seconds: the holder adds it to the time it sent the
+    request (see :class:`HeldLease`)."""
 
     request_id: str
     holder: str
@@ -132,6 +137,7 @@ class Granted:
     n: int
     lease_id: str | None
     expires: float | None
+    waited: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ class HeldLease:
         """The lease of a grant answering a request sent at ``sent``."""
         if granted.lease_id is None:
             raise ValueError("a rate limit's permit has no lease")
-        return cls(granted.lease_id, granted.name, granted.n, sent + lease_ttl)
+        return cls(granted.lease_id, granted.name, granted.n, sent + granted.waited + lease_ttl)
 
     def valid(self, now: float) -> bool:
         return now < self.valid_until
@@ -436,14 +442,15 @@ class Coordinator:
                 lease = Lease(f"{self.prefix}:{self._issued}", waiting.holder, name, waiting.n,
                               self.now + self.lease_ttl, waiting.request_id)
                 self._add(pool, lease)
-                out.append(Granted(waiting.request_id, waiting.holder, name, waiting.n, lease.lease_id, lease.expires))
+                out.append(Granted(waiting.request_id, waiting.holder, name, waiting.n, lease.lease_id, lease.expires,
+                                   self.now - waiting.since))
             return out
         limit = self._limits[name]
         while limit.queue and limit.tokens + _EPS >= limit.queue[0].n:
             waiting = limit.queue.popleft()
             self._decide(waiting.request_id)
             limit.tokens = max(0.0, limit.tokens - waiting.n)
-            out.append(Granted(waiting.request_id, waiting.holder, name, waiting.n, None, None))
+            out.append(Granted(waiting.request_id, waiting.holder, name, waiting.n, None, None, self.now - waiting.since))
         return out
 
     def _time_out(self) -> list:
