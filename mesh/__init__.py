@@ -16,13 +16,16 @@ msgpack frames. The public surface is small::
 
 from .actor import Actor, ActorContext
 from .errors import (
+    AcquireTimeout,
     ActorDied,
     ActorNotFound,
     AskTimeout,
     MailboxFull,
     MeshError,
     NodeUnavailable,
+    NotLeader,
     RemoteError,
+    ResourceError,
     SpecError,
     WireError,
 )
@@ -42,6 +45,7 @@ def connect(address: str | None = None, **options: object) -> Client:
 
 
 __all__ = [
+    "AcquireTimeout",
     "Actor",
     "ActorContext",
     "ActorDied",
@@ -52,7 +56,9 @@ __all__ = [
     "MailboxFull",
     "MeshError",
     "NodeUnavailable",
+    "NotLeader",
     "RemoteError",
+    "ResourceError",
     "SpecError",
     "WireError",
     "connect",

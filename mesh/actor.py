@@ -69,6 +69,15 @@ class ActorContext:
         """A reference to another actor, by name, anywhere in the mesh."""
         return self.client.actor(name)
 
+    def acquire(self, name: str, n: int = 1, timeout: float = 10.0):
+        """Wait for ``n`` units of the mesh-wide pool ``name`` (or permits of rate limit ``name``),
+        at most ``timeout`` seconds; returns a Lease, a context manager that releases them."""
+        return self.client.acquire(name, n, timeout, holder=self.name)
+
+    async def acquire_async(self, name: str, n: int = 1, timeout: float = 10.0):
+        """:meth:`acquire` for async handlers: ``async with await self.mesh.acquire_async("db"):``."""
+        return await self.client.acquire_async(name, n, timeout, holder=self.name)
+
     def after(self, delay: float, message: object) -> None:
         """Deliver ``message`` to this actor as a tell after ``delay`` seconds."""
         self._server.schedule(delay, message, None)

@@ -56,6 +56,18 @@ class RemoteError(MeshError):
         super().__init__(f"{type}: {message}")
 
 
+class NotLeader(MeshError):
+    """A request only the leader can answer reached another node (or no leader is elected yet)."""
+
+
+class ResourceError(MeshError):
+    """A pool or rate limit request was refused: an unknown name, too many units, a lost lease."""
+
+
+class AcquireTimeout(ResourceError, TimeoutError):
+    """A pool or rate limit request waited in line until its timeout."""
+
+
 # Errors that travel in FAIL envelopes carry one of these codes; anything else
 # (an exception raised by user code) travels as "remote".
 _CODES: dict[str, type[MeshError]] = {
@@ -64,6 +76,9 @@ _CODES: dict[str, type[MeshError]] = {
     "mailbox_full": MailboxFull,
     "timeout": AskTimeout,
     "bad_request": WireError,
+    "not_leader": NotLeader,
+    "refused": ResourceError,
+    "acquire_timeout": AcquireTimeout,
 }
 _NAMES = {cls: code for code, cls in _CODES.items()}
 

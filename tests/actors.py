@@ -278,3 +278,30 @@ class BusyLoop(mesh.Actor):
 
     def on_message(self, message):
         return {"pid": os.getpid(), "child": self.proc.pid if self.proc else None}
+
+
+class PoolUser(mesh.Actor):
+    """On {"rounds": N}: N times acquire one unit of ``pool``, note the grant in ``journal``,
+    hold it a random 20-80 ms, note the release, release. Answers how many it got."""
+
+    def __init__(self, journal: str, pool: str = "db"):
+        self.journal, self.pool = journal, pool
+
+    def _note(self, what: str) -> None:
+        with open(self.journal, "a") as f:
+            f.write(f"{time.time():.6f} {what} {self.mesh.name}\n")
+
+    def on_message(self, message):
+        import random
+
+        if "hold" in message:  # take n units and keep them (renewed in the background)
+            self.kept = self.mesh.acquire(self.pool, message["hold"], timeout=message.get("timeout", 10))
+            return {"pid": os.getpid(), "lease": self.kept.lease_id}
+        got = 0
+        for _ in range(message["rounds"]):
+            with self.mesh.acquire(self.pool, timeout=30):
+                self._note("grant")
+                time.sleep(random.uniform(0.02, 0.08))
+                self._note("release")
+            got += 1
+        return got

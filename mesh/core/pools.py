@@ -275,6 +275,19 @@ class Coordinator:
         self._deadlines: list[tuple[float, str]] = []  # heap, stale entries skipped
         self._issued = 0
 
+    def add(self, pools: dict[str, PoolSpec], limits: dict[str, LimitSpec]) -> None:
+        """Declare pools and limits that appeared since (a node joined): names already known
+        keep their spec. A new limit starts full unless the coordinator is recovering."""
+        for name, spec in sorted(pools.items()):
+            if name not in self._pools and name not in self._limits:
+                self._pools[name] = _Pool(spec)
+        for name, spec in sorted(limits.items()):
+            if name not in self._pools and name not in self._limits:
+                self._limits[name] = _Limit(spec, 0.0 if self.recovering else float(spec.rate), self.now)
+
+    def knows(self, name: str) -> bool:
+        return name in self._pools or name in self._limits
+
     @property
     def recovering(self) -> bool:
         """In the grace after a leader change: pools grant nothing, renewals are adopted."""

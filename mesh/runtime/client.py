@@ -24,10 +24,11 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
-from ..errors import ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, from_wire
+from ..errors import AcquireTimeout, ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, NotLeader, from_wire
 from .transport import FLUSHER, Channel, Unreachable, _close_dropped, context, snapshot, tune_socket
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .resources import Lease
     from .state import SharedState
 
 DEFAULT_NODE = "tcp://127.0.0.1:7700"
@@ -100,6 +101,9 @@ class Client:
         self._alinks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._all_alinks: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
+        self._leases: weakref.WeakSet = weakref.WeakSet()
+        self._renewer = None
+        self._leader_address: str | None = None
         if check:
             try:
                 answer = self.control("ping", timeout=connect_timeout)
@@ -134,21 +138,76 @@ class Client:
 
     def control(self, op: str, timeout: float = 5.0, **fields: object) -> object:
         """Send a request to the node and return its answer."""
+        return self.control_at(self.node, op, timeout, **fields)
+
+    def control_at(self, address: str, op: str, timeout: float = 5.0, /, **fields: object) -> object:
+        """Send a request to the node at ``address`` (another member) and return its answer."""
         msg_id = next(self.ids)
         frame = _encode(_CONTROL, msg_id, 0, self.name, NODE_RECIPIENT, {"op": op, **fields})
-        ch = self.channel(self.node)
+        ch = self.channel(address)
         try:
             try:
-                return ch.request(frame, msg_id, timeout, f"node at {self.node}")
+                return ch.request(frame, msg_id, timeout, f"node at {address}")
             except Unreachable:
                 # The request never left (the channel knew the node was gone, or nothing ever
                 # listened): once more on a fresh connection, say to a restarted node.
                 ch.dead = True
-                ch = self.channel(self.node)
-                return ch.request(frame, msg_id, timeout, f"node at {self.node}")
+                ch = self.channel(address)
+                return ch.request(frame, msg_id, timeout, f"node at {address}")
         except (AskTimeout, ActorDied):
             ch.dead = True
-            raise NodeUnavailable(f"no mesh node answers at {self.node} (is `mesh up` running?)") from None
+            raise NodeUnavailable(f"no mesh node answers at {address} (is `mesh up` running?)") from None
+
+    # -- pools and rate limits (kept by the leader) -----------------------------------
+
+    def acquire(self, name: str, n: int = 1, timeout: float = 10.0, *, holder: str | None = None) -> "Lease":
+        """Wait (in line, mesh-wide) for ``n`` units of pool ``name``, or ``n`` permits of rate
+        limit ``name``, at most ``timeout`` seconds. Returns a :class:`Lease` (a context
+        manager); raises AcquireTimeout, or ResourceError for a request that can never be
+        granted. While the mesh has no leader the request keeps trying until its timeout."""
+        from .resources import Renewer, granted_lease
+
+        holder = holder or self.name
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                why = f" (last: {last})" if last else ""
+                raise AcquireTimeout(f"no grant of {n} of {name!r} within {timeout:g} s{why}")
+            sent = time.monotonic()
+            request_id = f"{self.name}:{next(self.ids)}"
+            try:
+                answer = self._resource_call("acquire", remaining + 2.0, request_id=request_id, holder=holder,
+                                             name=name, n=n, timeout=remaining)
+            except (NotLeader, NodeUnavailable) as exc:  # an election, or the leader just died
+                last = exc
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            lease = granted_lease(self, answer, sent, holder)
+            if lease.lease_id is not None:
+                self._leases.add(lease)
+                if self._renewer is None:
+                    self._renewer = Renewer(self._leases)
+            return lease
+
+    async def acquire_async(self, name: str, n: int = 1, timeout: float = 10.0, *, holder: str | None = None):
+        """:meth:`acquire` without blocking the event loop (``async with await ...`` or ``await``)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self.acquire(name, n, timeout, holder=holder))
+
+    def _resource_call(self, op: str, timeout: float, /, **fields: object) -> object:
+        address = self._leader_address
+        if address is None:
+            info = self.control("leader", timeout=min(timeout, 5.0))
+            if not isinstance(info, dict) or not info.get("address"):
+                raise NotLeader(f"no leader is elected yet ({info.get('waiting') if isinstance(info, dict) else info})")
+            address = self._leader_address = info["address"]
+        try:
+            return self.control_at(address, op, timeout, **fields)
+        except (NotLeader, NodeUnavailable):
+            self._leader_address = None
+            raise
 
     # -- the directory -----------------------------------------------------------
 
@@ -216,6 +275,10 @@ class Client:
             self.flush()
         except Exception:
             pass
+        for lease in list(self._leases):
+            lease.release()
+        if self._renewer is not None:
+            self._renewer.stop()
         self._closed = True
         for ch in snapshot(self._channels):
             with ch.lock:

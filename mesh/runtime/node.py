@@ -35,7 +35,8 @@ import zmq
 
 from .. import wire
 from ..core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker, describe_exit
-from ..errors import ActorNotFound, MeshError, WireError, to_wire
+from ..core.pools import Granted, Refused
+from ..errors import AcquireTimeout, ActorNotFound, MeshError, NotLeader, ResourceError, WireError, to_wire
 from ..core.conductor import conduct
 from ..core.election import ElectionConfig
 from ..core.gossip import GossipConfig
@@ -43,6 +44,7 @@ from ..spec import AgentSpec, NodeSpec, agent_from_wire, agent_to_wire
 from .budgets import Enforcer
 from .gossiper import GOSSIP_RECIPIENT, Gossiper
 from .leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
+from .resources import Resources, declared_resources
 from .transport import BadFrames, context, recv_request, tune_socket
 
 log = logging.getLogger("mesh.node")
@@ -51,6 +53,7 @@ _CONTROL = int(wire.Kind.CONTROL)
 _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
 _EVENT = int(wire.Kind.EVENT)
+_DEFER = object()  # a control handler that will answer later (a pool request waiting in line)
 AGENTS_PREFIX = "$agents/"
 ASSIGN_PREFIX = "$assign/"
 BUDGET_PREFIX = "$budget/"  #: $budget/AGENT: the last time the node ended AGENT for its budget, and why
@@ -189,6 +192,10 @@ class Node:
         self._published: dict[str, dict] = {}
         self.leadership: Leadership | None = None
         self.enforcer: Enforcer | None = None
+        self.resources: Resources | None = None
+        self._resources_term = -1
+        self._replies: dict[str, tuple[bytes, int, str]] = {}  # request id -> (ident, corr id, sender)
+        self._resource_clashes: set[str] = set()
         self._record: dict | None = None
         self._next_record = 0.0
         self._written_assignment: dict | None = None
@@ -293,6 +300,8 @@ class Node:
                 self._handle(*got)
             if self._stop_deadline is None:
                 self.leadership.tick()
+                if self.resources is not None:
+                    self._deliver(self.resources.tick(time.monotonic()))
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_S
@@ -344,13 +353,115 @@ class Node:
             try:
                 if handler is None:
                     raise WireError(f"unknown op {body['op']!r:.40}")
-                answer = wire.encode(_REPLY, next(self._ids), env[2], "$node", env[4], handler(body))
+                result = handler(body) if body["op"] not in _DEFERRING else handler(body, ident, env[2], env[4])
+                if result is _DEFER:
+                    continue
+                answer = wire.encode(_REPLY, next(self._ids), env[2], "$node", env[4], result)
             except MeshError as exc:
                 answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(exc))
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf) raises OverflowError
                 err = WireError(f"bad {body['op']} request: {type(exc).__name__}: {exc}")
                 answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(err))
             self.router.send_multipart((ident, answer))
+
+    # -- pools and rate limits: the leader answers --------------------------------------------
+
+    def _op_leader(self, body: dict) -> dict:
+        lead = self.leadership.leader
+        address = None
+        if lead is not None:
+            record = self.gossip.node.get(NODE_PREFIX + lead)
+            address = record.get("address") if isinstance(record, dict) else None
+        out = {"leader": lead, "term": self.leadership.term, "address": address}
+        if lead is None:
+            out["waiting"] = self.election_status().get("waiting")
+        return out
+
+    def _leading(self) -> Resources:
+        if self.resources is None or not self.leadership.is_leader:
+            lead = self.leadership.leader
+            raise NotLeader(f"node {self.name} is not the leader" + (f" (the leader is {lead})" if lead else
+                                                                     " and no leader is elected yet"))
+        return self.resources
+
+    def _op_acquire(self, body: dict, ident: bytes, corr: int, sender: str) -> object:
+        res = self._leading()
+        request_id, holder, name = _str(body, "request_id"), _str(body, "holder"), _str(body, "name")
+        n, timeout = body.get("n", 1), body.get("timeout", 10.0)
+        if type(timeout) not in (int, float) or not timeout >= 0:
+            raise WireError("field 'timeout' must be a number of seconds")
+        self._replies[request_id] = (ident, corr, sender)
+        now = time.monotonic()
+        self._deliver(res.acquire(request_id, holder, name, n, now + min(float(timeout), 86400.0), now))
+        return _DEFER
+
+    def _op_renew(self, body: dict) -> dict:
+        res = self._leading()
+        lease_id, name = _str(body, "lease_id"), _str(body, "name")
+        effects = res.renew(lease_id, _str(body, "holder"), name, body.get("n"), time.monotonic())
+        self._deliver(effects)
+        for e in effects:
+            if type(e) is Refused and e.request_id == lease_id:
+                raise ResourceError(e.reason)
+        return {"renewed": lease_id, "lease_ttl": res.lease_ttl(name)}
+
+    def _op_release(self, body: dict) -> dict:
+        res = self._leading()
+        self._deliver(res.release(_str(body, "lease_id"), _str(body, "name"), time.monotonic()))
+        return {"released": True}
+
+    def _deliver(self, effects: list) -> None:
+        """Answer the waiting acquire requests the coordinator decided."""
+        for e in effects:
+            if type(e) is Granted:
+                waiter = self._replies.pop(e.request_id, None)
+                if waiter is None:
+                    continue
+                ident, corr, sender = waiter
+                body = {"request_id": e.request_id, "name": e.name, "n": e.n, "lease_id": e.lease_id,
+                        "waited": e.waited, "lease_ttl": self.resources.lease_ttl(e.name) if e.lease_id else None}
+                self.router.send_multipart((ident, wire.encode(_REPLY, next(self._ids), corr, "$node", sender, body)))
+            elif type(e) is Refused:
+                waiter = self._replies.pop(e.request_id, None)
+                if waiter is None:
+                    continue
+                ident, corr, sender = waiter
+                err = AcquireTimeout(e.reason) if e.reason.startswith("timed out") else ResourceError(e.reason)
+                self.router.send_multipart((ident, wire.encode(_FAIL, next(self._ids), corr, "$node", sender,
+                                                               to_wire(err))))
+
+    def _keep_resources(self, records: dict[str, dict]) -> None:
+        """The leader runs the coordinators of its term; anyone else runs none."""
+        lead = self.leadership
+        if not lead.is_leader or self._stop_deadline is not None:
+            if self.resources is not None:
+                self._drop_resources("leadership moved on")
+            return
+        declared, clashes = declared_resources(records)
+        for why in clashes:
+            if why not in self._resource_clashes:
+                self._resource_clashes.add(why)
+                self.on_event(why)
+        now = time.monotonic()
+        if self.resources is None or self._resources_term != lead.term:
+            if self.resources is not None:
+                self._drop_resources("a new term")
+            recovering = lead.term > 1
+            self.resources = Resources(f"{self.name}.{lead.term}", declared, recovering, now)
+            self._resources_term = lead.term
+            if declared:
+                self.on_event(f"keeping pools and limits {', '.join(sorted(declared))}"
+                              + (" (granting nothing new for one lease time: leases may still be held)"
+                                 if recovering else ""))
+        else:
+            self.resources.update(declared, now)
+
+    def _drop_resources(self, why: str) -> None:
+        for ident, corr, sender in list(self._replies.values()):
+            err = NotLeader(f"node {self.name} stopped leading ({why}); ask the new leader")
+            self.router.send_multipart((ident, wire.encode(_FAIL, next(self._ids), corr, "$node", sender, to_wire(err))))
+        self._replies.clear()
+        self.resources = None
 
     def _op_ping(self, body: dict) -> dict:
         return {"node": self.name, "pid": os.getpid(), "address": self.address, "max_frame": self.spec.max_message}
@@ -573,6 +684,7 @@ class Node:
             },
             "leader": self.leadership.leader,
             "term": self.leadership.term,
+            "resources": self.resources.snapshot(time.monotonic()) if self.resources is not None else None,
             "election": election,
             "agents": agents,
             "members": self.members(),
@@ -682,6 +794,7 @@ class Node:
         self.leadership.learn(records, {n: m["state"] for n, m in states.items()})
         if self.leadership.is_leader:
             self._conduct(states, records)
+        self._keep_resources(records)
         self._refuse_stale()
         visible = self._quorum_visible(states)
         if not visible:
@@ -962,6 +1075,8 @@ class Node:
         # A little beyond the longest stop timeout, so the per-agent SIGKILLs happen first.
         self._stop_deadline = now + max(self.spec.stop_timeout, longest) + 1.0
         self._queue = []
+        if self.resources is not None:
+            self._drop_resources("it is stopping")
         if self.leadership is not None:
             self.leadership.transfer()  # a leader hands over before it goes
             self._publish_record()  # and says it is stopping: nothing new is placed here
@@ -996,6 +1111,9 @@ class Node:
             inst.endpoint = None
             if not inst.reason or inst.reason == "node stopped":
                 inst.reason = "node stopped"
+
+
+_DEFERRING = ("acquire",)
 
 
 def _placeholder(name: str, node: str | None, state: str, reason: str, group: str) -> dict:
