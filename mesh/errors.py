@@ -56,6 +56,18 @@ class RemoteError(MeshError):
         super().__init__(f"{type}: {message}")
 
 
+class DeadlockDetected(MeshError):
+    """An ask would close a cycle of actors waiting on each other (A asks B, B asks A).
+
+    ``cycle`` names the actors in order, the first repeated at the end: ``["a", "b", "a"]``.
+    Raised at once in the actor whose ask would close the cycle, and, unless a handler
+    catches it, in every actor of the cycle waiting for an answer."""
+
+    def __init__(self, message: str, cycle: list[str] | None = None):
+        super().__init__(message)
+        self.cycle = list(cycle or [])
+
+
 class NotLeader(MeshError):
     """A request only the leader can answer reached another node (or no leader is elected yet)."""
 
@@ -77,6 +89,7 @@ _CODES: dict[str, type[MeshError]] = {
     "timeout": AskTimeout,
     "bad_request": WireError,
     "not_leader": NotLeader,
+    "deadlock": DeadlockDetected,
     "refused": ResourceError,
     "acquire_timeout": AcquireTimeout,
 }
@@ -87,6 +100,8 @@ def to_wire(exc: BaseException, traceback_text: str = "") -> dict:
     """The FAIL body for ``exc``: a small dict of strings, safe to msgpack."""
     code = _NAMES.get(type(exc))
     if code is not None:
+        if type(exc) is DeadlockDetected:
+            return {"code": code, "message": str(exc), "cycle": exc.cycle}
         return {"code": code, "message": str(exc)}
     if isinstance(exc, RemoteError):
         return {"code": "remote", "type": exc.type, "message": exc.message, "traceback": exc.traceback}
@@ -105,6 +120,9 @@ def from_wire(body: object) -> MeshError:
     code = body.get("code")
     message = str(body.get("message", ""))
     cls = _CODES.get(code) if isinstance(code, str) else None
+    if cls is DeadlockDetected:
+        cycle = body.get("cycle")
+        return DeadlockDetected(message, [str(c) for c in cycle[:1000]] if isinstance(cycle, list) else None)
     if cls is not None:
         return cls(message)
     return RemoteError(str(body.get("type", "Exception")), message, str(body.get("traceback", "")))

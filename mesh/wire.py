@@ -36,6 +36,9 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 #: Default cap on the number of envelopes in one batch frame.
 MAX_BATCH = 1024
 
+#: The longest chain of waiting actors an ask may carry.
+MAX_CHAIN = 256
+
 
 class Kind(enum.IntEnum):
     TELL = 1  #: fire and forget
@@ -64,6 +67,15 @@ def encode(kind: int, msg_id: int, corr_id: int, sender: str, recipient: str, bo
         raise WireError(f"message is not serializable: {exc}") from None
 
 
+def encode_ask(msg_id: int, sender: str, recipient: str, body: object, waiting: list) -> bytes:
+    """An ASK made while ``waiting`` (a list of actor names) wait on the sender: the 8th field
+    is that chain, for deadlock detection. Asks made outside a handler have 7 fields."""
+    try:
+        return _packb([VERSION, 2, msg_id, 0, sender, recipient, body, waiting])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireError(f"message is not serializable: {exc}") from None
+
+
 def batch_header(count: int) -> bytes:
     """The msgpack array header that turns ``count`` packed envelopes into a batch frame."""
     if count < 16:
@@ -74,8 +86,13 @@ def batch_header(count: int) -> bytes:
 def check_envelope(env: object) -> list:
     """Return ``env`` if it is a well-formed envelope, else raise WireError."""
     if type(env) is not list or len(env) != 7:
-        raise WireError("envelope is not an array of 7 fields")
-    version, kind, msg_id, corr_id, sender, recipient, _body = env
+        if type(env) is list and len(env) == 8 and env[1] == 2:
+            chain = env[7]
+            if type(chain) is not list or len(chain) > MAX_CHAIN or any(type(c) is not str for c in chain):
+                raise WireError(f"an ask's waiting chain must be a list of at most {MAX_CHAIN} names")
+        else:
+            raise WireError("envelope is not an array of 7 fields (8 for an ask with a waiting chain)")
+    version, kind, msg_id, corr_id, sender, recipient, _body = env[:7]
     if version != VERSION or type(version) is not int:
         raise WireError(f"unsupported version {version!r:.40}")
     if type(kind) is not int or kind not in _KINDS:

@@ -305,3 +305,22 @@ class PoolUser(mesh.Actor):
                 self._note("release")
             got += 1
         return got
+
+
+class CycleRelay(mesh.Actor):
+    """Like Relay, with a hop list: {"hops": ["b", "a"], "message": ...} asks hops[0] to pass the
+    rest on. Notes in ``journal`` when an ask of its own raises DeadlockDetected, then re-raises."""
+
+    def __init__(self, journal: str):
+        self.journal = journal
+
+    def on_message(self, message):
+        hops = message["hops"]
+        if not hops:
+            return message["message"]
+        try:
+            return self.mesh.actor(hops[0]).ask({"hops": hops[1:], "message": message["message"]}, timeout=10)
+        except mesh.DeadlockDetected as exc:
+            with open(self.journal, "a") as f:
+                f.write(f"{self.mesh.name} {'>'.join(exc.cycle)}\n")
+            raise

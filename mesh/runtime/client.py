@@ -24,7 +24,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
-from ..errors import AcquireTimeout, ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, NotLeader, from_wire
+from ..errors import AcquireTimeout, ActorDied, DeadlockDetected, ActorNotFound, AskTimeout, NodeUnavailable, NotLeader, from_wire
 from .transport import FLUSHER, Channel, Unreachable, _close_dropped, context, snapshot, tune_socket
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_NODE = "tcp://127.0.0.1:7700"
 #: The recipient name of requests meant for the node itself.
 NODE_RECIPIENT = "$node"
+
+#: Per thread: the actor server whose handler runs on it (set by the server's loop), so that
+#: an ask made by a handler carries the chain of actors waiting on it (deadlock detection).
+ACTING = threading.local()
 
 _client_seq = itertools.count(1)
 _alink_ids = itertools.count(1)
@@ -400,7 +404,11 @@ class ActorRef:
         """
         client = self._client
         msg_id = next(client.ids)
-        frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+        server = getattr(ACTING, "server", None)
+        if server is None:
+            frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+        else:
+            frame = _ask_from_handler(server, msg_id, client.name, self.name, message)
         ch = self._channel()
         try:
             return ch.request(frame, msg_id, timeout, self._what)
@@ -448,7 +456,11 @@ class ActorRef:
         """``ask`` for asyncio code: many asks may be in flight at once."""
         client = self._client
         msg_id = next(client.ids)
-        frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+        server = getattr(ACTING, "server", None)
+        if server is None:
+            frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+        else:
+            frame = _ask_from_handler(server, msg_id, client.name, self.name, message)
         link = await self._link()
         try:
             return await link.request(frame, msg_id, timeout, self._what)
@@ -460,6 +472,16 @@ class ActorRef:
         except ActorDied:
             client.forget(self.name)
             raise
+
+
+def _ask_from_handler(server, msg_id: int, sender: str, target: str, message: object) -> bytes:
+    """An ask made inside a handler: raise DeadlockDetected if ``target`` already waits on this
+    actor (directly or down a chain), else carry the chain to it."""
+    waiting = [*server.chain_in, server.name]
+    if target in waiting:
+        cycle = waiting[waiting.index(target):] + [target]
+        raise DeadlockDetected(f"{server.name} asking {target} would close the cycle {' -> '.join(cycle)}", cycle)
+    return wire.encode_ask(msg_id, sender, target, message, waiting)
 
 
 class _AsyncLink:

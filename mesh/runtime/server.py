@@ -33,12 +33,13 @@ import zmq
 
 from .. import wire
 from ..actor import Actor, ActorContext
-from ..errors import MailboxFull, MeshError, WireError, to_wire
-from .client import Client
+from ..errors import DeadlockDetected, MailboxFull, MeshError, WireError, to_wire
+from .client import ACTING, Client
 from .transport import FLUSHER, BadFrames, context, recv_request, tune_socket
 
 log = logging.getLogger("mesh.server")
 
+_NO_CHAIN: list = []
 _ASK = int(wire.Kind.ASK)
 _TELL = int(wire.Kind.TELL)
 _CONTROL = int(wire.Kind.CONTROL)
@@ -89,6 +90,7 @@ class Server:
         self.incarnation = 0
         self.handled = 0
         self.current_sender: str | None = None
+        self.chain_in: list = _NO_CHAIN  # the actors waiting on the ask being handled
         self.bad = BadFrames(f"actor {name}")
         self.endpoint: str | None = None
         self._stopping = threading.Event()
@@ -199,6 +201,7 @@ class Server:
     # -- the loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
+        ACTING.server = self  # asks made by handlers on this thread carry the waiting chain
         router = self.router
         decode = wire.decode
         encode = wire.encode
@@ -232,6 +235,8 @@ class Server:
                 kind = env[1]
                 self.current_sender = env[4]
                 if kind == _ASK:
+                    # Who waits on this ask (deadlock detection): its chain, if it came from a handler.
+                    self.chain_in = env[7] if len(env) == 8 else _NO_CHAIN
                     try:
                         result = on_message(env[6])
                         if is_coroutine(result):
@@ -239,6 +244,7 @@ class Server:
                         out = encode(_REPLY, next(ids), env[2], name, env[4], result)
                     except Exception as exc:
                         out = encode(_FAIL, next(ids), env[2], name, env[4], handler_error(exc))
+                    self.chain_in = _NO_CHAIN
                     send(ident, _SNDMORE)
                     send(out)
                 elif kind == _TELL:
@@ -380,6 +386,8 @@ def handler_error(exc: BaseException) -> dict:
     (A mesh error raised inside a handler, say an AskTimeout of a nested ask, is the
     handler's failure, not the asker's own AskTimeout.)
     """
+    if type(exc) is DeadlockDetected:
+        return to_wire(exc)  # every waiter of the cycle learns it as such, not as a RemoteError
     return {"code": "remote", "type": type(exc).__qualname__, "message": str(exc),
             "traceback": traceback.format_exc()}
 
