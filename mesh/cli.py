@@ -185,6 +185,10 @@ def render_status(status: dict) -> str:
     if election.get("fenced"):
         lead += "  [lease lost: this node cannot hear a majority of voters]"
     lines.append(lead)
+    kill = status.get("kill_switch")
+    if kill:
+        at = time.strftime("%H:%M:%S", time.localtime(kill["at"])) if isinstance(kill.get("at"), (int, float)) else "?"
+        lines.append(f"KILL SWITCH PULLED at {at} by {kill.get('by')}: no agent runs (mesh kill --release)")
     rows = [("AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "CPU", "MEMORY", "NOTE")]
     for a in status["agents"]:
         notes = [a.get("reason") or ("embedded" if a.get("embedded") else "")]
@@ -242,6 +246,19 @@ def status(node: str | None, as_json: bool, watch: bool, interval: float) -> Non
         _with_client(node, loop)
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@click.option("--release", is_flag=True, help="Let go of the switch: agents may run again.")
+def kill(node: str | None, release: bool) -> None:
+    """The kill switch: stop every agent on every node of the mesh, now (SIGKILL)."""
+    who = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
+    answer = _with_client(node, lambda client: client.control("kill", release=release, by=f"mesh kill ({who})"))
+    if answer.get("pulled"):
+        click.echo(f"kill switch pulled ({answer['by']}): every node stops every agent now; `mesh kill --release` undoes it")
+    else:
+        click.echo("kill switch released: the leader's assignment runs again")
 
 
 @main.command()

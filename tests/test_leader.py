@@ -71,6 +71,13 @@ def start_mesh(start_node, n: int, replicas: int):
     return nodes
 
 
+def spread_over(instances: dict | None, n: int) -> dict | None:
+    """``instances`` if the replicas of w run on n different nodes."""
+    if instances and len({v[0][0] for r, v in instances.items() if r.startswith("w.")}) == n:
+        return instances
+    return None
+
+
 def all_running(nodes, expected: set[str]) -> dict | None:
     inst = running_instances(nodes)
     if set(inst) != expected or any(len(v) != 1 for v in inst.values()):
@@ -86,9 +93,8 @@ def test_the_leader_is_sigkilled_a_new_one_takes_over_and_its_agents_run_elsewhe
     nodes = start_mesh(start_node, n, replicas=n)
     expected = {f"w.{i}" for i in range(n)} | {f"pinned-{x}" for x in "abcde"[1:n]}
     lead = wait_until(lambda: agreed_leader(nodes), 20, "one leader all agree on")
-    before = wait_until(lambda: all_running(nodes, expected), 30, "every agent running once")
-    # Spread: the n replicas of w are on n different nodes.
-    assert len({where for r, [(where, _)] in before.items() if r.startswith("w.")}) == n
+    # Spread: once settled, the n replicas of w are on n different nodes.
+    before = wait_until(lambda: spread_over(all_running(nodes, expected), n), 30, "every agent running once, spread")
     # status --json carries leader, term and each agent's node; the table shows the leader.
     res = run_cli("status", "--json", "--node", nodes[1].address)
     st = json.loads(res.stdout)
@@ -133,8 +139,7 @@ def test_the_leader_is_sigkilled_a_new_one_takes_over_and_its_agents_run_elsewhe
         assert all(len(v) == 1 for v in inst.values()), inst
         assert agreed_leader(everyone) in (new, None)
         time.sleep(0.1)
-    final = wait_until(lambda: all_running(everyone, wanted) if len({v[0][0] for r, v in (all_running(everyone, wanted)
-                       or {}).items() if r.startswith("w.")}) == n else None, 30,
+    final = wait_until(lambda: spread_over(all_running(everyone, wanted), n), 30,
                        "every agent running once, w spread over all nodes again")
     for r, [(where, pid)] in after.items():
         if r.startswith("pinned"):
@@ -233,3 +238,35 @@ def test_a_decision_from_an_older_term_is_refused_logged_and_counted(start_node)
     assert "forged" not in {a["name"] for a in refused["agents"] if not a.get("remote")}
     wait_until(lambda: "refused a decision of term 0 (seq 99) from ghost" in node.log(), 5, "the refusal in the log")
     assert node.agent("w")["state"] == "running"  # and the node keeps serving its real assignment
+
+
+def test_mesh_kill_stops_every_agent_on_every_node_and_release_brings_them_back(start_node):
+    nodes = start_mesh(start_node, 3, replicas=3)
+    expected = {"w.0", "w.1", "w.2", "pinned-b", "pinned-c"}
+    before = wait_until(lambda: all_running(nodes, expected), 30, "every agent running once")
+    pids = [pid for v in before.values() for _, pid in v]
+    res = run_cli("kill", "--node", nodes[2].address)
+    assert res.returncode == 0 and "kill switch pulled" in res.stdout
+    pulled = time.monotonic()
+    wait_until(lambda: all(not psutil_alive(p) for p in pids), 5, "every agent process gone")
+    took = time.monotonic() - pulled
+    assert took < 3.0, took
+    time.sleep(1.0)  # restart policies and the leader must not bring anything back
+    assert running_instances(nodes) == {}
+    for n in nodes:
+        st = n.status()
+        assert st["kill_switch"]["pulled"] is True and "mesh kill" in st["kill_switch"]["by"]
+        assert all(a["state"] != "running" for a in st["agents"])
+    assert "KILL SWITCH PULLED" in run_cli("status", "--node", nodes[0].address).stdout
+    assert run_cli("kill", "--release", "--node", nodes[0].address).returncode == 0
+    after = wait_until(lambda: all_running(nodes, expected), 30, "every agent running again")
+    assert not set(pid for v in after.values() for _, pid in v) & set(pids)
+
+
+def psutil_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

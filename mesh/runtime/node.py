@@ -56,6 +56,7 @@ _EVENT = int(wire.Kind.EVENT)
 _DEFER = object()  # a control handler that will answer later (a pool request waiting in line)
 AGENTS_PREFIX = "$agents/"
 ASSIGN_PREFIX = "$assign/"
+KILL_KEY = "$kill"  #: the kill switch: {"pulled", "at", "by", "id"}
 BUDGET_PREFIX = "$budget/"  #: $budget/AGENT: the last time the node ended AGENT for its budget, and why
 
 STATES = ("starting", "running", "restarting", "failed", "stopped")
@@ -196,6 +197,7 @@ class Node:
         self._resources_term = -1
         self._replies: dict[str, tuple[bytes, int, str]] = {}  # request id -> (ident, corr id, sender)
         self._resource_clashes: set[str] = set()
+        self._kill_seen: str | None = None  # the id of the last kill switch pull this node obeyed
         self._record: dict | None = None
         self._next_record = 0.0
         self._written_assignment: dict | None = None
@@ -315,6 +317,7 @@ class Node:
                     if now >= self._stop_deadline:
                         return
                 else:
+                    self._obey_kill_switch(now)
                     self._follow_the_leader(now)
                     if now >= self._next_record:
                         self._next_record = now + 1.0
@@ -462,6 +465,47 @@ class Node:
             self.router.send_multipart((ident, wire.encode(_FAIL, next(self._ids), corr, "$node", sender, to_wire(err))))
         self._replies.clear()
         self.resources = None
+
+    # -- the kill switch ------------------------------------------------------------------------
+
+    def _op_kill(self, body: dict) -> dict:
+        """Pull (or, with release, let go of) the kill switch: every node stops every agent now."""
+        release = bool(body.get("release"))
+        by = str(body.get("by") or "mesh kill")[:200]
+        entry = {"pulled": not release, "at": time.time(), "by": f"{by} via node {self.name}",
+                 "id": f"{self.name}-{time.time_ns()}"}
+        self.gossip.write(KILL_KEY, entry, system=True)
+        self._obey_kill_switch(time.monotonic())
+        return {"pulled": entry["pulled"], "at": entry["at"], "by": entry["by"]}
+
+    def _kill_switch(self) -> dict | None:
+        entry = self.gossip.node.get(KILL_KEY)
+        return entry if isinstance(entry, dict) and entry.get("pulled") is True else None
+
+    def _obey_kill_switch(self, now: float) -> None:
+        entry = self.gossip.node.get(KILL_KEY)
+        if not isinstance(entry, dict) or entry.get("id") == self._kill_seen:
+            return
+        self._kill_seen = entry.get("id")
+        if entry.get("pulled") is True:
+            self.on_event(f"KILL SWITCH pulled by {entry.get('by')}: stopping every agent now")
+            self._queue = []
+            self._wave = []
+            for inst in list(self.instances.values()):
+                if inst.embedded:
+                    continue
+                if inst.popen is None:
+                    if inst.state in ("starting", "restarting"):
+                        inst.state, inst.reason = "stopped", f"kill switch pulled by {entry.get('by')}"
+                    continue
+                self.enforcer.untrack(inst.name)
+                inst.retiring = "kill switch"
+                _kill_group(inst.popen.pid)  # now: no grace
+        else:
+            self.on_event(f"kill switch released by {entry.get('by')}: agents may run again")
+            for inst in list(self.instances.values()):
+                if inst.placed_by and inst.popen is None and inst.state == "stopped":
+                    self._forget(inst)  # the leader's assignment places it again
 
     def _op_ping(self, body: dict) -> dict:
         return {"node": self.name, "pid": os.getpid(), "address": self.address, "max_frame": self.spec.max_message}
@@ -684,6 +728,7 @@ class Node:
             },
             "leader": self.leadership.leader,
             "term": self.leadership.term,
+            "kill_switch": self._kill_switch(),
             "resources": self.resources.snapshot(time.monotonic()) if self.resources is not None else None,
             "election": election,
             "agents": agents,
@@ -810,7 +855,7 @@ class Node:
             self.fenced = False
             self.on_event("lease regained: following the leader's assignment again")
         accepted = self._accepted()
-        if accepted is None:
+        if accepted is None or self._kill_switch() is not None:
             return
         stamp = f"{accepted['leader']}@{accepted['term']}"
         mine = {r: e for r, e in accepted["replicas"].items() if isinstance(e, dict) and e.get("node") == self.name}
@@ -1022,6 +1067,11 @@ class Node:
             code = popen.wait()
             inst.popen = None
             inst.endpoint = None
+            if inst.retiring == "kill switch" and self._stop_deadline is None:
+                pulled = self._kill_switch() or {}
+                inst.state, inst.retiring = "stopped", ""
+                inst.reason = f"kill switch pulled by {pulled.get('by', '?')} at {_clock(pulled.get('at'))}"
+                continue
             if inst.retiring and self._stop_deadline is None:
                 self.on_event(f"{inst.name} stopped ({describe_exit(code)}): {inst.retiring}")
                 self._forget(inst)
@@ -1121,6 +1171,10 @@ def _placeholder(name: str, node: str | None, state: str, reason: str, group: st
             "incarnation": 0, "endpoint": None, "embedded": False, "group": group, "reason": reason,
             "bad_frames": None, "remote": True, "budget": None, "budget_kills": None, "cpu": None,
             "memory_bytes": None, "throttled_s": None, "throttled": None}
+
+
+def _clock(at: object) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else "?"
 
 
 def _kill_group(pgid: int) -> None:
