@@ -47,6 +47,7 @@ class Kind(enum.IntEnum):
     FAIL = 4  #: error answer; body is an errors.to_wire() dict
     CONTROL = 5  #: request to a node (body is a dict with "op"); answered like ASK
     EVENT = 6  #: notification from a node; no answer
+    TELL_ACK = 7  #: a tell the receiver acknowledges (REPLY, corr_id = msg_id) after handling it
 
 
 _KINDS = frozenset(int(k) for k in Kind)

@@ -324,3 +324,20 @@ class CycleRelay(mesh.Actor):
             with open(self.journal, "a") as f:
                 f.write(f"{self.mesh.name} {'>'.join(exc.cycle)}\n")
             raise
+
+
+class Journal(mesh.Actor):
+    """Appends "incarnation seq" to ``journal`` for each {"seq": N} it handles; answers its pid."""
+
+    def __init__(self, journal: str):
+        self.journal = journal
+        self.out = None
+
+    def on_start(self):
+        self.out = open(self.journal, "a", buffering=1)
+
+    def on_message(self, message):
+        if isinstance(message, dict) and "seq" in message:
+            self.out.write(f"{self.mesh.incarnation} {message['seq']}\n")
+            return None
+        return {"pid": os.getpid(), "incarnation": self.mesh.incarnation}

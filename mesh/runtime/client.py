@@ -40,11 +40,13 @@ NODE_RECIPIENT = "$node"
 ACTING = threading.local()
 
 _client_seq = itertools.count(1)
+_deliverer_lock = threading.Lock()
 _alink_ids = itertools.count(1)
 _get_ident = threading.get_ident
 _encode = wire.encode
 _TELL = int(wire.Kind.TELL)
 _ASK = int(wire.Kind.ASK)
+_TELL_ACK = int(wire.Kind.TELL_ACK)
 _CONTROL = int(wire.Kind.CONTROL)
 
 
@@ -108,6 +110,7 @@ class Client:
         self._leases: weakref.WeakSet = weakref.WeakSet()
         self._renewer = None
         self._leader_address: str | None = None
+        self._deliverer = None
         if check:
             try:
                 answer = self.control("ping", timeout=connect_timeout)
@@ -161,6 +164,22 @@ class Client:
         except (AskTimeout, ActorDied):
             ch.dead = True
             raise NodeUnavailable(f"no mesh node answers at {address} (is `mesh up` running?)") from None
+
+    # -- reliable delivery ---------------------------------------------------------------
+
+    def _delivery(self):
+        if self._deliverer is None:
+            with _deliverer_lock:
+                if self._deliverer is None:
+                    from .delivery import Deliverer
+
+                    self._deliverer = Deliverer(self)
+        return self._deliverer
+
+    def drain(self, timeout: float = 30.0) -> int:
+        """Wait until every ``tell(..., ack=True)`` so far is acknowledged (or failed at its
+        deadline); returns how many are still unsettled after ``timeout`` seconds (0: all)."""
+        return self._deliverer.drain(timeout) if self._deliverer is not None else 0
 
     # -- pools and rate limits (kept by the leader) -----------------------------------
 
@@ -283,6 +302,8 @@ class Client:
             lease.release()
         if self._renewer is not None:
             self._renewer.stop()
+        if self._deliverer is not None:
+            self._deliverer.close()
         self._closed = True
         for ch in snapshot(self._channels):
             with ch.lock:
@@ -385,9 +406,20 @@ class ActorRef:
         self._ch = ch
         return ch
 
-    def tell(self, message: object) -> None:
-        """Send ``message`` and return at once. Raises MailboxFull if the mailbox stays full."""
+    def tell(self, message: object, ack: bool = False, timeout: float = 30.0):
+        """Send ``message`` and return at once. Raises MailboxFull if the mailbox stays full.
+
+        With ``ack=True`` the receiver acknowledges the message after handling it, and it is
+        sent again (to wherever the actor runs by then) until acknowledged or ``timeout``
+        seconds pass; returns a Delivery (``wait()``, ``acked``). The handler runs once per
+        message per incarnation of the receiver. See :mod:`mesh.runtime.delivery`."""
         client = self._client
+        if ack:
+            from .delivery import Delivery
+
+            msg_id = next(client.ids)
+            frame = _encode(_TELL_ACK, msg_id, 0, client.name, self.name, message)
+            return client._delivery().submit(Delivery(msg_id, self.name, frame, time.monotonic() + timeout))
         frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
         ch = self._channel()
         try:

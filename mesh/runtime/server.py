@@ -35,12 +35,14 @@ from .. import wire
 from ..actor import Actor, ActorContext
 from ..errors import DeadlockDetected, MailboxFull, MeshError, WireError, to_wire
 from .client import ACTING, Client
+from .delivery import Seen
 from .transport import FLUSHER, BadFrames, context, recv_request, tune_socket
 
 log = logging.getLogger("mesh.server")
 
 _NO_CHAIN: list = []
 _ASK = int(wire.Kind.ASK)
+_TELL_ACK = int(wire.Kind.TELL_ACK)
 _TELL = int(wire.Kind.TELL)
 _CONTROL = int(wire.Kind.CONTROL)
 _REPLY = int(wire.Kind.REPLY)
@@ -91,6 +93,7 @@ class Server:
         self.handled = 0
         self.current_sender: str | None = None
         self.chain_in: list = _NO_CHAIN  # the actors waiting on the ask being handled
+        self.seen = Seen()  # ids of the acknowledged tells handled in this incarnation
         self.bad = BadFrames(f"actor {name}")
         self.endpoint: str | None = None
         self._stopping = threading.Event()
@@ -255,6 +258,20 @@ class Server:
                     except Exception:
                         log.exception("%s: on_message raised while handling a tell; the actor stops", name)
                         raise SystemExit(1) from None
+                elif kind == _TELL_ACK:
+                    # Reliable delivery: handled once per message id in this incarnation, then acknowledged.
+                    key = (env[4], env[2])
+                    if key not in self.seen:
+                        try:
+                            result = on_message(env[6])
+                            if is_coroutine(result):
+                                self.run_coroutine(result)
+                        except Exception:
+                            log.exception("%s: on_message raised while handling a tell; the actor stops", name)
+                            raise SystemExit(1) from None
+                        self.seen.add(key)
+                    send(ident, _SNDMORE)
+                    send(encode(_REPLY, next(ids), env[2], name, env[4], None))
                 elif kind == _CONTROL:
                     send(ident, _SNDMORE)
                     send(self._control(env))

@@ -1,0 +1,208 @@
+"""Reliable delivery: ``tell(message, ack=True)``.
+
+The message goes out as a TELL_ACK envelope. The receiving actor's process runs the
+handler, then acknowledges (a REPLY to the message id). Until acknowledged, the
+sender resends it every ``RETRY_S`` (to wherever the actor runs now: a restarted
+actor, or one re-placed on another node, is looked up again) until its deadline,
+then the :class:`Delivery` fails with AskTimeout. The receiver remembers the ids of
+the acknowledged messages it handled (the last ``DEDUP_MAX``, all senders together),
+so a resent message whose acknowledgement was lost is acknowledged again without
+running the handler: the handler runs once per message per incarnation. (A new
+incarnation remembers nothing: a message it may have handled before its crash, but
+not acknowledged, runs again there. That is at-least-once across crashes,
+exactly-once within an incarnation.)
+
+One thread per client sends, resends and collects acknowledgements, so ``tell(...,
+ack=True)`` never blocks on the network; ``Delivery.wait()`` and ``Client.drain()``
+wait for acknowledgements. Messages to one actor leave in the order they were told
+(resends may of course arrive after later messages).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+
+import zmq
+
+from .. import wire
+from ..errors import AskTimeout, MeshError, WireError
+from .transport import context, tune_socket
+
+log = logging.getLogger("mesh.delivery")
+
+RETRY_S = 0.5  #: seconds before an unacknowledged message is sent again
+DEDUP_MAX = 100_000  #: message ids a receiver remembers
+MAX_OUTSTANDING = 10_000  #: unacknowledged messages a client keeps in flight before tell(ack=True) waits
+_TELL_ACK = int(wire.Kind.TELL_ACK)
+_REPLY = int(wire.Kind.REPLY)
+_FAIL = int(wire.Kind.FAIL)
+
+
+class Delivery:
+    """One ``tell(..., ack=True)``: ``wait()`` until the receiver acknowledged it."""
+
+    __slots__ = ("msg_id", "target", "frame", "deadline", "next_send", "attempts", "_done", "error", "endpoint")
+
+    def __init__(self, msg_id: int, target: str, frame: bytes, deadline: float):
+        self.msg_id = msg_id
+        self.target = target
+        self.frame = frame
+        self.deadline = deadline
+        self.next_send = 0.0
+        self.attempts = 0
+        self._done = threading.Event()
+        self.error: MeshError | None = None
+        self.endpoint: str | None = None
+
+    @property
+    def acked(self) -> bool:
+        return self._done.is_set() and self.error is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until acknowledged; raise the delivery's error (AskTimeout at its deadline)."""
+        if not self._done.wait(timeout):
+            raise AskTimeout(f"message {self.msg_id} to {self.target} not acknowledged within {timeout:g} s (still trying)")
+        if self.error is not None:
+            raise self.error
+
+    def _finish(self, error: MeshError | None = None) -> None:
+        self.error = error
+        self._done.set()
+
+
+class Deliverer:
+    """The client's delivery thread."""
+
+    def __init__(self, client):
+        self.client = client
+        self._inbox: queue.Queue = queue.Queue()
+        self._pending: dict[int, Delivery] = {}
+        self._socks: dict[str, zmq.Socket] = {}
+        self._slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mesh-deliverer", daemon=True)
+        self._thread.start()
+
+    def submit(self, d: Delivery) -> Delivery:
+        self._slots.acquire()
+        self._inbox.put(d)
+        return d
+
+    def drain(self, timeout: float) -> int:
+        """Wait until every delivery so far is acknowledged or failed; returns how many are left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._inbox.empty() and not self._pending:
+                return 0
+            time.sleep(0.01)
+        return self._inbox.qsize() + len(self._pending)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        try:
+            while not self._stop.is_set():
+                self._take_new(poller)
+                now = time.monotonic()
+                self._resend(now, poller)
+                for sock, _ in poller.poll(10):
+                    self._collect(sock)
+        finally:
+            for sock in self._socks.values():
+                sock.close(0)
+            for d in self._pending.values():
+                d._finish(AskTimeout(f"message {d.msg_id} to {d.target}: the client closed before it was acknowledged"))
+
+    def _take_new(self, poller: zmq.Poller) -> None:
+        for _ in range(1000):
+            try:
+                d = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._pending[d.msg_id] = d
+            self._send(d, time.monotonic(), poller)
+
+    def _resend(self, now: float, poller: zmq.Poller) -> None:
+        for d in list(self._pending.values()):
+            if now >= d.deadline:
+                self._done(d, AskTimeout(f"message {d.msg_id} to {d.target} not acknowledged by its deadline"
+                                         f" ({d.attempts} attempt(s))"))
+            elif now >= d.next_send:
+                if d.attempts:
+                    self.client.forget(d.target)  # it may have restarted, or moved: look it up again
+                    d.endpoint = None
+                self._send(d, now, poller)
+
+    def _send(self, d: Delivery, now: float, poller: zmq.Poller) -> None:
+        d.next_send = now + RETRY_S
+        if d.endpoint is None:
+            try:
+                d.endpoint = self.client.endpoint_of(d.target, timeout=0.05)
+            except MeshError:
+                return  # (re)starting or unknown for now: try again at the next round
+        sock = self._socks.get(d.endpoint)
+        if sock is None:
+            sock = context().socket(zmq.DEALER)
+            tune_socket(sock, hwm=MAX_OUTSTANDING, max_bytes=self.client.max_frame_bytes)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(d.endpoint)
+            self._socks[d.endpoint] = sock
+            poller.register(sock, zmq.POLLIN)
+        try:
+            sock.send(d.frame, zmq.NOBLOCK)
+            d.attempts += 1
+        except zmq.Again:
+            pass  # the receiver's mailbox is full: the next round tries again
+
+    def _collect(self, sock: zmq.Socket) -> None:
+        for _ in range(1000):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                env = wire.decode_one(frame, self.client.max_frame_bytes)
+            except WireError:
+                continue
+            d = self._pending.get(env[3])
+            if d is None:
+                continue  # a second acknowledgement of a resent message
+            if env[1] == _REPLY:
+                self._done(d, None)
+            elif env[1] == _FAIL:
+                from ..errors import from_wire
+
+                self._done(d, from_wire(env[6]))
+
+    def _done(self, d: Delivery, error: MeshError | None) -> None:
+        if self._pending.pop(d.msg_id, None) is not None:
+            self._slots.release()
+            d._finish(error)
+
+
+class Seen:
+    """The receiver's memory of handled acknowledged messages: (sender, msg_id), oldest dropped first."""
+
+    def __init__(self, limit: int = DEDUP_MAX):
+        self.limit = limit
+        self._ids: collections.OrderedDict = collections.OrderedDict()
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._ids
+
+    def add(self, key: tuple) -> None:
+        self._ids[key] = None
+        if len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+
+
+__all__ = ["Delivery", "Deliverer", "Seen", "RETRY_S"]
