@@ -267,7 +267,7 @@ def test_an_envelope_with_the_wrong_version_is_refused(version):
     refused(raw(version, 1, 1, 0, "a", "b", None))
 
 
-@pytest.mark.parametrize("kind", [0, 7, -1, 99, 2**64 - 1, 1.0, True, "TELL", None, b"\x01"])
+@pytest.mark.parametrize("kind", [0, 8, -1, 99, 2**64 - 1, 1.0, True, "TELL", None, b"\x01"])
 def test_an_envelope_of_an_unknown_kind_is_refused(kind):
     refused(raw(1, kind, 1, 0, "a", "b", None))
 
