@@ -32,6 +32,7 @@ from .errors import (
 )
 from .runtime.client import ActorRef, Client
 from .runtime.server import serve, serve_async
+from .topics import ALERT, COMPLETE, DISCOVERY, HELP, REQUEST, Event
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,12 @@ def connect(address: str | None = None, **options: object) -> Client:
 
 
 __all__ = [
+    "ALERT",
+    "COMPLETE",
+    "DISCOVERY",
+    "Event",
+    "HELP",
+    "REQUEST",
     "AcquireTimeout",
     "Actor",
     "ActorContext",

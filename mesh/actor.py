@@ -26,6 +26,8 @@ class Actor:
     * ``on_message(message)``: one message at a time; the return value is the
       reply to an ask (ignored for a tell).
     * ``on_stop()``: runs once when the actor is stopped gracefully.
+    * ``on_event(event)``: an event on a topic this actor subscribed to
+      (:class:`mesh.topics.Event`: topic, data, id, corr, sender).
     """
 
     mesh: "ActorContext"
@@ -37,6 +39,9 @@ class Actor:
         return None
 
     def on_stop(self) -> object:
+        return None
+
+    def on_event(self, event) -> object:
         return None
 
 
@@ -68,6 +73,17 @@ class ActorContext:
     def actor(self, name: str) -> "ActorRef":
         """A reference to another actor, by name, anywhere in the mesh."""
         return self.client.actor(name)
+
+    def publish(self, topic: str, data: object = None, corr: str | None = None) -> str:
+        """Send ``data`` to every subscriber of ``topic`` (fire-and-forget); returns the event id."""
+        return self.client.publish(topic, data, corr)
+
+    def subscribe(self, topic: str) -> None:
+        """Receive the events published on ``topic`` in ``on_event``, from now on."""
+        self.client.control("subscribe", topic=topic, actor=self.name)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.client.control("unsubscribe", topic=topic, actor=self.name)
 
     def acquire(self, name: str, n: int = 1, timeout: float = 10.0):
         """Wait for ``n`` units of the mesh-wide pool ``name`` (or permits of rate limit ``name``),

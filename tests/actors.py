@@ -341,3 +341,25 @@ class Journal(mesh.Actor):
             self.out.write(f"{self.mesh.incarnation} {message['seq']}\n")
             return None
         return {"pid": os.getpid(), "incarnation": self.mesh.incarnation}
+
+
+class Listener(mesh.Actor):
+    """Subscribes to ``topics``; notes each event in ``journal`` as JSON. On {"publish": T, ...}
+    publishes data (with corr) on topic T and answers the event id."""
+
+    def __init__(self, journal: str, topics: list):
+        self.journal, self.topics = journal, topics
+
+    def on_start(self):
+        for t in self.topics:
+            self.mesh.subscribe(t)
+
+    def on_event(self, event):
+        import json
+
+        with open(self.journal, "a") as f:
+            f.write(json.dumps({"me": self.mesh.name, "topic": event.topic, "data": event.data, "id": event.id,
+                                "corr": event.corr, "sender": event.sender}) + "\n")
+
+    def on_message(self, message):
+        return self.mesh.publish(message["publish"], message.get("data"), message.get("corr"))

@@ -47,6 +47,7 @@ _encode = wire.encode
 _TELL = int(wire.Kind.TELL)
 _ASK = int(wire.Kind.ASK)
 _TELL_ACK = int(wire.Kind.TELL_ACK)
+_EVENT = int(wire.Kind.EVENT)
 _CONTROL = int(wire.Kind.CONTROL)
 
 
@@ -111,6 +112,7 @@ class Client:
         self._renewer = None
         self._leader_address: str | None = None
         self._deliverer = None
+        self._subscribers: dict[str, tuple[float, list[str]]] = {}
         if check:
             try:
                 answer = self.control("ping", timeout=connect_timeout)
@@ -164,6 +166,28 @@ class Client:
         except (AskTimeout, ActorDied):
             ch.dead = True
             raise NodeUnavailable(f"no mesh node answers at {address} (is `mesh up` running?)") from None
+
+    # -- topics --------------------------------------------------------------------------
+
+    def publish(self, topic: str, data: object = None, corr: str | None = None) -> str:
+        """Send an event to every subscriber of ``topic`` (see :mod:`mesh.topics`); returns its id."""
+        from ..topics import CACHE_S, check_topic
+
+        check_topic(topic)
+        now = time.monotonic()
+        cached = self._subscribers.get(topic)
+        if cached is None or now - cached[0] > CACHE_S:
+            answer = self.control("subscribers", topic=topic)
+            cached = self._subscribers[topic] = (now, list(answer.get("actors", [])) if isinstance(answer, dict) else [])
+        event_id = f"{self.name}:{next(self.ids)}"
+        body = {"topic": topic, "data": data, "id": event_id, "corr": corr}
+        for name in cached[1]:
+            try:
+                ch = self.channel(self.endpoint_of(name, timeout=0.0))
+                ch.tell(_encode(_EVENT, next(self.ids), 0, self.name, name, body), FLUSHER)
+            except (ActorNotFound, Unreachable, NodeUnavailable, ActorDied):
+                continue  # a subscriber that is gone or restarting misses it: events are fire-and-forget
+        return event_id
 
     # -- reliable delivery ---------------------------------------------------------------
 

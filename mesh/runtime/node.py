@@ -44,6 +44,7 @@ from ..spec import AgentSpec, NodeSpec, agent_from_wire, agent_to_wire
 from .budgets import Enforcer
 from .gossiper import GOSSIP_RECIPIENT, Gossiper
 from .leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
+from ..topics import SUBS_PREFIX, check_topic
 from .resources import Resources, declared_resources
 from .transport import BadFrames, context, recv_request, tune_socket
 
@@ -465,6 +466,22 @@ class Node:
             self.router.send_multipart((ident, wire.encode(_FAIL, next(self._ids), corr, "$node", sender, to_wire(err))))
         self._replies.clear()
         self.resources = None
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def _op_subscribe(self, body: dict) -> dict:
+        topic, actor = check_topic_field(body), _str(body, "actor")
+        self.gossip.write(f"{SUBS_PREFIX}{topic}/{actor}", {"node": self.name}, system=True)
+        return {"subscribed": topic}
+
+    def _op_unsubscribe(self, body: dict) -> dict:
+        topic, actor = check_topic_field(body), _str(body, "actor")
+        self.gossip.delete(f"{SUBS_PREFIX}{topic}/{actor}", system=True)
+        return {"unsubscribed": topic}
+
+    def _op_subscribers(self, body: dict) -> dict:
+        prefix = f"{SUBS_PREFIX}{check_topic_field(body)}/"
+        return {"actors": sorted(k[len(prefix):] for k in self.gossip.node.items(prefix))}
 
     # -- the kill switch ------------------------------------------------------------------------
 
@@ -1171,6 +1188,13 @@ def _placeholder(name: str, node: str | None, state: str, reason: str, group: st
             "incarnation": 0, "endpoint": None, "embedded": False, "group": group, "reason": reason,
             "bad_frames": None, "remote": True, "budget": None, "budget_kills": None, "cpu": None,
             "memory_bytes": None, "throttled_s": None, "throttled": None}
+
+
+def check_topic_field(body: dict) -> str:
+    try:
+        return check_topic(body.get("topic"))
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
 
 
 def _clock(at: object) -> str:

@@ -35,6 +35,7 @@ from .. import wire
 from ..actor import Actor, ActorContext
 from ..errors import DeadlockDetected, MailboxFull, MeshError, WireError, to_wire
 from .client import ACTING, Client
+from ..topics import Event as TopicEvent
 from .delivery import Seen
 from .transport import FLUSHER, BadFrames, context, recv_request, tune_socket
 
@@ -43,6 +44,7 @@ log = logging.getLogger("mesh.server")
 _NO_CHAIN: list = []
 _ASK = int(wire.Kind.ASK)
 _TELL_ACK = int(wire.Kind.TELL_ACK)
+_EVENT = int(wire.Kind.EVENT)
 _TELL = int(wire.Kind.TELL)
 _CONTROL = int(wire.Kind.CONTROL)
 _REPLY = int(wire.Kind.REPLY)
@@ -272,6 +274,8 @@ class Server:
                         self.seen.add(key)
                     send(ident, _SNDMORE)
                     send(encode(_REPLY, next(ids), env[2], name, env[4], None))
+                elif kind == _EVENT:
+                    self._event(env)
                 elif kind == _CONTROL:
                     send(ident, _SNDMORE)
                     send(self._control(env))
@@ -283,6 +287,22 @@ class Server:
                 client_flush_local(client)
             if timers and timers[0][0] <= time.monotonic():
                 self._fire_timers()
+
+    def _event(self, env: list) -> None:
+        """An event on a topic: ``on_event`` runs; a failure there ends the actor, as for a tell."""
+        body = env[6]
+        if not isinstance(body, dict) or not isinstance(body.get("topic"), str) or not isinstance(body.get("id"), str):
+            self.bad.record(b"", "an EVENT without topic and id")
+            return
+        corr = body.get("corr")
+        event = TopicEvent(body["topic"], body.get("data"), body["id"], corr if isinstance(corr, str) else None, env[4])
+        try:
+            result = self.actor.on_event(event)
+            if inspect.iscoroutine(result):
+                self.run_coroutine(result)
+        except Exception:
+            log.exception("%s: on_event raised; the actor stops", self.name)
+            raise SystemExit(1) from None
 
     def _control(self, env: list) -> bytes:
         """Requests any peer may send to an actor's own socket (used by tools and tests)."""

@@ -1,0 +1,47 @@
+"""Events on named topics across two nodes: subscribers get every event of their topics with its
+id and correlation id; the playbook's message types are ready-made topics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mesh
+from conftest import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def listener(name: str, node: str, journal, topics: list[str]) -> str:
+    return (f'[[agents]]\nname = "{name}"\nclass = "actors:Listener"\nnode = "{node}"\n'
+            f'config = {{ journal = "{journal}", topics = {json.dumps(topics)} }}\n')
+
+
+def test_publish_reaches_every_subscriber_on_any_node_with_ids_and_correlation(start_node, tmp_path):
+    journal = tmp_path / "events"
+    a = start_node(listener("la", "a", journal, [mesh.ALERT, mesh.HELP]), name="a")
+    start_node(listener("lb", "b", journal, [mesh.ALERT]), name="b", wait=False, args=("--join", a.address))
+    client = a.client()
+    wait_until(lambda: sorted(client.control("subscribers", topic=mesh.ALERT)["actors"]) == ["la", "lb"], 30,
+               "both subscriptions known")
+    first = client.publish(mesh.ALERT, {"disk": "full"})
+    events = lambda: [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []  # noqa: E731
+    got = wait_until(lambda: (lambda ev: ev if len(ev) == 2 else None)(events()), 10, "both subscribers")
+    assert {e["me"] for e in got} == {"la", "lb"}
+    assert all(e["data"] == {"disk": "full"} and e["id"] == first and e["topic"] == "ALERT" for e in got)
+    # An actor answers on HELP, correlated with the alert; only la listens to HELP.
+    reply_id = client.actor("lb").ask({"publish": mesh.HELP, "data": "on it", "corr": first}, timeout=5)
+    got = wait_until(lambda: (lambda ev: ev if len(ev) == 3 else None)(events()), 10, "the HELP event")
+    help_event = got[-1]
+    assert help_event == {"me": "la", "topic": "HELP", "data": "on it", "id": reply_id, "corr": first, "sender": "lb"}
+    assert mesh.DISCOVERY == "DISCOVERY" and {mesh.REQUEST, mesh.COMPLETE} == {"REQUEST", "COMPLETE"}
+
+
+def test_a_bad_topic_is_refused(start_node):
+    node = start_node("", name="t")
+    client = node.client()
+    with pytest.raises(ValueError):
+        client.publish("a/b", 1)
+    with pytest.raises(mesh.WireError):
+        client.control("subscribe", topic="", actor="x")
