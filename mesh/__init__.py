@@ -32,6 +32,7 @@ from .errors import (
 )
 from .runtime.client import ActorRef, Client
 from .runtime.server import serve, serve_async
+from .runtime.intents import Decision, Intention, Objection
 from .topics import ALERT, COMPLETE, DISCOVERY, HELP, REQUEST, Event
 
 __version__ = "0.1.0"
@@ -62,6 +63,9 @@ __all__ = [
     "AskTimeout",
     "Client",
     "DeadlockDetected",
+    "Decision",
+    "Intention",
+    "Objection",
     "MailboxFull",
     "MeshError",
     "NodeUnavailable",

@@ -44,6 +44,11 @@ class Actor:
     def on_event(self, event) -> object:
         return None
 
+    def on_intention(self, intention) -> object:
+        """Another actor proposes ``intention``: return None to approve, or
+        ``mesh.Objection(reason, weight=1.0, kind="finding" | "strategy")`` to object."""
+        return None
+
 
 class ActorContext:
     """What an actor knows of the mesh: ``self.mesh`` inside every hook."""
@@ -73,6 +78,21 @@ class ActorContext:
     def actor(self, name: str) -> "ActorRef":
         """A reference to another actor, by name, anywhere in the mesh."""
         return self.client.actor(name)
+
+    def propose(self, action: object, claims=(), priority: float = 0, window: float = 0.2, hold: float = 30.0,
+                evidence: float = 1.0, escalation_timeout: float = 60.0):
+        """Announce ``action`` before doing it; returns a :class:`mesh.Decision` within about
+        ``window`` seconds (longer if escalated). See :mod:`mesh.runtime.intents`."""
+        from .runtime.intents import propose
+
+        return propose(self.client, self.name, action, claims, priority, window, hold, evidence, escalation_timeout)
+
+    async def propose_async(self, action: object, claims=(), priority: float = 0, window: float = 0.2,
+                            hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0):
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.propose(action, claims, priority, window, hold, evidence, escalation_timeout))
 
     def publish(self, topic: str, data: object = None, corr: str | None = None) -> str:
         """Send ``data`` to every subscriber of ``topic`` (fire-and-forget); returns the event id."""

@@ -250,6 +250,54 @@ def status(node: str | None, as_json: bool, watch: bool, interval: float) -> Non
 
 @main.command()
 @click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def intents(node: str | None, as_json: bool) -> None:
+    """List pending and held intentions, and escalations waiting for a person (mesh-wide)."""
+    answer = _with_client(node, lambda client: client.control("intents"))
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    rows = [("ID", "STATE", "PROPOSER", "NODE", "PRIORITY", "CLAIMS", "ACTION")]
+    for i in answer["intents"]:
+        rows.append((i["id"], i["state"], i["proposer"], i["node"], str(i.get("priority")), ",".join(i.get("claims") or []),
+                     str(i.get("action"))))
+    for e in answer["escalations"]:
+        why = "; ".join(f"{o.get('by') or '?'}: {o.get('reason')}" for o in e.get("objections", []))
+        rows.append((e["id"], "ESCALATED", e["proposer"], e["leader"], "-", ",".join(e.get("claims") or []),
+                     f"{e.get('action')}  [{why}]"))
+    if len(rows) == 1:
+        click.echo("(no pending or held intentions, no escalations)")
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        click.echo(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[6]).rstrip())
+
+
+def _decide(node: str | None, intention: str, approve: bool) -> None:
+    who = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
+    answer = _with_client(node, lambda client: client._resource_call("intent_decide", 10.0, id=intention, approve=approve,
+                                                                      by=f"{who} with mesh {'approve' if approve else 'deny'}"))
+    click.echo(f"{answer['id']}: {'approved' if answer['approved'] else 'denied'}")
+
+
+@main.command()
+@click.argument("intention")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+def approve(intention: str, node: str | None) -> None:
+    """Approve the escalated INTENTION (its id, from `mesh intents`)."""
+    _decide(node, intention, True)
+
+
+@main.command()
+@click.argument("intention")
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+def deny(intention: str, node: str | None) -> None:
+    """Deny the escalated INTENTION (its id, from `mesh intents`)."""
+    _decide(node, intention, False)
+
+
+@main.command()
+@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
 @click.option("--release", is_flag=True, help="Let go of the switch: agents may run again.")
 def kill(node: str | None, release: bool) -> None:
     """The kill switch: stop every agent on every node of the mesh, now (SIGKILL)."""

@@ -26,6 +26,10 @@ A spec has two parts, both optional::
     rate = 1000
     per = "60s"
 
+    [intents]                         # escalated intentions, when this node leads:
+    escalate = "leader"               # decided by the leader, or "human": mesh approve/deny
+    escalation_timeout = "60s"        # an undecided escalation is denied after this
+
     [[agents]]
     name = "planner"                  # unique in the node
     class = "planner:Planner"         # "module:Class", Class a subclass of mesh.Actor
@@ -138,7 +142,8 @@ _AGENT_KEYS = (
     "node",
     "budget",
 )
-_TOP_KEYS = ("node", "agents", "pools", "limits")
+_TOP_KEYS = ("node", "agents", "pools", "limits", "intents")
+ESCALATE = ("leader", "human")
 MAX_CPU = 4096.0  # cores: more than any machine has, less than nonsense
 
 
@@ -204,6 +209,8 @@ class NodeSpec:
     capacity_memory: int | None = None  #: bytes for budgets here; None = the machine's
     pools: tuple[tuple[str, int, float], ...] = ()  #: (name, size, lease seconds)
     limits: tuple[tuple[str, int, float], ...] = ()  #: (name, rate, per seconds)
+    escalate: str = "leader"  #: who decides escalated intentions when this node leads: leader | human
+    escalation_timeout: float = 60.0  #: seconds an escalation waits for a person before it is denied
     agents: tuple[AgentSpec, ...] = ()
 
     def capacity(self) -> tuple[float, int]:
@@ -496,6 +503,17 @@ def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) ->
     _check_unique(agents, check)
     kwargs["pools"] = _parse_named(data.get("pools", {}), "pools", ("size", "lease"), check)
     kwargs["limits"] = _parse_named(data.get("limits", {}), "limits", ("rate", "per"), check)
+    intents = data.get("intents", {})
+    if not isinstance(intents, dict):
+        raise check.fail("intents", f"expected a table ([intents]), got {_type_name(intents)}")
+    check.unknown_keys(intents, ("escalate", "escalation_timeout"), "intents.")
+    if "escalate" in intents:
+        kwargs["escalate"] = check.string(intents["escalate"], "intents.escalate")
+        if kwargs["escalate"] not in ESCALATE:
+            raise check.fail("intents.escalate", f"must be one of {', '.join(ESCALATE)}, got {kwargs['escalate']!r}")
+    if "escalation_timeout" in intents:
+        kwargs["escalation_timeout"] = check.duration(intents["escalation_timeout"], "intents.escalation_timeout",
+                                                      positive=True)
     return NodeSpec(file=file, base_dir=base, agents=agents, **kwargs)
 
 

@@ -363,3 +363,54 @@ class Listener(mesh.Actor):
 
     def on_message(self, message):
         return self.mesh.publish(message["publish"], message.get("data"), message.get("corr"))
+
+
+
+import random  # noqa: E402
+
+
+class Contender(mesh.Actor):
+    """On {"rounds": N, "claim": C}: N times propose work on claim C; when approved, note "approve"
+    and then "done" in ``journal`` around a short hold, then release. Answers how many were approved.
+    On {"propose": ACTION, ...}: one proposal, answered as a dict."""
+
+    def __init__(self, journal: str = ""):
+        self.journal = journal
+
+    def _note(self, what: str, iid: str) -> None:
+        with open(self.journal, "a") as f:
+            f.write(f"{time.time():.6f} {what} {iid}\n")
+
+    def on_message(self, message):
+        if "propose" in message:
+            d = self.mesh.propose(message["propose"], claims=message.get("claims", []), priority=message.get("priority", 0),
+                                  window=message.get("window", 0.3), evidence=message.get("evidence", 1.0),
+                                  escalation_timeout=message.get("escalation_timeout", 60))
+            d.done()
+            return {"outcome": d.outcome, "reasons": d.reasons, "escalated": d.escalated, "decided_by": d.decided_by,
+                    "objections": [[o.by, o.reason, o.weight, o.kind] for o in d.objections]}
+        approved = 0
+        for _ in range(message["rounds"]):
+            d = self.mesh.propose("work", claims=[message["claim"]], priority=message.get("priority", 0), window=0.5)
+            if d.approved:
+                self._note("approve", d.id)
+                time.sleep(0.002)
+                self._note("done", d.id)
+                d.done()
+                approved += 1
+            else:  # contention lost: the intention does not queue; back off a little and try again
+                time.sleep(random.uniform(0.0, 0.03))
+        return approved
+
+
+class Objector(mesh.Actor):
+    """Objects to intentions whose action is a key of ``rules``: {"reason", "weight", "kind"}."""
+
+    def __init__(self, rules: dict):
+        self.rules = rules
+
+    def on_intention(self, intention):
+        rule = self.rules.get(str(intention.action))
+        if rule:
+            return mesh.Objection(rule["reason"], rule.get("weight", 1.0), rule.get("kind", "finding"))
+        return None

@@ -43,6 +43,7 @@ from ..core.gossip import GossipConfig
 from ..spec import AgentSpec, NodeSpec, agent_from_wire, agent_to_wire
 from .budgets import Enforcer
 from .gossiper import GOSSIP_RECIPIENT, Gossiper
+from .intents import ESCALATIONS_PREFIX, INTENT_RECIPIENT, INTENTS_PREFIX, NodeIntents
 from .leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from ..topics import SUBS_PREFIX, check_topic
 from .resources import Resources, declared_resources
@@ -117,6 +118,7 @@ class Instance:
     cwd: str | None = None
     stop_grace: float | None = None  # seconds before SIGKILL when retiring, if not the stop timeout
     budget_kills: int = 0
+    hears_intentions: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -199,6 +201,9 @@ class Node:
         self._replies: dict[str, tuple[bytes, int, str]] = {}  # request id -> (ident, corr id, sender)
         self._resource_clashes: set[str] = set()
         self._kill_seen: str | None = None  # the id of the last kill switch pull this node obeyed
+        self.intents: NodeIntents | None = None
+        self._intent_replies: dict[str, tuple[bytes, int, str, float]] = {}  # id -> (ident, corr, sender, started)
+        self._escalations: dict[str, tuple[bytes, int, str, float]] = {}  # leader: id -> (ident, corr, sender, deadline)
         self._record: dict | None = None
         self._next_record = 0.0
         self._written_assignment: dict | None = None
@@ -232,6 +237,11 @@ class Node:
             self.router = None
             raise MeshError(str(exc)) from None
         self.enforcer = Enforcer(on_event=self.on_event)
+        try:
+            self.intents = NodeIntents(self.name, self.spec.voter, self.run_dir, self._send_intent,
+                                       self.leadership.elector.voters)
+        except RuntimeError as exc:
+            raise MeshError(str(exc)) from None
         self._publish_record()
 
     def _publish_record(self) -> None:
@@ -305,6 +315,8 @@ class Node:
                 self.leadership.tick()
                 if self.resources is not None:
                     self._deliver(self.resources.tick(time.monotonic()))
+                self.intents.tick()
+                self._intent_events()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_S
@@ -348,6 +360,10 @@ class Node:
                 continue
             if env[1] == _EVENT and env[5] == ELECTION_RECIPIENT:
                 self.leadership.receive(env[4], env[6])  # the elector ignores what it cannot read
+                continue
+            if env[1] == _EVENT and env[5] == INTENT_RECIPIENT:
+                self.intents.receive(env[4], env[6])  # so do the intention machines
+                self._intent_events()
                 continue
             if env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
                 self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
@@ -467,6 +483,122 @@ class Node:
         self._replies.clear()
         self.resources = None
 
+    # -- intentions ---------------------------------------------------------------------------
+
+    def _send_intent(self, to: str, message: dict) -> None:
+        address = self.gossip._address_of(to)
+        if address:
+            self.gossip._send_to(address, message, recipient=INTENT_RECIPIENT)
+
+    def _op_intent_propose(self, body: dict, ident: bytes, corr: int, sender: str) -> object:
+        iid = _str(body, "id")
+        claims = body.get("claims")
+        try:
+            self.intents.propose(iid, claims, body.get("priority", 0), body.get("window", 0.2), body.get("hold", 30.0))
+        except ValueError as exc:
+            raise WireError(f"bad intention: {exc}") from None
+        self._intent_replies[iid] = (ident, corr, sender, time.monotonic())
+        self.gossip.write(INTENTS_PREFIX + iid, {"id": iid, "action": _short(body.get("action")), "claims": claims,
+                                                 "proposer": str(body.get("proposer")), "node": self.name,
+                                                 "priority": body.get("priority", 0), "state": "pending",
+                                                 "since": time.time()}, system=True)
+        self._intent_events()
+        return _DEFER
+
+    def _op_intent_done(self, body: dict) -> dict:
+        iid = _str(body, "id")
+        self.intents.done(iid)
+        self._intent_events()
+        self.gossip.delete(INTENTS_PREFIX + iid, system=True)
+        return {"done": iid}
+
+    def _op_intent_listeners(self, body: dict) -> dict:
+        actors = {n for n, i in self.instances.items() if i.hears_intentions and i.state == "running"}
+        for key, entry in self.gossip.node.items(AGENTS_PREFIX).items():
+            if isinstance(entry, dict) and entry.get("intentions") and entry.get("state") == "running":
+                if self.gossip.node.state_of(entry.get("node")) in ("alive", "suspect") or entry.get("node") == self.name:
+                    actors.add(key[len(AGENTS_PREFIX):])
+        return {"actors": sorted(actors)}
+
+    def _intent_events(self) -> None:
+        events, self.intents.events = self.intents.events, []
+        for ev in events:
+            iid = ev.data.get("id")
+            if ev.name == "decided":
+                outcome = ev.data.get("outcome")
+                waiter = self._intent_replies.pop(iid, None)
+                if waiter is not None:
+                    ident, corr, sender, _ = waiter
+                    until = ev.data.get("until")
+                    body = {"id": iid, "outcome": outcome, "reasons": ev.data.get("reasons", []),
+                            "holders": ev.data.get("holders", []),
+                            "until_in": max(0.0, until - time.monotonic()) if isinstance(until, (int, float)) else None}
+                    self.router.send_multipart((ident, wire.encode(_REPLY, next(self._ids), corr, "$node", sender, body)))
+                entry = self.gossip.node.get(INTENTS_PREFIX + iid)
+                if outcome == "approved" and isinstance(entry, dict):
+                    self.gossip.write(INTENTS_PREFIX + iid, {**entry, "state": "held"}, system=True)
+                else:
+                    self.gossip.delete(INTENTS_PREFIX + iid, system=True)
+            elif ev.name == "expired":
+                self.gossip.delete(INTENTS_PREFIX + iid, system=True)
+
+    def _op_intent_escalate(self, body: dict, ident: bytes, corr: int, sender: str) -> object:
+        if not self.leadership.is_leader:
+            raise NotLeader(f"node {self.name} is not the leader")
+        iid = _str(body, "id")
+        objections = [o for o in body.get("objections") or [] if isinstance(o, dict)]
+        strategy = sum(float(o.get("weight", 1.0)) for o in objections if o.get("kind") == "strategy"
+                       and isinstance(o.get("weight", 1.0), (int, float)))
+        evidence = body.get("evidence", 1.0)
+        evidence = float(evidence) if isinstance(evidence, (int, float)) else 0.0
+        if self.spec.escalate == "leader":
+            approve = evidence >= strategy
+            why = (f"the leader {self.name} decided: evidence {evidence:g} "
+                   f"{'>=' if approve else '<'} strategy objections {strategy:g}")
+            self.on_event(f"escalation {iid}: {'approved' if approve else 'denied'} ({why})")
+            return {"approve": approve, "by": f"leader {self.name}", "why": why}
+        timeout = body.get("timeout", self.spec.escalation_timeout)
+        timeout = min(float(timeout), self.spec.escalation_timeout) if isinstance(timeout, (int, float)) else 60.0
+        self._escalations[iid] = (ident, corr, sender, time.monotonic() + timeout)
+        self.gossip.write(ESCALATIONS_PREFIX + iid, {"id": iid, "action": _short(body.get("action")),
+                                                     "claims": body.get("claims"), "proposer": str(body.get("proposer")),
+                                                     "objections": objections, "evidence": evidence, "state": "pending",
+                                                     "leader": self.name, "since": time.time()}, system=True)
+        self.on_event(f"escalation {iid} waits for a person: mesh approve {iid} / mesh deny {iid}")
+        return _DEFER
+
+    def _op_intent_decide(self, body: dict) -> dict:
+        iid, approve = _str(body, "id"), body.get("approve") is True
+        waiter = self._escalations.pop(iid, None)
+        if waiter is None:
+            if not self.leadership.is_leader:
+                raise NotLeader(f"node {self.name} is not the leader")
+            raise ActorNotFound(f"no escalation {iid!r} is waiting (decided already, or never escalated)")
+        by = str(body.get("by") or "a person")[:200]
+        self._answer_escalation(iid, waiter, approve, f"human ({by})", f"{'approved' if approve else 'denied'} by {by}")
+        return {"id": iid, "approved": approve}
+
+    def _answer_escalation(self, iid: str, waiter: tuple, approve: bool, by: str, why: str) -> None:
+        ident, corr, sender, _ = waiter
+        self.router.send_multipart((ident, wire.encode(_REPLY, next(self._ids), corr, "$node", sender,
+                                                       {"approve": approve, "by": by, "why": why})))
+        self.gossip.delete(ESCALATIONS_PREFIX + iid, system=True)
+        self.on_event(f"escalation {iid}: {why}")
+
+    def _expire_escalations(self) -> None:
+        now = time.monotonic()
+        for iid, waiter in list(self._escalations.items()):
+            if now >= waiter[3] or not self.leadership.is_leader:
+                del self._escalations[iid]
+                why = "nobody decided in time: denied" if now >= waiter[3] else "the leader changed: denied"
+                self._answer_escalation(iid, waiter, False, f"leader {self.name}", why)
+
+    def _op_intents(self, body: dict) -> dict:
+        """Every pending and held intention, and every escalation waiting for a person, mesh-wide."""
+        return {"intents": sorted(self.gossip.node.items(INTENTS_PREFIX).values(), key=lambda e: str(e.get("since"))),
+                "escalations": sorted(self.gossip.node.items(ESCALATIONS_PREFIX).values(),
+                                      key=lambda e: str(e.get("since")))}
+
     # -- topics ---------------------------------------------------------------------------------
 
     def _op_subscribe(self, body: dict) -> dict:
@@ -548,6 +680,7 @@ class Node:
         inst.endpoint = endpoint
         limit = body.get("max_frame")
         inst.max_frame = limit if type(limit) is int and limit > 0 else None
+        inst.hears_intentions = body.get("intentions") is True
         inst.state = "running"
         inst.last_heard = now
         inst.messages = 0
@@ -659,7 +792,8 @@ class Node:
                 if inst.state == "running" and inst.endpoint:
                     want[inst.name] = {"node": self.name, "endpoint": inst.endpoint, "incarnation": inst.incarnation,
                                        "pid": inst.pid, "max_frame": inst.max_frame or self.spec.max_message,
-                                       "state": "running", "budget": _budget_of(inst.spec)}
+                                       "state": "running", "budget": _budget_of(inst.spec),
+                                       "intentions": inst.hears_intentions}
                 elif not inst.embedded:
                     # Not reachable right now, but ours: senders elsewhere wait for a restart,
                     # and learn why when it has failed.
@@ -857,6 +991,8 @@ class Node:
         if self.leadership.is_leader:
             self._conduct(states, records)
         self._keep_resources(records)
+        self.intents.set_voters(self.leadership.elector.voters)
+        self._expire_escalations()
         self._refuse_stale()
         visible = self._quorum_visible(states)
         if not visible:
@@ -1180,7 +1316,13 @@ class Node:
                 inst.reason = "node stopped"
 
 
-_DEFERRING = ("acquire",)
+_DEFERRING = ("acquire", "intent_propose", "intent_escalate")
+
+
+def _short(value: object) -> object:
+    """An action as shown in listings: JSON-ish, at most 200 characters."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _placeholder(name: str, node: str | None, state: str, reason: str, group: str) -> dict:

@@ -190,6 +190,7 @@ class Server:
             pid=os.getpid(),
             supervised=self.supervised,
             max_frame=self.max_frame_bytes,
+            intentions=type(self.actor).on_intention is not Actor.on_intention,
         )
         if isinstance(answer, dict):
             self.incarnation = int(answer.get("incarnation", 0))
@@ -311,8 +312,30 @@ class Server:
         if op == "ping":
             answer = {"name": self.name, "pid": os.getpid(), "messages": self.handled}
             return wire.encode(_REPLY, next(self._ids), env[2], self.name, env[4], answer)
+        if op == "intention":
+            return wire.encode(_REPLY, next(self._ids), env[2], self.name, env[4], self._hear(body.get("intention")))
         err = to_wire(WireError(f"unknown control op {op!r:.40}"))
         return wire.encode(_FAIL, next(self._ids), env[2], self.name, env[4], err)
+
+    def _hear(self, data: object) -> dict:
+        """An intention announced by another actor: ``on_intention`` may object."""
+        from .intents import Intention, Objection
+
+        if not isinstance(data, dict):
+            return {"objection": None}
+        try:
+            claims = data.get("claims") if isinstance(data.get("claims"), list) else []
+            intention = Intention(str(data.get("id")), data.get("action"), tuple(map(str, claims)),
+                                  data.get("priority", 0), str(data.get("proposer")), data.get("window", 0))
+            result = self.actor.on_intention(intention)
+            if inspect.iscoroutine(result):
+                result = self.run_coroutine(result)
+        except Exception:
+            log.exception("%s: on_intention raised; no objection", self.name)
+            return {"objection": None}
+        if isinstance(result, Objection):
+            return {"objection": {"reason": result.reason, "weight": result.weight, "kind": result.kind}}
+        return {"objection": None}
 
     def _fire_timers(self) -> None:
         timers = self._timers

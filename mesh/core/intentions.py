@@ -1,0 +1,688 @@
+"""Intentions: agents announce what they are about to touch, and the voters approve or object.
+
+Before an agent acts it *proposes an intention*: an id, a set of *claims* (resource names:
+``"repo:src/app.py"``, ``"db:users"``...), a priority and a timestamp. The mesh's voter nodes
+(a fixed list, the same everywhere) vote on it; two intentions whose claims overlap are never
+both approved while either is *held*.
+
+Each voter runs an :class:`IntentionVoter`; each node that proposes runs one
+:class:`IntentionProposer` for all its intentions (a node can run both; the runtime routes a
+message to the voter if its ``"t"`` is in :data:`VOTER_KINDS`, to the proposer if it is in
+:data:`PROPOSER_KINDS`, and must deliver a Send addressed to the node itself locally).
+
+The protocol, two phases as in Paxos-style locking, with preemption by precedence:
+
+* Precedence is a total order: higher priority first, then earlier timestamp, then smaller
+  id (then proposer name, should two proposers pick the same id): :func:`precedence` sorts
+  ascending.
+* PREPARE. The proposer sends the intention to every voter. A voter keeps, per claim, at
+  most one *owner*: an intention it has *promised* or *committed* to. It promises the
+  intention iff none of its claims is committed to another intention and none is promised
+  to one of higher precedence; promises of lower precedence on its claims are then revoked
+  (the voter tells their proposers) in favour of the newcomer. All or nothing: a refused
+  PREPARE changes nothing. A refusal names the intentions that hold or outrank it, and the
+  claims in question. A promise expires two windows after the last PREPARE that asked for it.
+* COMMIT. With promises from a majority, and no sooner than ``settle`` seconds after it
+  proposed, the proposer sends COMMIT (with the hold, in seconds) to the voters that
+  promised (and to any that promise later). A voter accepts a COMMIT only if it still holds
+  its promise to that intention; the claims are then *committed*: held for that intention
+  until RELEASE or until ``hold`` seconds after the voter accepted the COMMIT (its own
+  clock). The commit goes to ``storage`` before the voter acknowledges (the runtime makes
+  ``storage`` durable, as for the election's vote). Promises are not stored.
+* The proposer's *hold deadline* is the time it *first* sent COMMIT plus ``hold``, on its own
+  clock. The intention is APPROVED when a majority has acknowledged the COMMIT before the hold
+  deadline and before the window ends. It is OBJECTED as soon as so many voters refused
+  (a refused PREPARE, a revoked promise, a refused COMMIT) that a majority is impossible,
+  when the window ends first, or when the hold deadline passes before a majority
+  acknowledged. A voter's refusal is final for that intention: the proposer does not ask it
+  again; intentions do not queue for their claims (the runtime may propose again later).
+* RELEASE. When the intention is done (:meth:`IntentionProposer.done`), objected,
+  withdrawn (done before it was decided) or its hold lapsed, the proposer sends RELEASE to
+  every voter, again every ``retry`` seconds until each confirms (or the voters must have
+  freed everything on their own). A voter drops the intention's promise or commit and
+  remembers the intention as *finished* for a while, so a stale PREPARE or COMMIT of it
+  (delayed or duplicated) is refused. A proposer that hears a promise or an acknowledgement
+  for an intention it has closed answers with RELEASE again.
+
+Guarantee (safety). For two intentions A and B with overlapping claims, at no moment are
+both held, where an intention is *held* from the moment its proposer decides it approved
+until the earlier of :meth:`IntentionProposer.done` and its hold deadline (the ``until`` of
+the ``decided`` event). This holds whatever messages are lost, duplicated, reordered or
+delayed, whatever partitions, and whatever voters crash and restart with their storage;
+it holds even if a proposer crashes (its holds still end at ``until`` at the latest, so an
+agent may keep acting on one until then).
+
+Why. Each of A and B was acknowledged by a majority, so some voter v acknowledged both.
+At v, a claim has one owner at a time; a COMMIT is accepted only by the owner of all its
+claims; a committed claim cannot be promised to anyone else. So v accepted B's COMMIT only
+after A's commit at v ended: by A's RELEASE, which A's proposer sends only after A stopped
+being held, or by expiry, ``hold`` after v accepted A's COMMIT, which was sent no earlier
+than A's first COMMIT, so no earlier than A's hold deadline. B's approval comes later still.
+A voter that restarts reloads its commits from storage, so the single-owner rule still
+covers them. It forgets its promises, and that is safe because promises carry no safety of
+their own: losing one can only make the voter refuse a COMMIT (a COMMIT for an intention it
+does not remember is refused), and it may then promise the claims to another intention,
+which it could have done anyway after a revocation or expiry. Quorums of acknowledgements,
+not of promises, are what intersect.
+
+What the guarantee assumes: every proposer and voter uses the same voter list (quorum =
+``len(voters) // 2 + 1``); storage is durable before an acknowledgement leaves; clocks run
+at the same rate (only durations, ``window`` and ``hold``, cross the wire; to cover drift a
+proposer can count with a shorter hold than it asks for); a proposer never reuses an
+intention id, not even after a restart (put an incarnation nonce in the id); voters are not
+malicious. A voter's clock may restart (``time.monotonic`` after a reboot): a commit
+reloaded from storage ends at ``min(stored expiry, now + hold)``, never later than it would
+have in real time.
+
+Liveness. Every proposal is decided by the end of its window (at the first :meth:`tick`
+after), approved, objected or withdrawn, and every approval ends by its ``until``. Nothing
+retries forever, so contention never live-locks: lower precedence gives way, and the
+proposer gives up at its window. With a majority of voters reachable and messages
+delivered, an intention whose claims nobody holds or outranks is approved within ``settle``
+plus two round trips. Intentions are *concurrent* when each one's PREPARE reaches the voters
+before another's COMMIT does: the ``settle`` delay ensures that for intentions proposed
+within ``settle + min delay - max delay`` of each other. Among concurrent intentions, one
+that outranks every intention overlapping it (and meets no hold) is approved: nobody can
+refuse it, and it revokes the others' promises before they can commit. A lower one is
+objected even if what outranked it is itself objected later (no waiting). Crashed
+proposers block nothing for long: their promises expire in two windows, their commits at
+the hold.
+
+Messages (dicts, ``"t"`` first; every field is validated and anything malformed ignored):
+
+* proposer to voter: ``{"t": "i.prepare", "id", "claims": [str], "prio", "ts", "window"}``,
+  ``{"t": "i.commit", "id", "hold"}``, ``{"t": "i.release", "id"}``;
+* voter to proposer: ``{"t": "i.promise", "id"}``, ``{"t": "i.ack", "id"}``,
+  ``{"t": "i.released", "id"}``, and ``{"t": "i.no", "id", "held"?, "outranked"?, "why"?}``
+  (a refusal, a revocation or a refused COMMIT), where ``held`` and ``outranked`` are lists of
+  ``[id, proposer, [claims]]``.
+
+Intentions are keyed by ``(proposer, id)``: a voter answers the node that sent the PREPARE,
+and only that node may commit or release its intention.
+
+The proposer's effects: ``Event("decided", {"id", "outcome", "reasons", "holders",
+"outranked_by", "until"})`` exactly once per proposal, ``outcome`` being :data:`APPROVED`
+(``until`` is the hold deadline, the proposer's clock), :data:`OBJECTED` (``reasons`` says
+why in words, ``holders`` lists the ids of intentions that hold overlapping claims,
+``outranked_by`` those of higher precedence that were promised them) or :data:`WITHDRAWN`
+(done before decided); ``Event("expired", {"id"})`` when a hold lapses without done.
+Voters only send.
+
+Pure: time comes in as ``now`` in seconds (an older ``now`` counts as the latest seen); no
+randomness is needed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .effects import Event, Send
+
+APPROVED, OBJECTED, WITHDRAWN = "approved", "objected", "withdrawn"
+
+PREPARE, COMMIT, RELEASE = "i.prepare", "i.commit", "i.release"
+PROMISE, ACK, NO, RELEASED = "i.promise", "i.ack", "i.no", "i.released"
+VOTER_KINDS = frozenset({PREPARE, COMMIT, RELEASE})  #: messages for the IntentionVoter
+PROPOSER_KINDS = frozenset({PROMISE, ACK, NO, RELEASED})  #: messages for the IntentionProposer
+
+MAX_ID = 200  #: characters in an intention id or a node name
+MAX_CLAIM = 500  #: characters in a claim
+MAX_CLAIMS = 256  #: claims per intention
+MAX_REPORT = 8  #: intentions named in one refusal
+MAX_WHY = 300  #: characters of a refusal's ``why``
+
+_FINISHED = "the intention was already finished (released, objected or expired)"
+_NO_PROMISE = "no promise to commit (it was revoked, expired, or lost in a restart)"
+
+
+# -- intentions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Intention:
+    id: str
+    proposer: str  #: the node that proposed it (it alone may commit or release it)
+    claims: frozenset  #: of str, the resources it claims
+    priority: float  #: higher goes first
+    timestamp: float  #: earlier goes first among equal priorities
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.proposer, self.id)
+
+
+def precedence(intention: Intention) -> tuple:
+    """Sort key: the intention that sorts first takes precedence (higher priority, then
+    earlier timestamp, then smaller id, then smaller proposer name)."""
+    return (-intention.priority, intention.timestamp, intention.id, intention.proposer)
+
+
+def overlap(a: Intention, b: Intention) -> bool:
+    return not a.claims.isdisjoint(b.claims)
+
+
+# -- validation (every message is untrusted) -------------------------------------------------
+
+
+def _number(x: object) -> bool:
+    if type(x) is int:
+        return -(2**63) <= x < 2**63
+    return type(x) is float and math.isfinite(x)
+
+
+def _positive(x: object) -> bool:
+    return _number(x) and x > 0
+
+
+def _text(x: object, limit: int = MAX_ID) -> bool:
+    return type(x) is str and 0 < len(x) <= limit
+
+
+def _claims(x: object) -> frozenset | None:
+    if type(x) not in (list, tuple) or not 0 < len(x) <= MAX_CLAIMS:
+        return None
+    if not all(_text(c, MAX_CLAIM) for c in x):
+        return None
+    return frozenset(x)
+
+
+def _report(x: object) -> dict | None:
+    """``[[id, proposer, [claims]], ...]`` as ``{(proposer, id): claims}``, or None if malformed."""
+    if x is None:
+        return {}
+    if type(x) not in (list, tuple) or len(x) > MAX_REPORT:
+        return None
+    out: dict = {}
+    for entry in x:
+        if type(entry) not in (list, tuple) or len(entry) != 3:
+            return None
+        iid, proposer, claims = entry
+        claims = _claims(claims)
+        if not _text(iid) or not _text(proposer) or claims is None:
+            return None
+        out[(proposer, iid)] = out.get((proposer, iid), frozenset()) | claims
+    return out
+
+
+def _reported(entries: dict) -> list:
+    return [[iid, proposer, sorted(claims)[:16]] for (proposer, iid), claims in sorted(entries.items())[:MAX_REPORT]]
+
+
+def _quote(claims) -> str:
+    claims = sorted(claims)
+    shown = ", ".join(repr(c) for c in claims[:5]) + (f" and {len(claims) - 5} more" if len(claims) > 5 else "")
+    return f"claim {shown} is" if len(claims) == 1 else f"claims {shown} are"
+
+
+def _secs(x: float) -> str:
+    return f"{round(x, 3):g} s"
+
+
+# -- the voter -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Vote:
+    intention: Intention
+    committed: bool
+    expires: float  #: the voter's clock
+    hold: float = 0.0
+
+
+def _storage_key(key: tuple[str, str]) -> str:
+    return json.dumps(list(key))
+
+
+class IntentionVoter:
+    """One voter's promises and commits. Durable state (the commits) lives in ``storage``
+    under ``"commits"``, JSON-friendly; the runtime must write it to disk before it sends what
+    a :meth:`step` returns.
+
+    ``max_window`` and ``max_hold`` (seconds) bound what a proposer may ask for; more is
+    refused with the reason. ``remember`` is how long a finished intention is remembered, to
+    refuse its stale messages."""
+
+    def __init__(self, name: str, storage: dict, now: float, *, max_window: float = 300.0,
+                 max_hold: float = 3600.0, remember: float = 60.0):
+        for label, value in (("max_window", max_window), ("max_hold", max_hold), ("remember", remember)):
+            if not _positive(value):
+                raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
+        self.name = name
+        self.storage = storage
+        self.now = now
+        self.max_window = max_window
+        self.max_hold = max_hold
+        self.remember = remember
+        self._votes: dict[tuple[str, str], _Vote] = {}
+        self._owner: dict[str, tuple[str, str]] = {}  # claim -> the intention promised or committed it
+        self._expiries: list[tuple[float, tuple[str, str]]] = []  # heap; stale entries skipped
+        self._finished: dict[tuple[str, str], float] = {}  # -> when to forget it; in time order
+        self._load()
+
+    def _load(self) -> None:
+        stored = self.storage.get("commits")
+        if not isinstance(stored, dict):
+            stored = self.storage["commits"] = {}
+        for skey, rec in sorted(stored.items()):
+            vote = self._decode(skey, rec)
+            if vote is None or any(c in self._owner for c in vote.intention.claims):
+                del stored[skey]  # corrupt (or expired): nothing of it can be trusted
+                continue
+            # The clock may have restarted: never count a commit beyond one hold from now.
+            vote.expires = min(vote.expires, self.now + vote.hold)
+            if vote.expires <= self.now:
+                del stored[skey]
+                continue
+            rec["expires"] = vote.expires
+            self._install(vote)
+
+    @staticmethod
+    def _decode(skey: object, rec: object) -> _Vote | None:
+        try:
+            proposer, iid = json.loads(skey)
+        except (TypeError, ValueError):
+            return None
+        if not isinstance(rec, dict) or not _text(proposer) or not _text(iid):
+            return None
+        claims = _claims(rec.get("claims"))
+        prio, ts, expires, hold = (rec.get(k) for k in ("prio", "ts", "expires", "hold"))
+        if claims is None or not all(_number(x) for x in (prio, ts, expires)) or not _positive(hold):
+            return None
+        return _Vote(Intention(iid, proposer, claims, prio, ts), True, expires, hold)
+
+    # -- status -------------------------------------------------------------------------
+
+    def owners(self) -> dict[str, dict]:
+        """``{claim: {"id", "proposer", "state": "promised" | "committed", "expires"}}`` (read only)."""
+        out = {}
+        for claim, key in sorted(self._owner.items()):
+            vote = self._votes[key]
+            out[claim] = {"id": key[1], "proposer": key[0], "expires": vote.expires,
+                          "state": "committed" if vote.committed else "promised"}
+        return out
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list:
+        self._advance(now)
+        return []
+
+    def step(self, sender: str, message: object, now: float) -> list:
+        self._advance(now)
+        if not _text(sender) or not isinstance(message, dict):
+            return []
+        kind, iid = message.get("t"), message.get("id")
+        if type(kind) is not str or kind not in VOTER_KINDS or not _text(iid):
+            return []
+        key = (sender, iid)
+        if kind == PREPARE:
+            return self._prepare(key, message)
+        if kind == COMMIT:
+            return self._commit(key, message)
+        return self._release(key)
+
+    def _prepare(self, key: tuple[str, str], message: dict) -> list:
+        claims = _claims(message.get("claims"))
+        prio, ts, window = message.get("prio"), message.get("ts"), message.get("window")
+        if claims is None or not _number(prio) or not _number(ts) or not _positive(window):
+            return []
+        sender, iid = key
+        me = Intention(iid, sender, claims, prio, ts)
+        if key in self._finished:
+            return [self._no(key, why=_FINISHED)]
+        mine = self._votes.get(key)
+        if mine is not None:
+            if mine.intention != me:
+                return [self._no(key, why="the id names another intention of this proposer")]
+            if mine.committed:
+                return [Send(sender, {"t": ACK, "id": iid})]
+            self._set_expiry(mine, max(mine.expires, self.now + 2 * window))
+            return [Send(sender, {"t": PROMISE, "id": iid})]
+        if window > self.max_window:
+            return [self._no(key, why=f"a window of {_secs(window)} exceeds this voter's limit of {_secs(self.max_window)}")]
+        held: dict = {}
+        outranked: dict = {}
+        losers: set = set()
+        for claim in claims:
+            other = self._owner.get(claim)
+            if other is None:
+                continue
+            vote = self._votes[other]
+            if vote.committed:
+                held[other] = held.get(other, frozenset()) | {claim}
+            elif precedence(vote.intention) < precedence(me):
+                outranked[other] = outranked.get(other, frozenset()) | {claim}
+            else:
+                losers.add(other)
+        if held or outranked:
+            return [self._no(key, held=held, outranked=outranked)]
+        out: list = []
+        for other in sorted(losers):
+            lost = self._votes[other].intention
+            self._drop(other)
+            out.append(self._no(other, outranked={key: claims & lost.claims}))
+        vote = _Vote(me, False, self.now + 2 * window)
+        self._install(vote)
+        return out + [Send(sender, {"t": PROMISE, "id": iid})]
+
+    def _commit(self, key: tuple[str, str], message: dict) -> list:
+        hold = message.get("hold")
+        if not _positive(hold):
+            return []
+        vote = self._votes.get(key)
+        if vote is None:
+            return [self._no(key, why=_FINISHED if key in self._finished else _NO_PROMISE)]
+        if not vote.committed:
+            if hold > self.max_hold:
+                return [self._no(key, why=f"a hold of {_secs(hold)} exceeds this voter's limit of {_secs(self.max_hold)}")]
+            vote.committed = True
+            vote.hold = hold
+            self._set_expiry(vote, self.now + hold)
+            i = vote.intention
+            self.storage["commits"][_storage_key(key)] = {"claims": sorted(i.claims), "prio": i.priority,
+                                                          "ts": i.timestamp, "expires": vote.expires, "hold": hold}
+        return [Send(key[0], {"t": ACK, "id": key[1]})]
+
+    def _release(self, key: tuple[str, str]) -> list:
+        if key in self._votes:
+            self._drop(key)
+        self._finish(key)
+        return [Send(key[0], {"t": RELEASED, "id": key[1]})]
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _no(self, key: tuple[str, str], held: dict | None = None, outranked: dict | None = None,
+            why: str | None = None) -> Send:
+        message: dict = {"t": NO, "id": key[1]}
+        if held:
+            message["held"] = _reported(held)
+        if outranked:
+            message["outranked"] = _reported(outranked)
+        if why:
+            message["why"] = why
+        return Send(key[0], message)
+
+    def _install(self, vote: _Vote) -> None:
+        key = vote.intention.key
+        self._votes[key] = vote
+        for claim in vote.intention.claims:
+            self._owner[claim] = key
+        heapq.heappush(self._expiries, (vote.expires, key))
+
+    def _set_expiry(self, vote: _Vote, expires: float) -> None:
+        vote.expires = expires
+        heapq.heappush(self._expiries, (expires, vote.intention.key))
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        vote = self._votes.pop(key)
+        for claim in vote.intention.claims:
+            if self._owner.get(claim) == key:
+                del self._owner[claim]
+        if vote.committed:
+            self.storage["commits"].pop(_storage_key(key), None)
+
+    def _finish(self, key: tuple[str, str]) -> None:
+        self._finished.pop(key, None)
+        self._finished[key] = self.now + self.remember  # now never decreases: stays in time order
+
+    def _advance(self, now: float) -> None:
+        if _number(now) and now > self.now:
+            self.now = now
+        while self._expiries and self._expiries[0][0] <= self.now:
+            _, key = heapq.heappop(self._expiries)
+            vote = self._votes.get(key)
+            if vote is not None and vote.expires <= self.now:
+                self._drop(key)
+                if vote.committed:
+                    self._finish(key)
+        while self._finished:
+            key, until = next(iter(self._finished.items()))
+            if until > self.now:
+                break
+            del self._finished[key]
+
+
+# -- the proposer --------------------------------------------------------------------------
+
+PREPARING, COMMITTING, HELD, CLOSING = "preparing", "committing", "held", "closing"
+_PROMISED, _ACKED, _REFUSED = "promised", "acked", "refused"
+
+
+@dataclass(eq=False)
+class _Proposal:
+    intention: Intention
+    window: float
+    hold: float
+    proposed_at: float
+    deadline: float  #: end of the window
+    phase: str = PREPARING
+    votes: dict = field(default_factory=dict)  #: voter -> _PROMISED | _ACKED | _REFUSED
+    hold_end: float = math.inf  #: set when COMMIT is first sent
+    held: dict = field(default_factory=dict)  #: (proposer, id) -> claims, as voters reported
+    outranked: dict = field(default_factory=dict)
+    whys: Counter = field(default_factory=Counter)
+    next_retry: float = 0.0
+    released: set = field(default_factory=set)  #: closing: voters that confirmed the release
+    forget_at: float = math.inf
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.votes.values() if s == state)
+
+
+class IntentionProposer:
+    """A node's intentions, from proposal to release. ``settle`` is how long it waits after
+    proposing before it commits (see "concurrent" above); ``retry`` is the interval of its
+    retransmissions."""
+
+    def __init__(self, name: str, voters: list[str], now: float, *, settle: float = 0.05, retry: float = 0.1):
+        voters = sorted(set(voters))
+        if not voters or not all(_text(v) for v in voters):
+            raise ValueError("voters must be a non-empty list of node names")
+        if not _number(settle) or settle < 0:
+            raise ValueError(f"settle must be a number of seconds >= 0, not {settle!r}")
+        if not _positive(retry):
+            raise ValueError(f"retry must be a positive number of seconds, not {retry!r}")
+        self.name = name
+        self.voters = voters
+        self._voter_set = frozenset(voters)
+        self.quorum = len(voters) // 2 + 1
+        self.settle = settle
+        self.retry = retry
+        self.now = now
+        self._proposals: dict[str, _Proposal] = {}
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def propose(self, intention_id: str, claims, priority: float, timestamp: float, window: float, hold: float,
+                now: float) -> list:
+        """Propose an intention; it is decided (one ``decided`` event) within ``window``
+        seconds. If approved it is held for ``hold`` seconds at most. Raises ValueError for
+        bad arguments or an id still in use (ids must never be reused)."""
+        self._advance(now)
+        if not _text(intention_id):
+            raise ValueError(f"an intention id must be a string of 1 to {MAX_ID} characters, not {intention_id!r}")
+        if intention_id in self._proposals:
+            raise ValueError(f"intention {intention_id!r} is still in use; ids must never be reused")
+        if isinstance(claims, str):
+            raise ValueError("claims must be a collection of strings, not one string")
+        claims = _claims(list(claims)) if claims is not None else None
+        if claims is None:
+            raise ValueError(f"claims must be 1 to {MAX_CLAIMS} non-empty strings of at most {MAX_CLAIM} characters")
+        for label, value in (("priority", priority), ("timestamp", timestamp)):
+            if not _number(value):
+                raise ValueError(f"{label} must be a finite number, not {value!r}")
+        if not _positive(hold):
+            raise ValueError(f"hold must be a positive number of seconds, not {hold!r}")
+        if not _positive(window) or window <= self.settle:
+            raise ValueError(f"window must be a number of seconds greater than settle ({self.settle!r}), not {window!r}")
+        p = _Proposal(Intention(intention_id, self.name, claims, priority, timestamp), window, hold, self.now,
+                      self.now + window, next_retry=self.now + self.retry)
+        self._proposals[intention_id] = p
+        return [Send(v, self._prepare_message(p)) for v in self.voters]
+
+    def done(self, intention_id: str, now: float) -> list:
+        """The proposer is finished with the intention: a hold ends now (RELEASE goes to the
+        voters); an undecided intention is withdrawn. Anything else does nothing."""
+        self._advance(now)
+        p = self._proposals.get(intention_id) if isinstance(intention_id, str) else None
+        if p is None or p.phase == CLOSING:
+            return []
+        if p.phase == HELD:
+            return self._close(p)
+        return self._decide(p, WITHDRAWN, ["withdrawn by its proposer before it was decided"])
+
+    def holding(self, now: float) -> dict[str, float]:
+        """The intentions held at ``now``, each with its hold deadline."""
+        now = max(now, self.now)
+        return {iid: p.hold_end for iid, p in self._proposals.items() if p.phase == HELD and now < p.hold_end}
+
+    def pending(self) -> list[str]:
+        """Ids of the intentions not decided yet."""
+        return [iid for iid, p in self._proposals.items() if p.phase in (PREPARING, COMMITTING)]
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list:
+        self._advance(now)
+        now = self.now
+        out: list = []
+        for p in list(self._proposals.values()):
+            if p.phase in (PREPARING, COMMITTING):
+                if now >= p.deadline or now >= p.hold_end:
+                    out += self._decide(p, OBJECTED, self._reasons(p, timed_out=True))
+                    continue
+                if p.phase == PREPARING and self._may_commit(p):
+                    out += self._start_commit(p)
+                elif now >= p.next_retry:
+                    p.next_retry = now + self.retry
+                    out += [Send(v, self._prepare_message(p)) for v in self.voters if v not in p.votes]
+                    if p.phase == COMMITTING:
+                        out += [Send(v, self._commit_message(p)) for v, s in p.votes.items() if s == _PROMISED]
+            elif p.phase == HELD:
+                if now >= p.hold_end:
+                    out.append(Event("expired", {"id": p.intention.id}))
+                    out += self._close(p)
+            elif len(p.released) == len(self.voters) or now >= p.forget_at:
+                del self._proposals[p.intention.id]
+            elif now >= p.next_retry:
+                p.next_retry = now + self.retry
+                out += [Send(v, {"t": RELEASE, "id": p.intention.id}) for v in self.voters if v not in p.released]
+        return out
+
+    def step(self, sender: str, message: object, now: float) -> list:
+        self._advance(now)
+        if sender not in self._voter_set or not isinstance(message, dict):
+            return []
+        kind, iid = message.get("t"), message.get("id")
+        if type(kind) is not str or kind not in PROPOSER_KINDS or not _text(iid):
+            return []
+        p = self._proposals.get(iid)
+        if p is None:
+            return []  # unknown or forgotten (maybe from before a restart): voters expire it
+        if p.phase == CLOSING:
+            if kind == RELEASED:
+                p.released.add(sender)
+            elif kind in (PROMISE, ACK):
+                return [Send(sender, {"t": RELEASE, "id": iid})]
+            return []
+        state = p.votes.get(sender)
+        if kind == PROMISE:
+            if state is None:
+                p.votes[sender] = _PROMISED
+                if p.phase == COMMITTING:
+                    return [Send(sender, self._commit_message(p))]
+                if self._may_commit(p):
+                    return self._start_commit(p)
+            return []
+        if kind == ACK:
+            if state != _ACKED:
+                p.votes[sender] = _ACKED
+            if (p.phase == COMMITTING and p.count(_ACKED) >= self.quorum
+                    and self.now < p.hold_end and self.now < p.deadline):
+                return self._decide(p, APPROVED, [])
+            return []
+        if kind == NO:
+            held, outranked, why = _report(message.get("held")), _report(message.get("outranked")), message.get("why")
+            if held is None or outranked is None or not (why is None or _text(why, MAX_WHY)):
+                return []
+            if p.phase == HELD or state in (_ACKED, _REFUSED):
+                return []  # stale (an acknowledgement is final), or said already
+            p.votes[sender] = _REFUSED
+            for mine, theirs in ((p.held, held), (p.outranked, outranked)):
+                for k, claims in theirs.items():
+                    mine[k] = mine.get(k, frozenset()) | (claims & p.intention.claims)
+            if why:
+                p.whys[why] += 1
+            if p.count(_REFUSED) > len(self.voters) - self.quorum:
+                return self._decide(p, OBJECTED, self._reasons(p, timed_out=False))
+        return []  # RELEASED of an intention not closing: stale
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        if _number(now) and now > self.now:
+            self.now = now
+
+    def _prepare_message(self, p: _Proposal) -> dict:
+        i = p.intention
+        return {"t": PREPARE, "id": i.id, "claims": sorted(i.claims), "prio": i.priority, "ts": i.timestamp,
+                "window": p.window}
+
+    def _commit_message(self, p: _Proposal) -> dict:
+        return {"t": COMMIT, "id": p.intention.id, "hold": p.hold}
+
+    def _may_commit(self, p: _Proposal) -> bool:
+        return (p.phase == PREPARING and p.count(_PROMISED) >= self.quorum
+                and self.now >= p.proposed_at + self.settle and self.now < p.deadline)
+
+    def _start_commit(self, p: _Proposal) -> list:
+        p.phase = COMMITTING
+        p.hold_end = self.now + p.hold  # voters count from when they accept: no earlier
+        p.next_retry = self.now + self.retry
+        message = self._commit_message(p)
+        return [Send(v, message) for v, s in p.votes.items() if s == _PROMISED]
+
+    def _decide(self, p: _Proposal, outcome: str, reasons: list[str]) -> list:
+        data = {"id": p.intention.id, "outcome": outcome, "reasons": reasons,
+                "holders": sorted({iid for _, iid in p.held}) if outcome == OBJECTED else [],
+                "outranked_by": sorted({iid for _, iid in p.outranked}) if outcome == OBJECTED else [],
+                "until": p.hold_end if outcome == APPROVED else None}
+        out: list = [Event("decided", data)]
+        if outcome == APPROVED:
+            p.phase = HELD
+            return out
+        return out + self._close(p)
+
+    def _close(self, p: _Proposal) -> list:
+        p.phase = CLOSING
+        p.next_retry = self.now + self.retry
+        # By then every voter has freed the intention on its own (promises last two windows).
+        p.forget_at = self.now + 2 * p.window + p.hold
+        return [Send(v, {"t": RELEASE, "id": p.intention.id}) for v in self.voters]
+
+    def _reasons(self, p: _Proposal, timed_out: bool) -> list[str]:
+        reasons = []
+        for (proposer, iid), claims in sorted(p.held.items()):
+            reasons.append(f"{_quote(claims)} held by intention {iid!r} of {proposer!r}")
+        for (proposer, iid), claims in sorted(p.outranked.items()):
+            reasons.append(f"{_quote(claims)} promised to intention {iid!r} of {proposer!r}, which takes precedence")
+        for why, n in sorted(p.whys.items()):
+            reasons.append(f"{n} voter{'s' if n > 1 else ''}: {why}")
+        n, promised, acked, refused = len(self.voters), p.count(_PROMISED), p.count(_ACKED), p.count(_REFUSED)
+        silent = n - len(p.votes)
+        tally = f"{refused} refused, {silent} did not answer (quorum {self.quorum} of {n})"
+        if not timed_out:
+            reasons.append(f"a majority is impossible: {tally}")
+        elif p.phase == COMMITTING and self.now >= p.hold_end:
+            reasons.append(f"the hold ({_secs(p.hold)}) would have lapsed before a majority acknowledged the commit:"
+                           f" {acked} acknowledged, {tally}")
+        elif p.phase == COMMITTING:
+            reasons.append(f"no majority acknowledged the commit within the {_secs(p.window)} window:"
+                           f" {acked} acknowledged, {promised} promised, {tally}")
+        else:
+            reasons.append(f"no majority promised within the {_secs(p.window)} window: {promised} promised, {tally}")
+        return reasons
