@@ -189,6 +189,12 @@ def render_status(status: dict) -> str:
     if kill:
         at = time.strftime("%H:%M:%S", time.localtime(kill["at"])) if isinstance(kill.get("at"), (int, float)) else "?"
         lines.append(f"KILL SWITCH PULLED at {at} by {kill.get('by')}: no agent runs (mesh kill --release)")
+    held = [i for i in status.get("intents") or [] if i.get("state") == "held"]
+    pending = [i for i in status.get("intents") or [] if i.get("state") != "held"]
+    escalations = status.get("escalations") or []
+    if held or pending or escalations:
+        lines.append(f"intentions: {len(pending)} pending, {len(held)} held, {len(escalations)} escalated"
+                     " (mesh intents lists them)")
     rows = [("AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "CPU", "MEMORY", "NOTE")]
     for a in status["agents"]:
         notes = [a.get("reason") or ("embedded" if a.get("embedded") else "")]

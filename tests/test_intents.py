@@ -101,6 +101,9 @@ def test_mesh_approve_and_deny_decide_escalations(human_mesh):
             assert esc["proposer"] == "c" and esc["objections"][0]["reason"] == "we agreed on a refactor instead"
             table = run_cli("intents", "--node", b.address).stdout
             assert "ESCALATED" in table and esc["id"] in table
+            status = json.loads(run_cli("status", "--json", "--node", a.address).stdout)
+            assert [e["id"] for e in status["escalations"]] == [esc["id"]]
+            assert "1 escalated" in run_cli("status", "--node", a.address).stdout
             res = run_cli(verb, esc["id"], "--node", b.address)
             assert res.returncode == 0, res.stderr
             d = pending.result(timeout=20)

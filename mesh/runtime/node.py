@@ -880,6 +880,7 @@ class Node:
             "leader": self.leadership.leader,
             "term": self.leadership.term,
             "kill_switch": self._kill_switch(),
+            **self._op_intents({}),
             "resources": self.resources.snapshot(time.monotonic()) if self.resources is not None else None,
             "election": election,
             "agents": agents,
