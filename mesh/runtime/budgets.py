@@ -7,9 +7,9 @@ Every agent runs in its own session and process group (its pgid is its pid), so
   ``IDLE_SAMPLE_S`` (1 s) for one without (for `mesh status`). A sample reads, for
   each process of the tree, CPU times and RSS with psutil (about 50 us per
   process); the tree itself (the children of each of its threads, from
-  ``/proc/PID/task/TID/children``) is re-read every ``TREE_S`` (0.5 s). The cost
-  for 50 budgeted single-process agents is about 2.5 ms of CPU per 0.1 s, 2-3 % of
-  one core (`benchmarks/budgets.py` measures it).
+  ``/proc/PID/task/TID/children``) is re-read every ``TREE_S`` (0.5 s). The node's
+  own CPU with 50 idle agents measured about 9 % of one core with budgets on all of
+  them, 4.5 % with none (`benchmarks/budgets.py`).
 * Memory: the figure enforced is PSS (proportional set size): a page shared by k
   processes counts 1/k to each, so the tree's figure is what it really occupies,
   and forked children that share their parent's pages are not counted twice (RSS
