@@ -38,10 +38,10 @@ The protocol, two phases as in Paxos-style locking, with preemption by precedenc
   again; intentions do not queue for their claims (the runtime may propose again later).
 * RELEASE. When the intention is done (:meth:`IntentionProposer.done`), objected,
   withdrawn (done before it was decided) or its hold lapsed, the proposer sends RELEASE to
-  every voter, again every ``retry`` seconds until each confirms (or the voters must have
-  freed everything on their own). A voter drops the intention's promise or commit and
-  remembers the intention as *finished* for a while, so a stale PREPARE or COMMIT of it
-  (delayed or duplicated) is refused. A proposer that hears a promise or an acknowledgement
+  every voter, again every ``retry`` seconds until each confirms, for at most two windows
+  plus the hold (by then the voters have dropped it on their own). A voter drops the
+  intention's promise or commit and remembers the intention as *finished* for a while, so
+  a stale PREPARE or COMMIT of it (delayed or duplicated) is refused. A proposer that hears a promise or an acknowledgement
   for an intention it has closed answers with RELEASE again.
 
 Guarantee (safety). For two intentions A and B with overlapping claims, at no moment are
@@ -77,16 +77,18 @@ have in real time.
 Liveness. Every proposal is decided by the end of its window (at the first :meth:`tick`
 after), approved, objected or withdrawn, and every approval ends by its ``until``. Nothing
 retries forever, so contention never live-locks: lower precedence gives way, and the
-proposer gives up at its window. With a majority of voters reachable and messages
-delivered, an intention whose claims nobody holds or outranks is approved within ``settle``
-plus two round trips. Intentions are *concurrent* when each one's PREPARE reaches the voters
-before another's COMMIT does: the ``settle`` delay ensures that for intentions proposed
-within ``settle + min delay - max delay`` of each other. Among concurrent intentions, one
-that outranks every intention overlapping it (and meets no hold) is approved: nobody can
-refuse it, and it revokes the others' promises before they can commit. A lower one is
-objected even if what outranked it is itself objected later (no waiting). Crashed
-proposers block nothing for long: their promises expire in two windows, their commits at
-the hold.
+proposer gives up at its window. Precedence never preempts a hold (a commit is only ever
+released or expired). With a majority of voters reachable and no messages lost, an
+intention whose claims nobody holds or outranks is approved one round trip after the
+later of ``settle`` (rounded up to a tick) and its promises. Intentions are *concurrent*
+when each one's PREPARE reaches the voters before another's COMMIT does: the ``settle``
+delay ensures that for intentions proposed within ``settle + min delay - max delay`` of
+each other. Among concurrent intentions, on such a network, one that outranks every
+intention overlapping it (and meets no hold, nor a promise to an earlier intention of
+higher precedence) is approved: nobody can refuse it, and it revokes the others' promises
+before they can commit. A lower one is objected even if what outranked it is itself
+objected later (no waiting). Crashed proposers block nothing for long: their promises
+expire in two windows, their commits at the hold.
 
 Messages (dicts, ``"t"`` first; every field is validated and anything malformed ignored):
 

@@ -195,7 +195,10 @@ class NodeIntents:
 
     def set_voters(self, voters: list[str]) -> None:
         voters = sorted(voters)
-        if voters != self.voters and (self.proposer is None or not self.proposer._proposals):
+        # Only between proposals: quorums of the old and new voter lists need not intersect while
+        # an intention decided under the old list is still held (its hold bounds how long).
+        if voters != self.voters and (self.proposer is None or not (self.proposer.pending() or self.proposer.holding(
+                time.monotonic()))):
             self.voters = voters
             self.proposer = IntentionProposer(self.name, voters, time.monotonic()) if voters else None
 
@@ -209,8 +212,8 @@ class NodeIntents:
             self._apply(self.proposer.done(iid, time.monotonic()))
 
     def receive(self, sender: str, body: object) -> None:
-        if not isinstance(body, dict):
-            return
+        if not isinstance(body, dict) or not isinstance(body.get("t"), str):
+            return  # untrusted: anything malformed is ignored
         kind = body.get("t")
         now = time.monotonic()
         if kind in VOTER_KINDS and self.voter is not None:
