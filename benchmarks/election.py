@@ -1,6 +1,6 @@
 """Leader failover of the Raft-lite election, with real `mesh up` processes on loopback.
 
-    python benchmarks/election.py                          # a table (200 trials, ~10-15 min)
+    python benchmarks/election.py                          # a table (200 trials, about 5 min)
     python benchmarks/election.py --json                   # one JSON object
     python benchmarks/election.py --trials 10 --agent-trials 3 -v   # a quick run, one line per trial
 
@@ -29,10 +29,13 @@ One trial:
    t0 until the replica of ``w`` that ran on the dead node answers an ask again (a
    new process, asked through a survivor). Expect ~3-4 s: the leader waits out a
    3 s lease before it re-places the dead node's agents.
-6. Check that the dead node's agent processes are gone (a few seconds' grace; any
-   left is reported as an orphan and killed), restart the dead node with the same
-   spec, port and MESH_HOME, joining through a survivor, and wait until the mesh is
-   settled again (this is step 1 of the next trial).
+6. Check that the dead node's agent processes are gone (5 s grace from t0; any
+   still alive is reported as an orphan, watched until it exits and killed if it
+   lives 60 s), restart the dead node with the same spec, port and MESH_HOME,
+   joining through a survivor, and wait until the mesh is settled again (this is
+   step 1 of the next trial). If the leader or term then differs from the one just
+   elected, the leader changed without a crash (a step-down, or the returning node
+   disrupting the term): counted as a **leader change without a crash**.
 
 Every wait is bounded. A trial that times out is counted as failed, the reason
 is printed on stderr and the whole mesh is restarted from scratch. An election
@@ -92,6 +95,8 @@ ELECTION_TIMEOUT = 15.0
 FAILOVER_TIMEOUT = 30.0
 #: Seconds a SIGKILLed node's agent processes get to exit on their own.
 ORPHAN_GRACE = 5.0
+#: Seconds after which an orphan that has not exited on its own is killed (and reported so).
+ORPHAN_KILL = 60.0
 #: Timeout of one status request, in seconds (a settled node answers in about a millisecond).
 STATUS_TIMEOUT = 2.0
 #: Polling intervals, in seconds.
@@ -156,6 +161,41 @@ def gone(proc: psutil.Process) -> bool:
         return True
 
 
+def describe_process(proc: psutil.Process, t0: float) -> dict:
+    """What a process left behind by a killed node is: pid, agent name, state, age at t0."""
+    out: dict = {"pid": proc.pid}
+    try:
+        with proc.oneshot():
+            out["agent"] = proc.environ().get("MESH_AGENT_NAME")
+            out["status"] = proc.status()
+            out["started_before_kill_s"] = round(t0 - proc.create_time(), 2)
+            out["parent"] = proc.ppid()
+    except (psutil.Error, OSError) as exc:
+        out["error"] = type(exc).__name__
+    return out
+
+
+def watch_lingering(lingering: list, progress) -> list:
+    """Orphans seen alive after the grace: note when they are gone; kill those older than ORPHAN_KILL."""
+    still = []
+    for proc, t0, record in lingering:
+        if gone(proc):
+            record["gone_within_s"] = round(time.time() - t0, 1)
+            progress(f"orphan {record['pid']} ({record.get('agent')}) is gone, {record['gone_within_s']} s after its node's kill")
+        elif time.time() - t0 > ORPHAN_KILL:
+            record["killed_after_s"] = round(time.time() - t0, 1)
+            progress(f"orphan {record['pid']} ({record.get('agent')}) still alive {record['killed_after_s']} s after "
+                     f"its node's kill: killing it")
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+            gone(proc)
+        else:
+            still.append((proc, t0, record))
+    return still
+
+
 def status(client: mesh.Client) -> dict | None:
     """The node's status (client.status() with a short timeout), or None if it does not answer."""
     try:
@@ -205,8 +245,9 @@ class Cluster:
     timings: dict[str, float]  # spec key -> seconds
     root: Path
     nodes: list[Node] = field(default_factory=list)
-    orphans: list[psutil.Process] = field(default_factory=list)
-    generation: int = 0
+    orphans: list[psutil.Process] = field(default_factory=list)  # to kill at the end if still alive
+    generation: int = 0  # meshes created: a fresh one (new ports and MESH_HOME) after a failed trial
+    home: Path | None = None  # this generation's MESH_HOME
 
     def __post_init__(self) -> None:
         (self.root / "actors").mkdir(parents=True, exist_ok=True)
@@ -218,9 +259,6 @@ class Cluster:
 
     def by_name(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
-
-    def live(self) -> list[Node]:
-        return [node for node in self.nodes if node.alive]
 
     # -- processes ---------------------------------------------------------------------
 
@@ -383,8 +421,8 @@ def wait_new_leader(survivors: list[Node], old: Settled) -> tuple[dict, float]:
                     if st is not None and st["election"].get("leader_since") is not None:
                         return st, seen
         time.sleep(ELECTION_POLL)
-    views = [(node.name, st and (st["leader"], st["term"])) for node, st in
-             zip(survivors, [status(node.client) for node in survivors])]
+    views = [(node.name, st and (st["leader"], st["term"]))
+             for node, st in ((node, status(node.client)) for node in survivors)]
     raise TrialFailed("election", f"no new leader agreed on within {ELECTION_TIMEOUT:g} s "
                                   f"(old: {old.leader} term {old.term}; survivors see {views})")
 
@@ -424,13 +462,15 @@ def run(args: argparse.Namespace, progress) -> dict:
     failovers: list[float] = []
     failures: list[dict] = []
     orphans: list[dict] = []
+    changes: list[dict] = []  # leader changes nobody caused: between the election and the next settle
+    lingering: list[tuple[psutil.Process, float, dict]] = []  # orphans not seen to exit yet
     done = 0
     mesh_starts = 0
     started = time.monotonic()
     try:
         current: Settled | None = None
         for trial in range(args.trials):
-            phase = "setup"
+            rejoining = False
             try:
                 if current is None:  # first trial, or after a failure: a fresh mesh
                     if mesh_starts:
@@ -438,7 +478,6 @@ def run(args: argparse.Namespace, progress) -> dict:
                     mesh_starts += 1
                     cluster.create()
                     current = cluster.wait_settled()
-                phase = "kill"
                 victim = cluster.by_name(current.leader)
                 survivors = [node for node in cluster.nodes if node is not victim]
                 lost = next(r for r, (where, _) in current.placement.items() if where == victim.name)
@@ -464,28 +503,34 @@ def run(args: argparse.Namespace, progress) -> dict:
                     time.sleep(0.05)
                 left = [p for p in children if not gone(p)]
                 if left:
-                    orphans.append({"trial": trial + 1, "node": victim.name, "pids": [p.pid for p in left]})
-                    progress(f"trial {trial + 1}: {len(left)} agent process(es) of the killed {victim.name} still "
-                             f"alive {time.time() - t0:.1f} s after the kill: {[p.pid for p in left]} (killing them)")
-                    cluster.orphans += left
-                    for p in left:
-                        try:
-                            p.kill()
-                        except psutil.NoSuchProcess:
-                            pass
-                phase = "rejoin"
+                    found = [describe_process(p, t0) for p in left]
+                    orphans.append({"trial": trial + 1, "node": victim.name, "processes": found})
+                    progress(f"trial {trial + 1}: {len(left)} process(es) of the killed {victim.name} still alive "
+                             f"{time.time() - t0:.1f} s after the kill: {found}")
+                    lingering += [(p, t0, record) for p, record in zip(left, found, strict=True)]
+                rejoining = True
                 cluster.start(victim, join=survivors[0].address)
                 current = cluster.wait_settled()
+                if (current.leader, current.term) != (leader_status["leader"], leader_status["term"]):
+                    changes.append({"trial": trial + 1, "elected": f"{leader_status['leader']} term {leader_status['term']}",
+                                    "settled": f"{current.leader} term {current.term}"})
+                    progress(f"trial {trial + 1}: the leader changed without a crash: "
+                             f"{changes[-1]['elected']} -> {changes[-1]['settled']}")
                 done += 1
+                lingering = watch_lingering(lingering, progress)
                 if args.verbose:
                     progress(line)
             except TrialFailed as exc:
-                failures.append({"trial": trial + 1, "phase": exc.phase if phase != "rejoin" else "rejoin",
+                failures.append({"trial": trial + 1, "phase": f"rejoin ({exc.phase})" if rejoining else exc.phase,
                                  "reason": exc.reason})
                 progress(f"trial {trial + 1} FAILED in {failures[-1]['phase']}: {exc.reason}; "
                          f"restarting the mesh")
                 current = None
     finally:
+        for proc, _, record in lingering:
+            if not gone(proc):
+                record["still_alive_at_end"] = True
+        cluster.orphans += [proc for proc, _, _ in lingering]
         cluster.stop()
         if args.keep:
             progress(f"kept {root}")
@@ -518,12 +563,14 @@ def run(args: argparse.Namespace, progress) -> dict:
         "agent_failovers": len(failover_ms),
         "agent_failover_p50_ms": pct(failover_ms, 50) if failover_ms else None,
         "agent_failover_max_ms": max(failover_ms) if failover_ms else None,
-        "orphaned_agents": sum(len(o["pids"]) for o in orphans),
+        "leader_changes_without_crash": len(changes),
+        "orphaned_agents": sum(len(o["processes"]) for o in orphans),
         "mesh_starts": mesh_starts,
         "subreaper": subreaper,
         "wall_s": time.monotonic() - started,
         "failures": failures,
         "orphans": orphans,
+        "leader_changes": changes,
     }
     p50_target, p99_target = args.election_timeout_max, 2 * args.election_timeout_max
     r["targets_met"] = {
@@ -552,10 +599,15 @@ def table(r: dict) -> str:
         ("leaders killed", ", ".join(f"{k} {v}" for k, v in r["leaders_killed"].items()) or "-"),
         ("agent failover (crash -> answers)", f"p50 {f(r['agent_failover_p50_ms'])}, "
                                               f"max {f(r['agent_failover_max_ms'])} ({r['agent_failovers']} trials)"),
+        ("leader changes without a crash", f"{r['leader_changes_without_crash']} (between an election and the next settle)"),
         ("orphaned agent processes", f"{r['orphaned_agents']} (alive {ORPHAN_GRACE:g} s after their node's SIGKILL)"),
     ]
     w = max(len(row[0]) for row in rows)
     lines = [f"{a.ljust(w)}  {b}" for a, b in rows]
+    for c in r["leader_changes"]:
+        lines.append(f"leader change without a crash in trial {c['trial']}: {c['elected']} -> {c['settled']}")
+    for o in r["orphans"]:
+        lines.append(f"orphans of {o['node']} in trial {o['trial']}: {o['processes']}")
     for fail in r["failures"]:
         lines.append(f"failed trial {fail['trial']} ({fail['phase']}): {fail['reason']}")
     lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["targets_met"].items()))

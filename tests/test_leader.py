@@ -219,7 +219,9 @@ def test_a_decision_from_an_older_term_is_refused_logged_and_counted(start_node)
     """Fencing, end to end: a forged assignment of term 0 reaches a node whose term is newer
     through gossip. The node must not run what it says, and must say that it refused it."""
     node = start_node(WORKERS.format(n=1), name="t")
-    st = wait_until(lambda: (lambda s: s if s["term"] >= 1 else None)(node.status()), 10, "a term")
+    # Once the node has followed a leader for a second, what it sees of older terms is a refusal, not history.
+    st = wait_until(lambda: (lambda s: s if s["term"] >= 1 and s["election"]["settled"] else None)(node.status()), 10,
+                    "a settled term")
     agent = parse_spec({"agents": [{"name": "forged", "class": "actors:WhoAmI"}]})
     decision = {"term": 0, "leader": "ghost", "seq": 99, "unplaced": {}, "conflicts": [],
                 "replicas": {"forged": {"node": "t", "group": "forged", "home": "ghost",

@@ -16,7 +16,7 @@ Each voter is a follower, a pre-candidate, a candidate or the leader of a term.
 * A candidate with a majority of votes leads the term and sends heartbeats every
   ``heartbeat`` seconds. Anyone who sees a newer term steps down to follower.
 * Check-quorum: a leader that has not heard from a majority within
-  ``election_min`` seconds steps down, so an isolated leader stops deciding.
+  ``election_max`` seconds steps down, so an isolated leader stops deciding.
 * Leadership transfer: ``transfer(now)`` (on graceful shutdown) sends TimeoutNow to
   the most recently heard follower, which starts an election at once, skipping
   pre-vote.
@@ -136,8 +136,11 @@ class Elector:
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + self.config.heartbeat
                 out += self._heartbeats()
-            recent = 1 + sum(1 for p in self.peers if now - self.heard.get(p, -1e18) < self.config.election_min)
-            if recent < self.quorum and now - self._became_leader_at > self.config.election_min:
+            # Check-quorum over the longest election timeout: a leader stepping down sooner gains
+            # nothing (followers wait at least election_min anyway) and a busy machine's stall of
+            # one process would end healthy terms.
+            recent = 1 + sum(1 for p in self.peers if now - self.heard.get(p, -1e18) < self.config.election_max)
+            if recent < self.quorum and now - self._became_leader_at > self.config.election_max:
                 out += self._become_follower(self.term, None, now, "lost quorum")
             return out
         if now >= self._deadline:

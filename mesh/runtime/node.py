@@ -212,6 +212,7 @@ class Node:
         self.decisions_issued = 0  #: assignments this node published as leader
         self.last_decision: dict | None = None
         self.fenced = False
+        self._ever_led_by: float | None = None  # when this node first followed (or was) a leader
         self._spec_problems: dict[str, str] = {}
 
     # -- set-up --------------------------------------------------------------------
@@ -962,12 +963,16 @@ class Node:
     def _refuse_stale(self) -> None:
         """Log and count each decision first seen when its term was already over (fencing)."""
         term = self.leadership.term
+        if self.leadership.leader is not None and self._ever_led_by is None:
+            self._ever_led_by = time.monotonic()
+        # Decisions already in the view while a (re)started node catches up are history, not refusals.
+        settled = self._ever_led_by is not None and time.monotonic() - self._ever_led_by > 1.0
         for t, entry in self._assignments().items():
             mark = (t, entry.get("leader"), entry.get("seq"))
             if mark in self._stale_seen:
                 continue
             self._stale_seen.add(mark)
-            if t < term:
+            if t < term and settled:
                 self.stale_decisions += 1
                 self.on_event(f"refused a decision of term {t} (seq {entry.get('seq')}) from {entry.get('leader')}:"
                               f" term {term} is current")
@@ -999,15 +1004,17 @@ class Node:
         if not visible:
             if not self.fenced:
                 self.fenced = True
-                self.on_event(f"lease lost: cannot hear enough voters ({', '.join(self.leadership.elector.voters)});"
-                              " stopping the agents the leader could place elsewhere")
+                if any(i.placed_by and i.movable for i in self.instances.values()):
+                    self.on_event(f"lease lost: cannot hear enough voters ({', '.join(self.leadership.elector.voters)});"
+                                  " stopping the agents the leader could place elsewhere")
             for inst in list(self.instances.values()):
                 if inst.placed_by and inst.movable:
                     self._retire(inst, "lease lost (this node cannot hear a majority of voters)", now, FENCE_GRACE_S)
             return
         if self.fenced:
             self.fenced = False
-            self.on_event("lease regained: following the leader's assignment again")
+            if self._ever_led_by is not None:
+                self.on_event("lease regained: following the leader's assignment again")
         accepted = self._accepted()
         if accepted is None or self._kill_switch() is not None:
             return
@@ -1142,6 +1149,7 @@ class Node:
                "leader_since": lead.leader_since if lead.is_leader else None, "candidacies": lead.candidacies,
                "terms_led": lead.terms_led, "stale_decisions": self.stale_decisions, "fenced": self.fenced,
                "decisions_issued": self.decisions_issued, "last_decision": self.last_decision,
+               "settled": self._ever_led_by is not None and time.monotonic() - self._ever_led_by > 1.0,
                "joined": lead.joined, "lease_s": LEASE_S, "replace_after_s": REPLACE_AFTER_S}
         if lead.leader is None:
             if not lead.joined:
