@@ -84,12 +84,21 @@ def batch_header(count: int) -> bytes:
     return b"\xdc" + count.to_bytes(2, "big")
 
 
+def _chain_ok(chain: object) -> bool:
+    """An ask's waiting chain: a list of at most MAX_CHAIN names."""
+    if type(chain) is not list or len(chain) > MAX_CHAIN:
+        return False
+    for c in chain:
+        if type(c) is not str:
+            return False
+    return True
+
+
 def check_envelope(env: object) -> list:
     """Return ``env`` if it is a well-formed envelope, else raise WireError."""
     if type(env) is not list or len(env) != 7:
         if type(env) is list and len(env) == 8 and env[1] == 2:
-            chain = env[7]
-            if type(chain) is not list or len(chain) > MAX_CHAIN or any(type(c) is not str for c in chain):
+            if not _chain_ok(env[7]):
                 raise WireError(f"an ask's waiting chain must be a list of at most {MAX_CHAIN} names")
         else:
             raise WireError("envelope is not an array of 7 fields (8 for an ask with a waiting chain)")
@@ -151,8 +160,9 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
     head = obj[0]
     if type(head) is int:
         # One envelope: the common case, checked inline (this is the message path).
+        n = len(obj)
         if (
-            len(obj) == 7
+            (n == 7 or (n == 8 and obj[1] == 2 and _chain_ok(obj[7])))
             and head == VERSION
             and type(obj[1]) is int
             and obj[1] in _KINDS

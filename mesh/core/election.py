@@ -113,6 +113,12 @@ class Elector:
             self.role = FOLLOWER
             self.votes = set()
 
+    def wake_at(self) -> float:
+        """The next time :meth:`tick` has something to do (a heartbeat, a timeout)."""
+        if not self.voter:
+            return float("inf")
+        return self._next_heartbeat if self.role == LEADER else self._deadline
+
     def decided(self) -> int:
         """The leader made a decision: the next heartbeats announce it. Returns its seq."""
         self.seq += 1

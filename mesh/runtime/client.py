@@ -533,7 +533,8 @@ class ActorRef:
 def _ask_from_handler(server, msg_id: int, sender: str, target: str, message: object) -> bytes:
     """An ask made inside a handler: raise DeadlockDetected if ``target`` already waits on this
     actor (directly or down a chain), else carry the chain to it."""
-    waiting = [*server.chain_in, server.name]
+    chain_in = server.chain_in
+    waiting = server.alone if not chain_in else [*chain_in, server.name]  # the common case allocates nothing
     if target in waiting:
         cycle = waiting[waiting.index(target):] + [target]
         raise DeadlockDetected(f"{server.name} asking {target} would close the cycle {' -> '.join(cycle)}", cycle)

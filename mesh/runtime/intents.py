@@ -202,6 +202,13 @@ class NodeIntents:
             self.voters = voters
             self.proposer = IntentionProposer(self.name, voters, time.monotonic()) if voters else None
 
+    def busy(self) -> bool:
+        """Anything the state machines must tick for soon: proposals in flight, or commits held here."""
+        # (Reads the machines' own tables: cheap, and this runs on every turn of the node's loop.)
+        if self.proposer is not None and self.proposer._proposals:
+            return True
+        return bool(self.voter is not None and self.voter._votes)
+
     def propose(self, iid: str, claims: list, priority: float, window: float, hold: float) -> None:
         if self.proposer is None:
             raise NotLeader("no voters are known yet: intentions cannot be voted on")

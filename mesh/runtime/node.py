@@ -305,6 +305,7 @@ class Node:
         router = self.router
         next_housekeeping = 0.0
         next_tick = 0.0
+        wait_ms = int(LOOP_S * 1000)
         while True:
             try:
                 got = recv_request(router, self.bad)
@@ -312,6 +313,15 @@ class Node:
                 got = None
             if got is not None:
                 self._handle(*got)
+            # Sleep until the next thing to do (an election timer, a waiting request, housekeeping),
+            # at most HOUSEKEEPING_S: an idle node does not wake 100 times a second.
+            wake = min(self.leadership.elector.wake_at(), next_housekeeping)
+            if self._replies or self._intent_replies or (self.intents and self.intents.busy()):
+                wake = 0.0
+            ms = max(1, min(int(HOUSEKEEPING_S * 1000), int((wake - time.monotonic()) * 1000) + 1))
+            if ms != wait_ms:
+                wait_ms = ms
+                router.setsockopt(zmq.RCVTIMEO, ms if ms > int(LOOP_S * 1000) else int(LOOP_S * 1000))
             if self._stop_deadline is None:
                 self.leadership.tick()
                 if self.resources is not None:

@@ -95,6 +95,7 @@ class Server:
         self.handled = 0
         self.current_sender: str | None = None
         self.chain_in: list = _NO_CHAIN  # the actors waiting on the ask being handled
+        self.alone: list = [self.name]  # the chain of an ask made while nobody waits on this actor
         self.seen = Seen()  # ids of the acknowledged tells handled in this incarnation
         self.bad = BadFrames(f"actor {name}")
         self.endpoint: str | None = None
