@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from .effects import Event, Send
 
 FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
+#: Terms at or above this are refused (far beyond any real mesh: one election a millisecond for 10^8 years).
+MAX_TERM = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,8 @@ class Elector:
             return []
         kind = message.get("t")
         term = message.get("term")
-        if type(term) is not int or term < 0:
-            return []
+        if type(term) is not int or not 0 <= term < MAX_TERM:
+            return []  # a forged huge term would be persisted and overflow the wire at term + 1
         if not self.voter:
             return self._observe(sender, kind, term, message, now)
         # Pre-votes carry the term proposed, not the sender's: they never change terms.

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import socket
 import threading
 import time
+import uuid
 import weakref
 from typing import TYPE_CHECKING
 
@@ -100,7 +102,9 @@ class Client:
         self.resolve_timeout = resolve_timeout
         self.hwm = hwm
         self.max_frame_bytes = max_frame_bytes
-        self.ids = itertools.count(1)
+        # Message ids start at a random point: a restarted process reusing this client's name must
+        # not reuse its ids (receivers drop acknowledged tells they have seen, by sender and id).
+        self.ids = itertools.count(random.getrandbits(52) + 1)
         self._local = threading.local()
         self._endpoints: dict[str, str] = {}
         self.limits: dict[str, int] = {}  # endpoint -> the largest frame its owner accepts, in bytes
@@ -223,7 +227,7 @@ class Client:
                 why = f" (last: {last})" if last else ""
                 raise AcquireTimeout(f"no grant of {n} of {name!r} within {timeout:g} s{why}")
             sent = time.monotonic()
-            request_id = f"{self.name}:{next(self.ids)}"
+            request_id = f"{self.name}:{uuid.uuid4().hex}"
             try:
                 answer = self._resource_call("acquire", remaining + 2.0, request_id=request_id, holder=holder,
                                              name=name, n=n, timeout=remaining)

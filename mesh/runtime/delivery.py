@@ -2,8 +2,9 @@
 
 The message goes out as a TELL_ACK envelope. The receiving actor's process runs the
 handler, then acknowledges (a REPLY to the message id). Until acknowledged, the
-sender resends it every ``RETRY_S`` (to wherever the actor runs now: a restarted
-actor, or one re-placed on another node, is looked up again) until its deadline,
+sender resends it after ``RETRY_S``, then backing off to every 4 s (to wherever the
+actor runs now: a restarted actor, or one re-placed elsewhere, is looked up again,
+once per round for all its messages) until its deadline,
 then the :class:`Delivery` fails with AskTimeout. The receiver remembers the ids of
 the acknowledged messages it handled (the last ``DEDUP_MAX``, all senders together),
 so a resent message whose acknowledgement was lost is acknowledged again without
@@ -37,6 +38,7 @@ log = logging.getLogger("mesh.delivery")
 RETRY_S = 0.5  #: seconds before an unacknowledged message is sent again
 DEDUP_MAX = 100_000  #: message ids a receiver remembers
 MAX_OUTSTANDING = 10_000  #: unacknowledged messages a client keeps in flight before tell(ack=True) waits
+RESEND_BATCH = 2000  #: resends per round at most, so acknowledgements keep being collected
 _TELL_ACK = int(wire.Kind.TELL_ACK)
 _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
@@ -83,6 +85,8 @@ class Deliverer:
         self._pending: dict[int, Delivery] = {}
         self._socks: dict[str, zmq.Socket] = {}
         self._slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
+        self._next_round = 0.0
+        self._next_sweep = time.monotonic() + 5.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mesh-deliverer", daemon=True)
         self._thread.start()
@@ -132,23 +136,44 @@ class Deliverer:
             self._send(d, time.monotonic(), poller)
 
     def _resend(self, now: float, poller: zmq.Poller) -> None:
+        if now < self._next_round:
+            return
+        self._next_round = now + 0.05
+        looked_up: dict[str, str | None] = {}  # one lookup per target per round, not per message
+        sent = 0
         for d in list(self._pending.values()):
             if now >= d.deadline:
                 self._done(d, AskTimeout(f"message {d.msg_id} to {d.target} not acknowledged by its deadline"
                                          f" ({d.attempts} attempt(s))"))
-            elif now >= d.next_send:
+            elif now >= d.next_send and sent < RESEND_BATCH:
                 if d.attempts:
-                    self.client.forget(d.target)  # it may have restarted, or moved: look it up again
-                    d.endpoint = None
+                    if d.target not in looked_up:  # it may have restarted, or moved: look it up again
+                        self.client.forget(d.target)
+                        looked_up[d.target] = self._lookup(d.target)
+                    d.endpoint = looked_up[d.target]
                 self._send(d, now, poller)
+                sent += 1
+        if now >= self._next_sweep:
+            self._next_sweep = now + 5.0
+            used = {d.endpoint for d in self._pending.values()}
+            for endpoint in [e for e in self._socks if e not in used]:  # endpoints of restarted actors
+                sock = self._socks.pop(endpoint)
+                poller.unregister(sock)
+                sock.close(0)
+
+    def _lookup(self, target: str) -> str | None:
+        try:
+            return self.client.endpoint_of(target, timeout=0.0)
+        except MeshError:
+            return None  # (re)starting or unknown for now: try again at the next round
 
     def _send(self, d: Delivery, now: float, poller: zmq.Poller) -> None:
-        d.next_send = now + RETRY_S
+        # Back off: 0.5 s, 1 s, 2 s, then every 4 s, so a slow receiver is not flooded with copies.
+        d.next_send = now + min(RETRY_S * (1 << min(d.attempts, 3)), 4.0)
         if d.endpoint is None:
-            try:
-                d.endpoint = self.client.endpoint_of(d.target, timeout=0.05)
-            except MeshError:
-                return  # (re)starting or unknown for now: try again at the next round
+            d.endpoint = self._lookup(d.target)
+            if d.endpoint is None:
+                return
         sock = self._socks.get(d.endpoint)
         if sock is None:
             sock = context().socket(zmq.DEALER)

@@ -19,6 +19,7 @@ import time
 import zmq
 
 from .. import wire
+from ..errors import WireError
 from ..core.effects import Event, Send
 from ..core.gossip import ALIVE, SUSPECT, GossipConfig, GossipNode
 from .transport import context, tune_socket
@@ -107,7 +108,11 @@ class Gossiper:
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
             sock.connect(address)
             self._out[address] = sock
-        frame = wire.encode(_GOSSIP, next(self._ids), 0, self.name, recipient, body)
+        try:
+            frame = wire.encode(_GOSSIP, next(self._ids), 0, self.name, recipient, body)
+        except WireError as exc:  # never let one unsendable message stop the node
+            log.warning("not sending to %s: %s", address, exc)
+            return
         try:
             sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:

@@ -173,6 +173,14 @@ def _hear(client, name: str, intention: dict, window: float) -> Objection | None
 # -- the node's side -------------------------------------------------------------------------
 
 
+def _proposer(name: str, voters: list[str], now: float) -> IntentionProposer | None:
+    try:
+        return IntentionProposer(name, voters, now) if voters else None
+    except ValueError as exc:  # a voter list the machine refuses: no proposals until it changes
+        log.warning("intentions disabled for now: %s", exc)
+        return None
+
+
 class NodeIntents:
     """A node's voter (if it votes) and proposer, their durable storage and their messages."""
 
@@ -190,7 +198,7 @@ class NodeIntents:
         now = time.monotonic()
         self.voter = IntentionVoter(name, self.storage, now) if voter else None
         self.voters = sorted(voters)
-        self.proposer = IntentionProposer(name, self.voters, now) if self.voters else None
+        self.proposer = _proposer(name, self.voters, now)
         self.events: list[Event] = []
 
     def set_voters(self, voters: list[str]) -> None:
@@ -200,7 +208,7 @@ class NodeIntents:
         if voters != self.voters and (self.proposer is None or not (self.proposer.pending() or self.proposer.holding(
                 time.monotonic()))):
             self.voters = voters
-            self.proposer = IntentionProposer(self.name, voters, time.monotonic()) if voters else None
+            self.proposer = _proposer(self.name, voters, time.monotonic())
 
     def busy(self) -> bool:
         """Anything the state machines must tick for soon: proposals in flight, or commits held here."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import wire
 from ..core.effects import Event, Send
 from ..core.election import LEADER, ElectionConfig, Elector
+from ..spec import _name_problem
 
 log = logging.getLogger("mesh.election")
 
@@ -46,7 +47,7 @@ class Leadership:
         self.on_event = on_event
         self.joined = not seeded
         self.storage = self._load()
-        voters = set(self.storage.get("voters") or [])
+        voters = {v for v in self.storage.get("voters") or [] if isinstance(v, str) and _name_problem(v) is None}
         if voter:
             voters.add(name)
         else:
@@ -116,8 +117,8 @@ class Leadership:
         observers = set()
         for name, record in records.items():
             state = states.get(name)
-            if state is None:
-                continue
+            if state is None or _name_problem(name) is not None:
+                continue  # a made-up member name from the network is never a voter
             if record.get("voter") is True and state != "left":
                 voters.add(name)
             elif state in ("alive", "suspect"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -201,6 +202,7 @@ class Node:
         self._replies: dict[str, tuple[bytes, int, str]] = {}  # request id -> (ident, corr id, sender)
         self._resource_clashes: set[str] = set()
         self._kill_seen: str | None = None  # the id of the last kill switch pull this node obeyed
+        self._guard_logged: dict[str, float] = {}
         self.intents: NodeIntents | None = None
         self._intent_replies: dict[str, tuple[bytes, int, str, float]] = {}  # id -> (ident, corr, sender, started)
         self._escalations: dict[str, tuple[bytes, int, str, float]] = {}  # leader: id -> (ident, corr, sender, deadline)
@@ -241,8 +243,8 @@ class Node:
         try:
             self.intents = NodeIntents(self.name, self.spec.voter, self.run_dir, self._send_intent,
                                        self.leadership.elector.voters)
-        except RuntimeError as exc:
-            raise MeshError(str(exc)) from None
+        except (RuntimeError, ValueError) as exc:
+            raise MeshError(f"cannot start the intentions of node {self.name}: {exc}") from None
         self._publish_record()
 
     def _publish_record(self) -> None:
@@ -323,11 +325,10 @@ class Node:
                 wait_ms = ms
                 router.setsockopt(zmq.RCVTIMEO, ms if ms > int(LOOP_S * 1000) else int(LOOP_S * 1000))
             if self._stop_deadline is None:
-                self.leadership.tick()
+                self._guarded("election", self.leadership.tick)
                 if self.resources is not None:
-                    self._deliver(self.resources.tick(time.monotonic()))
-                self.intents.tick()
-                self._intent_events()
+                    self._guarded("pools", lambda: self._deliver(self.resources.tick(time.monotonic())))
+                self._guarded("intentions", lambda: (self.intents.tick(), self._intent_events()))
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_S
@@ -341,18 +342,29 @@ class Node:
                     if now >= self._stop_deadline:
                         return
                 else:
-                    self._obey_kill_switch(now)
-                    self._follow_the_leader(now)
+                    self._guarded("kill switch", self._obey_kill_switch, now)
+                    self._guarded("leader", self._follow_the_leader, now)
                     if now >= self._next_record:
                         self._next_record = now + 1.0
-                        self._publish_record()
+                        self._guarded("node record", self._publish_record)
                     self._start_due(now)
                     self._expire_embedded(now)
                     self._publish_directory()
-                    self.gossip.tick()
+                    self._guarded("gossip", self.gossip.tick)
                 if self.on_tick is not None and now >= next_tick:
                     next_tick = now + 1.0
                     self.on_tick(self)
+
+    def _guarded(self, what: str, step, *args) -> None:
+        """Run one housekeeping step; a failure (say, a malformed value some peer gossiped that a
+        check missed) is logged, at most every 10 s per step, and the node keeps serving."""
+        try:
+            step(*args)
+        except Exception:
+            now = time.monotonic()
+            if now - self._guard_logged.get(what, -1e9) >= 10.0:
+                self._guard_logged[what] = now
+                log.exception("node %s: %s step failed; carrying on", self.name, what)
 
     # -- control requests ------------------------------------------------------------------
 
@@ -393,6 +405,10 @@ class Node:
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf) raises OverflowError
                 err = WireError(f"bad {body['op']} request: {type(exc).__name__}: {exc}")
                 answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(err))
+            except Exception as exc:  # last resort: a request must never end the node
+                log.exception("node %s: %s request failed", self.name, body["op"])
+                err = WireError(f"{body['op']} failed on node {self.name}: {type(exc).__name__}: {exc}")
+                answer = wire.encode(_FAIL, next(self._ids), env[2], "$node", env[4], to_wire(err))
             self.router.send_multipart((ident, answer))
 
     # -- pools and rate limits: the leader answers --------------------------------------------
@@ -421,6 +437,8 @@ class Node:
         n, timeout = body.get("n", 1), body.get("timeout", 10.0)
         if type(timeout) not in (int, float) or not timeout >= 0:
             raise WireError("field 'timeout' must be a number of seconds")
+        if request_id in self._replies:
+            raise WireError(f"request {request_id!r} is already waiting")
         self._replies[request_id] = (ident, corr, sender)
         now = time.monotonic()
         self._deliver(res.acquire(request_id, holder, name, n, now + min(float(timeout), 86400.0), now))
@@ -504,15 +522,23 @@ class Node:
     def _op_intent_propose(self, body: dict, ident: bytes, corr: int, sender: str) -> object:
         iid = _str(body, "id")
         claims = body.get("claims")
-        try:
-            self.intents.propose(iid, claims, body.get("priority", 0), body.get("window", 0.2), body.get("hold", 30.0))
+        if iid in self._intent_replies:
+            raise WireError(f"intention {iid!r} is already being decided")
+        try:  # listed first: a listing too big for the shared state refuses the proposal, nothing is held
+            self.gossip.write(INTENTS_PREFIX + iid, {"id": iid, "action": _short(body.get("action")), "claims": claims,
+                                                     "proposer": str(body.get("proposer"))[:200], "node": self.name,
+                                                     "priority": body.get("priority", 0), "state": "pending",
+                                                     "since": time.time()}, system=True)
         except ValueError as exc:
             raise WireError(f"bad intention: {exc}") from None
+        try:
+            self.intents.propose(iid, claims, body.get("priority", 0), body.get("window", 0.2), body.get("hold", 30.0))
+        except (ValueError, NotLeader) as exc:
+            self.gossip.delete(INTENTS_PREFIX + iid, system=True)
+            if isinstance(exc, NotLeader):
+                raise
+            raise WireError(f"bad intention: {exc}") from None
         self._intent_replies[iid] = (ident, corr, sender, time.monotonic())
-        self.gossip.write(INTENTS_PREFIX + iid, {"id": iid, "action": _short(body.get("action")), "claims": claims,
-                                                 "proposer": str(body.get("proposer")), "node": self.name,
-                                                 "priority": body.get("priority", 0), "state": "pending",
-                                                 "since": time.time()}, system=True)
         self._intent_events()
         return _DEFER
 
@@ -556,10 +582,14 @@ class Node:
     def _op_intent_escalate(self, body: dict, ident: bytes, corr: int, sender: str) -> object:
         if not self.leadership.is_leader:
             raise NotLeader(f"node {self.name} is not the leader")
-        iid = _str(body, "id")
-        objections = [o for o in body.get("objections") or [] if isinstance(o, dict)]
-        strategy = sum(float(o.get("weight", 1.0)) for o in objections if o.get("kind") == "strategy"
-                       and isinstance(o.get("weight", 1.0), (int, float)))
+        iid = _str(body, "id")[:200]
+        if iid in self._escalations:
+            raise WireError(f"escalation {iid!r} is already waiting")
+        raw = body.get("objections") if isinstance(body.get("objections"), list) else []
+        objections = [{"reason": str(o.get("reason", ""))[:500], "weight": o.get("weight", 1.0), "kind": str(o.get("kind"))[:20],
+                       "by": str(o.get("by", ""))[:200]} for o in raw[:50] if isinstance(o, dict)]
+        strategy = sum(float(o["weight"]) for o in objections if o["kind"] == "strategy"
+                       and isinstance(o["weight"], (int, float)) and math.isfinite(o["weight"]))
         evidence = body.get("evidence", 1.0)
         evidence = float(evidence) if isinstance(evidence, (int, float)) else 0.0
         if self.spec.escalate == "leader":
@@ -569,12 +599,16 @@ class Node:
             self.on_event(f"escalation {iid}: {'approved' if approve else 'denied'} ({why})")
             return {"approve": approve, "by": f"leader {self.name}", "why": why}
         timeout = body.get("timeout", self.spec.escalation_timeout)
-        timeout = min(float(timeout), self.spec.escalation_timeout) if isinstance(timeout, (int, float)) else 60.0
-        self._escalations[iid] = (ident, corr, sender, time.monotonic() + timeout)
+        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+            timeout = self.spec.escalation_timeout
+        timeout = min(float(timeout), self.spec.escalation_timeout)
+        claims = body.get("claims") if isinstance(body.get("claims"), list) else []
         self.gossip.write(ESCALATIONS_PREFIX + iid, {"id": iid, "action": _short(body.get("action")),
-                                                     "claims": body.get("claims"), "proposer": str(body.get("proposer")),
+                                                     "claims": [str(c)[:200] for c in claims[:100]],
+                                                     "proposer": str(body.get("proposer"))[:200],
                                                      "objections": objections, "evidence": evidence, "state": "pending",
                                                      "leader": self.name, "since": time.time()}, system=True)
+        self._escalations[iid] = (ident, corr, sender, time.monotonic() + timeout)
         self.on_event(f"escalation {iid} waits for a person: mesh approve {iid} / mesh deny {iid}")
         return _DEFER
 
@@ -606,9 +640,11 @@ class Node:
 
     def _op_intents(self, body: dict) -> dict:
         """Every pending and held intention, and every escalation waiting for a person, mesh-wide."""
-        return {"intents": sorted(self.gossip.node.items(INTENTS_PREFIX).values(), key=lambda e: str(e.get("since"))),
-                "escalations": sorted(self.gossip.node.items(ESCALATIONS_PREFIX).values(),
-                                      key=lambda e: str(e.get("since")))}
+        def listed(prefix: str) -> list:
+            found = [e for e in self.gossip.node.items(prefix).values() if isinstance(e, dict)]
+            return sorted(found, key=lambda e: str(e.get("since")))
+
+        return {"intents": listed(INTENTS_PREFIX), "escalations": listed(ESCALATIONS_PREFIX)}
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -862,6 +898,7 @@ class Node:
         latest = self._latest_assignment()
         found = self._assignments()
         unplaced = found[max(found)].get("unplaced", {}) if found else {}
+        unplaced = unplaced if isinstance(unplaced, dict) else {}
         for name, entry in sorted(latest.items()):
             if name in listed:
                 continue
@@ -977,8 +1014,11 @@ class Node:
             self._ever_led_by = time.monotonic()
         # Decisions already in the view while a (re)started node catches up are history, not refusals.
         settled = self._ever_led_by is not None and time.monotonic() - self._ever_led_by > 1.0
-        for t, entry in self._assignments().items():
-            mark = (t, entry.get("leader"), entry.get("seq"))
+        found = self._assignments()
+        if len(self._stale_seen) > 4 * len(found) + 64:  # forget what is no longer in view
+            self._stale_seen = {m for m in self._stale_seen if m[0] in found}
+        for t, entry in found.items():
+            mark = (t, str(entry.get("leader")), str(entry.get("seq")))
             if mark in self._stale_seen:
                 continue
             self._stale_seen.add(mark)
@@ -1098,7 +1138,7 @@ class Node:
         else:
             usable.discard(self.name)
         specs = {n: [a for a in r.get("agents", []) if isinstance(a, dict) and isinstance(a.get("name"), str)]
-                 for n, r in records.items() if n in state_of}
+                 for n, r in records.items() if n in state_of and isinstance(r.get("agents", []), list)}
         mine = self.gossip.node.get(f"{ASSIGN_PREFIX}{lead.term}")
         if isinstance(mine, dict) and mine.get("leader") == self.name and isinstance(mine.get("replicas"), dict):
             previous = mine["replicas"]
@@ -1106,7 +1146,8 @@ class Node:
             previous = self._latest_assignment()
         running = {}
         for key, entry in self.gossip.node.items(AGENTS_PREFIX).items():
-            if isinstance(entry, dict) and entry.get("state") in ("running", "starting", "restarting"):
+            if isinstance(entry, dict) and entry.get("state") in ("running", "starting", "restarting") \
+                    and isinstance(entry.get("node"), str):
                 node = entry.get("node")
                 if node == self.name or state_of.get(node) in ("alive", "suspect"):
                     running[key[len(AGENTS_PREFIX):]] = node
@@ -1240,7 +1281,11 @@ class Node:
             inst.popen = None
             inst.endpoint = None
             if inst.retiring == "kill switch" and self._stop_deadline is None:
-                pulled = self._kill_switch() or {}
+                pulled = self._kill_switch()
+                if pulled is None and inst.placed_by:  # released meanwhile: the leader's assignment places it again
+                    self._forget(inst)
+                    continue
+                pulled = pulled or {}
                 inst.state, inst.retiring = "stopped", ""
                 inst.reason = f"kill switch pulled by {pulled.get('by', '?')} at {_clock(pulled.get('at'))}"
                 continue
@@ -1359,7 +1404,10 @@ def check_topic_field(body: dict) -> str:
 
 
 def _clock(at: object) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else "?"
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else "?"
+    except (OverflowError, ValueError, OSError):  # a time from the network: 1e300, nan
+        return "?"
 
 
 def _kill_group(pgid: int) -> None:

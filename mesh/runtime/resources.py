@@ -111,7 +111,8 @@ def declared_resources(records: dict[str, dict]) -> tuple[dict[str, tuple], list
     for node in sorted(records):
         rec = records[node]
         for kind, key in (("pool", "pools"), ("limit", "limits")):
-            for item in rec.get(key) or []:
+            items = rec.get(key) if isinstance(rec, dict) else None
+            for item in items if isinstance(items, list) else []:
                 if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
                         and type(item[1]) is int and item[1] >= 1 and isinstance(item[2], (int, float)) and item[2] > 0):
                     continue
@@ -148,6 +149,7 @@ class Lease:
         self.lease_ttl = lease_ttl
         self.holder = holder
         self._held = HeldLease(lease_id, name, n, valid_until) if lease_id else None
+        self.renew_at = time.monotonic() + (lease_ttl / 3 if lease_ttl else 0.0)  # the renewer's schedule
         self.released = False
         self.lost = False
 
@@ -225,20 +227,15 @@ class Renewer:
         self.leases = leases
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mesh-lease-renewer", daemon=True)
-        self._due: dict[int, float] = {}
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            now = time.monotonic()
             for lease in list(self.leases):
-                due = self._due.get(id(lease))
-                if due is None:
-                    self._due[id(lease)] = now + lease.lease_ttl / 3
-                elif now >= due:
+                if time.monotonic() >= lease.renew_at:
                     ok = lease._renew()
                     # After a failure (an election, a dead leader) try again soon, not in a third.
-                    self._due[id(lease)] = time.monotonic() + (lease.lease_ttl / 3 if ok else min(0.1, lease.lease_ttl / 10))
+                    lease.renew_at = time.monotonic() + (lease.lease_ttl / 3 if ok else min(0.1, lease.lease_ttl / 10))
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,72 @@
+"""A node keeps serving whatever a peer gossips: malformed runtime values, made-up voters, forged
+terms. (Found by review: each of these used to end the node, and spread to every node.)"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from mesh import wire
+from mesh.core.hlc import make as stamp
+from conftest import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+POISON = [
+    ("$intents/x", 5),
+    ("$escalations/y", [1, 2]),
+    ("$assign/0", {"replicas": {}, "leader": ["x"], "seq": {"a": 1}}),
+    ("$assign/999999", {"replicas": {"w": "not a dict"}, "unplaced": [1], "term": 999999, "leader": "ghost", "seq": 1}),
+    ("$agents/evil", {"node": ["x"], "state": "running"}),
+    ("$kill", {"pulled": "yes", "id": "z", "at": 1e300}),
+    ("$node/" + "v" * 300, {"voter": True, "agents": "not a list", "pools": 5, "limits": [[1, 2, 3]]}),
+    ("$node/ghost", {"voter": "maybe", "agents": [{"name": 5}], "pools": [["db", "x", 1]], "capacity": "big"}),
+    ("$subs/ALERT/evil", "x"),
+]
+
+
+def push(node_address: str, entries: list, origin: str = "ghost@1") -> None:
+    now = stamp(int(time.time() * 1000))
+    delta = [[origin, 0, len(entries), [[k, v, now, "ghost", i + 1, False] for i, (k, v) in enumerate(entries)]]]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        sock.connect(node_address)
+        sock.send(wire.encode(int(wire.Kind.EVENT), 1, 0, "ghost", "$gossip", {"t": "push", "from": "ghost", "delta": delta}))
+        for term in (2**64 - 1, 2**62, -1):
+            sock.send(wire.encode(int(wire.Kind.EVENT), 2, 0, "ghost", "$election", {"t": "vote", "term": term}))
+        sock.send(wire.encode(int(wire.Kind.EVENT), 3, 0, "ghost", "$intent", {"t": {"a": 1}, "id": 5}))
+        time.sleep(0.2)  # let the frames leave before the socket closes (LINGER 0 would drop them)
+    finally:
+        sock.close(linger=1000)
+
+
+def test_malformed_runtime_values_from_a_peer_do_not_stop_the_node(start_node):
+    node = start_node('[[agents]]\nname = "echo"\nclass = "actors:Echo"\n[pools.db]\nsize = 2\n', name="t")
+    client = node.client()
+    push(node.address, POISON)
+    # Every housekeeping step and every status request runs over the poisoned view.
+    wait_until(lambda: "$intents/x" in client.state.items("$intents/"), 10, "the poison in the view")
+    for _ in range(10):
+        st = node.status()
+        time.sleep(0.1)
+    assert node.proc.poll() is None
+    assert st["leader"] == "t" and st["kill_switch"] is None and "v" * 300 not in st["election"]["voters"]
+    assert client.actor("echo").ask("still here", timeout=5) == "still here"
+    with client.acquire("db", timeout=5):
+        pass
+    assert client.control("intents")["intents"] == []  # the malformed listing is skipped, not shown
+
+
+def test_acked_tells_from_a_restarted_sender_of_the_same_name_are_all_handled(start_node, tmp_path):
+    import mesh
+
+    journal = tmp_path / "j"
+    node = start_node(f'[[agents]]\nname = "j"\nclass = "actors:Journal"\nconfig = {{ journal = "{journal}" }}\n')
+    for run in range(3):  # the same sender name three times, as a restarted agent would have
+        with mesh.connect(node.address, name="same-name") as client:
+            for i in range(5):
+                client.actor("j").tell({"seq": run * 5 + i}, ack=True).wait(10)
+    seqs = sorted(int(line.split()[1]) for line in journal.read_text().splitlines())
+    assert seqs == list(range(15))
