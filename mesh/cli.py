@@ -246,6 +246,7 @@ def status(node: str | None, as_json: bool, watch: bool, interval: float) -> Non
         while True:
             table = render_status(client.status())
             click.echo("\x1b[H\x1b[2J" + table + f"\n\n(every {interval:g} s; Ctrl-C to stop)", nl=True)
+            sys.stdout.flush()  # a pipe (`| tee`) sees each table as it is drawn
             time.sleep(interval)
 
     try:

@@ -450,3 +450,30 @@ def test_up_without_a_spec_runs_the_bundled_demo(mesh_up, cli, tmp_path):
 
 def test_the_default_node_file_is_a_copy_of_the_bundled_spec():
     assert (ROOT / "nodes" / "default.toml").read_bytes() == (ROOT / "mesh" / "default.toml").read_bytes()
+
+
+def test_status_watch_redraws_the_table_until_interrupted(echo_node):
+    import signal as _signal
+    import subprocess as _subprocess
+
+    from conftest import mesh_command
+
+    proc = _subprocess.Popen([*mesh_command(), "status", "--watch", "--interval", "0.2", "--node", echo_node.address],
+                             stdout=_subprocess.PIPE, stderr=_subprocess.PIPE, text=True)
+    seen = ""
+    try:
+        deadline = time.monotonic() + 20
+        while seen.count("AGENT") < 3 and time.monotonic() < deadline:  # three redraws, as they come
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        proc.send_signal(_signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert seen.count("AGENT") >= 3 and "echo" in seen and "Ctrl-C to stop" in seen
+    res = run_cli("status", "--watch", "--json", "--node", echo_node.address)
+    assert res.returncode == 2 and "--watch" in res.stderr
