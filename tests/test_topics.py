@@ -25,6 +25,10 @@ def test_publish_reaches_every_subscriber_on_any_node_with_ids_and_correlation(s
     client = a.client()
     wait_until(lambda: sorted(client.control("subscribers", topic=mesh.ALERT)["actors"]) == ["la", "lb"], 30,
                "both subscriptions known")
+    # Events are fire-and-forget: a subscriber must be reachable from here (its directory entry
+    # gossiped to node a) to get one. A subscription can arrive before that entry does.
+    for name in ("la", "lb"):
+        wait_until(lambda name=name: client.endpoint_of(name, timeout=0.0), 30, f"{name} reachable from node a")
     first = client.publish(mesh.ALERT, {"disk": "full"})
     events = lambda: [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []  # noqa: E731
     got = wait_until(lambda: (lambda ev: ev if len(ev) == 2 else None)(events()), 10, "both subscribers")
