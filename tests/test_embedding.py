@@ -364,3 +364,39 @@ def test_an_embedded_actor_cannot_take_the_name_of_a_live_embedded_actor(start_n
     assert f"name 'solo' is taken by a live actor in pid {first.pid}" in second.text()
     assert first.proc.poll() is None
     assert node.client().actor("solo").ask("who?")["pid"] == first.pid
+
+
+ASYNC_RELAY = """
+import asyncio, sys
+import mesh
+
+node = sys.argv[1]
+
+class AsyncRelay(mesh.Actor):
+    async def on_message(self, message):
+        hops = message["hops"]
+        if not hops:
+            return message["message"]
+        return await self.mesh.actor(hops[0]).ask_async({"hops": hops[1:], "message": message["message"]}, timeout=10)
+
+async def main():
+    await mesh.serve_async(AsyncRelay(), name="aa", node=node)
+
+asyncio.run(main())
+"""
+
+
+def test_an_ask_cycle_through_an_async_handler_on_the_programs_loop_is_detected(start_node, python, tmp_path):
+    import time as _time
+
+    cycles = tmp_path / "cycles"
+    node = start_node('[[agents]]\nname = "rb"\nclass = "actors:CycleRelay"\n'
+                      f'config = {{ journal = "{cycles}" }}\n')
+    script = python(write(tmp_path, "async_relay.py", ASYNC_RELAY), node.address)
+    wait_registered(node, "aa", script)
+    aa = node.client().actor("aa")
+    assert aa.ask({"hops": ["rb"], "message": "through"}, timeout=10) == "through"
+    started = _time.monotonic()
+    with pytest.raises(mesh.DeadlockDetected) as info:
+        aa.ask({"hops": ["rb", "aa"], "message": "x"}, timeout=10)
+    assert info.value.cycle == ["aa", "rb", "aa"] and _time.monotonic() - started < 2.0

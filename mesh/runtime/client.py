@@ -11,6 +11,7 @@ at its new endpoint.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import os
 import random
@@ -40,6 +41,8 @@ NODE_RECIPIENT = "$node"
 #: Per thread: the actor server whose handler runs on it (set by the server's loop), so that
 #: an ask made by a handler carries the chain of actors waiting on it (deadlock detection).
 ACTING = threading.local()
+#: The same for async handlers that run on a program's own event loop (``serve_async``).
+ACTING_TASK: contextvars.ContextVar = contextvars.ContextVar("mesh_acting", default=None)
 
 _client_seq = itertools.count(1)
 _deliverer_lock = threading.Lock()
@@ -464,7 +467,7 @@ class ActorRef:
         """
         client = self._client
         msg_id = next(client.ids)
-        server = getattr(ACTING, "server", None)
+        server = getattr(ACTING, "server", None) or ACTING_TASK.get()
         if server is None:
             frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
         else:
@@ -516,7 +519,7 @@ class ActorRef:
         """``ask`` for asyncio code: many asks may be in flight at once."""
         client = self._client
         msg_id = next(client.ids)
-        server = getattr(ACTING, "server", None)
+        server = getattr(ACTING, "server", None) or ACTING_TASK.get()
         if server is None:
             frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
         else:

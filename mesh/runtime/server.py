@@ -34,7 +34,7 @@ import zmq
 from .. import wire
 from ..actor import Actor, ActorContext
 from ..errors import DeadlockDetected, MailboxFull, MeshError, WireError, to_wire
-from .client import ACTING, Client
+from .client import ACTING, ACTING_TASK, Client
 from ..topics import Event as TopicEvent
 from .delivery import Seen
 from .transport import FLUSHER, BadFrames, context, recv_request, tune_socket
@@ -498,7 +498,12 @@ async def serve_async(actor: Actor, name: str, node: str | None = None, **option
     server = Server(actor, name, node, **options)
 
     def on_loop(coro):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        async def acting(chain_in=server.chain_in):
+            # Asks the handler makes on this loop carry the waiting chain (deadlock detection).
+            ACTING_TASK.set(_Acting(server.name, chain_in))
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(acting(), loop).result()
 
     server.run_coroutine = on_loop
     thread_done = loop.create_future()
@@ -518,6 +523,15 @@ async def serve_async(actor: Actor, name: str, node: str | None = None, **option
         while not server._stopped.is_set():
             await asyncio.sleep(0.02)
         raise
+
+
+class _Acting:
+    """What an async handler's asks need of its server: the name and the chain it handles."""
+
+    __slots__ = ("name", "chain_in", "alone")
+
+    def __init__(self, name: str, chain_in: list):
+        self.name, self.chain_in, self.alone = name, chain_in, [name]
 
 
 def _settle(fut: asyncio.Future, exc: BaseException | None) -> None:
