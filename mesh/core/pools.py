@@ -285,9 +285,6 @@ class Coordinator:
             if name not in self._pools and name not in self._limits:
                 self._limits[name] = _Limit(spec, 0.0 if self.recovering else float(spec.rate), self.now)
 
-    def knows(self, name: str) -> bool:
-        return name in self._pools or name in self._limits
-
     @property
     def recovering(self) -> bool:
         """In the grace after a leader change: pools grant nothing, renewals are adopted."""

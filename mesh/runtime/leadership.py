@@ -155,9 +155,6 @@ class Leadership:
     def leader(self) -> str | None:
         return self.elector.leader
 
-    def quorum_of(self, n: int) -> int:
-        return n // 2 + 1
-
     # -- bytes out -----------------------------------------------------------------------------
 
     def _apply(self, outputs: list) -> None:
