@@ -266,13 +266,7 @@ class Server:
                     # Reliable delivery: handled once per message id in this incarnation, then acknowledged.
                     key = (env[4], env[2])
                     if key not in self.seen:
-                        try:
-                            result = on_message(env[6])
-                            if is_coroutine(result):
-                                self.run_coroutine(result)
-                        except Exception:
-                            log.exception("%s: on_message raised while handling a tell; the actor stops", name)
-                            raise SystemExit(1) from None
+                        self._one_way(on_message, env[6], "on_message raised while handling a tell")
                         self.seen.add(key)
                     send(ident, _SNDMORE)
                     send(encode(_REPLY, next(ids), env[2], name, env[4], None))
@@ -298,12 +292,18 @@ class Server:
             return
         corr = body.get("corr")
         event = TopicEvent(body["topic"], body.get("data"), body["id"], corr if isinstance(corr, str) else None, env[4])
+        self._one_way(self.actor.on_event, event, "on_event raised")
+
+    def _one_way(self, hook, arg: object, what: str) -> None:
+        """Run a hook nobody waits on (a tell, an event, a timer): a failure ends the actor's
+        process with exit code 1, and its restart policy applies. (Plain tells do the same
+        inline: they are the message path.)"""
         try:
-            result = self.actor.on_event(event)
+            result = hook(arg)
             if inspect.iscoroutine(result):
                 self.run_coroutine(result)
         except Exception:
-            log.exception("%s: on_event raised; the actor stops", self.name)
+            log.exception("%s: %s; the actor stops", self.name, what)
             raise SystemExit(1) from None
 
     def _control(self, env: list) -> bytes:
@@ -346,13 +346,7 @@ class Server:
             if interval is not None:
                 heapq.heappush(timers, (max(due + interval, now), next(self._timer_seq), interval, message))
             self.current_sender = self.name
-            try:
-                result = self.actor.on_message(message)
-                if inspect.iscoroutine(result):
-                    self.run_coroutine(result)
-            except Exception:
-                log.exception("%s: on_message raised while handling a timer; the actor stops", self.name)
-                raise SystemExit(1) from None
+            self._one_way(self.actor.on_message, message, "on_message raised while handling a timer")
             self.handled += 1
         client_flush_local(self.client)
         # Wake in time for the next timer, but never sleep longer than the idle slice.
