@@ -12,9 +12,9 @@ A spec has two parts, both optional::
     stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
     max_message = "4MiB"              # bytes, the largest frame the node accepts
     voter = true                      # takes part in leader elections (default true)
-    election_timeout_min = "150ms"    # a follower waits a random time in [min, max]
-    election_timeout_max = "300ms"    #   without heartbeats before standing for leader
-    heartbeat = "50ms"                # the leader's heartbeat interval
+    election_timeout_min = "1s"       # a follower waits a random time in [min, max]
+    election_timeout_max = "2s"       #   without heartbeats before standing for leader
+    heartbeat = "100ms"               # the leader's heartbeat interval
     capacity = { cpu = 2.0, memory = "4GB" }  # what agents' budgets may add up to here
                                       # (default: the machine's cores and memory)
 
@@ -202,9 +202,11 @@ class NodeSpec:
     stop_timeout: float = 5.0  #: seconds a graceful stop may take before SIGKILL
     max_message: int = 4 * 1024 * 1024  #: bytes
     voter: bool = True  #: takes part in leader elections
-    election_timeout_min: float = 0.150  #: seconds
-    election_timeout_max: float = 0.300  #: seconds
-    heartbeat: float = 0.050  #: seconds
+    #: Election timings, in seconds. The defaults (etcd's: 100 ms heartbeat, 1 s election
+    #: timeout) survive the stalls of a loaded machine; see the README on fast failover.
+    election_timeout_min: float = 1.0  #: seconds
+    election_timeout_max: float = 2.0  #: seconds
+    heartbeat: float = 0.100  #: seconds
     capacity_cpu: float | None = None  #: cores for budgets here; None = the machine's
     capacity_memory: int | None = None  #: bytes for budgets here; None = the machine's
     pools: tuple[tuple[str, int, float], ...] = ()  #: (name, size, lease seconds)

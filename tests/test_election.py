@@ -15,7 +15,8 @@ from mesh.core.election import LEADER, ElectionConfig, Elector
 from mesh.sim import Network, Simulation
 
 SEEDS = int(os.environ.get("MESH_SOAK_SEEDS", "1000"))
-CFG = ElectionConfig()
+# Fast timings keep 1000 seeds quick (the protocol only cares about ratios); the defaults are 10x.
+CFG = ElectionConfig(election_min=0.150, election_max=0.300, heartbeat=0.050)
 
 
 class Conducting(Elector):

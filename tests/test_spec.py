@@ -369,8 +369,8 @@ def test_an_unknown_node_key_is_named_with_the_known_keys_and_a_suggestion():
         ('max_message = "4Q"', "node.max_message", "unknown size unit 'Q'"),
         ('voter = "yes"', "node.voter", "expected true or false, got str"),
         ("election_timeout_min = 0", "node.election_timeout_min", "greater than 0"),
-        ('election_timeout_max = "100ms"', "node.election_timeout_max", "must not be less than election_timeout_min"),
-        ('heartbeat = "150ms"', "node.heartbeat", "shorter than election_timeout_min"),
+        ('election_timeout_max = "900ms"', "node.election_timeout_max", "must not be less than election_timeout_min"),
+        ('heartbeat = "1500ms"', "node.heartbeat", "shorter than election_timeout_min"),
         ('heartbeat = "5 sec"', "node.heartbeat", "unknown duration unit 'sec'"),
     ],
 )
@@ -762,7 +762,7 @@ def test_election_and_placement_keys_and_their_defaults():
     assert (a.placement, a.node, b.node, c.placement, c.node) == ("pack", None, "gpu", "spread", None)
     default = spec_of("")
     assert (default.voter, default.election_timeout_min, default.election_timeout_max, default.heartbeat) == (
-        True, 0.15, 0.3, 0.05)
+        True, 1.0, 2.0, 0.1)
 
 
 @pytest.mark.parametrize(

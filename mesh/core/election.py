@@ -49,9 +49,9 @@ MAX_TERM = 1 << 62
 
 @dataclass(frozen=True)
 class ElectionConfig:
-    election_min: float = 0.150  #: seconds, the shortest election timeout
-    election_max: float = 0.300  #: seconds, the longest election timeout
-    heartbeat: float = 0.050  #: seconds between a leader's heartbeats
+    election_min: float = 1.0  #: seconds, the shortest election timeout
+    election_max: float = 2.0  #: seconds, the longest election timeout
+    heartbeat: float = 0.100  #: seconds between a leader's heartbeats
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat < self.election_min <= self.election_max:
@@ -77,7 +77,8 @@ class Elector:
         self.votes: set[str] = set()
         self.last_leader_contact = -1e18
         self.heard: dict[str, float] = {}  # leader: when each follower last answered
-        self._deadline = now + self._timeout()
+        # A sole voter stands at once: nobody else could lead, so waiting out a timeout gains nothing.
+        self._deadline = now if self.voters == [name] else now + self._timeout()
         self._next_heartbeat = 0.0
         self._became_leader_at = now
 
