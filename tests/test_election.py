@@ -210,7 +210,7 @@ def test_an_observer_follows_the_leader_and_never_stands():
     assert lead.role == LEADER and any(isinstance(o, Send) and o.to == "o" for o in lead.tick(1.1) + out)
 
 
-def test_two_leaders_of_one_term_from_merged_meshes_settle_on_one():
+def test_two_leaders_of_one_term_from_merged_meshes_hand_over_to_a_newer_term():
     a = Elector("a", ["a"], CFG, random.Random(4), {}, 0.0)
     b = Elector("b", ["b"], CFG, random.Random(5), {}, 0.0)
     a.tick(1.0)
@@ -218,7 +218,90 @@ def test_two_leaders_of_one_term_from_merged_meshes_settle_on_one():
     assert a.role == b.role == LEADER and a.term == b.term == 1
     a.set_voters(["a", "b"], (), 1.0)
     b.set_voters(["a", "b"], (), 1.0)
-    assert a.step("b", {"t": "heartbeat", "term": 1, "seq": 0}, 1.01) == []
-    assert a.role == LEADER  # the lower name keeps the lead
-    b.step("a", {"t": "heartbeat", "term": 1, "seq": 0}, 1.01)
-    assert b.role != LEADER and b.leader == "a"
+    # The lower name stands for term 2 at once; the other leaves term 1 without a leader and votes.
+    asks = a.step("b", {"t": "heartbeat", "term": 1, "seq": 0}, 1.01)
+    assert a.role != LEADER and a.term == 2 and any(isinstance(o, Send) and o.message["t"] == "vote" for o in asks)
+    assert b.step("a", {"t": "heartbeat", "term": 1, "seq": 0}, 1.01) == [Event_stepped_down(1)]
+    assert b.role != LEADER and b.term == 2 and b.leader is None
+    (reply,) = b.step("a", {"t": "vote", "term": 2}, 1.02)
+    assert reply.message["granted"] is True
+    a.step("b", reply.message, 1.03)
+    assert a.role == LEADER and a.term == 2 and not b.accepts(1)
+
+
+def Event_stepped_down(term):
+    from mesh.core.effects import Event
+
+    return Event("stepped_down", {"term": term, "why": "another leader of this term"})
+
+
+def test_a_follower_that_hears_a_second_leader_in_its_term_ends_the_term():
+    f = Elector("f", ["a", "b", "f"], CFG, random.Random(6), {}, 0.0)
+    f.step("a", {"t": "heartbeat", "term": 3, "seq": 0}, 0.1)
+    assert (f.leader, f.term) == ("a", 3)
+    f.step("b", {"t": "heartbeat", "term": 3, "seq": 0}, 0.2)
+    assert f.leader is None and f.term == 4
+    # Both leaders learn term 4 from its answers and step down.
+    (reply,) = f.step("a", {"t": "heartbeat", "term": 3, "seq": 0}, 0.3)
+    assert reply.message == {"t": "heartbeat_reply", "term": 4}
+
+
+def merging(seed: int, log: list):
+    """Two meshes (a random split of five voters, each knowing only its own side) elect
+    apart, then meet: they learn each other's voters at slightly different times."""
+    rng = random.Random(seed)
+    names = [f"v{i}" for i in range(5)]
+    shuffled = names[:]
+    rng.shuffle(shuffled)
+    cut = rng.randint(1, 4)
+    sides = [sorted(shuffled[:cut]), sorted(shuffled[cut:])]
+
+    def factory(name, node_rng, storage, now):
+        side = sides[0] if name in sides[0] else sides[1]
+        node = Conducting(name, storage.get("voters", side), CFG, node_rng, storage, now)
+        node.accepted = log
+        return node
+
+    sim = Simulation(seed, names, factory, Network(delay=(0.001, 0.02), loss=0.1, duplicate=0.05), tick_interval=0.01)
+    sim.partition(*sides)
+    return sim, names, sides, rng
+
+
+@pytest.mark.timeout(600)
+def test_many_seeds_of_two_meshes_meeting_end_with_one_leader_in_a_newer_term():
+    problems = []
+    for seed in range(max(50, SEEDS // 4)):
+        log: list = []
+        sim, names, sides, rng = merging(seed, log)
+        # Each side elects a leader of its own (a side of two needs both; a side of one, itself).
+        if not sim.run_until(lambda s: all(any(s.nodes[n].role == LEADER for n in side) for side in sides), 5.0,
+                             step=0.01):
+            problems.append((seed, "a side elected no leader", sides))
+            continue
+        sim.run(sim.now + rng.uniform(0.0, 1.0))
+        before = max(m.term for m in sim.live().values())
+        merged_at = sim.now
+        sim.heal()
+        for n in names:
+            def learn(n=n):
+                sim.nodes[n].storage["voters"] = names
+                sim.nodes[n].set_voters(names, (), sim.now)
+            sim.at(merged_at + rng.uniform(0.0, 0.2), learn)
+        if not sim.run_until(lambda s: s.now > merged_at + 0.3 and one_agreed_leader(s) is not None,
+                             merged_at + 10 * CFG.election_max, step=0.01):
+            problems.append((seed, "no single leader after the meshes met"))
+            continue
+        lead = one_agreed_leader(sim)
+        if lead.term <= before:
+            problems.append((seed, f"the merged mesh is led in term {lead.term}, not newer than {before}"))
+        after = {t: ls for t, ls in leaders_per_term(sim).items() if t > before and len(ls) > 1}
+        if after:
+            problems.append((seed, "two leaders of one term after the merge", after))
+        stale = [entry for entry in log if entry[1] < entry[3]]
+        if stale:
+            problems.append((seed, "stale decisions accepted", stale[:3]))
+        # Once the merged mesh has its leader, nobody acts on a decision of a term from before.
+        late = [entry for entry in log if entry[1] <= before and entry[3] > before]
+        if late:
+            problems.append((seed, "a decision of a side's term acted on after the merge", late[:3]))
+    assert problems == [], problems[:10]

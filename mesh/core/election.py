@@ -27,6 +27,18 @@ Each voter is a follower, a pre-candidate, a candidate or the leader of a term.
   (the runtime's fencing uses it; :meth:`Elector.decided` sets it).
 * The voter set can grow (:meth:`Elector.set_voters`); it is the runtime's job to
   keep it stable (it only learns voters and forgets those that left).
+* Two meshes that meet (each elected its leaders among its own voters, then their
+  voter sets merged) end with one leader in a term newer than both, so every decision
+  of either side is fenced: a leader that hears a heartbeat of another leader of its
+  own term, or a newer term from a voter that was not among those it was elected by,
+  knows it led one side of a split. Of two leaders of one term the lower name stands
+  at once for the next term and the other moves to that term without a leader (so it
+  votes); a leader of an older term stands at once for the term after the newer one;
+  a follower that hears a second leader in its term moves to the next term, which
+  ends both, and so does a follower whose leader is replaced by one elected without
+  it (heartbeats name the voters their leader was elected by; a fresh joiner has
+  followed nobody, so joining is not mistaken for this). The first election after
+  that settles it.
 
 Safety: at most one leader per term (a majority of distinct votes, one vote per
 voter per term, persisted). Every leader decision carries its term; ``accepts``
@@ -77,6 +89,7 @@ class Elector:
         self.votes: set[str] = set()
         self.last_leader_contact = -1e18
         self.heard: dict[str, float] = {}  # leader: when each follower last answered
+        self.electorate: frozenset[str] = frozenset()  # leader: the voters when it was elected
         # A sole voter stands at once: nobody else could lead, so waiting out a timeout gains nothing.
         self._deadline = now if self.voters == [name] else now + self._timeout()
         self._next_heartbeat = 0.0
@@ -179,8 +192,16 @@ class Elector:
                     return self._start_election(now)
             return []
         out: list = []
+        previous = self.leader
+        electorate = message.get("electorate") if kind == "heartbeat" else None
+        stranger = isinstance(electorate, list) and self.name not in electorate  # elected without this voter
         if term > self.term:
+            # A newer term from a voter this leader was not elected among: two meshes met.
+            split = self.role == LEADER and kind in ("heartbeat", "heartbeat_reply") and (
+                sender not in self.electorate or stranger)
             out += self._become_follower(term, None, now, "newer term")
+            if split:
+                return out + self._start_election(now)
         if kind == "vote":
             grant = term == self.term and self.voted_for in (None, sender)
             if grant:
@@ -196,10 +217,21 @@ class Elector:
         if kind == "heartbeat":
             if term < self.term:
                 return out + [Send(sender, {"t": "heartbeat_reply", "term": self.term})]
-            if self.role == LEADER and sender > self.name:
+            if self.role == LEADER:
                 # Two leaders of one term can only meet when two meshes that each elected a
-                # leader with different voter sets merge: the lower name keeps the lead.
-                return out
+                # leader with different voter sets merge. Neither may go on deciding in this
+                # term: the lower name stands for the next one, the other waits to vote.
+                if self.name < sender:
+                    return out + self._become_follower(term, None, now, "another leader of this term") + \
+                        self._start_election(now)
+                return out + self._become_follower(term + 1, None, now, "another leader of this term")
+            if self.leader is not None and self.leader != sender:
+                # A second leader in this follower's term: end the term for both of them.
+                return out + self._become_follower(term + 1, None, now, "two leaders in one term")
+            if stranger and previous not in (None, sender):
+                # The leader this voter followed is replaced by one elected by voters that did not
+                # include it (a fresh joiner has followed nobody): two meshes met. End that term too.
+                return out + self._become_follower(term + 1, None, now, "a leader of another mesh")
             if self.role != FOLLOWER or self.leader != sender:
                 out += self._become_follower(term, sender, now, "heartbeat")
             seq = message.get("seq")
@@ -229,6 +261,8 @@ class Elector:
             self._persist(term, None)
             self.leader = None
         if kind == "heartbeat" and term == self.term:
+            if self.leader is not None and self.leader != sender:
+                return out  # two leaders of one term (meshes merging): the voters end the term
             if self.leader != sender:
                 self.leader = sender
                 out.append(Event("follower", {"term": term, "leader": sender}))
@@ -238,7 +272,7 @@ class Elector:
         return out
 
     def _heartbeats(self) -> list:
-        beat = {"t": "heartbeat", "term": self.term, "seq": self.seq}
+        beat = {"t": "heartbeat", "term": self.term, "seq": self.seq, "electorate": sorted(self.electorate)}
         return [Send(p, beat) for p in self.peers] + [Send(o, beat) for o in self.observers]
 
     # -- transitions ---------------------------------------------------------------------------
@@ -268,6 +302,7 @@ class Elector:
     def _become_leader(self, now: float) -> list:
         self.role = LEADER
         self.leader = self.name
+        self.electorate = frozenset(self.voters)
         self.heard = {}
         self.seq = 0
         self._became_leader_at = now
@@ -275,7 +310,7 @@ class Elector:
         return [Event("leader", {"term": self.term, "leader": self.name})] + self._heartbeats()
 
     def _become_follower(self, term: int, leader: str | None, now: float, why: str) -> list:
-        was_leader = self.role == LEADER
+        was_leader, led = self.role == LEADER, self.term
         if term > self.term:
             self._persist(term, None)
         self.role = FOLLOWER
@@ -284,7 +319,7 @@ class Elector:
         self._deadline = now + self._timeout()
         out: list = []
         if was_leader:
-            out.append(Event("stepped_down", {"term": self.term, "why": why}))
+            out.append(Event("stepped_down", {"term": led, "why": why}))
         if leader is not None:
             out.append(Event("follower", {"term": term, "leader": leader}))
         return out

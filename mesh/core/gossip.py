@@ -19,9 +19,18 @@ How it works (Scuttlebutt anti-entropy, as in Cassandra and chitchat):
   exchange with one peer (syn -> ack -> ack2) that repairs anything lost.
 * The heartbeat of an origin rises every round; a phi-accrual detector per origin
   turns silence into ``suspect``, then ``dead`` after ``dead_after`` seconds.
-  A node that leaves says so (``left``). When ``name@k`` appears, every older
-  incarnation of ``name`` is dead at once: a restarted node is never confused with
-  its former self.
+  A node that leaves says so (``left``). When ``name@k`` appears at the address of
+  an older incarnation of ``name``, that incarnation is dead at once: a restarted node
+  is never confused with its former self.
+* A member is a name *and* an incarnation. A node starts *joining*: it keeps its own
+  origin out of everything it sends and asks members (``syn`` with ``join``); a member
+  answers with the incarnations it holds live (``ack`` with ``live``). If another
+  incarnation of its name is live at another address the joiner refuses (event
+  ``name_taken``) and nobody ever heard of it; otherwise it announces itself
+  (``announced``). Seen later, a rival incarnation whose heartbeat rises makes the
+  newer of the two yield (``name_taken`` again). The state of a name is its live
+  incarnation's, if any: an impostor that leaves or dies never makes the live
+  member ``left`` or ``dead``.
 
 Guarantees and their limits:
 
@@ -39,6 +48,10 @@ Guarantees and their limits:
   gossip it back.
 * Keys that start with ``$`` are the runtime's (membership, agent directory, load):
   users cannot write them, and they are never adopted from a dead incarnation.
+* What a peer sends is checked before it is kept: member names follow the node-name
+  rule, and every table keyed by something from the network is bounded (origins by
+  ``MAX_ORIGINS``, peers' digests to ``MAX_PEER_DIGESTS`` members, the graveyard by
+  ``MAX_GRAVEYARD``).
 
 Pure: no sockets, no clock, no ``random``; ``now`` is wall-clock seconds and the RNG
 is injected.
@@ -47,6 +60,7 @@ is injected.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 import msgpack
@@ -61,7 +75,28 @@ RESERVED_PREFIX = "$"
 MAX_CLOCK_SKEW_S = 60.0
 #: Members remembered at most; more are ignored (a flood of made-up names).
 MAX_ORIGINS = 4096
+#: Buried incarnations remembered at most (the oldest are forgotten first).
+MAX_GRAVEYARD = 4 * MAX_ORIGINS
+#: Peers whose digests are remembered (for pushes) at most.
+MAX_PEER_DIGESTS = 64
+#: Rival incarnations of this node's own name watched at most.
+MAX_RIVALS = 16
+#: The node-name rule (mesh.spec): 1-128 of A-Z a-z 0-9 _ . -, not starting with "."
+NAME_MAX = 128
+_NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
 _KINDS = ("push", "syn", "ack", "ack2")
+
+
+def valid_name(name: object) -> bool:
+    """Whether ``name`` may name a member (the node-name rule of mesh.spec)."""
+    return type(name) is str and len(name) <= NAME_MAX and _NAME_RE.fullmatch(name) is not None
+
+
+def _valid_oid(oid: object) -> bool:
+    if type(oid) is not str or len(oid) > NAME_MAX + 21:
+        return False
+    name, _, inc = oid.rpartition("@")
+    return valid_name(name) and 0 < len(inc) <= 20 and inc.isdigit()
 
 
 def check_message(message: object) -> None:
@@ -72,26 +107,38 @@ def check_message(message: object) -> None:
     if digest is not None:
         if not isinstance(digest, dict):
             raise ValueError("digest must be a map")
+        if len(digest) > MAX_ORIGINS:
+            raise ValueError(f"a digest lists at most {MAX_ORIGINS} origins")
         for oid, info in digest.items():
-            if not isinstance(oid, str) or "@" not in oid:
-                raise ValueError("digest keys must be origin ids")
+            if not _valid_oid(oid):
+                raise ValueError("digest keys must be origin ids NAME@INCARNATION with a valid node name")
             if not (isinstance(info, list) and len(info) == 4 and type(info[0]) is int and type(info[1]) is int
                     and isinstance(info[2], str) and isinstance(info[3], bool)):
                 raise ValueError("digest entries must be [heartbeat, version, address, left]")
-            if info[2] and not info[2].startswith("tcp://"):
+            if info[2] and not (info[2].startswith("tcp://") and len(info[2]) <= 300):
                 raise ValueError("addresses must be tcp://HOST:PORT")
+    live = message.get("live")
+    if live is not None:
+        if not isinstance(live, dict) or len(live) > MAX_ORIGINS:
+            raise ValueError(f"live must be a map of at most {MAX_ORIGINS} origins")
+        for oid, address in live.items():
+            if not _valid_oid(oid) or not isinstance(address, str) or len(address) > 300:
+                raise ValueError("live must map origin ids to addresses")
+    if message.get("join") not in (None, True):
+        raise ValueError("join must be true")
     delta = message.get("delta")
     if delta is not None:
         if not isinstance(delta, list):
             raise ValueError("delta must be a list")
         for item in delta:
-            if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str)
+            if not (isinstance(item, list) and len(item) == 4 and _valid_oid(item[0])
                     and type(item[1]) is int and type(item[2]) is int and isinstance(item[3], list)):
-                raise ValueError("delta items must be [origin, base, upto, entries]")
+                raise ValueError("delta items must be [origin, base, upto, entries] with a valid origin id")
             for raw in item[3]:
-                if not (isinstance(raw, list) and len(raw) == 6 and isinstance(raw[0], str) and type(raw[2]) is int
-                        and isinstance(raw[3], str) and type(raw[4]) is int and isinstance(raw[5], bool)):
-                    raise ValueError("entries must be [key, value, hlc, writer, version, tombstone]")
+                if not (isinstance(raw, list) and len(raw) == 6 and isinstance(raw[0], str) and raw[0]
+                        and type(raw[2]) is int and valid_name(raw[3]) and type(raw[4]) is int
+                        and isinstance(raw[5], bool)):
+                    raise ValueError("entries must be [key, value, hlc, writer, version, tombstone] with a valid writer")
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 
 
@@ -158,6 +205,16 @@ class Origin:
     last_heard: float = 0.0
 
 
+def _rank(o: Origin) -> tuple:
+    """Order of preference among incarnations of one name (see :meth:`GossipNode.current`)."""
+    live = {ALIVE: 0, SUSPECT: 1}.get(o.state)
+    return (0, live, o.incarnation) if live is not None else (1, 0, -o.incarnation)
+
+
+def _same_address(a: str, b: str) -> bool:
+    return not a or not b or a == b
+
+
 def origin_id(name: str, incarnation: int) -> str:
     return f"{name}@{incarnation}"
 
@@ -173,7 +230,7 @@ class GossipNode:
     """One node's replica and membership view. Feed it messages and ticks; send what it returns."""
 
     def __init__(self, name: str, incarnation: int, config: GossipConfig, rng: random.Random, now: float,
-                 address: str = "", seeds: tuple[str, ...] = ()):
+                 address: str = "", seeds: tuple[str, ...] = (), joining: bool = False):
         self.name = name
         self.config = config
         self.rng = rng
@@ -185,7 +242,11 @@ class GossipNode:
         self._tombstones: set[str] = set()  # keys whose winner is a tombstone (collected by _collect)
         self.graveyard: dict[str, tuple[float, int]] = {}  # origin id -> (when buried, its last heartbeat)
         self.peer_digest: dict[str, dict] = {}  # peer name -> its last known digest (oid -> max_version)
-        self.last_contact: dict[str, float] = {}
+        #: False while joining: this node's own origin stays out of everything it sends.
+        self.announced = not joining
+        #: Set when a live member holds this node's name: (its origin id, its address).
+        self.name_taken: tuple[str, str] | None = None
+        self._rivals: dict[str, int] = {}  # other incarnations of this name -> the last heartbeat seen
         self.rounds = 0
         self._events: list = []
         self._become(incarnation, now)
@@ -250,15 +311,77 @@ class GossipNode:
                                "last_heard": o.last_heard})
         return sorted(now_states, key=lambda m: (m["name"], m["incarnation"]))
 
+    def current(self) -> dict[str, Origin]:
+        """Each member name's current incarnation: a live one if there is any (alive before
+        suspect, then the oldest: a newcomer never displaces a live holder of its name), else
+        the newest. What the runtime means by "the member NAME"."""
+        best: dict[str, Origin] = {}
+        for o in self.origins.values():
+            b = best.get(o.name)
+            if b is None or _rank(o) < _rank(b):
+                best[o.name] = o
+        return best
+
     def state_of(self, name: str) -> str | None:
         best = None
         for o in self.origins.values():
-            if o.name == name and (best is None or o.incarnation > best.incarnation):
+            if o.name == name and (best is None or _rank(o) < _rank(best)):
                 best = o
         return best.state if best else None
 
+    # -- joining -------------------------------------------------------------------------------
+
+    def join_message(self) -> dict:
+        """What a joining node sends to a seed or a member: its digest without itself."""
+        return {"t": "syn", "from": self.name, "digest": self._digest(), "join": True}
+
+    def announce(self, now: float) -> list:
+        """End the joining phase: from now on this node's origin travels with its digests."""
+        if not self.announced and self.name_taken is None:
+            self.announced = True
+            self.me.last_heard = now
+            self._events.append(Event("announced", {"id": self.id}))
+        return self._drain()
+
+    def _welcome(self, sender: str, live: dict, now: float) -> None:
+        """A member's list of live incarnations, in answer to this joining node."""
+        if self.announced or self.name_taken is not None:
+            return
+        if not any(parse_origin(oid)[0] == sender for oid in live):
+            return  # the answer of another joiner, not of a member
+        for oid, address in live.items():
+            name, inc = parse_origin(oid)
+            if name == self.name and inc != self.incarnation and not self._same_node(address):
+                self._refuse(oid, address)
+                return
+        self.announce(now)
+
+    def _same_node(self, address: str) -> bool:
+        # An incarnation at this node's own address is a former self (restarted), not a rival.
+        return not address or not self.address or address == self.address
+
+    def _refuse(self, oid: str, address: str) -> None:
+        self.name_taken = (oid, address)
+        self._events.append(Event("name_taken", {"name": self.name, "id": oid, "address": address,
+                                                 "announced": self.announced}))
+
+    def _watch_rival(self, oid: str, inc: int, heartbeat: int, address: str) -> None:
+        """Another incarnation of this node's name: if its heartbeat rises it is live. A joining
+        node refuses; of two announced ones the newer yields."""
+        if self.name_taken is not None or self._same_node(address):
+            return
+        seen = self._rivals.get(oid)
+        if seen is None:
+            if len(self._rivals) < MAX_RIVALS:
+                self._rivals[oid] = heartbeat
+            return
+        if heartbeat > seen and (not self.announced or inc < self.incarnation):
+            self._refuse(oid, address)
+
     def leave(self, now: float) -> list:
         """Announce a graceful departure: peers mark this incarnation ``left``, not dead."""
+        if not self.announced:
+            return []  # nobody has heard of this incarnation
         self.me.state = LEFT
         self.me.heartbeat += 1
         out = []
@@ -279,6 +402,12 @@ class GossipNode:
         self._collect(now)
         out: list = []
         peers = self._live_peer_names()
+        if not self.announced:
+            # Joining: ask every member and seed for its live incarnations; push nothing.
+            if self.name_taken is None:
+                ask = self.join_message()
+                out += [Send(p, ask) for p in sorted(set(peers) | set(self.seeds))]
+            return out + self._drain()
         # Push what each chosen peer lacks (from what we last learned of it).
         wanting = [p for p in peers if self._lacks(p)]
         self.rng.shuffle(wanting)
@@ -296,8 +425,9 @@ class GossipNode:
     def step(self, sender: str, message: object, now: float) -> list:
         """Handle one message from ``sender``. Malformed input raises ValueError and changes nothing."""
         check_message(message)
+        if not valid_name(sender):
+            raise ValueError("the sender of a gossip message must be a valid node name")
         kind = message.get("t")
-        self.last_contact[sender] = now
         if kind == "push":
             self._apply_delta(message.get("delta") or [], now)
             return self._drain()
@@ -309,11 +439,16 @@ class GossipNode:
                 self._mark_left(digest)
             delta = self._delta_for(digest)
             self._assume_sent(sender, delta)
-            return [Send(sender, {"t": "ack", "from": self.name, "digest": self._digest(), "delta": delta})] + self._drain()
+            ack = {"t": "ack", "from": self.name, "digest": self._digest(), "delta": delta}
+            if message.get("join") and self.announced:
+                ack["live"] = {o.id: o.address for o in self.origins.values() if o.state in (ALIVE, SUSPECT)}
+            return [Send(sender, ack)] + self._drain()
         if kind == "ack":
             digest = message.get("digest") or {}
             self._observe_digest(sender, digest, now)
             self._apply_delta(message.get("delta") or [], now)
+            if message.get("live") is not None:
+                self._welcome(sender, message["live"], now)
             delta = self._delta_for(digest)
             self._assume_sent(sender, delta)
             out = [Send(sender, {"t": "ack2", "from": self.name, "delta": delta})] if delta else []
@@ -328,14 +463,16 @@ class GossipNode:
     def _digest(self) -> dict:
         # Dead origins stay in the digest until buried: their data may not be adopted yet,
         # and if their heartbeat still rises somewhere they were only cut off.
-        return {oid: [o.heartbeat, o.max_version, o.address, o.state == LEFT] for oid, o in self.origins.items()}
+        hidden = None if self.announced else self.me
+        return {oid: [o.heartbeat, o.max_version, o.address, o.state == LEFT]
+                for oid, o in self.origins.items() if o is not hidden}
 
     def _lacks(self, peer: str) -> bool:
         known = self.peer_digest.get(peer)
         if known is None:
             return False
         for oid, o in self.origins.items():
-            if known.get(oid, 0) < o.max_version and o.entries:
+            if known.get(oid, 0) < o.max_version and o.entries and (self.announced or o is not self.me):
                 return True
         return False
 
@@ -345,7 +482,7 @@ class GossipNode:
         byte_budget = self.config.max_delta_bytes
         delta: list = []
         for oid, o in self.origins.items():
-            if not o.entries:
+            if not o.entries or (o is self.me and not self.announced):
                 continue
             theirs = digest.get(oid)
             have = theirs[1] if isinstance(theirs, list) else (theirs if isinstance(theirs, int) else 0)
@@ -372,7 +509,9 @@ class GossipNode:
         return delta
 
     def _assume_sent(self, peer: str, delta: list) -> None:
-        known = self.peer_digest.setdefault(peer, {})
+        known = self._known_by(peer)
+        if known is None:
+            return
         for oid, _base, upto, _ in delta:
             if known.get(oid, 0) < upto:
                 known[oid] = upto
@@ -380,12 +519,14 @@ class GossipNode:
     def _observe_digest(self, peer: str, digest: dict, now: float) -> None:
         if len(self.origins) >= MAX_ORIGINS:
             digest = {oid: info for oid, info in digest.items() if oid in self.origins}
-        known = self.peer_digest.setdefault(peer, {})
+        known = self._known_by(peer)
         for oid, info in digest.items():
             if not isinstance(info, list) or len(info) < 2:
                 continue
             heartbeat, version = info[0], info[1]
-            known[oid] = version
+            name, inc = parse_origin(oid)
+            if name == self.name and inc != self.incarnation:
+                self._watch_rival(oid, inc, heartbeat, info[2] if len(info) > 2 else "")
             if oid in self.graveyard:
                 # Buried, but its heartbeat still rises: it was cut off, not dead. Take it back.
                 if isinstance(heartbeat, int) and heartbeat > self.graveyard[oid][1]:
@@ -395,6 +536,8 @@ class GossipNode:
             o = self._origin(oid, now, address=info[2] if len(info) > 2 else "")
             if o is None:
                 continue
+            if known is not None:
+                known[oid] = version
             if isinstance(heartbeat, int) and heartbeat > o.heartbeat:
                 o.heartbeat = heartbeat
                 o.last_heard = now
@@ -408,6 +551,14 @@ class GossipNode:
                     self._events.append(Event("member", {"name": o.name, "state": ALIVE, "id": o.id}))
             if len(info) > 3 and info[3] and o.state not in (LEFT, DEAD):
                 self._set_state(o, LEFT, now)
+
+    def _known_by(self, peer: str) -> dict | None:
+        """What ``peer`` is known to hold, or None for a sender that is not a member (a joiner, a
+        made-up name) or beyond ``MAX_PEER_DIGESTS`` peers (those get no pushes; syncs repair)."""
+        known = self.peer_digest.get(peer)
+        if known is None and len(self.peer_digest) < MAX_PEER_DIGESTS and any(o.name == peer for o in self.origins.values()):
+            known = self.peer_digest[peer] = {}
+        return known
 
     def _mark_left(self, digest: dict) -> None:
         for oid, info in digest.items():
@@ -426,15 +577,15 @@ class GossipNode:
         except ValueError:
             return None
         if name == self.name and inc != self.incarnation:
-            return None  # a former (or impossible future) self: never a member
+            return None  # a former (or impossible future) self, or a rival: never a member here
         for other in self.origins.values():
-            if other.name == name and other.incarnation > inc:
-                return None  # an older incarnation than one we know: dead already
+            if other.name == name and other.incarnation > inc and _same_address(other.address, address):
+                return None  # an older incarnation of a node we know restarted: dead already
         o = Origin(oid, name, inc, address=address, last_heard=now,
                    detector=PhiAccrualDetector(self.config.detector, now))
         self.origins[oid] = o
         self._events.append(Event("member", {"name": name, "state": ALIVE, "id": oid, "address": address}))
-        self._supersede_older(name, inc, now)
+        self._supersede_older(name, inc, now, address)
         return o
 
     def _apply_delta(self, delta: list, now: float) -> None:
@@ -508,11 +659,14 @@ class GossipNode:
         self._events.append(Event("member", {"name": o.name, "state": state, "id": o.id}))
 
     def _superseded(self, o: Origin) -> bool:
-        return any(x.name == o.name and x.incarnation > o.incarnation for x in self.origins.values())
+        return any(x.name == o.name and x.incarnation > o.incarnation and _same_address(x.address, o.address)
+                   for x in self.origins.values())
 
-    def _supersede_older(self, name: str, inc: int, now: float) -> None:
+    def _supersede_older(self, name: str, inc: int, now: float, address: str = "") -> None:
+        # Only a restart (the same address) ends an older incarnation at once: a newcomer
+        # elsewhere with the same name is not the member, and the detector judges each alone.
         for o in list(self.origins.values()):
-            if o.name == name and o.incarnation < inc and o.state not in (DEAD, LEFT):
+            if o.name == name and o.incarnation < inc and o.state not in (DEAD, LEFT) and _same_address(o.address, address):
                 self._set_state(o, DEAD, now)
 
     def _update_states(self, now: float) -> None:
@@ -578,6 +732,14 @@ class GossipNode:
         for oid, (t, _) in list(self.graveyard.items()):
             if now - t > 20 * cfg.dead_grace:
                 del self.graveyard[oid]
+        if len(self.graveyard) > MAX_GRAVEYARD:  # a flood of made-up incarnations: forget the oldest
+            for oid in sorted(self.graveyard, key=lambda k: self.graveyard[k][0])[: len(self.graveyard) - MAX_GRAVEYARD]:
+                del self.graveyard[oid]
+        # Peers' digests: only of members still known.
+        if len(self.peer_digest) > len(self.origins):
+            names = {o.name for o in self.origins.values()}
+            for peer in [p for p in self.peer_digest if p not in names]:
+                del self.peer_digest[peer]
 
     def _held_elsewhere(self, entry: Entry, dead: Origin) -> bool:
         for o in self.origins.values():
