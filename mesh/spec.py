@@ -40,6 +40,7 @@ A spec has two parts, both optional::
     backoff = "500ms"                 # seconds before the first restart in a window
     backoff_max = "10s"               # seconds, the cap of the doubling backoff
     mailbox = 1000                    # frames queued before senders block
+    mailbox_bytes = "32MiB"           # bytes queued per sender before it blocks (see README)
     stop_timeout = "5s"               # seconds; defaults to the node's stop_timeout
     config = { model = "small" }      # keyword arguments for Planner(...)
     placement = "spread"              # "spread" (default), "pack" or "local": where the
@@ -136,6 +137,7 @@ _AGENT_KEYS = (
     "backoff",
     "backoff_max",
     "mailbox",
+    "mailbox_bytes",
     "stop_timeout",
     "config",
     "placement",
@@ -160,6 +162,7 @@ class AgentSpec:
     backoff: float = 0.5  #: seconds before the first restart; doubles per restart in the window
     backoff_max: float = 10.0  #: seconds, the cap of the backoff
     mailbox: int = 1000  #: frames queued in the actor's ROUTER before senders block
+    mailbox_bytes: int = 32 * 1024 * 1024  #: bytes queued per sending connection before it blocks
     stop_timeout: float | None = None  #: seconds for a graceful stop; None = the node's
     config: dict = field(default_factory=dict)  #: keyword arguments for the class constructor
     placement: str = "spread"  #: one of PLACEMENTS: where the leader places the replicas
@@ -630,6 +633,11 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
             f"{where}.backoff_max", f"must not be less than backoff ({backoff_max:g}s < {backoff:g}s)"
         )
     mailbox = check.integer(entry.get("mailbox", 1000), f"{where}.mailbox", low=1, high=MAX_MAILBOX)
+    mailbox_bytes = AgentSpec.mailbox_bytes
+    if "mailbox_bytes" in entry:
+        mailbox_bytes = parse_size(entry["mailbox_bytes"], f"{where}.mailbox_bytes", check.file)
+        if not 1024 <= mailbox_bytes <= MAX_MESSAGE:
+            raise check.fail(f"{where}.mailbox_bytes", f"must be between 1 KiB and 1 GiB, got {mailbox_bytes} bytes")
     stop_timeout = None
     if "stop_timeout" in entry:
         stop_timeout = check.duration(entry["stop_timeout"], f"{where}.stop_timeout")
@@ -658,6 +666,7 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
         backoff=backoff,
         backoff_max=backoff_max,
         mailbox=mailbox,
+        mailbox_bytes=mailbox_bytes,
         stop_timeout=stop_timeout,
         config=dict(config),
         placement=placement,
@@ -788,6 +797,7 @@ def agent_to_wire(agent: AgentSpec, node: NodeSpec) -> dict:
         "backoff": agent.backoff,
         "backoff_max": agent.backoff_max,
         "mailbox": agent.mailbox,
+        "mailbox_bytes": agent.mailbox_bytes,
         # TOML values msgpack cannot carry (dates) travel as text, as they reach the agent anyway.
         "config": json.loads(json.dumps(agent.config, default=str)),
         "path": node.import_path(),

@@ -414,3 +414,13 @@ class Objector(mesh.Actor):
         if rule:
             return mesh.Objection(rule["reason"], rule.get("weight", 1.0), rule.get("kind", "finding"))
         return None
+
+
+class SlowSink(mesh.Actor):
+    """A slow consumer: takes ``delay`` seconds per tell (tests/test_backpressure.py)."""
+
+    def __init__(self, delay: float = 0.5):
+        self.delay = delay
+
+    def on_message(self, message):
+        time.sleep(self.delay)

@@ -46,6 +46,7 @@ def main() -> None:
             name=name,
             node=os.environ["MESH_NODE"],
             mailbox=int(os.environ.get("MESH_AGENT_MAILBOX", "1000")),
+            mailbox_bytes=int(os.environ.get("MESH_AGENT_MAILBOX_BYTES", str(32 * 1024 * 1024))),
             max_frame_bytes=int(os.environ.get("MESH_MAX_FRAME", str(4 * 1024 * 1024))),
             supervised=True,
         )

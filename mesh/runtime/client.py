@@ -28,7 +28,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
 from ..errors import AcquireTimeout, ActorDied, DeadlockDetected, ActorNotFound, AskTimeout, NodeUnavailable, NotLeader, from_wire
-from .transport import FLUSHER, Channel, Unreachable, _close_dropped, context, snapshot, tune_socket
+from .transport import FLUSHER, SEND_BYTES, Channel, Unreachable, _close_dropped, context, frames_within, snapshot, tune_socket
 
 if TYPE_CHECKING:  # pragma: no cover
     from .resources import Lease
@@ -82,7 +82,9 @@ class Client:
         name: the sender name actors see; defaults to ``client-HOST-PID-N``.
         send_timeout: seconds a send may block on a full mailbox before MailboxFull.
         resolve_timeout: seconds to wait for an actor that is (re)starting.
-        hwm: messages queued per channel before sends block (the sender's side of a mailbox).
+        hwm: frames queued per channel before sends block (the sender's side of a mailbox), at most.
+        send_bytes: bytes queued per channel before sends block, at most: the channel queues
+            as many frames of the peer's frame limit as fit (at least one), never over ``hwm``.
         max_frame_bytes: the largest frame sent or accepted, in bytes.
         check: ping the node now, raising NodeUnavailable if nobody answers.
     """
@@ -97,6 +99,7 @@ class Client:
         hwm: int = 1000,
         max_frame_bytes: int = wire.MAX_FRAME_BYTES,
         check: bool = True,
+        send_bytes: int = SEND_BYTES,
         connect_timeout: float = 3.0,
     ):
         self.node = check_address(node_address(node))
@@ -104,6 +107,9 @@ class Client:
         self.send_timeout = send_timeout
         self.resolve_timeout = resolve_timeout
         self.hwm = hwm
+        if send_bytes < 1:
+            raise ValueError("send_bytes must be at least 1 byte")
+        self.send_bytes = send_bytes
         self.max_frame_bytes = max_frame_bytes
         # Message ids start at a random point: a restarted process reusing this client's name must
         # not reuse its ids (receivers drop acknowledged tells they have seen, by sender and id).
@@ -147,7 +153,7 @@ class Client:
                 with ch.lock:
                     ch.close()
             ch = Channel(endpoint, hwm=self.hwm, send_timeout=self.send_timeout, max_bytes=self.max_frame_bytes,
-                         limit=self.limits.get(endpoint, self.max_frame_bytes))
+                         limit=self.limits.get(endpoint, self.max_frame_bytes), send_bytes=self.send_bytes)
             chans[endpoint] = ch
             self._channels.add(ch)
         return ch
@@ -554,7 +560,8 @@ class _AsyncLink:
     def __init__(self, endpoint: str, client: Client):
         actx = zmq.asyncio.Context.shadow(context().underlying)
         sock = actx.socket(zmq.DEALER)
-        tune_socket(sock, hwm=client.hwm, max_bytes=client.max_frame_bytes)
+        frame = max(client.limits.get(endpoint, client.max_frame_bytes), client.max_frame_bytes)
+        tune_socket(sock, hwm=frames_within(client.send_bytes, frame, client.hwm), max_bytes=client.max_frame_bytes)
         sock.setsockopt(zmq.LINGER, 1000)
         # Only events that happen once per connection: an event loop that stops running
         # leaves this monitor unread, and a stream of reconnect events would fill it and

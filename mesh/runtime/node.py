@@ -1239,6 +1239,7 @@ class Node:
             MESH_AGENT_PATH=os.pathsep.join(inst.import_path or self.spec.import_path()),
             MESH_AGENT_CONFIG=json.dumps(spec.config, default=str),
             MESH_AGENT_MAILBOX=str(spec.mailbox),
+            MESH_AGENT_MAILBOX_BYTES=str(spec.mailbox_bytes),
             MESH_MAX_FRAME=str(self.spec.max_message),
             MESH_SUPERVISED="1",
             MESH_NODE_PID=str(os.getpid()),

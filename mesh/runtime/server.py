@@ -9,10 +9,12 @@ decodes the frame into one envelope or a batch, calls ``on_message`` for each in
 order, and answers asks on the same ROUTER. ``async def`` hooks run on an event
 loop owned by the server, so ``await ref.ask_async(...)`` works inside them.
 
-The mailbox is the ROUTER's receive queue, bounded by ``mailbox`` frames (RCVHWM).
+The mailbox is the ROUTER's receive queue, bounded per sending connection by
+``mailbox`` frames and ``mailbox_bytes`` bytes (RCVHWM: as many frames of
+``max_frame_bytes`` as fit in ``mailbox_bytes``, at least one, at most ``mailbox``).
 When it is full, ZeroMQ stops reading from the sender's connection, the sender's
-own queue fills, and its send blocks for its ``send_timeout`` and then raises
-MailboxFull: back-pressure, never a silent drop.
+own queue fills (bounded in bytes too, see transport.py), and its send blocks for its
+``send_timeout`` and then raises MailboxFull: back-pressure, never a silent drop.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..errors import DeadlockDetected, MailboxFull, MeshError, WireError, to_wir
 from .client import ACTING, ACTING_TASK, Client
 from ..topics import Event as TopicEvent
 from .delivery import Seen
-from .transport import FLUSHER, BadFrames, context, recv_request, tune_socket
+from .transport import FLUSHER, SEND_BYTES, BadFrames, context, frames_within, recv_request, tune_socket
 
 log = logging.getLogger("mesh.server")
 
@@ -53,6 +55,8 @@ _SNDMORE = int(zmq.SNDMORE)
 
 #: Longest time the loop blocks before it looks at timers and the stop flag, in ms.
 IDLE_SLICE_MS = 200
+#: Bytes a mailbox may hold per sending connection, by default (spec key ``mailbox_bytes``).
+MAILBOX_BYTES = 32 * 1024 * 1024
 #: Replies queued per asker before the ROUTER drops them, in frames.
 REPLY_HWM = 100_000
 #: How often a served actor reports to its node, in seconds.
@@ -71,6 +75,8 @@ class Server:
         node: str | None = None,
         *,
         mailbox: int = 1000,
+        mailbox_bytes: int = MAILBOX_BYTES,
+        send_bytes: int = SEND_BYTES,
         bind: str | None = None,
         max_frame_bytes: int = wire.MAX_FRAME_BYTES,
         send_timeout: float = 5.0,
@@ -82,14 +88,18 @@ class Server:
             raise ValueError(f"invalid actor name {name!r}")
         if mailbox < 1:
             raise ValueError("mailbox must be at least 1 frame")
+        if mailbox_bytes < 1:
+            raise ValueError("mailbox_bytes must be at least 1 byte")
         self.actor = actor
         self.name = name
         self.mailbox = mailbox
+        self.mailbox_bytes = mailbox_bytes
         self.max_frame_bytes = max_frame_bytes
         if supervised is None:
             supervised = os.environ.get("MESH_SUPERVISED") == "1" and os.environ.get("MESH_AGENT_NAME") == name
         self.supervised = supervised
-        self.client = Client(node, name=name, send_timeout=send_timeout, max_frame_bytes=max_frame_bytes)
+        self.client = Client(node, name=name, send_timeout=send_timeout, max_frame_bytes=max_frame_bytes,
+                             send_bytes=send_bytes)
         self.bind = bind or _bind_for(self.client.node)
         self.incarnation = 0
         self.handled = 0
@@ -127,7 +137,9 @@ class Server:
         """Serve until stopped: SIGTERM, ``self.mesh.stop()``, Ctrl-C, or the node going away."""
         ctx = context()
         router = ctx.socket(zmq.ROUTER)
-        tune_socket(router, hwm=self.mailbox, max_bytes=self.max_frame_bytes)
+        # The mailbox in bytes: a frame may be as large as max_frame_bytes (see the module note).
+        tune_socket(router, hwm=frames_within(self.mailbox_bytes, self.max_frame_bytes, self.mailbox),
+                    max_bytes=self.max_frame_bytes)
         # Replies queue on the way out until the asker reads them; ROUTER drops what is over
         # the HWM, so this bound is generous (an asker with many asks in flight, say async).
         router.setsockopt(zmq.SNDHWM, max(self.mailbox, REPLY_HWM))
@@ -477,8 +489,9 @@ def serve(actor: Actor, name: str, node: str | None = None, **options: object) -
     """Run ``actor`` in this process under ``name``, registered with the node at ``node``.
 
     Blocks until the actor stops (SIGTERM, Ctrl-C, ``self.mesh.stop()``). Options:
-    ``mailbox`` (frames), ``bind`` (tcp://HOST to listen on), ``send_timeout`` (s),
-    ``max_frame_bytes``.
+    ``mailbox`` (frames), ``mailbox_bytes`` (bytes per sending connection), ``bind``
+    (tcp://HOST to listen on), ``send_timeout`` (s), ``send_bytes`` (bytes queued per peer by
+    this actor's own sends), ``max_frame_bytes``.
     """
     Server(actor, name, node, **options).run()
 

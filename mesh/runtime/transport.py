@@ -15,6 +15,47 @@ or by the flusher thread after ``LINGER_S``. An isolated tell goes out at once.
 Why a monitor: when the peer's process dies, its TCP connection closes and the
 DEALER's monitor reports DISCONNECTED within milliseconds. An ask waiting on that
 channel then fails with ActorDied instead of waiting for its timeout.
+
+Why no ZMTP heartbeats (issue 10): libzmq 4.3.5, the newest release and what pyzmq's
+wheels bundle (27.x), aborts the whole process (``Assertion failed: !_io_error
+(src/stream_engine_base.cpp:310)``, zeromq/libzmq #4364, #3937, #4767) when a socket
+whose receive queue is full loses its peer. A full queue stops the connection's input;
+an error or hang-up seen while input is stopped sets ``_io_error``; and the two code
+paths that then call ``out_event`` without checking it are both heartbeats: our own
+HEARTBEAT_IVL timer, and a PING from the peer decoded when the queue drains
+(``restart_input``). Everything else (a reply sent to a gone asker, a write error)
+checks the flag, and a write error alone never sets it. So no mesh socket sends
+ZMTP heartbeats, and none of mesh's peers sends PINGs. A full mailbox is a normal state
+(a slow actor), so this is the only configuration that cannot abort; heartbeats on the
+sockets that never receive would still PING peers whose queues can fill. (Heartbeats
+also cut a slow actor's connection: its PONGs sit unread behind a full mailbox for
+the heartbeat timeout, and the tells in flight were lost.)
+
+What they were for, noticing a silent peer, is now done by:
+  * TCP keepalive on every socket (kernel probes, no libzmq timer): a peer whose host
+    vanished from an idle connection is dropped after about KEEPALIVE_IDLE_S +
+    KEEPALIVE_CNT * KEEPALIVE_INTVL_S seconds, and the monitor reports DISCONNECTED.
+    The peer's kernel answers them even while its process is busy or its mailbox full,
+    so a slow actor is never taken for a dead one.
+  * the application's own liveness: an ask's timeout, the channel monitor
+    (DISCONNECTED when the process dies), an agent's heartbeats to its node
+    (server.py ``_link``), and the gossip failure detector between nodes.
+A peer that sends ZMTP PINGs on purpose (not a mesh process) while it fills a mailbox
+and then resets the connection can still trip the assertion when the mailbox drains:
+no socket option prevents that in libzmq 4.3.5 (without keys, a node and its agents
+listen on loopback only).
+
+Why bytes (issue 10): libzmq bounds queues in messages, not bytes. A sender's queue
+for one peer (its DEALER's SNDHWM) and a mailbox (the actor ROUTER's RCVHWM, per
+sending connection) are therefore sized from a byte budget and the largest frame
+that can sit in them: ``frames_within(budget, frame)``. Frames are at most the peer's
+frame limit, and a batch frame at most BATCH_MAX * BATCH_SOLO_BYTES (larger tells go
+alone), so what one channel holds in its process is at most
+``SNDHWM * limit <= send_bytes`` (at least one frame), plus up to BATCH_MAX pending
+tells of at most BATCH_SOLO_BYTES each. When the queue is full a send blocks for the
+send timeout and raises MailboxFull, whatever the message size. The kernel's socket
+buffers come on top (net.ipv4.tcp_wmem / tcp_rmem maxima per connection), in kernel
+memory, not in either process.
 """
 
 from __future__ import annotations
@@ -40,9 +81,16 @@ LINGER_S = 0.0002
 BATCH_MAX = 64
 #: How often a blocked receive wakes to check deadlines and peer death, in ms.
 WAIT_SLICE_MS = 25
-#: ZMTP heartbeats: a silent peer is noticed after HEARTBEAT_TIMEOUT_MS.
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 5000
+#: TCP keepalive (not ZMTP heartbeats, see above): an idle connection is probed after
+#: KEEPALIVE_IDLE_S seconds of silence, every KEEPALIVE_INTVL_S seconds, and dropped after
+#: KEEPALIVE_CNT unanswered probes.
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTVL_S = 1
+KEEPALIVE_CNT = 5
+#: Bytes one channel may hold queued for its peer, by default (Client option ``send_bytes``).
+SEND_BYTES = 32 * 1024 * 1024
+#: A tell larger than this, in bytes, goes out in a frame of its own, never in a batch.
+BATCH_SOLO_BYTES = 16 * 1024
 
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
@@ -68,13 +116,24 @@ def context() -> zmq.Context:
 
 
 def tune_socket(sock: zmq.Socket, *, hwm: int, max_bytes: int) -> None:
-    """Options every mesh socket gets: bounded queues, capped frames, heartbeats."""
+    """Options every mesh socket gets: bounded queues, capped frames, TCP keepalive.
+
+    ZMTP heartbeats stay off (libzmq's default, set here so nobody turns them on by
+    accident): with a full receive queue they abort the process (see the module note).
+    """
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
+
+
+def frames_within(budget: int, frame_bytes: int, most: int) -> int:
+    """How many frames of up to ``frame_bytes`` fit in ``budget`` bytes: at least 1, at most ``most``."""
+    return max(1, min(int(most), int(budget) // max(1, int(frame_bytes))))
 
 
 class Channel:
@@ -93,13 +152,19 @@ class Channel:
         "thread",
         "max_bytes",
         "limit",
+        "solo",
         "closed",
         "__weakref__",
     )
 
-    def __init__(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int, limit: int | None = None):
+    def __init__(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int, limit: int | None = None,
+                 send_bytes: int = SEND_BYTES):
+        # The peer's frame limit: a larger frame would make libzmq cut the connection.
+        limit = limit or max_bytes
         sock = context().socket(zmq.DEALER)
-        tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
+        # Bytes, not frames: as many frames of the largest size this channel sends (or
+        # receives, for answers) as fit in send_bytes, and never more than hwm.
+        tune_socket(sock, hwm=frames_within(send_bytes, max(limit, max_bytes), hwm), max_bytes=max_bytes)
         sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
         sock.setsockopt(zmq.RCVTIMEO, WAIT_SLICE_MS)
         sock.setsockopt(zmq.LINGER, 2000)
@@ -117,8 +182,9 @@ class Channel:
         self.refused = False
         self.thread = threading.get_ident()
         self.max_bytes = max_bytes
-        # The peer's frame limit: a larger frame would make libzmq cut the connection.
-        self.limit = limit or max_bytes
+        self.limit = limit
+        # Tells larger than this are never held back for a batch (see tell()).
+        self.solo = min(BATCH_SOLO_BYTES, limit)
         self.closed = False
         JANITOR.watch(self)
         # A channel dropped without close() (say, with the thread that owned it) must still
@@ -174,8 +240,9 @@ class Channel:
                 self.flush_locked()
 
     def tell(self, frame: bytes, flusher: "Flusher") -> None:
-        if len(frame) > self.limit:
-            raise WireError(f"a message of {len(frame)} bytes exceeds the {self.limit}-byte limit of {self.endpoint}")
+        if len(frame) > self.solo:
+            self._tell_alone(frame)
+            return
         with self.lock:
             pending = self.pending
             if not pending:
@@ -197,6 +264,20 @@ class Channel:
                     if pending and pending[-1] is frame:
                         pending.pop()
                     raise
+
+    def _tell_alone(self, frame: bytes) -> None:
+        """A large tell: sent now in a frame of its own, after the tells held before it.
+
+        Held tells are small, so a batch frame stays small, and the pipe's frame count
+        bounds its bytes (see the module note)."""
+        if len(frame) > self.limit:
+            raise WireError(f"a message of {len(frame)} bytes exceeds the {self.limit}-byte limit of {self.endpoint}")
+        with self.lock:
+            if self.closed or (_perf() - self.last_send > IDLE_CHECK_S and not self.pending and self.poll_events()):
+                raise Unreachable(f"nothing listens at {self.endpoint} any more")
+            if self.pending:
+                self.flush_locked()
+            self.send_frame(frame)
 
     def request(self, frame: bytes, msg_id: int, timeout: float, what: str) -> object:
         """Send an ASK or CONTROL frame and wait for the answer with ``corr_id == msg_id``.
