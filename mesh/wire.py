@@ -17,11 +17,30 @@ Frames come from the network, so nothing is trusted: the size is capped before
 decoding, msgpack's own limits are bounded by the frame size, extension types
 (timestamps included) are refused, and the schema is checked field by field. Any
 violation raises :class:`mesh.errors.WireError` naming what is wrong.
+
+What a frame may cost (issue 10). Decoding builds one Python object per msgpack
+object, and an array or a map is the dear kind: an empty array is one byte on the
+wire and a tracked list in memory (64 bytes, and work for the garbage collector), so
+one 4 MiB frame of empty arrays used to build 4 million lists (about 1.6 s, 256 MB).
+The limits, all checked while msgpack reads the frame, before the objects they refuse
+are built:
+
+* frames up to SMALL_FRAME bytes decode as they are: they hold at most that many
+  objects (a few milliseconds at worst), and they are the message path;
+* a larger frame must be an array of 7 or 8 fields (an envelope) or of at most
+  ``max_batch`` envelopes: its header is read before anything is decoded;
+* a larger frame may hold at most one array or map per ``bytes_per_container``
+  bytes (BYTES_PER_CONTAINER by default; the node uses more): every array and map
+  built is counted and the frame is refused at the first one over the budget; the
+  collector is paused meanwhile (it would otherwise scan the young lists again and again);
+* nesting: msgpack's C unpacker stops at 1024 levels (the envelope is one of them);
+  error messages never print a nested value, so a deep one cannot overflow the stack.
 """
 
 from __future__ import annotations
 
 import enum
+import gc
 
 import msgpack
 
@@ -38,6 +57,14 @@ MAX_BATCH = 1024
 
 #: The longest chain of waiting actors an ask may carry.
 MAX_CHAIN = 256
+
+#: Frames up to this many bytes decode without counting (see the module note), in bytes.
+SMALL_FRAME = 64 * 1024
+
+#: A frame above SMALL_FRAME may hold at most one array or map per this many bytes on average.
+#: 3 lets user data through (a list of small pairs, ``[1, 2]``, is 3 bytes an array) and refuses
+#: frames made mostly of empty or one-item arrays: a 4 MiB frame is refused after 1.4 million.
+BYTES_PER_CONTAINER = 3
 
 
 class Kind(enum.IntEnum):
@@ -84,6 +111,14 @@ def batch_header(count: int) -> bytes:
     return b"\xdc" + count.to_bytes(2, "big")
 
 
+def _brief(value: object) -> str:
+    """A short description of a field for an error message; never the repr of a container (a value
+    nested 1000 deep would overflow the stack while printing)."""
+    if value is None or type(value) in (int, float, bool, str, bytes):
+        return f"{value!r:.40}"
+    return f"a {type(value).__name__}"
+
+
 def _chain_ok(chain: object) -> bool:
     """An ask's waiting chain: a list of at most MAX_CHAIN names."""
     if type(chain) is not list or len(chain) > MAX_CHAIN:
@@ -104,9 +139,9 @@ def check_envelope(env: object) -> list:
             raise WireError("envelope is not an array of 7 fields (8 for an ask with a waiting chain)")
     version, kind, msg_id, corr_id, sender, recipient, _body = env[:7]
     if version != VERSION or type(version) is not int:
-        raise WireError(f"unsupported version {version!r:.40}")
+        raise WireError(f"unsupported version {_brief(version)}")
     if type(kind) is not int or kind not in _KINDS:
-        raise WireError(f"unknown kind {kind!r:.40}")
+        raise WireError(f"unknown kind {_brief(kind)}")
     if type(msg_id) is not int or type(corr_id) is not int:
         raise WireError("msg_id and corr_id must be integers")
     if type(sender) is not str or type(recipient) is not str:
@@ -122,21 +157,30 @@ def _tuple_key_map(pairs: list) -> dict:
     return {_hashable_key(k): v for k, v in pairs}
 
 
-def _unpack_tuple_keys(frame: bytes) -> object:
+def _undecodable(exc: Exception) -> WireError:
+    if isinstance(exc, msgpack.StackError):
+        return WireError("undecodable frame: nested deeper than msgpack decodes (1024 levels)")
+    return WireError(f"undecodable frame: {exc or type(exc).__name__}")
+
+
+def _unpack_tuple_keys(frame: bytes, count=None) -> object:
+    hook = _tuple_key_map if count is None else (lambda pairs: count(_tuple_key_map(pairs)))
     try:
-        return _unpackb(
-            frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext, object_pairs_hook=_tuple_key_map
-        )
+        return _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext, object_pairs_hook=hook,
+                        list_hook=count)
     except WireError:
         raise
     except Exception as exc:  # a map key that is a map, a nesting too deep for the key rebuild, ...
-        raise WireError(f"undecodable frame: {exc}") from None
+        raise _undecodable(exc) from None
 
 
-def _unpack(frame, max_bytes: int) -> object:
+def _unpack(frame, max_bytes: int, max_top: int = MAX_BATCH, per: int = BYTES_PER_CONTAINER) -> object:
     """Size check and msgpack decoding with every limit: the one step both decoders share."""
-    if len(frame) > max_bytes:
-        raise WireError(f"frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
+    n = len(frame)
+    if n > max_bytes:
+        raise WireError(f"frame of {n} bytes exceeds the {max_bytes}-byte limit")
+    if n > SMALL_FRAME:
+        return _unpack_large(frame, n, max_top, per)
     try:
         return _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext)
     except WireError:
@@ -146,15 +190,65 @@ def _unpack(frame, max_bytes: int) -> object:
         # arrays, so decode them back as tuples. Off the hot path: only such frames pay.
         return _unpack_tuple_keys(frame)
     except Exception as exc:  # msgpack raises ValueError subclasses, and others on odd input
-        raise WireError(f"undecodable frame: {exc}") from None
+        raise _undecodable(exc) from None
 
 
-def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH) -> list:
+def _top_count(frame) -> int:
+    """The item count in the array header that opens ``frame``; -1 if it opens something else."""
+    head = memoryview(frame)[:5]
+    first = head[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first == 0xDC and len(head) >= 3:
+        return int.from_bytes(head[1:3], "big")
+    if first == 0xDD and len(head) >= 5:
+        return int.from_bytes(head[1:5], "big")
+    return -1
+
+
+def _unpack_large(frame, n: int, max_top: int, per: int) -> object:
+    """Decode a frame above SMALL_FRAME: header first, then at most n // per arrays and maps."""
+    top = _top_count(frame)
+    if top < 0:
+        raise WireError("frame is not an envelope array")
+    if top > max(max_top, 8):
+        raise WireError(f"an array of {top} items opens the frame: neither an envelope nor a batch of at most {max_top}")
+    budget = n // max(1, per)
+    left = budget
+
+    def count(obj: object) -> object:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise WireError(f"a frame of {n} bytes holds more than {budget} arrays and maps "
+                            f"(at most one per {per} bytes in frames over {SMALL_FRAME} bytes)")
+        return obj
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext, list_hook=count,
+                        object_hook=count)
+    except WireError:
+        raise
+    except TypeError:
+        left = budget
+        return _unpack_tuple_keys(frame, count)
+    except Exception as exc:
+        raise _undecodable(exc) from None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH,
+           bytes_per_container: int = BYTES_PER_CONTAINER) -> list:
     """Decode a frame into a list of checked envelopes (one, or a whole batch).
 
-    Raises WireError for anything that is not a valid frame.
+    Raises WireError for anything that is not a valid frame. ``bytes_per_container``: see
+    BYTES_PER_CONTAINER (a node, whose input is no user's bulk data, passes more).
     """
-    obj = _unpack(frame, max_bytes)
+    obj = _unpack(frame, max_bytes, max_batch, bytes_per_container)
     if type(obj) is not list or not obj:
         raise WireError("frame is not an envelope array")
     head = obj[0]
@@ -182,9 +276,9 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
     return [check_envelope(obj)]
 
 
-def decode_one(frame, max_bytes: int = MAX_FRAME_BYTES) -> list:
+def decode_one(frame, max_bytes: int = MAX_FRAME_BYTES, bytes_per_container: int = BYTES_PER_CONTAINER) -> list:
     """Decode a frame that must hold exactly one envelope (answers are never batched)."""
-    env = _unpack(frame, max_bytes)
+    env = _unpack(frame, max_bytes, 8, bytes_per_container)
     if type(env) is list and len(env) == 7 and env[0] == VERSION and type(env[0]) is int:
         kind, msg_id, corr_id, sender, recipient = env[1], env[2], env[3], env[4], env[5]
         if (

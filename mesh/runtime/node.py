@@ -82,6 +82,22 @@ REPLACE_AFTER_S = 3.0
 EMBEDDED_TTL_S = 3.0
 #: The largest chunk of a log file one `logs` request returns, in bytes.
 LOG_CHUNK = 256 * 1024
+#: What the node's ROUTER takes in (issue 10). The node receives control requests, election and
+#: intention messages (small) and gossip: at most max_delta_bytes of entries (the first may be a
+#: whole value, max_value_bytes) and a digest of up to 4096 origins (GOSSIP_DIGEST_BYTES). So its
+#: frame limit is min(max_message, max_delta_bytes + max_value_bytes + GOSSIP_DIGEST_BYTES),
+#: 2.25 MiB by default, not an actor's 4 MiB of user data.
+GOSSIP_DIGEST_BYTES = 1 << 20
+#: Bytes libzmq may queue for the node per connection: RCVHWM is this many frames of the node's
+#: frame limit (14 by default), at least 2, at most INTAKE_FRAMES_MAX. In all, libzmq holds at most
+#: connections x (RCVHWM + 1) x frame limit (one frame in the making per connection), about
+#: 34 MB per connection by default; the loop keeps the queues near empty (INTAKE_BURST) and drops
+#: a shed peer's frames unread (transport.BadFrames).
+INTAKE_CONNECTION_BYTES = 32 << 20
+INTAKE_FRAMES_MAX = 1000
+#: Messages the loop takes in one go before it ticks its timers, and for at most how long (s).
+INTAKE_BURST = 256
+INTAKE_BURST_S = 0.02
 
 
 def mesh_home() -> Path:
@@ -221,7 +237,12 @@ class Node:
 
     def bind(self) -> None:
         router = context().socket(zmq.ROUTER)
-        tune_socket(router, hwm=10000, max_bytes=self.spec.max_message)
+        gossip = self.gossip_config
+        #: The largest frame this node takes, in bytes (see GOSSIP_DIGEST_BYTES).
+        self.max_frame = min(self.spec.max_message, gossip.max_delta_bytes + gossip.max_value_bytes + GOSSIP_DIGEST_BYTES)
+        frames = max(2, min(INTAKE_FRAMES_MAX, INTAKE_CONNECTION_BYTES // self.max_frame))
+        tune_socket(router, hwm=frames, max_bytes=self.max_frame)
+        router.setsockopt(zmq.SNDHWM, 10000)  # answers: the ROUTER drops what a peer leaves unread beyond this
         router.setsockopt(zmq.LINGER, 500)
         router.setsockopt(zmq.RCVTIMEO, int(LOOP_S * 1000))
         try:
@@ -308,13 +329,26 @@ class Node:
         next_housekeeping = 0.0
         next_tick = 0.0
         wait_ms = int(LOOP_S * 1000)
+        bad = self.bad
         while True:
             try:
-                got = recv_request(router, self.bad)
+                got = recv_request(router, bad)
             except zmq.Again:
                 got = None
             if got is not None:
                 self._handle(*got)
+                # Take what else is queued, within bounds, so a flood cannot outrun the loop and fill
+                # libzmq's queues; the timers below still run at least every INTAKE_BURST_S.
+                until = time.monotonic() + INTAKE_BURST_S
+                for _ in range(INTAKE_BURST):
+                    try:
+                        got = recv_request(router, bad, zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if got is not None:
+                        self._handle(*got)
+                    if time.monotonic() >= until:
+                        break
             # Sleep until the next thing to do (an election timer, a waiting request, housekeeping),
             # at most HOUSEKEEPING_S: an idle node does not wake 100 times a second.
             wake = min(self.leadership.elector.wake_at(), next_housekeeping)
@@ -370,9 +404,9 @@ class Node:
 
     def _handle(self, ident: bytes, frame: bytes) -> None:
         try:
-            envelopes = wire.decode(frame, self.spec.max_message)
+            envelopes = wire.decode(frame, self.max_frame)
         except WireError as exc:
-            self.bad.record(ident, exc)
+            self.bad.record(ident, exc, len(frame))
             return
         for env in envelopes:
             if env[1] == _EVENT and env[5] == GOSSIP_RECIPIENT:
@@ -704,7 +738,7 @@ class Node:
                     self._forget(inst)  # the leader's assignment places it again
 
     def _op_ping(self, body: dict) -> dict:
-        return {"node": self.name, "pid": os.getpid(), "address": self.address, "max_frame": self.spec.max_message}
+        return {"node": self.name, "pid": os.getpid(), "address": self.address, "max_frame": self.max_frame}
 
     def _op_register(self, body: dict) -> dict:
         name, endpoint, pid = _str(body, "name"), _str(body, "endpoint"), _int(body, "pid")

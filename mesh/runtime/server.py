@@ -248,7 +248,7 @@ class Server:
             try:
                 envelopes = decode(frame, max_bytes)
             except WireError as exc:
-                bad.record(ident, exc)
+                bad.record(ident, exc, len(frame))
                 continue
             for env in envelopes:
                 kind = env[1]
