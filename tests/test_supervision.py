@@ -294,3 +294,89 @@ def test_an_agent_stuck_in_on_start_does_not_outlive_a_sigkilled_node(start_node
     killed = time.monotonic()
     wait_until(lambda: pid_gone(pid), 8, "the orphaned agent to exit")
     assert time.monotonic() - killed < 5.5
+
+
+# --------------------------------------------------------------------------- escapes from the process group
+
+
+def escaper_node(start_node, hang_on_stop: bool = False, node_extra: str = ""):
+    """A node whose agent started a child in its own session and a double-forked daemon (setsid too)."""
+    node = start_node('[[agents]]\nname = "escaper"\nclass = "escapers:Escaper"\n'
+                      f'config = {{ hang_on_stop = {str(hang_on_stop).lower()} }}\n', node_extra=node_extra)
+    ref = node.client_once().actor("escaper")
+    pids = {"agent": node.agent("escaper")["pid"], "setsid child": ref.ask({"how": "setsid"}, timeout=10),
+            "setsid daemon": ref.ask({"how": "daemon"}, timeout=10)}
+    assert all(alive(p) for p in pids.values()), pids
+    # The agent is their subreaper: both stay in its tree (where budgets and the teardown check look).
+    wait_until(lambda: set(pids.values()) <= {p.pid for p in node.descendants()}, 5,
+               f"{pids} in the node's process tree")
+    return node, pids
+
+
+@pytest.mark.timeout(60)
+def test_mesh_down_leaves_no_setsid_child_nor_daemon_behind(start_node):
+    node, pids = escaper_node(start_node)
+    node.close_clients()
+
+    assert run_cli("down", "--node", node.address).returncode == 0
+    assert node.proc.wait(timeout=15) == 0
+
+    try:
+        wait_until(lambda: all(pid_gone(p) for p in pids.values()), 5, f"processes {pids} to be gone")
+    finally:
+        for pid in pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_that_hangs_in_on_stop_is_killed_with_its_setsid_child_and_daemon(start_node):
+    node, pids = escaper_node(start_node, hang_on_stop=True, node_extra='stop_timeout = "1s"')
+    node.close_clients()
+
+    assert run_cli("down", "--node", node.address).returncode == 0
+    assert node.proc.wait(timeout=15) == 0
+
+    try:
+        wait_until(lambda: all(pid_gone(p) for p in pids.values()), 5, f"processes {pids} to be gone")
+    finally:
+        for pid in pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("hang_on_stop", [False, True], ids=["on_stop returns", "on_stop hangs"])
+def test_after_the_node_is_sigkilled_no_setsid_child_nor_daemon_survives(start_node, hang_on_stop):
+    node, pids = escaper_node(start_node, hang_on_stop=hang_on_stop)
+    node.close_clients()
+
+    sigkill_node_and_wait_for(node, pids)
+
+
+@pytest.mark.timeout(60)
+def test_a_crashed_agents_setsid_child_and_daemon_die_with_it_and_it_restarts(start_node):
+    node, pids = escaper_node(start_node)
+
+    os.kill(pids["agent"], signal.SIGKILL)
+
+    try:
+        wait_until(lambda: all(pid_gone(p) for p in pids.values()), 10, f"processes {pids} to be gone")
+    finally:
+        for pid in pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    node.wait_agent("escaper", lambda a: a["state"] == "running" and a["pid"] != pids["agent"], what="escaper restarted")
+    assert node.proc.poll() is None
+
+
+@pytest.mark.timeout(60)
+def test_a_running_agents_daemon_is_adopted_by_the_agent_and_left_running(start_node):
+    node, pids = escaper_node(start_node)
+
+    # Re-parented to its agent (not to init, not to the node), and nobody kills what a running
+    # agent started: wait past a few of the node's sweeps (once a second) and look again.
+    assert psutil.Process(pids["setsid daemon"]).ppid() == pids["agent"]
+    time.sleep(2.5)
+    assert all(alive(p) for p in pids.values())
+    assert psutil.Process(pids["setsid daemon"]).ppid() == pids["agent"]

@@ -2,6 +2,10 @@
 
 The node passes everything in environment variables (MESH_NODE, MESH_AGENT_*).
 The process then runs the public ``mesh.serve``, like any embedding script.
+
+Before any user code runs, the process makes itself the subreaper of its descendants
+(:mod:`mesh.runtime.containment`): whatever it starts stays in its process tree, even in a
+session of its own, and dies with it.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ import importlib
 import json
 import logging
 import os
-import signal
 import sys
+
+from .containment import become_subreaper, end_own_tree, kill_descendants
 
 
 def load_class(target: str, path: list[str]) -> type:
@@ -28,6 +33,7 @@ def load_class(target: str, path: list[str]) -> type:
 
 def main() -> None:
     name = os.environ["MESH_AGENT_NAME"]
+    become_subreaper()
     logging.basicConfig(
         level=os.environ.get("MESH_LOG_LEVEL", "INFO"),
         stream=sys.stderr,
@@ -51,13 +57,16 @@ def main() -> None:
             supervised=True,
         )
     finally:
-        if os.getppid() != parent and os.getpgrp() == os.getpid():
-            # The node is gone, so nobody else will end what this agent forked: do what
-            # the node does when an agent exits, and kill the agent's process group.
-            logging.getLogger("mesh.agent").warning("%s: the node is gone; ending this agent's process group", name)
+        if os.getppid() != parent:
+            # The node is gone, so nobody else will end what this agent started: do what the
+            # node does when an agent exits, and kill its whole tree (sessions of their own
+            # included), then its process group.
+            logging.getLogger("mesh.agent").warning("%s: the node is gone; ending everything this agent started", name)
             sys.stdout.flush()
             sys.stderr.flush()
-            os.killpg(os.getpgrp(), signal.SIGKILL)
+            if os.getpgrp() == os.getpid():
+                end_own_tree()
+            kill_descendants(os.getpid())
 
 
 if __name__ == "__main__":

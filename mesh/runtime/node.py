@@ -43,6 +43,7 @@ from ..core.election import ElectionConfig
 from ..core.gossip import GossipConfig
 from ..spec import AgentSpec, NodeSpec, agent_from_wire, agent_to_wire
 from .budgets import Enforcer
+from .containment import become_subreaper, kill_descendants, sweep_orphans
 from .gossiper import GOSSIP_RECIPIENT, Gossiper
 from .intents import ESCALATIONS_PREFIX, INTENT_RECIPIENT, INTENTS_PREFIX, NodeIntents
 from .leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
@@ -232,6 +233,7 @@ class Node:
         self.fenced = False
         self._ever_led_by: float | None = None  # when this node first followed (or was) a leader
         self._spec_problems: dict[str, str] = {}
+        self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
 
     # -- set-up --------------------------------------------------------------------
 
@@ -1264,6 +1266,8 @@ class Node:
                 self._spawn(inst, now)
 
     def _spawn(self, inst: Instance, now: float) -> None:
+        # What a dying agent leaves behind is re-parented to the node, which ends it (_sweep).
+        become_subreaper()
         spec = inst.spec
         env = dict(os.environ)
         env.update(
@@ -1309,10 +1313,12 @@ class Node:
                 exited = True
             if exited is None:
                 continue
-            # Kill what the agent forked while its pid still names the group, then reap it.
+            # Kill what the agent forked while its pid still names the group, then reap it. (What
+            # left the group was re-parented to the node when the agent died: the sweep ends it.)
             why = self.enforcer.untrack(inst.name)
             _kill_group(popen.pid)
             code = popen.wait()
+            self._next_sweep = 0.0
             inst.popen = None
             inst.endpoint = None
             if inst.retiring == "kill switch" and self._stop_deadline is None:
@@ -1346,6 +1352,16 @@ class Node:
             else:
                 inst.state = "stopped" if decision.action == "stop" else "failed"
                 self.on_event(f"{inst.name} {inst.state}: {decision.reason}")
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self._sweep()
+
+    def _sweep(self) -> list[int]:
+        """End the orphans of dead agents: every child of the node that is not an agent."""
+        ended = sweep_orphans({i.popen.pid for i in self.instances.values() if i.popen is not None})
+        if ended:
+            self.on_event(f"ended {len(ended)} process(es) left behind by agents that exited (pids {ended[:10]})")
+        return ended
 
     def _expire_embedded(self, now: float) -> None:
         gone = [n for n, i in self.instances.items() if i.embedded and now - i.last_heard > EMBEDDED_TTL_S]
@@ -1369,7 +1385,7 @@ class Node:
             if inst.popen is not None and inst.term_sent_at is not None:
                 if now - inst.term_sent_at >= self._stop_timeout_of(inst) and inst.popen.poll() is None:
                     self.on_event(f"{inst.name} did not stop in time: SIGKILL (stop timeout {self._stop_timeout_of(inst):g} s)")
-                    _kill_group(inst.popen.pid)
+                    _kill_tree(inst.popen.pid)
                     inst.term_sent_at = None  # killed once is enough; _reap collects it
 
     def _begin_stop(self, now: float) -> None:
@@ -1403,7 +1419,7 @@ class Node:
                 continue
             if popen.poll() is None:
                 self.on_event(f"{inst.name} did not stop in time: SIGKILL")
-            _kill_group(popen.pid)
+            _kill_tree(popen.pid)
             try:
                 popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -1413,6 +1429,11 @@ class Node:
             inst.endpoint = None
             if not inst.reason or inst.reason == "node stopped":
                 inst.reason = "node stopped"
+        # And whatever the agents left behind (re-parented to the node): again until none is left,
+        # since each one killed re-parents its own children here (bounded: a second at most).
+        deadline = time.monotonic() + 1.0
+        while self._sweep() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 _DEFERRING = ("acquire", "intent_propose", "intent_escalate")
@@ -1450,6 +1471,13 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a live agent with everything it started: its tree (the agent is the subreaper of
+    its descendants, so those in sessions of their own are in it too), then its process group."""
+    kill_descendants(pid)
+    _kill_group(pid)
 
 
 def _str(body: dict, key: str) -> str:

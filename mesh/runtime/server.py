@@ -422,11 +422,11 @@ class Server:
         self._stopping.set()
         if self._stopped.wait(ORPHAN_GRACE_S):
             return
-        # on_stop did not finish in time: end the whole process group, children included.
-        try:
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-        except OSError:
-            os._exit(1)
+        # on_stop did not finish in time: end everything this agent started (sessions of their
+        # own included), then its process group, this process with it.
+        from .containment import end_own_tree
+
+        end_own_tree()
 
 
 def client_flush_local(client: Client) -> None:
