@@ -182,6 +182,9 @@ def stop_node(node: RunningNode) -> list[int]:
         except subprocess.TimeoutExpired:
             node.proc.kill()
             node.proc.wait()
+    # Besides the tree seen before the stop, anything the node's agents started that left the tree
+    # (re-parented elsewhere): it carries the node's pid in its environment.
+    procs += [p for p in started_by(node.proc.pid) if p.pid not in {q.pid for q in procs}]
     for p in procs:
         try:
             p.wait(timeout=8)
@@ -191,6 +194,18 @@ def stop_node(node: RunningNode) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return leftovers
+
+
+def started_by(node_pid: int) -> list[psutil.Process]:
+    """Live processes whose environment names ``node_pid`` as their node (agents and what they started)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("MESH_NODE_PID") == str(node_pid) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
 
 
 def _pings(address: str) -> bool:
