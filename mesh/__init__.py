@@ -9,9 +9,11 @@ msgpack frames. The public surface is small::
         def on_message(self, message):
             return message
 
-    mesh.serve(Echo(), name="echo")                 # run an actor in this process
-    client = mesh.connect()                         # or talk to actors from any process
-    client.actor("echo").ask({"hi": 1})
+    if __name__ == "__main__":
+        mesh.serve(Echo(), name="echo")             # run an actor in this process (until Ctrl-C)
+
+    with mesh.connect() as client:                  # or talk to actors from any process
+        print(client.actor("echo").ask({"hi": 1}))
 """
 
 from .actor import Actor, ActorContext

@@ -88,7 +88,7 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
        log_level: str) -> None:
     """Run a node in the foreground with the agents of SPEC (default: the bundled demo)."""
     from .runtime.node import Node
-    from .spec import check_capacity, check_importable, load_spec, parse_spec
+    from .spec import check_capacity, check_config, check_importable, load_spec, parse_spec
 
     try:
         if spec is None:
@@ -111,6 +111,7 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
             # `mesh up --join ADDR` adds a worker: its capacity joins the mesh, the demo does not.
             node_spec = dataclasses.replace(node_spec, agents=())
         check_importable(node_spec)
+        check_config(node_spec)  # config = the constructor's keyword arguments
         check_capacity(node_spec, alone=not join)
     except errors.SpecError as exc:
         raise SpecUsageError(str(exc)) from None

@@ -43,7 +43,8 @@ class SpecError(MeshError, ValueError):
         self.file = str(file)
         self.key = key
         self.reason = reason
-        super().__init__(f"{self.file}: {key}: {reason}")
+        # "-" stands for the file as a whole (missing, unreadable): no key to name then.
+        super().__init__(f"{self.file}: {reason}" if key in ("", "-") else f"{self.file}: {key}: {reason}")
 
 
 class RemoteError(MeshError):

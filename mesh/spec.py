@@ -45,7 +45,7 @@ A spec has two parts, both optional::
     config = { model = "small" }      # keyword arguments for Planner(...)
     placement = "spread"              # "spread" (default), "pack" or "local": where the
                                       # leader places it (see mesh.core.placement)
-    node = "lab"                      # or: always run on this node (pinned)
+    # node = "lab"                    # instead of placement: always run on this node (pinned)
     budget = { cpu = 0.5, memory = "256MB" }  # cores, bytes; enforced by the node
 
 Units:
@@ -67,7 +67,8 @@ names too, and no name or instance name may appear twice in a node.
 Every problem is reported as :class:`mesh.SpecError` with the file, the key
 (``node.listen``, ``agents[2].class``; indexes are zero-based) and the reason.
 :func:`load_spec` and :func:`parse_spec` only check the spec's shape;
-:func:`check_importable` also imports every agent class.
+:func:`check_importable` also imports every agent class, and :func:`check_config` checks
+each agent's ``config`` against its class's constructor (``mesh up`` runs all of them).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "check_importable",
+    "check_config",
     "check_capacity",
 ]
 
@@ -777,6 +779,50 @@ def check_importable(spec: NodeSpec) -> None:
                 )
             if not issubclass(target, Actor):
                 raise SpecError(spec.file, key, f"{agent.cls!r} is not a subclass of mesh.Actor")
+    finally:
+        sys.path[:] = saved
+
+
+def check_config(spec: NodeSpec) -> None:
+    """Check every agent's ``config`` against its class's constructor, before anything starts.
+
+    ``config`` becomes the keyword arguments of ``Class(**config)`` in the agent's process; a key
+    the constructor does not take, or a required argument that ``config`` does not give, raises
+    ``SpecError(file, "agents[i].config.KEY", ...)`` (``agents[i].config`` for a missing one)
+    naming the class and what its constructor takes. Call it after :func:`check_importable`.
+    """
+    import inspect
+
+    saved = list(sys.path)
+    sys.path[:0] = [p for p in spec.import_path()]
+    try:
+        for i, agent in enumerate(spec.agents):
+            module_name, _, qualname = agent.cls.partition(":")
+            target: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+            try:
+                signature = inspect.signature(target)
+            except (TypeError, ValueError):  # a constructor without a signature (C code): cannot check
+                continue
+            params = signature.parameters
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            takes = ", ".join(named) if named else "no arguments"
+            for key in agent.config:
+                if key not in named and not takes_any:
+                    reason = f"{agent.cls} takes no argument {key!r} (its constructor takes {takes})"
+                    close = get_close_matches(str(key), named, n=1)
+                    if close:
+                        reason += f"; did you mean {close[0]!r}?"
+                    raise SpecError(spec.file, f"agents[{i}].config.{key}", reason)
+            for name, p in params.items():
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty and name not in agent.config:
+                    raise SpecError(spec.file, f"agents[{i}].config",
+                                    f"{agent.cls} needs the argument {name!r}: add it to config (its constructor takes {takes})")
+                if p.kind is p.POSITIONAL_ONLY and p.default is p.empty:
+                    raise SpecError(spec.file, f"agents[{i}].class",
+                                    f"{agent.cls} needs a positional-only argument {name!r}, which config cannot give")
     finally:
         sys.path[:] = saved
 

@@ -326,6 +326,19 @@ def test_an_unknown_actor_is_reported_in_one_line(start_node, cli, command):
     assert "ActorNotFound" in line and "'nobody'" in line
 
 
+def test_status_shows_the_last_line_of_the_exception_that_ended_an_agent(start_node, cli):
+    node = start_node(agents_spec(("crasher", "actors:Crasher"), extra='restart = "never"'))
+    client = node.client_once()
+    client.actor("crasher").tell({"crash": "exception"})
+    client.flush()
+
+    failed = node.wait_agent("crasher", lambda a: a["state"] == "failed", what="the crasher to fail")
+
+    assert failed["reason"] == "exited with code 1 (RuntimeError: boom on purpose)"
+    row = next(line for line in ok(cli("status", "--node", node.address)).splitlines() if line.startswith("crasher "))
+    assert row.endswith("exited with code 1 (RuntimeError: boom on purpose)")
+
+
 def test_an_exception_raised_by_the_actor_is_reported_in_one_line(start_node, cli):
     node = start_node(agents_spec(("crasher", "actors:Crasher")))
 
@@ -362,6 +375,24 @@ SPEC_ERRORS = {
         "duplicate agent name 'a'",
     ),
     "toml syntax": ("", '[[agents]]\nname = "a\n', "toml", ""),
+    "config key the constructor does not take": (
+        "",
+        '[[agents]]\nname = "a"\nclass = "actors:Echo"\nconfig = { interval = 5.0 }\n',
+        "agents[0].config.interval",
+        "actors:Echo takes no argument 'interval' (its constructor takes no arguments)",
+    ),
+    "config without a required argument": (
+        "",
+        '[[agents]]\nname = "a"\nclass = "actors:Echo"\n[[agents]]\nname = "b"\nclass = "actors:Lifecycle"\n',
+        "agents[1].config",
+        "actors:Lifecycle needs the argument 'journal': add it to config",
+    ),
+    "config key misspelt": (
+        "",
+        '[[agents]]\nname = "a"\nclass = "actors:Announcer"\nconfig = { markr = "x" }\n',
+        "agents[0].config.markr",
+        "did you mean 'marker'?",
+    ),
 }
 
 
@@ -383,7 +414,7 @@ def test_a_bad_spec_is_one_line_naming_file_and_key_and_starts_nothing(cli, tmp_
 def test_a_spec_file_that_does_not_exist_is_one_line(cli, tmp_path, mesh_home):
     missing = tmp_path / "nowhere.toml"
     line = fails_in_one_line(cli("up", str(missing)), code=2)
-    assert line == f"Error: {missing}: -: no such file"
+    assert line == f"Error: {missing}: no such file"
     assert_nothing_started(mesh_home, None)
 
 

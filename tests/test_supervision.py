@@ -12,7 +12,7 @@ import pytest
 from conftest import pid_gone, run_cli, wait_until
 
 CRASH_REASONS = {
-    "exception": "exited with code 1",  # a tell handler raised: the process ends with code 1
+    "exception": "exited with code 1 (RuntimeError: boom on purpose)",  # a tell handler raised: exit code 1, and why
     "exit": "exited with code 3",  # os._exit(3)
     "sigkill": "killed by SIGKILL",  # the test kills the agent's pid
     "clean": "exited cleanly",  # self.mesh.stop(): on_stop runs, the process exits 0

@@ -1339,7 +1339,7 @@ class Node:
                 inst.reason = "node stopped"
                 continue
             decision = inst.tracker.on_exit(now, code, why)
-            inst.reason = decision.reason
+            inst.reason = _with_last_error(decision.reason, code, why, inst.log_path)
             if why:
                 inst.budget_kills += 1
                 self.gossip.write(BUDGET_PREFIX + inst.name, {"agent": inst.name, "node": self.name, "reason": why,
@@ -1443,6 +1443,40 @@ def _short(value: object) -> object:
     """An action as shown in listings: JSON-ish, at most 200 characters."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _with_last_error(reason: str, code: int, why: str | None, log_path: Path | None) -> str:
+    """``exited with code 1`` becomes ``exited with code 1 (TypeError: ...)`` when the agent's log
+    ends its last run with the traceback of what ended it (the status says why, not only how)."""
+    head = describe_exit(code)
+    if code != 1 or why or log_path is None or not reason.startswith(head):
+        return reason
+    last = last_exception_line(log_path)
+    return f"{head} ({last}){reason[len(head):]}" if last else reason
+
+
+def last_exception_line(log_path: Path, window: int = 64 * 1024) -> str | None:
+    """The last line (``Type: message``) of the traceback that ended an agent's latest run, from
+    the end of its log; None if that run did not end with one. A traceback a hook logged and
+    survived (a log record that does not say the actor stops) does not count."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - window))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    start = max((i for i, line in enumerate(lines) if line.startswith("--- ") and " starting " in line), default=-1)
+    lines = lines[start + 1:]
+    header = max((i for i, line in enumerate(lines) if line == "Traceback (most recent call last):"), default=None)
+    if header is None:
+        return None
+    before = lines[header - 1] if header > 0 else ""
+    if " ERROR " in before and not before.endswith("the actor stops"):
+        return None  # logged by a hook that went on (on_intention, on_stop): not what ended the run
+    for line in lines[header + 1:]:
+        if line and not line[0].isspace():
+            return line[:300]
+    return None
 
 
 def _placeholder(name: str, node: str | None, state: str, reason: str, group: str) -> dict:

@@ -4,13 +4,31 @@ Any object with ``step(sender, message, now) -> list`` and ``tick(now) -> list``
 (returning :class:`mesh.core.effects.Send` and :class:`~mesh.core.effects.Event`)
 can run here under virtual time on a seeded network::
 
+    from mesh.core.effects import Event, Send
     from mesh.sim import Network, Simulation
+
+    class Pinger:                               # a toy protocol: ping every peer once a second
+        def __init__(self, node, rng, storage, now):
+            self.node, self.peers, self.next_at = node, [p for p in "abc" if p != node], now + 1.0
+
+        def step(self, sender, message, now):   # a message arrived
+            return [Event("heard", (sender, message))]
+
+        def tick(self, now):                    # called every tick_interval of virtual time
+            if now < self.next_at:
+                return []
+            self.next_at = now + 1.0
+            return [Send(peer, "ping") for peer in self.peers]
+
+    def make_machine(node, rng, storage, now):  # also called again when a node restarts
+        return Pinger(node, rng, storage, now)
 
     sim = Simulation(seed=7, nodes=["a", "b", "c"], factory=make_machine,
                      network=Network(delay=(0.001, 0.02), loss=0.3, duplicate=0.1))
     sim.run(until=30.0)
     sim.cut("a", "b"); sim.run(until=40.0); sim.heal()
-    print(sim.trace_hash())
+    sim.crash("c"); sim.run(until=45.0); sim.restart("c"); sim.run(until=50.0)
+    print(len(sim.events), sim.trace_hash())    # the same seed prints the same line
 
 The network delays each message by a random time within ``delay`` (so messages
 are reordered), drops it with probability ``loss``, delivers it twice with
