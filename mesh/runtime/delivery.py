@@ -6,11 +6,11 @@ sender resends it after ``RETRY_S``, then backing off to every 4 s (to wherever 
 actor runs now: a restarted actor, or one re-placed elsewhere, is looked up again,
 once per round for all its messages) until its deadline,
 then the :class:`Delivery` fails with AskTimeout. The receiver remembers the ids of
-the acknowledged messages it handled (the last ``DEDUP_MAX``, all senders together),
-so a resent message whose acknowledgement was lost is acknowledged again without
-running the handler: the handler runs once per message per incarnation. (A new
-incarnation remembers nothing: a message it may have handled before its crash, but
-not acknowledged, runs again there. That is at-least-once across crashes,
+the acknowledged messages it handled (the last ``DEDUP_MAX``, all senders together,
+about 30 MB at most whatever the sender names), so a resent message whose
+acknowledgement was lost is acknowledged again without running the handler: the
+handler runs once per message per incarnation. (A new incarnation remembers nothing:
+a message it may have handled before its crash, but not acknowledged, runs again there. That is at-least-once across crashes,
 exactly-once within an incarnation.)
 
 One thread per client sends, resends and collects acknowledgements, so ``tell(...,
@@ -22,6 +22,7 @@ wait for acknowledgements. Messages to one actor leave in the order they were to
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import queue
 import threading
@@ -215,17 +216,43 @@ class Deliverer:
 
 
 class Seen:
-    """The receiver's memory of handled acknowledged messages: (sender, msg_id), oldest dropped first."""
+    """The receiver's memory of handled acknowledged messages: (sender, msg_id), oldest dropped first.
+
+    Bounded in entries (``limit``) and in bytes whatever the senders send: an ASCII sender
+    name of up to ``NAME_MAX`` characters is kept as it is, any other by a 16-byte digest of
+    it (BLAKE2b: a duplicate from such a sender is still recognised, and no two names are
+    mistaken for each other in practice), so an entry costs at most ``ENTRY_BYTES``
+    (``limit`` entries: about 30 MB).
+    """
+
+    NAME_MAX = 64  #: characters of an ASCII sender name kept as they are
+    ENTRY_BYTES = 320  #: bytes an entry costs at most: the name, the message id, the table's share
 
     def __init__(self, limit: int = DEDUP_MAX):
         self.limit = limit
         self._ids: collections.OrderedDict = collections.OrderedDict()
 
+    @classmethod
+    def _key(cls, key: tuple) -> tuple:
+        sender = key[0]
+        if type(sender) is str and len(sender) <= cls.NAME_MAX and sender.isascii():
+            return key  # the common case allocates nothing
+        name = sender.encode("utf-8", "surrogatepass") if type(sender) is str else repr(sender).encode()
+        return (hashlib.blake2b(name, digest_size=16).digest(), key[1])
+
     def __contains__(self, key: tuple) -> bool:
-        return key in self._ids
+        return self._key(key) in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def max_bytes(self) -> int:
+        """What the filter may hold at most, in bytes."""
+        return self.limit * self.ENTRY_BYTES
 
     def add(self, key: tuple) -> None:
-        self._ids[key] = None
+        self._ids[self._key(key)] = None
         if len(self._ids) > self.limit:
             self._ids.popitem(last=False)
 
