@@ -88,7 +88,8 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
        log_level: str) -> None:
     """Run a node in the foreground with the agents of SPEC (default: the bundled demo)."""
     from .runtime.node import Node
-    from .spec import check_capacity, check_config, check_importable, load_spec, parse_spec
+    from .runtime.gossiper import NameTaken
+    from .spec import check_capacity, check_config, check_importable, default_node_name, load_spec, parse_spec
 
     try:
         if spec is None:
@@ -103,6 +104,8 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
             overrides["listen"] = node_address(listen)
         if name:
             overrides["name"] = name
+        if listen and not name and node_spec.name == default_node_name(node_spec.listen):
+            overrides["name"] = default_node_name(overrides["listen"])  # unnamed: HOST-PORT of where it listens
         if overrides:
             # Check the overridden fields as if the spec said them, then keep the rest as parsed.
             checked = parse_spec({"node": overrides}, file=node_spec.file, base_dir=node_spec.base_dir)
@@ -129,6 +132,8 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
     )
     try:
         node.run()
+    except NameTaken as exc:
+        raise BadArgument(str(exc)) from None  # exit 2: nothing ran, nothing changed in the mesh
     except errors.MeshError as exc:
         raise click.ClickException(str(exc)) from None
 

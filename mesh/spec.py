@@ -3,7 +3,8 @@
 A spec has two parts, both optional::
 
     [node]
-    name = "lab"                      # node name (same charset as agent names)
+    name = "lab"                      # node name (same charset as agent names); unique in
+                                      # the mesh; default: HOST-PORT of listen
     listen = "tcp://127.0.0.1:7700"   # tcp://HOST:PORT; "HOST:PORT" gets tcp:// added
     path = ["agents", "../shared"]    # folders (relative to the spec file) put on
                                       # sys.path to import agent classes
@@ -78,6 +79,7 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -199,7 +201,7 @@ class NodeSpec:
 
     file: str  #: the spec path as given, or "<default>" / "<spec>"
     base_dir: str  #: absolute folder of the spec file (the cwd if there is no file)
-    name: str = "mesh"  #: node name
+    name: str = "mesh"  #: node name (parse_spec gives a spec without one HOST-PORT: default_node_name)
     listen: str = "tcp://127.0.0.1:7700"  #: always tcp://HOST:PORT
     path: tuple[str, ...] = ()  #: absolute folders added to sys.path for agent imports
     wave_size: int = 4  #: agents started at once
@@ -390,6 +392,18 @@ class _Checker:
             raise self.fail(key, f"must be at most {high}, got {value}")
 
 
+def default_node_name(listen: str) -> str:
+    """The name of a node whose spec and command line give none: ``HOST-PORT``, unique in
+    practice (two nodes on one host cannot share a port). HOST is the listen address's host,
+    or this machine's host name when that is a loopback or wildcard address."""
+    host, _, port = listen.removeprefix("tcp://").rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "*", "0.0.0.0", "::", "::1", "localhost") or host.startswith("127."):
+        host = socket.gethostname().split(".")[0] or "node"
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", host).lstrip(".")[:100] or "node"
+    return f"{host}-{port}"
+
+
 def _name_problem(text: str) -> str | None:
     """Why ``text`` is not a valid node/agent name, or None if it is."""
     if not text:
@@ -471,6 +485,8 @@ def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) ->
         kwargs["name"] = check.name(node["name"], "node.name", "node name")
     if "listen" in node:
         kwargs["listen"] = _normalize_listen(check.string(node["listen"], "node.listen"), "node.listen", check)
+    if "name" not in node:
+        kwargs["name"] = default_node_name(kwargs.get("listen", NodeSpec.listen))
     if "path" in node:
         kwargs["path"] = _parse_path(node["path"], base, check)
     if "wave_size" in node:

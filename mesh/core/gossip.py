@@ -126,6 +126,9 @@ def check_message(message: object) -> None:
                 raise ValueError("live must map origin ids to addresses")
     if message.get("join") not in (None, True):
         raise ValueError("join must be true")
+    address = message.get("address")
+    if address is not None and not (isinstance(address, str) and address.startswith("tcp://") and len(address) <= 300):
+        raise ValueError("address must be tcp://HOST:PORT")
     delta = message.get("delta")
     if delta is not None:
         if not isinstance(delta, list):
@@ -322,6 +325,11 @@ class GossipNode:
                 best[o.name] = o
         return best
 
+    def current_members(self) -> list[dict]:
+        """:meth:`members`, one per name: its current incarnation (see :meth:`current`)."""
+        ids = {o.id for o in self.current().values()}
+        return [m for m in self.members() if m["id"] in ids]
+
     def state_of(self, name: str) -> str | None:
         best = None
         for o in self.origins.values():
@@ -333,7 +341,10 @@ class GossipNode:
 
     def join_message(self) -> dict:
         """What a joining node sends to a seed or a member: its digest without itself."""
-        return {"t": "syn", "from": self.name, "digest": self._digest(), "join": True}
+        ask = {"t": "syn", "from": self.name, "digest": self._digest(), "join": True}
+        if self.address:
+            ask["address"] = self.address  # where to answer: the name may belong to someone else
+        return ask
 
     def announce(self, now: float) -> list:
         """End the joining phase: from now on this node's origin travels with its digests."""

@@ -6,8 +6,18 @@ out over one DEALER per peer address, with small queues and no blocking: gossip
 tolerates loss by design, so a slow or dead peer costs a dropped frame, never a
 stalled node.
 
-Until it has met a live peer, the node sends a syn to each ``--join`` address once
-a second; a peer learns the joiner's name and address from that syn's digest.
+Joining: the node starts unannounced (see :mod:`mesh.core.gossip`). Every round it
+asks each ``--join`` address and each member it has heard of for the live
+incarnations they know, with its own origin left out; the first member to answer
+settles it. If a live member holds the node's name elsewhere, :attr:`Gossiper.refused`
+says who and the node must not start; nobody has heard of it. If no member answers
+within ``JOIN_WAIT_S`` the node announces itself anyway (it is the first of a mesh,
+or its seeds are down).
+
+Seeds: the node keeps sending a syn to every ``--join`` address at which no live
+member is known, every ``JOIN_RETRY_S``, for as long as it runs: a seed that starts
+late, or restarts, is found; the first syn to a new address is dropped while ZeroMQ
+connects (``ZMQ_IMMEDIATE``), so retrying is what makes it arrive.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import time
 import zmq
 
 from .. import wire
-from ..errors import WireError
+from ..errors import MeshError, WireError
 from ..core.effects import Event, Send
 from ..core.gossip import ALIVE, SUSPECT, GossipConfig, GossipNode
 from .transport import context, tune_socket
@@ -28,7 +38,17 @@ log = logging.getLogger("mesh.gossip")
 
 _GOSSIP = int(wire.Kind.EVENT)  # gossip travels as one-way EVENT envelopes addressed to "$gossip"
 GOSSIP_RECIPIENT = "$gossip"
-JOIN_RETRY_S = 1.0
+#: DEALER sockets to peer addresses kept open at most (the least recently used is closed).
+MAX_PEER_SOCKETS = 256
+#: Seconds between syns to a seed at which no live member is known.
+JOIN_RETRY_S = 0.5
+#: Seconds a joining node waits for a member to answer before it announces itself. Longer
+#: than JOIN_RETRY_S: a node that others list as a seed hears from them first.
+JOIN_WAIT_S = 1.2
+
+
+class NameTaken(MeshError):
+    """A live member of the mesh holds this node's name."""
 
 
 class Gossiper:
@@ -41,19 +61,43 @@ class Gossiper:
         self.config = config or GossipConfig()
         # A fresh incarnation on every start, without a disk: wall-clock milliseconds.
         self.incarnation = int(time.time() * 1000)
-        self.node = GossipNode(name, self.incarnation, self.config, random.Random(), time.time(), address=advertise)
+        self.node = GossipNode(name, self.incarnation, self.config, random.Random(), time.time(), address=advertise,
+                               joining=True)
         self.on_event = on_event or (lambda ev: None)
         self._out: dict[str, zmq.Socket] = {}
         self._ids = iter(range(1, 1 << 62))
         self._next_tick = 0.0
         self._next_join = 0.0
+        self._join_until = time.monotonic() + JOIN_WAIT_S
         self.dropped = 0
+
+    @property
+    def announced(self) -> bool:
+        """Whether the node has joined (its own origin travels with its gossip)."""
+        return self.node.announced
+
+    @property
+    def refused(self) -> NameTaken | None:
+        """Why this node must not start, if a live member holds its name."""
+        taken = self.node.name_taken
+        if taken is None:
+            return None
+        oid, address = taken
+        return NameTaken(f"node name {self.name!r} is taken by a live member of the mesh at {address or '?'}"
+                         f" ({oid}); choose another with --name NAME (or [node] name in the spec)")
 
     # -- time and bytes in --------------------------------------------------------------
 
     def receive(self, sender: str, body: object) -> None:
         """Feed one gossip message in. Raises ValueError for a malformed one (nothing changes)."""
-        self._apply(self.node.step(sender, body, time.time()))
+        outputs = self.node.step(sender, body, time.time())
+        if body.get("join") and body.get("address"):
+            # A joiner is answered at the address it gave: its name may be a live member's.
+            for out in outputs:
+                if type(out) is Send and out.to == sender:
+                    self._send_to(body["address"], out.message)
+            outputs = [out for out in outputs if not (type(out) is Send and out.to == sender)]
+        self._apply(outputs)
 
     def tick(self) -> None:
         now = time.time()
@@ -61,11 +105,23 @@ class Gossiper:
             return
         self._next_tick = now + self.config.interval
         self._apply(self.node.tick(now))
-        if self.seeds and now >= self._next_join and not self._live_peers():
-            self._next_join = now + JOIN_RETRY_S
-            syn = {"t": "syn", "from": self.name, "digest": self.node._digest()}
+        if not self.node.announced:
+            if self.node.name_taken is not None:
+                return
+            ask = self.node.join_message()
             for address in self.seeds:
-                self._send_to(address, syn)
+                self._send_to(address, ask)
+            if time.monotonic() >= self._join_until:
+                self._apply(self.node.announce(now))
+            return
+        if self.seeds and now >= self._next_join:
+            self._next_join = now + JOIN_RETRY_S
+            known = {o.address for o in self.node.origins.values() if o.state in (ALIVE, SUSPECT)}
+            missing = [a for a in self.seeds if a not in known]
+            if missing:
+                syn = {"t": "syn", "from": self.name, "digest": self.node._digest()}
+                for address in missing:
+                    self._send_to(address, syn)
 
     # -- state API used by the node's control ops ----------------------------------------------
 
@@ -90,18 +146,20 @@ class Gossiper:
                 self.on_event(out)
 
     def _address_of(self, name: str) -> str | None:
-        best = None
-        for o in self.node.origins.values():
-            if o.name == name and o.address and (best is None or o.incarnation > best.incarnation):
-                best = o
-        return best.address if best else None
+        o = self.node.current().get(name)
+        return o.address if o is not None and o.address else None
 
     def _live_peers(self) -> list[str]:
         return [o.name for o in self.node.origins.values() if o.name != self.name and o.state in (ALIVE, SUSPECT)]
 
     def _send_to(self, address: str, body: object, recipient: str = GOSSIP_RECIPIENT) -> None:
-        sock = self._out.get(address)
-        if sock is None:
+        sock = self._out.pop(address, None)
+        if sock is not None:
+            self._out[address] = sock  # most recently used last
+        else:
+            if len(self._out) >= MAX_PEER_SOCKETS:  # addresses come from peers: keep the recent ones
+                oldest = next(iter(self._out))
+                self._out.pop(oldest).close(0)
             sock = context().socket(zmq.DEALER)
             tune_socket(sock, hwm=100, max_bytes=self.max_bytes)
             sock.setsockopt(zmq.LINGER, 0)

@@ -13,6 +13,10 @@
   of a partition can never both have a majority.
 * A node started with ``--join`` does not stand for election before it knows another
   voter of the mesh, so it cannot lead a mesh of one by mistake.
+* Nothing election-related leaves or enters a node before its gossip has announced it
+  (a node whose name a live member holds must change nothing in the mesh), and it
+  stands only once it has learned the voters the gossip brought since: a node that
+  others list as a seed joins their mesh instead of leading one of its own.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Leadership:
         self.gossiper = gossiper
         self.on_event = on_event
         self.joined = not seeded
+        self._learned = False  # learn() ran since the gossip announced this node
         self.storage = self._load()
         voters = {v for v in self.storage.get("voters") or [] if isinstance(v, str) and _name_problem(v) is None}
         if voter:
@@ -100,9 +105,13 @@ class Leadership:
     # -- time and bytes in ---------------------------------------------------------------
 
     def receive(self, sender: str, body: object) -> None:
+        if not self.gossiper.announced:
+            return  # until the name is settled, this node takes no part
         self._apply(self.elector.step(sender, body, time.monotonic()))
 
     def tick(self) -> None:
+        if not self._learned:
+            return
         if not self.joined:
             # Joined means: knows another voter of the mesh. Meeting a peer is not enough: a
             # node that stood before it learned the voters would lead a mesh of one.
@@ -113,6 +122,8 @@ class Leadership:
 
     def learn(self, records: dict[str, dict], states: dict[str, str]) -> None:
         """Update the voter set from the gossiped node records and member states."""
+        if self.gossiper.announced:
+            self._learned = True
         voters = set(self.storage.get("voters") or [])
         observers = set()
         for name, record in records.items():

@@ -307,9 +307,10 @@ class Node:
                 previous[sig] = signal.signal(sig, self.request_stop)
             except ValueError:  # not the main thread: the caller stops us with request_stop()
                 pass
-        self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {self.run_dir / 'logs'})")
         try:
-            self._serve()
+            if self._meet_the_mesh():
+                self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {self.run_dir / 'logs'})")
+                self._serve()
         finally:
             self.enforcer.close()  # nothing stays stopped
             self._kill_everything()
@@ -324,7 +325,26 @@ class Node:
             self.router.close(0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.on_event(f"node {self.name} stopped")
+            if self.gossip.announced:
+                self.on_event(f"node {self.name} stopped")
+        if self.gossip.refused is not None:
+            raise self.gossip.refused
+
+    def _meet_the_mesh(self) -> bool:
+        """Before anything else, gossip until a member has said whether a live member holds this
+        node's name (or none answered within JOIN_WAIT_S), serving requests meanwhile. False if
+        the node must not start (its name is taken) or was stopped."""
+        while not self.gossip.announced:
+            if self.gossip.refused is not None or self._stop_requested:
+                return False
+            try:
+                got = recv_request(self.router, self.bad)
+            except zmq.Again:
+                got = None
+            if got is not None:
+                self._handle(*got)
+            self._guarded("gossip", self.gossip.tick)
+        return True
 
     def _serve(self) -> None:
         router = self.router
@@ -891,17 +911,19 @@ class Node:
         self._published = want
 
     def _on_gossip_event(self, event) -> None:
-        if event.name == "member":
+        if event.name == "name_taken" and event.data.get("announced"):
+            # Two meshes met and an older live member has this node's name: this one yields.
+            self.on_event(f"STOPPING: {self.gossip.refused}")
+            self.request_stop()
+            return
+        if event.name == "member" and self.gossip.announced:  # a joining node says nothing yet
             d = event.data
             if d["name"] != self.name:
                 self.on_event(f"member {d['name']} ({d['id']}) is {d['state']}")
 
     def members(self) -> list[dict]:
         now = time.time()
-        latest: dict[str, dict] = {}
-        for m in self.gossip.node.members():
-            if m["name"] not in latest or m["incarnation"] > latest[m["name"]]["incarnation"]:
-                latest[m["name"]] = m
+        latest = self._latest_states()
         return [
             {"name": m["name"], "address": m["address"], "state": m["state"], "incarnation": m["incarnation"],
              "last_heard_s": round(max(0.0, now - m["last_heard"]), 3)}
@@ -1003,12 +1025,9 @@ class Node:
         return sorted(n for n, i in self.instances.items() if i.group == name and n != name and not i.embedded)
 
     def _latest_states(self) -> dict[str, dict]:
-        """Each known node's latest incarnation as gossip sees it: state and wall-clock last_heard."""
-        latest: dict[str, dict] = {}
-        for m in self.gossip.node.members():
-            if m["name"] not in latest or m["incarnation"] > latest[m["name"]]["incarnation"]:
-                latest[m["name"]] = m
-        return latest
+        """Each known node's current incarnation as gossip sees it (a live one before a newer
+        dead or departed one of the same name): state and wall-clock last_heard."""
+        return {m["name"]: m for m in self.gossip.node.current_members()}
 
     def _assignments(self) -> dict[int, dict]:
         out = {}

@@ -1,0 +1,221 @@
+"""Membership with real `mesh up` processes: late seeds, one name per live member, default names.
+
+`MESH_SOAK=1 pytest tests/test_membership.py -k late_seed` runs the late-seed start order
+20 times (the default is 2).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+import zmq
+
+import mesh
+from mesh import wire
+from conftest import RunningNode, free_port, mesh_command, stop_node, wait_until
+
+RUNS = 20 if os.environ.get("MESH_SOAK") == "1" else 2
+POOL = '[pools.db]\nsize = 3\nlease = "3s"\n'
+
+
+def quiet(node, default=None):
+    try:
+        return node.status()
+    except Exception:  # a node still joining or busy: the caller polls again
+        return default
+
+
+def alive_members(node) -> set[str]:
+    st = quiet(node, {"members": []})
+    return {m["name"] for m in st["members"] if m["state"] == "alive"}
+
+
+def one_leader(nodes) -> tuple[str, int] | None:
+    seen = set()
+    for n in nodes:
+        st = quiet(n)
+        if st is None or st["leader"] is None:
+            return None
+        seen.add((st["leader"], st["term"]))
+    return seen.pop() if len(seen) == 1 else None
+
+
+class Holders:
+    """Clients on every node that take units of pool db and keep them; a sampler counts the
+    units their holders believe valid at once."""
+
+    def __init__(self, nodes, per_node: int = 3):
+        self.stop = threading.Event()
+        self.leases: list = []
+        self.lock = threading.Lock()
+        self.most = 0
+        self.threads = [threading.Thread(target=self._hold, args=(n,), daemon=True) for n in nodes for _ in range(per_node)]
+        self.threads.append(threading.Thread(target=self._sample, daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _hold(self, node) -> None:
+        client = None
+        while not self.stop.is_set():
+            try:
+                client = client or mesh.connect(node.address, connect_timeout=1.0)
+                lease = client.acquire("db", timeout=1.0)
+            except mesh.MeshError:
+                time.sleep(0.05)
+                continue
+            with self.lock:
+                self.leases.append(lease)
+            while not self.stop.is_set() and lease.valid:
+                time.sleep(0.05)
+        if client is not None:
+            client.close()
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                held = sum(lease.n for lease in self.leases if lease.valid)
+            self.most = max(self.most, held)
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("run", range(RUNS))
+def test_a_late_seed_joins_the_mesh_of_those_who_list_it_one_leader_and_the_pool_within_its_size(start_node, run):
+    port_a = free_port()
+    address_a = f"tcp://127.0.0.1:{port_a}"
+    b = start_node(node_extra=POOL.replace("[pools", "\n[pools"), name="b", args=("--join", address_a))
+    c = start_node(node_extra="\n" + POOL, name="c", args=("--join", address_a, "--join", b.address))
+    holders = Holders([b, c])
+    try:
+        wait_until(lambda: alive_members(b) == {"b", "c"} == alive_members(c), 30, "b and c to meet")
+        time.sleep(3.0)  # the scenario: a starts 3 s after the nodes that list it as a seed
+        a = start_node(node_extra="\n" + POOL, name="a", port=port_a)
+        holders_a = Holders([a])
+        try:
+            nodes = [a, b, c]
+            wait_until(lambda: all(alive_members(n) == {"a", "b", "c"} for n in nodes), 30, "one mesh of a, b and c")
+            wait_until(lambda: one_leader(nodes), 30, "one leader agreed by a, b and c")
+            time.sleep(2.0)  # the holders keep asking on every node meanwhile
+            lead = one_leader(nodes)
+            assert lead is not None, [quiet(n, {}).get("leader") for n in nodes]
+        finally:
+            holders_a.close()
+    finally:
+        holders.close()
+    assert max(holders.most, holders_a.most) <= 3
+    with holders.lock, holders_a.lock:
+        assert sum(lease.n for lease in holders.leases + holders_a.leases if lease.valid) <= 3
+
+
+def spawn(tmp_path, nodes: list, *args: str, label: str) -> RunningNode:
+    """`mesh up ARGS` with no spec file (a spec-less worker, say); stopped at teardown."""
+    output = tmp_path / f"{label}.out"
+    listen = args[args.index("--listen") + 1]
+    with open(output, "wb") as out:
+        proc = subprocess.Popen([*mesh_command(), "up", *args], stdout=out, stderr=subprocess.STDOUT)
+    node = RunningNode(proc, listen, tmp_path / "none.toml", output)
+    nodes.append(node)
+    return node
+
+
+@pytest.fixture
+def spawned(mesh_home):
+    nodes: list[RunningNode] = []
+    yield nodes
+    leftovers = []
+    for node in nodes:
+        leftovers += stop_node(node)
+    assert not leftovers, f"processes outlived their node: {leftovers}"
+
+
+@pytest.mark.timeout(120)
+def test_three_spec_less_workers_get_names_of_their_own_and_all_become_members(start_node, spawned, tmp_path):
+    a = start_node(name="a")
+    workers = [spawn(tmp_path, spawned, "--join", a.address, "--listen", f"tcp://127.0.0.1:{free_port()}", label=f"w{i}")
+               for i in range(3)]
+    wait_until(lambda: len(alive_members(a)) == 4, 30, "a and three workers alive")
+    names = alive_members(a) - {"a"}
+    ports = {w.address.rsplit(":", 1)[1] for w in workers}
+    assert {n.rsplit("-", 1)[1] for n in names} == ports  # HOST-PORT: one name per worker
+    for w in workers:
+        wait_until(lambda w=w: alive_members(w) == alive_members(a), 30, "every worker to see the same members")
+
+
+@pytest.mark.timeout(120)
+def test_a_node_whose_name_a_live_member_holds_refuses_to_start_and_changes_nothing(start_node, tmp_path):
+    a = start_node(name="a")
+    w = start_node('[[agents]]\nname = "pw"\nclass = "actors:Echo"\nnode = "w"\n', name="w", args=("--join", a.address),
+                   wait=False)
+    client = a.client()
+    wait_until(lambda: client.actor("pw").ask("hi", timeout=2) == "hi", 30, "w's agent answering through a")
+    before = {m["name"]: (m["address"], m["incarnation"]) for m in a.status()["members"]}
+    failures: list = []
+    stop = threading.Event()
+
+    def ask_forever():
+        with mesh.connect(a.address) as c:
+            while not stop.is_set():
+                try:
+                    assert c.actor("pw").ask("still", timeout=5) == "still"
+                except Exception as exc:  # any failure counts: the first w must stay reachable
+                    failures.append(repr(exc))
+                time.sleep(0.02)
+
+    asker = threading.Thread(target=ask_forever, daemon=True)
+    asker.start()
+    try:
+        port = free_port()
+        spec = tmp_path / "impostor.toml"
+        spec.write_text(f'[node]\nname = "w"\nlisten = "tcp://127.0.0.1:{port}"\n')
+        second = subprocess.run([*mesh_command(), "up", str(spec), "--join", a.address], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "MESH_NO_LIVE": "1"})
+        assert second.returncode == 2, second.stdout + second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "'w'" in lines[0] and w.address in lines[0] and "--name" in lines[0], second.stderr
+        time.sleep(2.0)  # the others keep the first w throughout; the asker keeps asking meanwhile
+    finally:
+        stop.set()
+        asker.join(timeout=15)
+    assert failures == []
+    after = {m["name"]: (m["address"], m["incarnation"]) for m in a.status()["members"]}
+    assert after == before
+    assert "w" in a.status()["election"]["voters_heard"] and w.status()["leader"] == a.status()["leader"]
+
+
+def forge(address: str, sender: str, digest: dict) -> None:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        sock.connect(address)
+        sock.send(wire.encode(int(wire.Kind.EVENT), 1, 0, sender, "$gossip", {"t": "syn", "from": sender, "digest": digest}))
+    finally:
+        sock.close(linger=1000)
+
+
+@pytest.mark.timeout(120)
+def test_an_impostor_that_leaves_or_dies_never_marks_the_live_member_left_or_dead(start_node):
+    a = start_node(name="a")
+    w = start_node('[[agents]]\nname = "pw"\nclass = "actors:Echo"\nnode = "w"\n', name="w", args=("--join", a.address),
+                   wait=False)
+    client = a.client()
+    wait_until(lambda: client.actor("pw").ask("hi", timeout=2) == "hi", 30, "w's agent answering through a")
+    inc = next(m["incarnation"] for m in a.status()["members"] if m["name"] == "w")
+    # A newer incarnation of "w" elsewhere that leaves at once, and another that is never heard again.
+    forge(a.address, "w", {f"w@{inc + 1}": [5, 0, "tcp://127.0.0.1:9", True]})
+    forge(a.address, "w", {f"w@{inc + 2}": [5, 0, "tcp://127.0.0.1:10", False]})
+    deadline = time.monotonic() + 8.0  # past the impostors' suspicion and death
+    while time.monotonic() < deadline:
+        st = a.status()
+        (member,) = [m for m in st["members"] if m["name"] == "w"]
+        assert (member["state"], member["incarnation"], member["address"]) == ("alive", inc, w.address)
+        assert "w" in st["election"]["voters"]
+        time.sleep(0.2)
+    assert client.actor("pw").ask("still", timeout=5) == "still"
