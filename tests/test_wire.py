@@ -530,3 +530,86 @@ def test_a_malformed_fail_body_becomes_a_remote_error_instead_of_raising(body):
 @given(msgpack_values)
 def test_from_wire_turns_any_msgpack_value_into_a_mesh_error(body):
     assert isinstance(from_wire(body), MeshError)
+
+
+# --------------------------------------------------------------------------- what a frame may cost (issue 10)
+
+_HEAD6 = msgpack.packb([1, int(Kind.ASK), 7, 0, "a", "b"])[1:]  # six fields without their array header
+
+
+def _envelope_with_body(body: bytes) -> bytes:
+    return b"\x97" + _HEAD6 + body
+
+
+def _array32(n: int, item: bytes) -> bytes:
+    return b"\xdd" + n.to_bytes(4, "big") + item * n
+
+
+def test_a_large_frame_that_opens_with_an_array_of_millions_is_refused_from_its_header():
+    frame = _array32(wire.MAX_FRAME_BYTES - 5, b"\x90")
+    with pytest.raises(WireError, match="neither an envelope nor a batch"):
+        decode(frame)
+
+
+@pytest.mark.parametrize("item", [b"\x90", b"\x80", b"\x91\x00"], ids=["empty arrays", "empty maps", "one-item arrays"])
+def test_a_large_body_made_of_tiny_containers_is_refused_before_they_are_all_built(item):
+    n = (2 * 1024 * 1024) // len(item)
+    with pytest.raises(WireError, match="arrays and maps"):
+        decode(_envelope_with_body(_array32(n, item)))
+
+
+def test_tiny_containers_nested_two_deep_count_the_same():
+    inner = b"\xdc\x07\xfe" + b"\x90" * 2046
+    frame = _envelope_with_body(b"\xdc\x03\xe8" + inner * 1000)
+    with pytest.raises(WireError, match="arrays and maps"):
+        decode(frame)
+
+
+def test_large_legitimate_bodies_still_decode():
+    pairs = [[i % 100, 2] for i in range(100_000)]  # 3 bytes an array: the densest data allowed
+    records = [{"id": i, "ok": True} for i in range(20_000)]
+    blob = b"x" * (3 * 1024 * 1024)
+    for body in (pairs, records, blob, {(1, 2): [[]] * 10, "k": records}):
+        frame = encode(Kind.TELL, 1, 0, "a", "b", body)
+        assert len(frame) > wire.SMALL_FRAME
+        assert decode(frame)[0][6] == body
+
+
+def test_a_batch_over_the_limit_is_refused_from_the_header_of_a_large_frame():
+    env = encode(Kind.TELL, 1, 0, "a", "b", "x" * 100)
+    frame = batch_header(wire.MAX_BATCH + 1) + env * (wire.MAX_BATCH + 1)
+    assert len(frame) > wire.SMALL_FRAME
+    with pytest.raises(WireError, match="batch of at most"):
+        decode(frame)
+    assert len(decode(batch_header(wire.MAX_BATCH) + env * wire.MAX_BATCH)) == wire.MAX_BATCH
+
+
+def test_a_stricter_budget_can_be_asked_for():
+    frame = encode(Kind.TELL, 1, 0, "a", "b", [[i % 100, 2] for i in range(100_000)])
+    with pytest.raises(WireError, match="one per 16 bytes"):
+        decode(frame, bytes_per_container=16)
+    with pytest.raises(WireError, match="one per 16 bytes"):
+        wire.decode_one(frame, bytes_per_container=16)
+
+
+def test_the_collector_is_running_again_after_a_refused_large_frame():
+    import gc
+
+    with pytest.raises(WireError):
+        decode(_envelope_with_body(_array32(1 << 20, b"\x90")))
+    assert gc.isenabled()
+
+
+@pytest.mark.parametrize("field", [0, 1, 2, 4])
+def test_a_field_nested_1000_deep_is_a_wire_error_not_a_recursion_error(field):
+    fields = [msgpack.packb(x) for x in [1, int(Kind.TELL), 1, 0, "a", "b", None]]
+    fields[field] = b"\x91" * 1000 + b"\x01"
+    with pytest.raises(WireError):
+        decode(b"\x97" + b"".join(fields))
+
+
+def test_nesting_deeper_than_msgpack_decodes_says_so():
+    with pytest.raises(WireError, match="1024 levels"):
+        decode(_envelope_with_body(b"\x91" * 5000 + b"\xc0"))
+    with pytest.raises(WireError, match="1024 levels"):
+        decode(_envelope_with_body(b"\x91" * 5000 + b"\xc0") + b"\x00" * wire.SMALL_FRAME)
