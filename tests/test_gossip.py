@@ -235,3 +235,94 @@ def test_a_value_too_big_for_the_shared_state_is_refused():
     with pytest.raises(ValueError, match="msgpack"):
         node.set("k", object(), 0.0)
     assert node.get("k") is None and node.me.max_version == 0
+
+
+# -- joining, names and incarnations ------------------------------------------------------------
+
+
+def _joiner_sim(seed: int, joiner_name: str, loss: float = 0.2):
+    """Four members n0..n3 gossiping; sim node "x" runs a joining GossipNode called ``joiner_name``
+    at its own address (the runtime answers a joiner at the address it gives)."""
+    cfg = GossipConfig(interval=0.1, dead_after=1.0, dead_grace=5.0, tombstone_grace=30.0)
+    names = ["n0", "n1", "n2", "n3"]
+
+    def factory(node, rng, storage, now):
+        inc = storage.get("incarnation", 0) + 1
+        storage["incarnation"] = inc
+        if node == "x":
+            return GossipNode(joiner_name, 1000 + inc, cfg, rng, now, address="tcp://x:1", seeds=("n0",), joining=True)
+        return GossipNode(node, inc, cfg, rng, now, address=f"tcp://{node}:1", seeds=tuple(names))
+
+    from mesh.sim import Network, Simulation
+
+    sim = Simulation(seed, [*names, "x"], factory, Network(delay=(0.001, 0.05), loss=loss, duplicate=0.1),
+                     tick_interval=cfg.interval)
+    sim.crash("x")
+    # The members know each other before the joiner starts.
+    assert sim.run_until(lambda s: all(all(m.state_of(n) == "alive" for n in names) for m in s.live().values()), 30.0)
+    sim.restart("x")
+    return sim, names
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_a_joiner_with_a_live_members_name_is_refused_and_nobody_ever_hears_of_it(seed):
+    sim, names = _joiner_sim(seed, "n2")
+    x = sim.nodes["x"]
+    assert sim.run_until(lambda s: x.name_taken is not None, 20.0)
+    assert x.name_taken[1] == "tcp://n2:1" and not x.announced
+    sim.run(sim.now + 5.0)
+    for n in names:
+        m = sim.nodes[n]
+        assert all(o.address != "tcp://x:1" for o in m.origins.values())
+        assert m.state_of("n2") == "alive" and m.current()["n2"].address == "tcp://n2:1"
+    assert x.leave(sim.now) == []
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_a_joiner_with_a_fresh_name_is_welcomed_and_becomes_a_member_everywhere(seed):
+    sim, names = _joiner_sim(seed, "fresh")
+    assert sim.run_until(lambda s: all(m.state_of("fresh") == "alive" for m in s.live().values() if m.name != "fresh"),
+                         20.0)
+    assert sim.nodes["x"].announced and sim.nodes["x"].name_taken is None
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_an_impostor_that_leaves_or_dies_never_ends_the_live_member_of_its_name(seed):
+    sim, names = _joiner_sim(seed, "fresh", loss=0.1)
+    inc = sim.nodes["n1"].incarnation
+    # Newer incarnations of "n1" elsewhere: one leaves at once, one is never heard again.
+    for n in names:
+        if n != "n1":
+            sim._apply(n, sim.nodes[n].step("x", {"t": "syn", "from": "x", "digest": {
+                f"n1@{inc + 5}": [3, 0, "tcp://elsewhere:1", True], f"n1@{inc + 6}": [3, 0, "tcp://elsewhere:2", False]}},
+                sim.now))
+    sim.run(sim.now + 12.0)
+    for n in names:
+        m = sim.nodes[n]
+        assert m.state_of("n1") == "alive" and m.current()["n1"].incarnation == inc, (n, m.members())
+
+
+def test_a_restarted_node_at_its_own_address_supersedes_its_former_self_at_once():
+    sim, names = _joiner_sim(3, "fresh", loss=0.0)
+    sim.crash("n3")
+    sim.restart("n3")  # same address, next incarnation
+    assert sim.run_until(lambda s: all(m.current()["n3"].incarnation == 2 and m.state_of("n3") == "alive"
+                                       for n, m in s.live().items() if n != "n3"), sim.now + 3.0)
+
+
+def test_tables_keyed_by_what_peers_send_stay_bounded():
+    from mesh.core import gossip as g
+
+    node = GossipNode("a", 1, GossipConfig(), random.Random(1), 0.0)
+    assert not hasattr(node, "last_contact")
+    with pytest.raises(ValueError, match="sender"):
+        node.step("s" * 1_000_000, {"t": "syn", "from": "s", "digest": {}}, 1.0)
+    with pytest.raises(ValueError, match="origin"):
+        node.step("b", {"t": "syn", "from": "b", "digest": {"x" * 1000 + "@1": [1, 0, "", False]}}, 1.0)
+    for i in range(3 * g.MAX_PEER_DIGESTS):  # senders that are members, each with a digest
+        node.step(f"p{i}", {"t": "syn", "from": f"p{i}", "digest": {f"p{i}@1": [1, 0, "", False]}}, 1.0)
+        node.step(f"p{i}", {"t": "syn", "from": f"p{i}", "digest": {f"p{i}@1": [2, 0, "", False]}}, 1.0)
+    assert len(node.peer_digest) <= g.MAX_PEER_DIGESTS
+    for i in range(2000):  # senders that are not members leave nothing behind
+        node.step(f"q{i}", {"t": "syn", "from": f"q{i}", "digest": {}}, 1.0)
+    assert not any(p.startswith("q") for p in node.peer_digest)
