@@ -13,11 +13,12 @@ import os
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 import click
 
 from . import errors
-from .runtime.client import Client, node_address
+from .runtime.client import Client, check_address, node_address
 
 NODE_HELP = "Node address (default: $MESH_NODE or tcp://127.0.0.1:7700)."
 
@@ -32,11 +33,38 @@ class BadArgument(click.ClickException):
     exit_code = 2
 
 
+def _check_node(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--node (or $MESH_NODE) must look like HOST:PORT: a bad one is a bad argument (exit 2)."""
+    if value is None:
+        return None
+    try:
+        check_address(node_address(value))
+    except errors.NodeUnavailable:
+        typed = any(arg == "--node" or arg.startswith("--node=") for arg in sys.argv[1:])
+        where = "--node" if typed or value != os.environ.get("MESH_NODE") else "$MESH_NODE"
+        raise BadArgument(f"{where} {value!r} is not a node address: expected HOST:PORT or tcp://HOST:PORT") from None
+    return value
+
+
+node_option = click.option("--node", envvar="MESH_NODE", help=NODE_HELP, callback=_check_node)
+
+
 def _client(node: str | None) -> Client:
     try:
-        return Client(node, name=f"cli-{os.getpid()}")
+        client = Client(node, name=f"cli-{os.getpid()}")
     except errors.MeshError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        answer = client.control("ping")
+    except errors.MeshError as exc:
+        client.close()
+        raise click.ClickException(str(exc)) from None
+    if not isinstance(answer, dict) or "node" not in answer:
+        client.close()
+        who = f" of actor {answer['name']!r}" if isinstance(answer, dict) and isinstance(answer.get("name"), str) else ""
+        raise BadArgument(f"{client.node} is the endpoint{who}, not a node: point --node at the address"
+                          " its node listens on (mesh up --listen)")
+    return client
 
 
 def _with_client(node: str | None, call):
@@ -48,11 +76,12 @@ def _with_client(node: str | None, call):
             raise _fail(exc) from None
 
 
-def _parse_json(text: str) -> object:
+def _parse_json(text: str, what: str = "MESSAGE") -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadArgument(f"MESSAGE is not valid JSON: {exc}") from None
+        hint = f"; a string is quoted as JSON: '{json.dumps(text)}'" if text.strip() and text.strip()[0] not in '{["' else ""
+        raise BadArgument(f"{what} {text[:200]!r} is not valid JSON ({exc}){hint}") from None
 
 
 def _jsonable(value: object) -> object:
@@ -67,7 +96,29 @@ def _fail(exc: errors.MeshError) -> click.ClickException:
     return click.ClickException(f"{type(exc).__name__}: {exc}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MESH"})
+class _OneLineGroup(click.Group):
+    """Usage errors in one line on stderr, exit 2 (click prints four: usage, hint, blank, error)."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "mesh"
+            click.echo(f"Error: {exc.format_message()} (see: {command} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MESH"})
 @click.version_option(package_name="mesh")
 def main() -> None:
     """mesh: actors in their own processes, on a ZeroMQ mesh."""
@@ -135,6 +186,10 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
     except NameTaken as exc:
         raise BadArgument(str(exc)) from None  # exit 2: nothing ran, nothing changed in the mesh
     except errors.MeshError as exc:
+        if "Cannot assign requested address" in str(exc):  # EADDRNOTAVAIL: no interface has that address
+            where = "--listen" if listen else f"{node_spec.file}: node.listen"
+            raise BadArgument(f"{where}: cannot listen on {node_spec.listen}: no network interface of this machine has"
+                              " that address (use one of its own addresses, or 0.0.0.0 for all)") from None
         raise click.ClickException(str(exc)) from None
 
 
@@ -235,7 +290,7 @@ def render_status(status: dict) -> str:
 
 
 @main.command()
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", is_flag=True, help="Redraw the table every --interval seconds until Ctrl-C.")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds, with --watch.")
@@ -248,21 +303,21 @@ def status(node: str | None, as_json: bool, watch: bool, interval: float) -> Non
         click.echo(json.dumps(st, indent=2) if as_json else render_status(st))
         return
 
-    def loop(client) -> None:
-        while True:
-            table = render_status(client.status())
-            click.echo("\x1b[H\x1b[2J" + table + f"\n\n(every {interval:g} s; Ctrl-C to stop)", nl=True)
-            sys.stdout.flush()  # a pipe (`| tee`) sees each table as it is drawn
-            time.sleep(interval)
-
-    try:
-        _with_client(node, loop)
-    except KeyboardInterrupt:
-        pass
+    with _client(node) as client:
+        try:
+            while True:
+                table = render_status(client.status())
+                click.echo("\x1b[H\x1b[2J" + table + f"\n\n(every {interval:g} s; Ctrl-C to stop)", nl=True)
+                sys.stdout.flush()  # a pipe (`| tee`) sees each table as it is drawn
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+        except errors.MeshError as exc:
+            _stopped_or_fail(client, exc)
 
 
 @main.command()
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def intents(node: str | None, as_json: bool) -> None:
     """List pending and held intentions, and escalations waiting for a person (mesh-wide)."""
@@ -295,7 +350,7 @@ def _decide(node: str | None, intention: str, approve: bool) -> None:
 
 @main.command()
 @click.argument("intention")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 def approve(intention: str, node: str | None) -> None:
     """Approve the escalated INTENTION (its id, from `mesh intents`)."""
     _decide(node, intention, True)
@@ -303,14 +358,14 @@ def approve(intention: str, node: str | None) -> None:
 
 @main.command()
 @click.argument("intention")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 def deny(intention: str, node: str | None) -> None:
     """Deny the escalated INTENTION (its id, from `mesh intents`)."""
     _decide(node, intention, False)
 
 
 @main.command()
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 @click.option("--release", is_flag=True, help="Let go of the switch: agents may run again.")
 def kill(node: str | None, release: bool) -> None:
     """The kill switch: stop every agent on every node of the mesh, now (SIGKILL)."""
@@ -325,7 +380,7 @@ def kill(node: str | None, release: bool) -> None:
 @main.command()
 @click.argument("name")
 @click.argument("message")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 def tell(name: str, message: str, node: str | None) -> None:
     """Send MESSAGE (JSON) to actor NAME without waiting for a reply."""
     body = _parse_json(message)
@@ -335,7 +390,7 @@ def tell(name: str, message: str, node: str | None) -> None:
 @main.command()
 @click.argument("name")
 @click.argument("message")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.001), help="Seconds.")
 def ask(name: str, message: str, node: str | None, timeout: float) -> None:
     """Send MESSAGE (JSON) to actor NAME and print its reply as JSON."""
@@ -346,37 +401,109 @@ def ask(name: str, message: str, node: str | None, timeout: float) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until Ctrl-C.")
-@click.option("-n", "--tail", type=click.IntRange(min=0), default=None, help="Start with the last N bytes.")
-def logs(name: str, node: str | None, follow: bool, tail: int | None) -> None:
-    """Print the output (stdout, stderr, log records) of agent NAME."""
-    with _client(node) as client:
-        offset = 0
-        first = True
+@node_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until Ctrl-C (or the node stops).")
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=None, help="Start with the last N lines (as tail -n).")
+def logs(name: str, node: str | None, follow: bool, lines: int | None) -> None:
+    """Print the output (stdout, stderr, log records) of agent NAME.
+
+    When no node answers at the address, NAME's log is read from disk ($MESH_HOME) instead.
+    """
+    try:
+        client = _client(node)
+    except click.ClickException as exc:
+        path = _log_on_disk(node, name)
+        if path is None:
+            raise click.ClickException(f"{exc.message}; no log of {name!r} for that port under {_home()} either") from None
+        click.echo(f"(no node answers at {node_address(node)}: {name}'s log from {path})", err=True)
+        text = path.read_bytes()[-_LOG_READ_MAX:].decode("utf-8", "replace")
+        click.echo(_last_lines(text, lines), nl=False)
+        return
+    with client:
         try:
-            while True:
-                fields = {"name": name, "offset": offset}
-                if first and tail is not None:
-                    fields["tail"] = tail
-                chunk = client.control("logs", **fields)
-                first = False
-                if chunk["data"]:
-                    click.echo(chunk["data"], nl=False)
-                offset = chunk["offset"]
-                if chunk["offset"] < chunk["size"]:
-                    continue
-                if not follow:
-                    return
+            offset = _print_tail(client, name, lines)
+            while follow:
                 time.sleep(0.3)
+                offset = _print_from(client, name, offset)
         except KeyboardInterrupt:
             return
         except errors.MeshError as exc:
-            raise _fail(exc) from None
+            _stopped_or_fail(client, exc)
+
+
+_LOG_READ_MAX = 64 * 1024 * 1024  # bytes of a log read to find its last lines, at most
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MESH_HOME") or Path.home() / ".mesh")
+
+
+def _log_on_disk(node: str | None, name: str) -> Path | None:
+    """The log of agent ``name`` of the node that listened on the port of ``node``, newest first."""
+    if not name or "/" in name or name.startswith("."):
+        return None
+    port = node_address(node).rpartition(":")[2]
+    found = [p for p in (_home() / "nodes").glob(f"*-{port}/logs/{name}.log") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _last_lines(text: str, lines: int | None) -> str:
+    if lines is None:
+        return text
+    if lines == 0:
+        return ""
+    return "".join(text.splitlines(keepends=True)[-lines:])
+
+
+def _print_tail(client: Client, name: str, lines: int | None) -> int:
+    """Print the log (its last ``lines`` lines) as it is now; return the byte offset reached."""
+    want = None if lines is None else 64 * 1024
+    while True:
+        fields = {"name": name, "offset": 0} if want is None else {"name": name, "offset": 0, "tail": want}
+        text, offset, size = "", 0, 0
+        while True:
+            chunk = client.control("logs", **fields)
+            if want is None:
+                click.echo(chunk["data"], nl=False)  # the whole log: streamed, not held
+            else:
+                text += chunk["data"]
+            offset, size = chunk["offset"], chunk["size"]
+            if offset >= size or not chunk["data"]:
+                break
+            fields = {"name": name, "offset": offset}
+        enough = want is None or want >= size or text.count("\n") > lines or want >= _LOG_READ_MAX
+        if enough:
+            if want is not None:
+                click.echo(_last_lines(text, lines), nl=False)
+            return offset
+        want *= 8
+
+
+def _print_from(client: Client, name: str, offset: int) -> int:
+    while True:
+        chunk = client.control("logs", name=name, offset=offset)
+        if chunk["data"]:
+            click.echo(chunk["data"], nl=False)
+        if chunk["offset"] < offset:  # the log was truncated or replaced: start over
+            return 0
+        offset = chunk["offset"]
+        if offset >= chunk["size"] or not chunk["data"]:
+            return offset
+
+
+def _stopped_or_fail(client: Client, exc: errors.MeshError) -> None:
+    """A loop that talks to a node until Ctrl-C met ``exc``: if the node is gone, say so and exit 0."""
+    try:
+        client.control("ping", timeout=1.0)
+    except errors.MeshError:
+        sys.stdout.flush()
+        click.echo(f"the node at {client.node} stopped", err=True)
+        sys.exit(0)
+    raise _fail(exc) from None
 
 
 @main.command()
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds to wait.")
 def down(node: str | None, timeout: float) -> None:
     """Stop the node gracefully: every agent's on_stop runs, then the node exits."""
@@ -403,7 +530,7 @@ def state() -> None:
 
 @state.command("get")
 @click.argument("key")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 def state_get(key: str, node: str | None) -> None:
     """Print the value of KEY as JSON (exit 1 if it is not set)."""
     answer = _with_client(node, lambda client: client.control("state_get", key=key))
@@ -415,16 +542,16 @@ def state_get(key: str, node: str | None) -> None:
 @state.command("set")
 @click.argument("key")
 @click.argument("value")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 def state_set(key: str, value: str, node: str | None) -> None:
     """Set KEY to VALUE (JSON); it spreads to every node."""
-    body = _parse_json(value)
+    body = _parse_json(value, "VALUE")
     _with_client(node, lambda client: client.control("state_set", key=key, value=body))
 
 
 @state.command("delete")
 @click.argument("key")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 def state_delete(key: str, node: str | None) -> None:
     """Delete KEY everywhere."""
     _with_client(node, lambda client: client.control("state_delete", key=key))
@@ -432,7 +559,7 @@ def state_delete(key: str, node: str | None) -> None:
 
 @state.command("ls")
 @click.argument("prefix", required=False, default="")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 def state_ls(prefix: str, node: str | None) -> None:
     """List keys (and values, as JSON) that start with PREFIX."""
     items = _with_client(node, lambda client: client.control("state_items", prefix=prefix)["items"])
@@ -442,7 +569,7 @@ def state_ls(prefix: str, node: str | None) -> None:
 
 @state.command("watch")
 @click.argument("prefix", required=False, default="")
-@click.option("--node", envvar="MESH_NODE", help=NODE_HELP)
+@node_option
 @click.option("--interval", default=0.2, show_default=True, type=click.FloatRange(min=0.01), help="Seconds.")
 def state_watch(prefix: str, node: str | None, interval: float) -> None:
     """Print every change under PREFIX as a JSON line, until Ctrl-C."""

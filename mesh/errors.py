@@ -36,6 +36,18 @@ class WireError(MeshError, ValueError):
     """A frame is not a valid mesh envelope (bad size, encoding or schema)."""
 
 
+class NameConflict(WireError):
+    """The name asked for is already served by a live actor or an agent of a node (``mesh.serve``).
+
+    Serve under another name, or stop the actor that holds it. (A WireError before, so
+    ``except WireError`` still catches it.)"""
+
+
+class ReservedKey(WireError):
+    """A write or delete of a shared-state key starting with ``$``: those belong to the runtime
+    (readable, not writable). (A WireError before, so ``except WireError`` still catches it.)"""
+
+
 class SpecError(MeshError, ValueError):
     """A node spec is invalid. ``file``, ``key`` and ``reason`` say where and why."""
 
@@ -81,6 +93,12 @@ class AcquireTimeout(ResourceError, TimeoutError):
     """A pool or rate limit request waited in line until its timeout."""
 
 
+class UnknownEscalation(ActorNotFound):
+    """``mesh approve``/``mesh deny`` (intent_decide) named no escalation that is waiting: decided
+    already, timed out, or never escalated; ``mesh intents`` lists those that wait. (An
+    ActorNotFound before, so ``except ActorNotFound`` still catches it.)"""
+
+
 # Errors that travel in FAIL envelopes carry one of these codes; anything else
 # (an exception raised by user code) travels as "remote".
 _CODES: dict[str, type[MeshError]] = {
@@ -93,6 +111,9 @@ _CODES: dict[str, type[MeshError]] = {
     "deadlock": DeadlockDetected,
     "refused": ResourceError,
     "acquire_timeout": AcquireTimeout,
+    "name_conflict": NameConflict,
+    "reserved_key": ReservedKey,
+    "unknown_escalation": UnknownEscalation,
 }
 _NAMES = {cls: code for code, cls in _CODES.items()}
 

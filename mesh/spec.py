@@ -472,9 +472,7 @@ def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) ->
     base = os.path.abspath(os.fspath(base_dir) if base_dir is not None else os.getcwd())
     if not isinstance(data, dict):
         raise check.fail("-", f"expected a TOML table at the top level, got {_type_name(data)}")
-    for k in data:
-        if k not in _TOP_KEYS:
-            raise check.fail(str(k), f"unknown key (known: {', '.join(_TOP_KEYS)})")
+    check.unknown_keys(data, _TOP_KEYS, "")  # [[agent]]: "did you mean 'agents'?"
 
     node = data.get("node", {})
     if not isinstance(node, dict):

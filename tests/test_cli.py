@@ -375,6 +375,7 @@ SPEC_ERRORS = {
         "duplicate agent name 'a'",
     ),
     "toml syntax": ("", '[[agents]]\nname = "a\n', "toml", ""),
+    "a table name misspelt": ("", '[[agent]]\nname = "a"\nclass = "actors:Echo"\n', "agent", "did you mean 'agents'?"),
     "config key the constructor does not take": (
         "",
         '[[agents]]\nname = "a"\nclass = "actors:Echo"\nconfig = { interval = 5.0 }\n',
@@ -508,3 +509,149 @@ def test_status_watch_redraws_the_table_until_interrupted(echo_node):
     assert seen.count("AGENT") >= 3 and "echo" in seen and "Ctrl-C to stop" in seen
     res = run_cli("status", "--watch", "--json", "--node", echo_node.address)
     assert res.returncode == 2 and "--watch" in res.stderr
+
+
+# --------------------------------------------------------------------------- error classes (issue 11)
+
+
+def test_serving_a_name_an_agent_holds_raises_NameConflict_saying_what_to_do(echo_node):
+    import actors
+
+    with pytest.raises(mesh.NameConflict) as info:
+        mesh.serve(actors.Echo(), name="echo", node=echo_node.address)
+
+    assert isinstance(info.value, mesh.WireError)  # what it was before: old except clauses still catch it
+    assert "name 'echo' is taken by an agent of node t: serve under another name" in str(info.value)
+
+
+def test_writing_a_reserved_key_raises_ReservedKey_and_the_cli_says_so_in_one_line(echo_node, cli):
+    state = echo_node.client().state
+
+    for write in (lambda: state.set("$agents/echo", {"forged": True}), lambda: state.delete("$agents/echo")):
+        with pytest.raises(mesh.ReservedKey) as info:
+            write()
+        assert isinstance(info.value, mesh.WireError)
+        assert "keys starting with '$' belong to the runtime (readable, not writable)" in str(info.value)
+    assert state.get("$agents/echo")["node"] == "t"
+
+    line = fails_in_one_line(cli("state", "set", "$jobs/1", "1", "--node", echo_node.address))
+    assert line.startswith("Error: ReservedKey: key '$jobs/1': keys starting with '$' belong to the runtime")
+
+
+def test_approving_an_unknown_escalation_raises_UnknownEscalation(start_node, cli):
+    node = start_node()
+    wait_until(lambda: node.status()["leader"] == "t", 30, "the node to lead")
+
+    with pytest.raises(mesh.UnknownEscalation) as info:
+        node.client()._resource_call("intent_decide", 10.0, id="nope", approve=True, by="test")
+    assert isinstance(info.value, mesh.ActorNotFound)
+
+    for command in ("approve", "deny"):
+        line = fails_in_one_line(cli(command, "nope", "--node", node.address))
+        assert line == ("Error: UnknownEscalation: no escalation 'nope' is waiting (decided already, timed out, or never"
+                        " escalated); `mesh intents` lists those that wait")
+
+
+# --------------------------------------------------------------------------- CLI edges (issue 11)
+
+
+def test_a_bare_word_where_json_is_expected_says_to_quote_it(cli):
+    line = fails_in_one_line(cli("ask", "echo", "hello", "--node", f"127.0.0.1:{free_port()}"), code=2)
+    assert line.startswith("Error: MESSAGE 'hello' is not valid JSON (")
+    assert line.endswith("""a string is quoted as JSON: '"hello"'""")
+
+    line = fails_in_one_line(cli("state", "set", "k", "queued", "--node", f"127.0.0.1:{free_port()}"), code=2)
+    assert line.startswith("Error: VALUE 'queued' is not valid JSON (") and "MESSAGE" not in line
+
+
+def test_a_node_address_that_is_not_one_is_a_bad_argument_quoting_it(cli, cli_env):
+    line = fails_in_one_line(cli("status", "--node", "garbage"), code=2)
+    assert line == "Error: --node 'garbage' is not a node address: expected HOST:PORT or tcp://HOST:PORT"
+
+    line = fails_in_one_line(cli("status", env={**cli_env, "MESH_NODE": "garbage:x"}), code=2)
+    assert line == "Error: $MESH_NODE 'garbage:x' is not a node address: expected HOST:PORT or tcp://HOST:PORT"
+
+
+def test_node_pointed_at_an_agent_says_it_is_an_agent_not_a_node(echo_node, cli):
+    endpoint = echo_node.agent("echo")["endpoint"]
+
+    line = fails_in_one_line(cli("status", "--node", endpoint), code=2)
+
+    assert line == (f"Error: {endpoint} is the endpoint of actor 'echo', not a node: point --node at the address its"
+                    " node listens on (mesh up --listen)")
+
+
+def test_up_on_an_address_this_machine_does_not_have_is_a_bad_argument(cli, tmp_path, mesh_home):
+    spec = tmp_path / "node.toml"
+    spec.write_text(spec_text(free_port()))
+    port = free_port()
+
+    line = fails_in_one_line(cli("up", str(spec), "--listen", f"192.0.2.1:{port}"), code=2)
+
+    assert line == (f"Error: --listen: cannot listen on tcp://192.0.2.1:{port}: no network interface of this machine"
+                    " has that address (use one of its own addresses, or 0.0.0.0 for all)")
+    assert processes_using(mesh_home) == []
+
+
+@pytest.mark.parametrize("args, error", [
+    (("ask",), "Error: Missing argument 'NAME'. (see: mesh ask --help)"),
+    (("ask", "echo"), "Error: Missing argument 'MESSAGE'. (see: mesh ask --help)"),
+    (("nosuch",), "Error: No such command 'nosuch'. (see: mesh --help)"),
+    (("state", "get"), "Error: Missing argument 'KEY'. (see: mesh state get --help)"),
+    (("status", "--interval", "0"), "Error: Invalid value for '--interval': 0.0 is not in the range x>=0.1."
+                                    " (see: mesh status --help)"),
+], ids=lambda a: " ".join(a) if isinstance(a, tuple) else "")
+def test_a_usage_error_is_one_line_and_exit_2(cli, args, error):
+    assert fails_in_one_line(cli(*args), code=2) == error
+
+
+def test_logs_n_counts_lines_like_tail(start_node, cli):
+    node = start_node(announcer("marker"))
+    ref = node.client_once().actor("announcer")
+    for i in range(40):
+        assert ref.ask({"say": f"line {i:02d} " + "x" * i}) == "said"
+
+    out = wait_until(lambda: (lambda o: o if o.endswith("x" * 39 + "\n") else None)(
+        ok(cli("logs", "announcer", "-n", "5", "--node", node.address))), 10, "the last line in the log")
+
+    assert out.splitlines() == [f"line {i:02d} " + "x" * i for i in range(35, 40)]
+    assert ok(cli("logs", "announcer", "-n", "0", "--node", node.address)) == ""
+
+
+def test_logs_reads_the_log_from_disk_when_the_node_is_not_running(start_node, cli):
+    node = start_node(announcer("written-before-the-node-stopped"))
+    wait_until(lambda: "written-before" in ok(cli("logs", "announcer", "--node", node.address)), 10, "the marker")
+    node.close_clients()
+    ok(cli("down", "--node", node.address))
+    assert node.proc.wait(timeout=15) == 0
+
+    result = cli("logs", "announcer", "-n", "3", "--node", node.address)
+
+    assert result.returncode == 0, result.stderr
+    assert "written-before-the-node-stopped" in result.stdout
+    assert len(result.stdout.splitlines()) <= 3
+    assert result.stderr.strip().startswith(f"(no node answers at {node.address}: announcer's log from ")
+    line = fails_in_one_line(cli("logs", "nobody", "--node", node.address))
+    assert f"no mesh node answers at {node.address}" in line and "no log of 'nobody'" in line
+
+
+@pytest.mark.parametrize("command", [("status", "--watch", "--interval", "0.2"), ("logs", "announcer", "-f")],
+                         ids=lambda c: " ".join(c[:2]))
+def test_a_follow_command_says_the_node_stopped_and_exits_0_after_mesh_down(start_node, cli, cli_env, command):
+    node = start_node(announcer("follow-me"))
+    proc = subprocess.Popen([*mesh_command(), *command, "--node", node.address], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=cli_env)
+    try:
+        Output(proc).wait_for("announcer" if command[0] == "status" else "follow-me", timeout=20)
+        node.close_clients()
+        ok(cli("down", "--node", node.address))
+
+        assert proc.wait(timeout=30) == 0
+        err = proc.stderr.read().decode()
+        assert err.strip() == f"the node at {node.address} stopped", err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

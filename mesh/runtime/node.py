@@ -37,7 +37,8 @@ import zmq
 from .. import wire
 from ..core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker, describe_exit
 from ..core.pools import Granted, Refused
-from ..errors import AcquireTimeout, ActorNotFound, MeshError, NotLeader, ResourceError, WireError, to_wire
+from ..errors import (AcquireTimeout, ActorNotFound, MeshError, NameConflict, NotLeader, ReservedKey, ResourceError,
+                      UnknownEscalation, WireError, to_wire)
 from ..core.conductor import conduct
 from ..core.election import ElectionConfig
 from ..core.gossip import GossipConfig
@@ -674,7 +675,8 @@ class Node:
         if waiter is None:
             if not self.leadership.is_leader:
                 raise NotLeader(f"node {self.name} is not the leader")
-            raise ActorNotFound(f"no escalation {iid!r} is waiting (decided already, or never escalated)")
+            raise UnknownEscalation(f"no escalation {iid!r} is waiting (decided already, timed out, or never escalated);"
+                                    " `mesh intents` lists those that wait")
         by = str(body.get("by") or "a person")[:200]
         self._answer_escalation(iid, waiter, approve, f"human ({by})", f"{'approved' if approve else 'denied'} by {by}")
         return {"id": iid, "approved": approve}
@@ -771,11 +773,12 @@ class Node:
                 raise WireError(f"no agent {name!r} with pid {pid} was started by node {self.name}")
         else:
             if self._local_group(name) and self._local_group(name) != [name]:
-                raise WireError(f"name {name!r} is taken by a replica group of node {self.name}")
+                raise NameConflict(f"name {name!r} is taken by a replica group of node {self.name}: serve under another name")
             if inst is not None and not inst.embedded:
-                raise WireError(f"name {name!r} is taken by an agent of node {self.name}")
+                raise NameConflict(f"name {name!r} is taken by an agent of node {self.name}: serve under another name")
             if inst is not None and inst.state == "running" and inst.pid != pid and now - inst.last_heard < EMBEDDED_TTL_S:
-                raise WireError(f"name {name!r} is taken by a live actor in pid {inst.pid}")
+                raise NameConflict(f"name {name!r} is taken by a live actor in pid {inst.pid}: serve under another name, "
+                                   "or stop that one first")
             if inst is None:
                 inst = self.instances[name] = Instance(name=name, spec=None, group=name)
             inst.pid = pid
@@ -1005,11 +1008,11 @@ class Node:
     def _op_state_set(self, body: dict) -> dict:
         if "value" not in body:
             raise WireError("field 'value' is missing")
-        self.gossip.write(_str(body, "key"), body["value"])
+        self.gossip.write(_writable_key(body), body["value"])
         return {"ok": True}
 
     def _op_state_delete(self, body: dict) -> dict:
-        self.gossip.delete(_str(body, "key"))
+        self.gossip.delete(_writable_key(body))
         return {"ok": True}
 
     def _op_state_items(self, body: dict) -> dict:
@@ -1462,6 +1465,14 @@ def _short(value: object) -> object:
     """An action as shown in listings: JSON-ish, at most 200 characters."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _writable_key(body: dict) -> str:
+    key = _str(body, "key")
+    if key.startswith("$"):
+        raise ReservedKey(f"key {key[:200]!r}: keys starting with '$' belong to the runtime (readable, not writable);"
+                          " use a key without '$'")
+    return key
 
 
 def _with_last_error(reason: str, code: int, why: str | None, log_path: Path | None) -> str:
