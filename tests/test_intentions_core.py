@@ -650,3 +650,23 @@ def test_voters_only_send_and_proposers_emit_decided_and_expired():
     assert {node for _, node, _ in w.sim.events} <= set(w.proposers)
     assert {ev.name for _, _, ev in w.sim.events} == {"decided", "expired"}
     assert all(type(ev) is Event for _, _, ev in w.sim.events)
+
+
+def test_a_proposal_is_checked_whole_before_it_is_kept_and_errors_quote_little_of_it():
+    from mesh.core.intentions import MAX_HOLD, MAX_WINDOW, check_proposal
+
+    good = dict(intention_id="a1", claims=["db"], priority=0, timestamp=0.0, window=1.0, hold=1.0)
+    assert check_proposal(**good) == frozenset({"db"})
+    for bad, named in (({"intention_id": "x" * 100_000}, "intention id"), ({"claims": {"db": 1}}, "claims"),
+                       ({"claims": b"db"}, "claims"), ({"claims": ["y" * 100_000]}, "claims"),
+                       ({"window": MAX_WINDOW + 1}, "window"), ({"hold": MAX_HOLD + 1}, "hold"),
+                       ({"priority": "z" * 100_000}, "priority"), ({"hold": [1] * 100_000}, "hold")):
+        with pytest.raises(ValueError) as refused:
+            check_proposal(**{**good, **bad})
+        assert named in str(refused.value) and len(str(refused.value)) < 300, str(refused.value)[:300]
+    p = IntentionProposer("a", ["v0"], 0.0)
+    with pytest.raises(ValueError):
+        p.propose("a1", ["db"], 0, 0.0, MAX_WINDOW + 1, 1.0, 0.0)  # the proposer applies the same checks
+    assert p.kept() == 0 and not p.in_use("a1")
+    p.propose("a1", ["db"], 0, 0.0, 1.0, 1.0, 0.0)
+    assert p.kept() == 1 and p.in_use("a1")

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import time
 
 import pytest
+import zmq
+
+from mesh import wire
 
 from conftest import run_cli, wait_until
 
@@ -110,3 +115,126 @@ def test_mesh_approve_and_deny_decide_escalations(human_mesh):
         assert d["escalated"] and d["outcome"] == outcome and d["decided_by"].startswith("human")
     res = run_cli("approve", "nope", "--node", b.address)
     assert res.returncode == 1 and "no escalation 'nope'" in res.stderr
+
+
+# --------------------------------------------------------------------------- malformed proposals
+
+
+def origin_entries(node_address: str, timeout: float = 10.0) -> dict[str, bool]:
+    """Every key the node at ``node_address`` wrote to the shared state and still keeps, tombstones
+    included, as a gossip peer receives them (key -> whether it is a tombstone). The state ops show
+    live keys only; a peer is sent the deleted ones too."""
+    ctx = zmq.Context.instance()
+    inbox, out = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    for sock in (inbox, out):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+    try:
+        address = f"tcp://127.0.0.1:{inbox.bind_to_random_port('tcp://127.0.0.1')}"
+        out.connect(node_address)
+        oid = f"peek-{os.getpid()}@{time.time_ns() // 1000}"
+        syn = wire.encode(int(wire.Kind.EVENT), 1, 0, oid.split("@")[0], "$gossip",
+                          {"t": "syn", "from": oid.split("@")[0], "digest": {oid: [1, 0, address, False]}})
+        found: dict[str, bool] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out.send(syn)  # again until answered: the node drops what it sends before it is connected to us
+            if not inbox.poll(200):
+                continue
+            frames = inbox.recv_multipart()
+            for env in wire.decode(frames[-1], 64 * 1024 * 1024):
+                body = env[6]
+                if isinstance(body, dict) and body.get("t") == "ack":
+                    for origin, _base, _upto, entries in body.get("delta") or []:
+                        if origin.startswith(body.get("from", "?") + "@"):
+                            found.update({e[0]: e[5] for e in entries})
+                    out.send(wire.encode(int(wire.Kind.EVENT), 2, 0, oid.split("@")[0], "$gossip",
+                                         {"t": "syn", "from": oid.split("@")[0], "digest": {oid: [2, 0, address, True]},
+                                          "left": True}))
+                    return found
+        raise AssertionError(f"no gossip answer from {node_address} within {timeout} s")
+    finally:
+        inbox.close()
+        out.close()
+
+
+MALFORMED = [  # (fields of an intent_propose, what the error must name)
+    ({"id": "x" * 120_000}, "intention id"),  # with its listing, within what the shared state takes
+    ({"id": 5}, "intention id"),
+    ({"claims": "db"}, "claims"),
+    ({"claims": []}, "claims"),
+    ({"claims": ["c" * 1000]}, "claims"),
+    ({"claims": [f"c{i}" for i in range(1000)]}, "claims"),
+    ({"claims": {"db": 1}}, "claims"),
+    ({"priority": "high"}, "priority"),
+    ({"window": float("nan")}, "window"),
+    ({"window": 1e9}, "window"),
+    ({"hold": 0}, "hold"),
+    ({"hold": 10 ** 12}, "hold"),
+    ({"proposer": ["p"] * 1000}, "proposer"),
+    ({"action": {b"bytes key": 1}}, "action"),
+]
+
+
+@pytest.mark.timeout(90)
+def test_a_malformed_proposal_is_refused_with_its_reason_and_leaves_nothing_in_the_shared_state(start_node):
+    import mesh
+
+    node = start_node(name="a")
+    client = node.client()
+    wait_until(lambda: node.status()["leader"] == "a", 20, "a to lead")
+    before = origin_entries(node.address)
+
+    for i, (fields, named) in enumerate(MALFORMED):
+        request = {"id": f"bad-{i}", "claims": ["db"], "priority": 0, "window": 0.5, "hold": 5.0, "proposer": "p",
+                   "action": "x", **fields}
+        with pytest.raises(mesh.WireError) as refused:
+            client.control("intent_propose", 10, **request)
+        message = str(refused.value)
+        assert "bad intention" in message and named in message and len(message) < 400, (fields.keys(), message)
+
+    assert client.control("intents")["intents"] == []
+    after = origin_entries(node.address)
+    written = sorted(k[:60] for k in after.keys() - before.keys())
+    assert written == [], f"refused proposals wrote {written} to the shared state"
+    # A good proposal still goes through, and its listing is small whatever it claims.
+    claims = [f"{i:03d}" + "c" * 400 for i in range(256)]
+    answer = client.control("intent_propose", 10, id="good", claims=claims, priority=0, window=0.5, hold=5.0,
+                            proposer="p", action="x" * 100_000)
+    assert answer["outcome"] == "approved", answer
+    (listed,) = client.control("intents")["intents"]
+    assert listed["claims_count"] == 256 and len(json.dumps(listed)) < 5000
+    client.control("intent_done", id="good")
+    assert client.control("intents")["intents"] == []
+
+
+@pytest.mark.timeout(120)
+def test_a_node_keeps_at_most_a_bounded_number_of_intentions_and_refuses_more_with_the_reason(start_node):
+    from mesh.errors import from_wire
+    from mesh.runtime.intents import MAX_KEPT
+
+    node = start_node(name="a")
+    wait_until(lambda: node.status()["leader"] == "a", 20, "a to lead")
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(node.address)
+    total = MAX_KEPT + 20
+    try:
+        for i in range(total):  # all at once: each is kept (pending, then held for a minute)
+            sock.send(wire.encode(int(wire.Kind.CONTROL), i + 1, 0, "flooder", "$node",
+                                  {"op": "intent_propose", "id": f"i{i}", "claims": [f"r{i}"], "priority": 0,
+                                   "window": 10.0, "hold": 60.0, "proposer": "p", "action": "x"}))
+        answers: dict[int, object] = {}
+        deadline = time.monotonic() + 90
+        while len(answers) < total and time.monotonic() < deadline:
+            if sock.poll(1000):
+                env = wire.decode_one(sock.recv())
+                answers[env[3]] = env[6] if env[1] == int(wire.Kind.REPLY) else from_wire(env[6])
+    finally:
+        sock.close()
+    assert len(answers) == total, f"{len(answers)} of {total} answered"
+    approved = [a for a in answers.values() if isinstance(a, dict) and a.get("outcome") == "approved"]
+    refused = [a for a in answers.values() if isinstance(a, Exception)]
+    assert len(approved) == MAX_KEPT and len(refused) == 20, (len(approved), refused[:1])
+    assert all(f"keeps {MAX_KEPT} intentions already" in str(e) for e in refused), refused[0]
+    assert len(node.client().control("intents")["intents"]) == MAX_KEPT

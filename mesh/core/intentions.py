@@ -136,6 +136,8 @@ MAX_CLAIM = 500  #: characters in a claim
 MAX_CLAIMS = 256  #: claims per intention
 MAX_REPORT = 8  #: intentions named in one refusal
 MAX_WHY = 300  #: characters of a refusal's ``why``
+MAX_WINDOW = 300.0  #: seconds: the longest window a proposal may ask for (and a voter's default)
+MAX_HOLD = 3600.0  #: seconds: the longest hold a proposal may ask for (and a voter's default)
 
 _FINISHED = "the intention was already finished (released, objected or expired)"
 _NO_PROMISE = "no promise to commit (it was revoked, expired, or lost in a restart)"
@@ -208,6 +210,40 @@ def _report(x: object) -> dict | None:
             return None
         out[(proposer, iid)] = out.get((proposer, iid), frozenset()) | claims
     return out
+
+
+def _shown(x: object) -> str:
+    """A value from outside, as an error message may quote it: short, whatever its size."""
+    if type(x) is str:
+        return repr(x[:40]) + (f" ({len(x)} characters)" if len(x) > 40 else "")
+    if type(x) in (int, float, bool) or x is None:
+        return repr(x)[:40]
+    return f"a {type(x).__name__}"
+
+
+def check_proposal(intention_id: object, claims: object, priority: object, timestamp: object, window: object,
+                   hold: object, *, settle: float = 0.0, max_window: float = MAX_WINDOW,
+                   max_hold: float = MAX_HOLD) -> frozenset:
+    """What a proposal must be, checked before anything of it is kept or sent anywhere: returns
+    its claims as a frozenset; raises ValueError naming the first field that is wrong (quoting
+    at most a few dozen characters of it, whatever its size)."""
+    if not _text(intention_id):
+        raise ValueError(f"an intention id must be a string of 1 to {MAX_ID} characters, not {_shown(intention_id)}")
+    if type(claims) not in (list, tuple, set, frozenset):
+        raise ValueError(f"claims must be a list of strings, not {_shown(claims)}")
+    checked = _claims(list(claims))
+    if checked is None:
+        raise ValueError(f"claims must be 1 to {MAX_CLAIMS} non-empty strings of at most {MAX_CLAIM} characters"
+                         f" ({len(claims)} given)")
+    for label, value in (("priority", priority), ("timestamp", timestamp)):
+        if not _number(value):
+            raise ValueError(f"{label} must be a finite number, not {_shown(value)}")
+    if not _positive(hold) or hold > max_hold:
+        raise ValueError(f"hold must be a number of seconds above 0 and at most {max_hold:g}, not {_shown(hold)}")
+    if not _positive(window) or window <= settle or window > max_window:
+        raise ValueError(f"window must be a number of seconds above settle ({settle:g}) and at most {max_window:g},"
+                         f" not {_shown(window)}")
+    return checked
 
 
 def _reported(entries: dict) -> list:
@@ -505,22 +541,9 @@ class IntentionProposer:
         seconds. If approved it is held for ``hold`` seconds at most. Raises ValueError for
         bad arguments or an id still in use (ids must never be reused)."""
         self._advance(now)
-        if not _text(intention_id):
-            raise ValueError(f"an intention id must be a string of 1 to {MAX_ID} characters, not {intention_id!r}")
+        claims = check_proposal(intention_id, claims, priority, timestamp, window, hold, settle=self.settle)
         if intention_id in self._proposals:
-            raise ValueError(f"intention {intention_id!r} is still in use; ids must never be reused")
-        if isinstance(claims, str):
-            raise ValueError("claims must be a collection of strings, not one string")
-        claims = _claims(list(claims)) if claims is not None else None
-        if claims is None:
-            raise ValueError(f"claims must be 1 to {MAX_CLAIMS} non-empty strings of at most {MAX_CLAIM} characters")
-        for label, value in (("priority", priority), ("timestamp", timestamp)):
-            if not _number(value):
-                raise ValueError(f"{label} must be a finite number, not {value!r}")
-        if not _positive(hold):
-            raise ValueError(f"hold must be a positive number of seconds, not {hold!r}")
-        if not _positive(window) or window <= self.settle:
-            raise ValueError(f"window must be a number of seconds greater than settle ({self.settle!r}), not {window!r}")
+            raise ValueError(f"intention {_shown(intention_id)} is still in use; ids must never be reused")
         p = _Proposal(Intention(intention_id, self.name, claims, priority, timestamp), window, hold, self.now,
                       self.now + window, next_retry=self.now + self.retry)
         self._proposals[intention_id] = p
@@ -536,6 +559,14 @@ class IntentionProposer:
         if p.phase == HELD:
             return self._close(p)
         return self._decide(p, WITHDRAWN, ["withdrawn by its proposer before it was decided"])
+
+    def in_use(self, intention_id: object) -> bool:
+        """Whether ``intention_id`` names an intention this proposer still keeps (its id is taken)."""
+        return isinstance(intention_id, str) and intention_id in self._proposals
+
+    def kept(self) -> int:
+        """How many intentions it keeps now: pending, held, or closing (releases not confirmed yet)."""
+        return len(self._proposals)
 
     def holding(self, now: float) -> dict[str, float]:
         """The intentions held at ``now``, each with its hold deadline."""

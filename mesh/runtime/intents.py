@@ -42,14 +42,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.effects import Event, Send
-from ..core.intentions import APPROVED, PROPOSER_KINDS, VOTER_KINDS, IntentionProposer, IntentionVoter
-from ..errors import MeshError, NotLeader
+from ..core.intentions import (APPROVED, PROPOSER_KINDS, VOTER_KINDS, IntentionProposer, IntentionVoter, _shown,
+                                check_proposal)
+from ..errors import MeshError, NotLeader, ResourceError
 
 log = logging.getLogger("mesh.intents")
 
 INTENT_RECIPIENT = "$intent"
 INTENTS_PREFIX = "$intents/"  #: pending and held intentions, mesh-wide (for `mesh intents`)
 ESCALATIONS_PREFIX = "$escalations/"
+MAX_KEPT = 1000  #: intentions a node keeps at once for its agents (pending, held, closing); more are refused
+MAX_ESCALATIONS = 100  #: escalations a leader keeps waiting for a person at once; more are refused
+LISTED_CLAIMS = 16  #: claims shown in an intention's listing (``$intents/ID``), each cut to LISTED_CHARS
+LISTED_CHARS = 200
 
 
 # -- what users see ------------------------------------------------------------------------
@@ -216,6 +221,20 @@ class NodeIntents:
         if self.proposer is not None and self.proposer._proposals:
             return True
         return bool(self.voter is not None and self.voter._votes)
+
+    def check(self, iid: object, claims: object, priority: object, window: object, hold: object) -> list[str]:
+        """Everything :meth:`propose` would refuse, checked before anything of the proposal is written
+        anywhere: returns its claims, sorted. Raises NotLeader (no voters known yet), ValueError (a
+        field is wrong, or the id is taken) or ResourceError (this node keeps too many already)."""
+        if self.proposer is None:
+            raise NotLeader("no voters are known yet: intentions cannot be voted on")
+        claims = sorted(check_proposal(iid, claims, priority, 0.0, window, hold, settle=self.proposer.settle))
+        if self.proposer.in_use(iid):
+            raise ValueError(f"intention {_shown(iid)} is still in use; ids must never be reused")
+        if self.proposer.kept() >= MAX_KEPT:
+            raise ResourceError(f"node {self.name} keeps {MAX_KEPT} intentions already (pending or held), the most it"
+                                f" keeps: release some (done()) or wait for their holds to end")
+        return claims
 
     def propose(self, iid: str, claims: list, priority: float, window: float, hold: float) -> None:
         if self.proposer is None:

@@ -46,7 +46,8 @@ from ..spec import AgentSpec, NodeSpec, agent_from_wire, agent_to_wire
 from .budgets import Enforcer
 from .containment import become_subreaper, kill_descendants, sweep_orphans
 from .gossiper import GOSSIP_RECIPIENT, Gossiper
-from .intents import ESCALATIONS_PREFIX, INTENT_RECIPIENT, INTENTS_PREFIX, NodeIntents
+from .intents import (ESCALATIONS_PREFIX, INTENT_RECIPIENT, INTENTS_PREFIX, LISTED_CHARS, LISTED_CLAIMS, MAX_ESCALATIONS,
+                      NodeIntents)
 from .leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from ..topics import SUBS_PREFIX, check_topic
 from .resources import Resources, declared_resources
@@ -577,20 +578,31 @@ class Node:
             self.gossip._send_to(address, message, recipient=INTENT_RECIPIENT)
 
     def _op_intent_propose(self, body: dict, ident: bytes, corr: int, sender: str) -> object:
-        iid = _str(body, "id")
-        claims = body.get("claims")
-        if iid in self._intent_replies:
-            raise WireError(f"intention {iid!r} is already being decided")
-        try:  # listed first: a listing too big for the shared state refuses the proposal, nothing is held
-            self.gossip.write(INTENTS_PREFIX + iid, {"id": iid, "action": _short(body.get("action")), "claims": claims,
-                                                     "proposer": str(body.get("proposer"))[:200], "node": self.name,
-                                                     "priority": body.get("priority", 0), "state": "pending",
-                                                     "since": time.time()}, system=True)
+        # Everything is checked before anything is written: a refused proposal leaves nothing in
+        # the shared state (not even a tombstone), and a listing is small whatever was sent.
+        iid = body.get("id")
+        if isinstance(iid, str) and iid in self._intent_replies:
+            raise WireError(f"intention {iid[:200]!r} is already being decided")
+        priority, window, hold = body.get("priority", 0), body.get("window", 0.2), body.get("hold", 30.0)
+        proposer = body.get("proposer")
+        try:
+            claims = self.intents.check(iid, body.get("claims"), priority, window, hold)
+            if not isinstance(proposer, str):
+                raise ValueError(f"proposer must be an actor name, not a {type(proposer).__name__}")
+            action = _short(body.get("action"))
+        except (ValueError, TypeError, RecursionError) as exc:  # json.dumps: bytes keys, nesting
+            why = exc if isinstance(exc, ValueError) else f"action cannot be shown as JSON ({type(exc).__name__})"
+            raise WireError(f"bad intention: {why}") from None
+        listing = {"id": iid, "action": action, "claims": [c[:LISTED_CHARS] for c in claims[:LISTED_CLAIMS]],
+                   "claims_count": len(claims), "proposer": proposer[:200], "node": self.name, "priority": priority,
+                   "state": "pending", "since": time.time()}
+        try:  # listed first: a listing the shared state refuses refuses the proposal, nothing is held
+            self.gossip.write(INTENTS_PREFIX + iid, listing, system=True)
         except ValueError as exc:
             raise WireError(f"bad intention: {exc}") from None
         try:
-            self.intents.propose(iid, claims, body.get("priority", 0), body.get("window", 0.2), body.get("hold", 30.0))
-        except (ValueError, NotLeader) as exc:
+            self.intents.propose(iid, claims, priority, window, hold)
+        except (ValueError, NotLeader) as exc:  # checked above: not expected
             self.gossip.delete(INTENTS_PREFIX + iid, system=True)
             if isinstance(exc, NotLeader):
                 raise
@@ -642,9 +654,12 @@ class Node:
         iid = _str(body, "id")[:200]
         if iid in self._escalations:
             raise WireError(f"escalation {iid!r} is already waiting")
+        if len(self._escalations) >= MAX_ESCALATIONS:
+            raise ResourceError(f"{MAX_ESCALATIONS} escalations wait for a person already (the most the leader"
+                                f" {self.name} keeps): decide some (mesh intents, mesh approve/deny) first")
         raw = body.get("objections") if isinstance(body.get("objections"), list) else []
-        objections = [{"reason": str(o.get("reason", ""))[:500], "weight": o.get("weight", 1.0), "kind": str(o.get("kind"))[:20],
-                       "by": str(o.get("by", ""))[:200]} for o in raw[:50] if isinstance(o, dict)]
+        objections = [{"reason": str(o.get("reason", ""))[:500], "weight": _weight(o.get("weight", 1.0)),
+                       "kind": str(o.get("kind"))[:20], "by": str(o.get("by", ""))[:200]} for o in raw[:50] if isinstance(o, dict)]
         strategy = sum(float(o["weight"]) for o in objections if o["kind"] == "strategy"
                        and isinstance(o["weight"], (int, float)) and math.isfinite(o["weight"]))
         evidence = body.get("evidence", 1.0)
@@ -661,7 +676,7 @@ class Node:
         timeout = min(float(timeout), self.spec.escalation_timeout)
         claims = body.get("claims") if isinstance(body.get("claims"), list) else []
         self.gossip.write(ESCALATIONS_PREFIX + iid, {"id": iid, "action": _short(body.get("action")),
-                                                     "claims": [str(c)[:200] for c in claims[:100]],
+                                                     "claims": [str(c)[:LISTED_CHARS] for c in claims[:LISTED_CLAIMS]],
                                                      "proposer": str(body.get("proposer"))[:200],
                                                      "objections": objections, "evidence": evidence, "state": "pending",
                                                      "leader": self.name, "since": time.time()}, system=True)
@@ -1459,6 +1474,11 @@ class Node:
 
 
 _DEFERRING = ("acquire", "intent_propose", "intent_escalate")
+
+
+def _weight(value: object) -> float:
+    """An objection's weight as listed and summed: a finite number, else 0 (it counts for nothing)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
 
 def _short(value: object) -> object:
