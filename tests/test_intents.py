@@ -28,6 +28,17 @@ OBJECTOR = ('[[agents]]\nname = "critic"\nclass = "actors:Objector"\nnode = "a"\
             ' rewrite = { reason = "we agreed on a refactor instead", weight = 0.5, kind = "strategy" } } }\n')
 
 
+# How long a proposer waits for objections (and the vote). A decision comes as soon as every listener
+# has answered, so a generous window costs nothing on a quiet machine, and on a loaded one the critic's
+# objection still counts (with the default 0.3 s it could arrive too late, and the intention passed).
+WINDOW = 10.0
+
+
+def running(node, name: str, timeout: float = 30.0) -> None:
+    wait_until(lambda: any(x["name"] == name and x["state"] == "running" for x in node.status()["agents"]), timeout,
+               f"{name} running")
+
+
 def two_nodes(start_node, agents_a: str, extra_a: str = "", agents_b: str = ""):
     a = start_node(agents_a, name="a", node_extra=extra_a, wait=False)
     wait_until(lambda: a.status(), 15, "a")
@@ -65,21 +76,22 @@ def test_objections_arrive_with_their_reasons_and_escalations_go_to_the_leader(s
     a, b = two_nodes(start_node, OBJECTOR, agents_b=contenders(tmp_path / "j", 1))
     client = a.client()
     wait_until(lambda: client.control("intent_listeners")["actors"] == ["critic"], 20, "the critic listening")
+    running(a, "c")
     ref = client.actor("c")
-    d = ref.ask({"propose": "drop-table", "claims": ["db:users"]}, timeout=10)
+    d = ref.ask({"propose": "drop-table", "claims": ["db:users"], "window": WINDOW}, timeout=30)
     assert d["outcome"] == "objected" and d["decided_by"] == "weights"
     assert d["objections"] == [["critic", "backups not verified", 2.0, "finding"]]
     assert any("weigh 2 against evidence 1" in r for r in d["reasons"])
     # With stronger evidence the same intention is approved, the objection overruled but listed.
-    d = ref.ask({"propose": "drop-table", "claims": ["db:users"], "evidence": 3.0}, timeout=10)
+    d = ref.ask({"propose": "drop-table", "claims": ["db:users"], "evidence": 3.0, "window": WINDOW}, timeout=30)
     assert d["outcome"] == "approved" and d["objections"][0][1] == "backups not verified"
     # A strategy disagreement is escalated, and the leader (a) decides.
-    d = ref.ask({"propose": "rewrite", "claims": ["repo:app"]}, timeout=10)
+    d = ref.ask({"propose": "rewrite", "claims": ["repo:app"], "window": WINDOW}, timeout=30)
     assert d["escalated"] and d["outcome"] == "approved" and d["decided_by"] == "leader a"
-    d = ref.ask({"propose": "rewrite", "claims": ["repo:app"], "evidence": 0.25}, timeout=10)
+    d = ref.ask({"propose": "rewrite", "claims": ["repo:app"], "evidence": 0.25, "window": WINDOW}, timeout=30)
     assert d["escalated"] and d["outcome"] == "objected" and "0.25 < strategy objections 0.5" in d["reasons"][-1]
     # Without objections: approved by the vote alone.
-    d = ref.ask({"propose": "read", "claims": ["repo:app"]}, timeout=10)
+    d = ref.ask({"propose": "read", "claims": ["repo:app"], "window": WINDOW}, timeout=30)
     assert d == {"outcome": "approved", "reasons": [], "escalated": False, "decided_by": "vote", "objections": []}
 
 
@@ -96,12 +108,13 @@ def test_mesh_approve_and_deny_decide_escalations(human_mesh):
     a, b = human_mesh
     client = b.client()
     wait_until(lambda: client.control("intent_listeners")["actors"] == ["critic"], 20, "the critic listening")
+    running(b, "c")
     ref = client.actor("c")
     for verb, outcome in (("approve", "approved"), ("deny", "objected")):
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(ref.ask, {"propose": "rewrite", "claims": ["repo:app"]}, 40)
+            pending = pool.submit(ref.ask, {"propose": "rewrite", "claims": ["repo:app"], "window": WINDOW}, 60)
             listed = wait_until(lambda: json.loads(run_cli("intents", "--json", "--node", b.address).stdout)["escalations"],
-                                20, "the escalation listed")
+                                40, "the escalation listed")
             (esc,) = listed
             assert esc["proposer"] == "c" and esc["objections"][0]["reason"] == "we agreed on a refactor instead"
             table = run_cli("intents", "--node", b.address).stdout
@@ -111,10 +124,10 @@ def test_mesh_approve_and_deny_decide_escalations(human_mesh):
             assert "1 escalated" in run_cli("status", "--node", a.address).stdout
             res = run_cli(verb, esc["id"], "--node", b.address)
             assert res.returncode == 0, res.stderr
-            d = pending.result(timeout=20)
+            d = pending.result(timeout=40)
         assert d["escalated"] and d["outcome"] == outcome and d["decided_by"].startswith("human")
     res = run_cli("approve", "nope", "--node", b.address)
-    assert res.returncode == 1 and "no escalation 'nope'" in res.stderr
+    assert res.returncode == 1 and "UnknownEscalation: no escalation 'nope'" in res.stderr
 
 
 # --------------------------------------------------------------------------- malformed proposals
