@@ -142,5 +142,32 @@ def test_a_slow_actor_flooded_with_large_tells_pushes_back_in_bytes(start_node):
     # The documented bounds (README "Mailboxes"): per channel the sender queues at most
     # send_bytes (32 MiB) and the receiver mailbox_bytes (32 MiB) plus one frame (4 MiB)
     # per sender. Baselines: an interpreter with mesh imported is under 80 MB.
+    print(f"\nflood {seconds} s of 100 KB tells: {result['told']} accepted, {result['full']} MailboxFull "
+          f"(longest {result['longest_full_s']:.2f} s), client peak RSS {result['peak_rss'] / MiB:.1f} MiB, "
+          f"agent RSS {agent_base / MiB:.1f} -> peak {peak_agent / MiB:.1f} MiB")
     assert result["peak_rss"] < 80 * MiB + 32 * MiB + 64 * MiB, result
     assert peak_agent - agent_base < 32 * MiB + 4 * MiB + 64 * MiB, (peak_agent, agent_base)
+
+
+
+@pytest.mark.timeout(10)
+def test_mailbox_bytes_is_a_size_in_the_spec_and_a_bad_one_names_its_key():
+    from mesh.spec import agent_from_wire, agent_to_wire, parse_spec
+
+    spec = parse_spec({"agents": [{"name": "a", "class": "m:C", "mailbox_bytes": "1MiB"}]})
+    assert spec.agents[0].mailbox_bytes == MiB
+    assert agent_from_wire(agent_to_wire(spec.agents[0], spec), "test")[0].mailbox_bytes == MiB
+    assert parse_spec({"agents": [{"name": "a", "class": "m:C"}]}).agents[0].mailbox_bytes == 32 * MiB
+    with pytest.raises(mesh.SpecError, match=r"agents\[0\]\.mailbox_bytes.*between 1 KiB and 1 GiB"):
+        parse_spec({"agents": [{"name": "a", "class": "m:C", "mailbox_bytes": 100}]})
+
+
+@pytest.mark.timeout(60)
+def test_a_channel_queues_as_many_frames_of_the_peers_limit_as_fit_in_send_bytes(echo_node):
+    client = echo_node.client(send_bytes=MiB)
+    endpoint = client.endpoint_of("echo")
+    ch = client.channel(endpoint)
+    assert ch.sock.getsockopt(zmq.SNDHWM) == 1  # a 4 MiB frame limit: one frame (never zero)
+    big = echo_node.client(send_bytes=40 * MiB, hwm=5)
+    assert big.channel(big.endpoint_of("echo")).sock.getsockopt(zmq.SNDHWM) == 5  # hwm still caps it
+    assert client.actor("echo").ask("still answers") == "still answers"
