@@ -232,3 +232,17 @@ def env_with(**extra: str) -> dict:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+# The fast subset (README, "Testing"): `pytest -m fast` runs the modules that start no process (the
+# pure state machines, the codec, specs, the simulator) without their many-seed simulations.
+FAST_MODULES = {"test_budget_core", "test_conductor", "test_election", "test_failure_detector", "test_gossip",
+                "test_intentions_core", "test_placement", "test_pools_core", "test_restart_policy", "test_sim",
+                "test_spec", "test_wire"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if getattr(item, "module", None) else ""
+        if (module in FAST_MODULES and "many_seeds" not in item.name) or item.get_closest_marker("fast_check"):
+            item.add_marker(pytest.mark.fast)

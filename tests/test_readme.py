@@ -134,6 +134,7 @@ BLOCKS = readme_blocks()
 # --------------------------------------------------------------------------- the rules themselves
 
 
+@pytest.mark.fast_check
 def test_every_block_has_a_language_that_runs_and_skips_are_rare_and_explained():
     assert len(BLOCKS) > 20
     for block in BLOCKS:
@@ -142,15 +143,19 @@ def test_every_block_has_a_language_that_runs_and_skips_are_rare_and_explained()
     assert all(len(b.skip) > 10 for b in skipped), "a skipped block says why"
     assert len(skipped) <= MAX_SKIPS, f"{len(skipped)} blocks are skipped: {[b.where for b in skipped]}"
     text = README.read_text()
-    assert text.count("readme-test:") == sum(1 for b in BLOCKS if b.skip or b.first), \
+    comments = [line for line in text.splitlines() if re.match(r"\s*<!--\s*readme-test:", line)]
+    assert len(comments) == sum(1 for b in BLOCKS if b.skip or b.first), \
         "a readme-test comment that is not right before a block does nothing"
+    assert all(DIRECTIVE.fullmatch(line.strip()) for line in comments), "readme-test: skip: REASON or first: COMMAND"
 
 
+@pytest.mark.fast_check
 def test_every_module_docstring_example_is_known():
     found = {b.file for b in docstring_blocks()}
     assert found == set(DOCSTRINGS), "list each module whose docstring has a :: block in DOCSTRINGS"
 
 
+@pytest.mark.fast_check
 def test_every_file_a_block_names_exists():
     named = re.compile(r"(?<![\w/.])((?:nodes|examples|benchmarks|tests|mesh)/[\w/.-]+\.(?:toml|py))")
     for block in BLOCKS + docstring_blocks():
@@ -158,6 +163,7 @@ def test_every_file_a_block_names_exists():
             assert (ROOT / path).exists(), f"{block.where}: {path} does not exist"
 
 
+@pytest.mark.fast_check
 def test_every_node_file_is_a_valid_spec_whose_classes_take_their_config():
     from mesh.spec import load_spec
 
@@ -169,6 +175,7 @@ def test_every_node_file_is_a_valid_spec_whose_classes_take_their_config():
         check_config(spec)
 
 
+@pytest.mark.fast_check
 @pytest.mark.parametrize("block", [b for b in BLOCKS + docstring_blocks() if b.lang == "toml"], ids=lambda b: b.where)
 def test_a_toml_block_is_a_valid_spec(block):
     spec = parse_spec(tomllib.loads(block.source), file=block.where, base_dir=ROOT / "nodes")
@@ -192,6 +199,7 @@ def _module_exists(name: str) -> bool:
         return False
 
 
+@pytest.mark.fast_check
 @pytest.mark.parametrize("block", [b for b in BLOCKS + docstring_blocks() if b.lang == "python"], ids=lambda b: b.where)
 def test_every_mesh_call_in_a_python_block_matches_the_api(block):
     """Also the calls that do not run here (a script's entry point, handler code)."""
