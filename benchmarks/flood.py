@@ -38,7 +38,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -172,7 +171,11 @@ JUNK = [
 ]
 
 
-def raw_tcp_garbage(endpoints: list[str], deadline: float, sent: dict) -> None:
+def raw_tcp_garbage(endpoints: list[str], seconds: float, counts: "mp.Queue") -> None:
+    """Open TCP connections that send bytes that are not ZMTP, then reset them (a process of its own,
+    so that it never holds the measuring client's interpreter lock)."""
+    deadline = time.monotonic() + seconds
+    sent: dict[str, int] = {}
     i = 0
     while time.monotonic() < deadline:
         endpoint = endpoints[i % len(endpoints)]
@@ -186,6 +189,7 @@ def raw_tcp_garbage(endpoints: list[str], deadline: float, sent: dict) -> None:
         sent["raw tcp garbage"] = sent.get("raw tcp garbage", 0) + 1
         i += 1
         time.sleep(0.002)
+    counts.put(("raw", sent))
 
 
 # -- the run ---------------------------------------------------------------------------------------------
@@ -241,8 +245,7 @@ def flood(address: str, node_proc: subprocess.Popen, *, seconds: float, workers:
             p.start()
             floods.append((where, p))
     deadline = time.monotonic() + seconds
-    raw_sent: dict = {}
-    raw = threading.Thread(target=raw_tcp_garbage, args=([address, agent_endpoint], deadline, raw_sent), daemon=True)
+    raw = ctx.Process(target=raw_tcp_garbage, args=([address, agent_endpoint], seconds, counts), daemon=True)
     raw.start()
 
     lat = {"node": [], "agent": []}
@@ -271,18 +274,19 @@ def flood(address: str, node_proc: subprocess.Popen, *, seconds: float, workers:
                     failures[where].append(f"{type(exc).__name__}: {exc}")
         time.sleep(max(0.0, min(next_ask, next_sample) - time.monotonic()))
     sent = {"node": {}, "agent": {}}
-    for where, p in floods:
+    raw_sent: dict = {}
+    for where, p in [*floods, ("raw", raw)]:
         p.join(30)
         if p.is_alive():
             p.kill()
-    for _ in floods:
+    for _ in range(len(floods) + 1):
         try:
             where, got = counts.get(timeout=5)
         except Exception:
             continue
+        into = raw_sent if where == "raw" else sent[where]
         for k, v in got.items():
-            sent[where][k] = sent[where].get(k, 0) + v
-    raw.join(5)
+            into[k] = into.get(k, 0) + v
     sent["raw tcp connections, both"] = raw_sent.get("raw tcp garbage", 0)
 
     final = client.status()
@@ -344,8 +348,9 @@ def print_table(r: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=300.0)
-    ap.add_argument("--workers", type=int, default=2, help="flooding processes per target")
-    ap.add_argument("--connections", type=int, default=2, help="DEALERs per flooding process")
+    ap.add_argument("--workers", type=int, default=1, help="flooding processes per target (default 1: with the raw TCP "
+                    "one, three flooders at full speed on two cores)")
+    ap.add_argument("--connections", type=int, default=4, help="DEALERs per flooding process (default 4)")
     ap.add_argument("--reconnect", type=float, default=10.0, help="seconds between fresh connections")
     ap.add_argument("--rate", type=float, default=20.0, help="legit asks per second, per target")
     ap.add_argument("--json", action="store_true")
