@@ -256,8 +256,8 @@ class MemoryHog(mesh.Actor):
 class BusyLoop(mesh.Actor):
     """Burns CPU in a thread (and, with ``child``, in a forked child process too) while answering asks."""
 
-    def __init__(self, child: bool = False, own: bool = True):
-        self.child, self.own = child, own
+    def __init__(self, child: bool = False, own: bool = True, session: bool = False):
+        self.child, self.own, self.session = child, own, session  # session: the child calls setsid()
         self.proc = None
 
     def on_start(self):
@@ -268,7 +268,7 @@ class BusyLoop(mesh.Actor):
         if self.own:
             threading.Thread(target=self._burn, daemon=True).start()
         if self.child:
-            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=self.session)
 
     @staticmethod
     def _burn():

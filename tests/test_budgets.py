@@ -69,12 +69,13 @@ def test_a_memory_hog_is_ended_within_a_second_of_crossing_its_budget_and_restar
     assert "budget kills 2" in table and "/256MB" in table
 
 
-@pytest.mark.parametrize("child", [False, True], ids=["own-thread", "forked-child"])
-def test_a_busy_loop_is_throttled_to_its_cpu_budget_and_keeps_answering(start_node, child):
+@pytest.mark.parametrize(("child", "session"), [(False, False), (True, False), (True, True)],
+                         ids=["own-thread", "forked-child", "setsid-child"])
+def test_a_busy_loop_is_throttled_to_its_cpu_budget_and_keeps_answering(start_node, child, session):
     own = "false" if child else "true"
     node = start_node(
         f'[[agents]]\nname = "busy"\nclass = "actors:BusyLoop"\nbudget = {{ cpu = 0.25 }}\n'
-        f'config = {{ child = {str(child).lower()}, own = {own} }}\n'
+        f'config = {{ child = {str(child).lower()}, own = {own}, session = {str(session).lower()} }}\n'
     )
     ref = node.client().actor("busy")
     info = ref.ask({}, timeout=5)
@@ -88,7 +89,7 @@ def test_a_busy_loop_is_throttled_to_its_cpu_budget_and_keeps_answering(start_no
         answered += 1
         time.sleep(0.2)
     average = (tree_cpu(info["pid"]) - start_cpu) / (time.monotonic() - start)
-    how = "forked child" if child else "own thread"
+    how = ("setsid child" if session else "forked child") if child else "own thread"
     print(f"\ncpu budget 0.25 ({how}): {average:.3f} cores over 5 s, {answered} asks answered")
     assert 0.20 <= average <= 0.30, average
     st = node.agent("busy")

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from ..core.budget import CpuThrottle, MemoryCheck
+from .containment import descendants
 
 log = logging.getLogger("mesh.budgets")
 
@@ -101,7 +102,7 @@ class Enforcer:
             if t is None:
                 return None
             if t.stopped:
-                _signal_group(t.pid, signal.SIGCONT)
+                _signal_tree(t, signal.SIGCONT)
             return t.reason
 
     def info(self, name: str) -> dict:
@@ -125,7 +126,7 @@ class Enforcer:
             self._closed = True
             for t in self._agents.values():
                 if t.stopped:
-                    _signal_group(t.pid, signal.SIGCONT)
+                    _signal_tree(t, signal.SIGCONT)
                     t.stopped = False
             self._agents.clear()
         self._wake.set()
@@ -154,20 +155,7 @@ class Enforcer:
                 self._wake.clear()
 
     def _tree(self, t: Tracked, now: float) -> None:
-        pids = {t.pid}
-        frontier = [t.pid]
-        while frontier:
-            pid = frontier.pop()
-            try:
-                for tid in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{tid}/children") as f:
-                        for child in f.read().split():
-                            c = int(child)
-                            if c not in pids:
-                                pids.add(c)
-                                frontier.append(c)
-            except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
-                continue
+        pids = {t.pid, *descendants(t.pid)}
         for pid in list(t.procs):
             if pid not in pids:
                 del t.procs[pid]
@@ -183,7 +171,7 @@ class Enforcer:
         self.samples += 1
         if t.killing_since is not None:
             if now - t.killing_since >= MEMORY_GRACE_S:
-                _signal_group(t.pid, signal.SIGKILL)
+                _signal_tree(t, signal.SIGKILL)
                 t.next_sample = now + IDLE_SAMPLE_S
             else:
                 t.next_sample = t.killing_since + MEMORY_GRACE_S
@@ -217,8 +205,8 @@ class Enforcer:
                 t.killing_since = now
                 if t.stopped:
                     t.stopped = False
-                _signal_group(t.pid, signal.SIGCONT)
-                _signal_group(t.pid, signal.SIGTERM)
+                _signal_tree(t, signal.SIGCONT)
+                _signal_tree(t, signal.SIGTERM)
                 self.on_event(f"{t.name}: {reason}; ending it")
                 t.memory_bytes = memory
                 t.peak_memory = max(t.peak_memory, memory)
@@ -234,7 +222,7 @@ class Enforcer:
                 return
             verdict = t.throttle.sample(now, cpu_total)
             if verdict.stop != t.stopped:
-                _signal_group(t.pid, signal.SIGSTOP if verdict.stop else signal.SIGCONT)
+                _signal_tree(t, signal.SIGSTOP if verdict.stop else signal.SIGCONT)
                 t.stopped = verdict.stop
             t.next_sample = min(verdict.next_check, now + SAMPLE_S) if not verdict.stop else verdict.next_check
         elif t.memory is not None:
@@ -254,8 +242,17 @@ class Enforcer:
         return total
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def _signal_tree(t: Tracked, sig: int) -> None:
+    """Signal the agent's process group and every process of its tree as last read: a descendant
+    in a session of its own (setsid) is outside the group but still in the tree (the agent is
+    its subreaper), and is throttled, resumed and ended with the rest."""
     try:
-        os.killpg(pgid, sig)
+        os.killpg(t.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+    for pid, proc in list(t.procs.items()):
+        if pid != t.pid:
+            try:
+                proc.send_signal(sig)  # psutil checks the pid was not reused since the tree was read
+            except psutil.Error:
+                pass
