@@ -180,6 +180,7 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
         on_tick=view.render if view else None,
         join=tuple(node_address(a) for a in join),
         advertise=node_address(advertise) if advertise else None,
+        own_process=True,
     )
     try:
         node.run()

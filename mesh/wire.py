@@ -44,7 +44,7 @@ import gc
 
 import msgpack
 
-from .errors import WireError
+from .errors import WireError, to_wire
 
 VERSION = 1
 
@@ -276,6 +276,30 @@ def _unpack_in_chunks(frame, n: int, per: int, count, pairs_hook, too_dense, bui
         if unpacker.tell() != n:
             raise WireError(f"undecodable frame: {n - unpacker.tell()} bytes follow the value")
         return obj
+
+
+_ANSWERED = frozenset((2, 5, 7))  # ASK, CONTROL, TELL_ACK: someone waits for an answer
+_HEAD_BYTES = 1024
+
+
+def refusal(frame, exc: WireError, msg_id: int, sender: str) -> bytes | None:
+    """The FAIL answer to a refused frame that opens like one envelope someone waits on (an ask, a
+    control request, an acknowledged tell), read from its first bytes without decoding its body: the
+    sender learns at once why (say, a body too dense), instead of waiting out its timeout. None when
+    the frame does not open like such an envelope (garbage is not answered)."""
+    unpacker = msgpack.Unpacker(max_buffer_size=_HEAD_BYTES, raw=False, max_ext_len=0, max_array_len=16,
+                                max_map_len=0, max_str_len=256, max_bin_len=0)
+    try:
+        unpacker.feed(memoryview(frame)[:_HEAD_BYTES])
+        if unpacker.read_array_header() not in (7, 8):
+            return None
+        version, kind, asked_id, _corr_id, asker, _recipient = (unpacker.unpack() for _ in range(6))
+    except Exception:  # anything odd in the head: not worth an answer
+        return None
+    if (version != VERSION or type(kind) is not int or kind not in _ANSWERED or type(asked_id) is not int
+            or type(asker) is not str):
+        return None
+    return encode(Kind.FAIL, msg_id, asked_id, sender, asker, to_wire(exc))
 
 
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH,

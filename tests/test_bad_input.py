@@ -572,3 +572,23 @@ def test_a_burst_of_two_thousand_bad_frames_is_counted_and_a_good_ask_still_answ
     for where, text in (("node", mesh.node.log()), ("agent", agent_log)):
         lines = [line for line in text.splitlines() if "dropped a bad frame" in line]
         assert 1 <= len(lines) <= 20, f"the {where} logged {len(lines)} lines for {n} bad frames"
+
+
+@pytest.mark.timeout(60)
+def test_a_well_formed_ask_whose_large_body_is_too_dense_is_refused_at_once_and_the_asker_is_not_shed(echo_node):
+    # 100,000 one-item lists: 200 KB with one array per 2 bytes, denser than frames over 64 KiB may be.
+    dense = [[0]] * 100_000
+    client = echo_node.client(send_timeout=5)
+    echo = client.actor("echo")
+    started = time.monotonic()
+    with pytest.raises(WireError, match="arrays and maps"):
+        echo.ask(dense, timeout=30)
+    with pytest.raises(WireError, match="arrays and maps"):
+        client.control("ping", junk=dense, timeout=30)
+    # Told why at once (not an AskTimeout after 30 s), and the same connections are still served.
+    assert time.monotonic() - started < 25
+    for _ in range(3):
+        assert echo.ask({"n": 1}, timeout=5) == {"n": 1}
+        assert client.control("ping", timeout=5)["pid"] == echo_node.proc.pid
+    # A body as large but not as dense goes through.
+    assert echo.ask([[0, 1, 2]] * 60_000, timeout=10) == [[0, 1, 2]] * 60_000

@@ -8,11 +8,11 @@ parent exited: out of reach of the node and of the agent. Three pieces close tha
 * Every agent process is a *child subreaper* (``PR_SET_CHILD_SUBREAPER``): a
   descendant whose parent exits is re-parented to the agent, not to init. So while an
   agent lives, its process tree (read from ``/proc/PID/task/TID/children``) holds
-  everything it started, whatever session or group they moved to. The agent reaps
-  the zombies of the processes it adopted (:class:`Adopter`).
+  everything it started, whatever session or group they moved to (see the price of
+  that at the end).
 * The node is a child subreaper too: when an agent dies, what it started is
-  re-parented to the node. The node starts no process but its agents, so every
-  other child of the node is such an orphan, and :func:`sweep_orphans` kills and
+  re-parented to the node. A node run by ``mesh up`` starts no process but its
+  agents, so every other child of the node is such an orphan, and :func:`sweep_orphans` kills and
   reaps it (on every reap of an agent and at least once a second).
 * When the node is gone (SIGKILLed: nobody runs its clean-up), each agent notices
   (PDEATHSIG and its parent watch), stops, and ends its whole tree before it exits

@@ -187,6 +187,10 @@ class Node:
     join: tuple[str, ...] = ()  #: addresses of any members of the mesh to join
     advertise: str | None = None  #: the address other nodes use to reach this one
     gossip_config: GossipConfig | None = None
+    #: The process is the node's own (``mesh up``): it is a child subreaper, and every child that is
+    #: not one of its agents is an orphan of a dead agent, ended by the sweep. A node run inside
+    #: another program's process leaves that program's children alone.
+    own_process: bool = False
 
     def __post_init__(self) -> None:
         self.name = self.spec.name
@@ -311,6 +315,8 @@ class Node:
                 pass
         try:
             if self._meet_the_mesh():
+                if self.own_process:
+                    become_subreaper()  # what a dying agent leaves behind is re-parented here, and ended (_sweep)
                 self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {self.run_dir / 'logs'})")
                 self._serve()
         finally:
@@ -419,10 +425,33 @@ class Node:
         try:
             step(*args)
         except Exception:
-            now = time.monotonic()
-            if now - self._guard_logged.get(what, -1e9) >= 10.0:
-                self._guard_logged[what] = now
-                log.exception("node %s: %s step failed; carrying on", self.name, what)
+            self._log_failure(what, "step")
+
+    def _log_failure(self, what: str, of: str) -> None:
+        """Log the exception being handled, at most every 10 s per ``what``."""
+        now = time.monotonic()
+        if now - self._guard_logged.get(what, -1e9) >= 10.0:
+            self._guard_logged[what] = now
+            log.exception("node %s: %s %s failed; carrying on", self.name, what, of)
+
+    def _from_peer(self, ident: bytes, env: list) -> None:
+        """A gossip, election or intention message from another node. The machines ignore or refuse
+        what they cannot read; whatever still fails is counted as a bad frame and logged (rate-limited):
+        nothing a peer sends ends the node."""
+        what = env[5][1:]
+        try:
+            if env[5] == GOSSIP_RECIPIENT:
+                self.gossip.receive(env[4], env[6])
+            elif env[5] == ELECTION_RECIPIENT:
+                self.leadership.receive(env[4], env[6])
+            else:
+                self.intents.receive(env[4], env[6])
+                self._intent_events()
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            self.bad.record(ident, f"bad {what} message: {exc}")
+        except Exception as exc:
+            self.bad.record(ident, f"{what} message failed: {type(exc).__name__}")
+            self._log_failure(what, "message")
 
     # -- control requests ------------------------------------------------------------------
 
@@ -430,21 +459,16 @@ class Node:
         try:
             envelopes = wire.decode(frame, self.max_frame)
         except WireError as exc:
-            self.bad.record(ident, exc, len(frame))
+            answer = wire.refusal(frame, exc, next(self._ids), "$node") if len(frame) > wire.SMALL_FRAME else None
+            if answer is None:
+                self.bad.record(ident, exc, len(frame))
+            else:  # a well-formed request whose body was refused: told why, counted, not shed for the size
+                self.router.send_multipart((ident, answer))
+                self.bad.record(ident, exc)
             return
         for env in envelopes:
-            if env[1] == _EVENT and env[5] == GOSSIP_RECIPIENT:
-                try:
-                    self.gossip.receive(env[4], env[6])
-                except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-                    self.bad.record(ident, f"bad gossip message: {exc}")
-                continue
-            if env[1] == _EVENT and env[5] == ELECTION_RECIPIENT:
-                self.leadership.receive(env[4], env[6])  # the elector ignores what it cannot read
-                continue
-            if env[1] == _EVENT and env[5] == INTENT_RECIPIENT:
-                self.intents.receive(env[4], env[6])  # so do the intention machines
-                self._intent_events()
+            if env[1] == _EVENT and env[5] in _PEER_RECIPIENTS:
+                self._from_peer(ident, env)
                 continue
             if env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
                 self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
@@ -1303,8 +1327,6 @@ class Node:
                 self._spawn(inst, now)
 
     def _spawn(self, inst: Instance, now: float) -> None:
-        # What a dying agent leaves behind is re-parented to the node, which ends it (_sweep).
-        become_subreaper()
         spec = inst.spec
         env = dict(os.environ)
         env.update(
@@ -1395,6 +1417,8 @@ class Node:
 
     def _sweep(self) -> list[int]:
         """End the orphans of dead agents: every child of the node that is not an agent."""
+        if not self.own_process:
+            return []
         ended = sweep_orphans({i.popen.pid for i in self.instances.values() if i.popen is not None})
         if ended:
             self.on_event(f"ended {len(ended)} process(es) left behind by agents that exited (pids {ended[:10]})")
@@ -1474,6 +1498,7 @@ class Node:
 
 
 _DEFERRING = ("acquire", "intent_propose", "intent_escalate")
+_PEER_RECIPIENTS = frozenset((GOSSIP_RECIPIENT, ELECTION_RECIPIENT, INTENT_RECIPIENT))
 
 
 def _weight(value: object) -> float:

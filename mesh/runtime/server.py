@@ -248,7 +248,13 @@ class Server:
             try:
                 envelopes = decode(frame, max_bytes)
             except WireError as exc:
-                bad.record(ident, exc, len(frame))
+                answer = wire.refusal(frame, exc, next(ids), name) if len(frame) > wire.SMALL_FRAME else None
+                if answer is None:
+                    bad.record(ident, exc, len(frame))
+                else:  # a well-formed sender whose body was refused: told why, counted, not shed for the size
+                    send(ident, _SNDMORE)
+                    send(answer)
+                    bad.record(ident, exc)
                 continue
             for env in envelopes:
                 kind = env[1]
