@@ -535,7 +535,7 @@ def test_writing_a_reserved_key_raises_ReservedKey_and_the_cli_says_so_in_one_li
     assert state.get("$agents/echo")["node"] == "t"
 
     line = fails_in_one_line(cli("state", "set", "$jobs/1", "1", "--node", echo_node.address))
-    assert line.startswith("Error: ReservedKey: key '$jobs/1': keys starting with '$' belong to the runtime")
+    assert line.startswith("Error: ReservedKey: key '$jobs/1' is reserved: keys starting with '$' belong to the runtime")
 
 
 def test_approving_an_unknown_escalation_raises_UnknownEscalation(start_node, cli):

@@ -1515,7 +1515,7 @@ def _short(value: object) -> object:
 def _writable_key(body: dict) -> str:
     key = _str(body, "key")
     if key.startswith("$"):
-        raise ReservedKey(f"key {key[:200]!r}: keys starting with '$' belong to the runtime (readable, not writable);"
+        raise ReservedKey(f"key {key[:200]!r} is reserved: keys starting with '$' belong to the runtime (readable, not writable);"
                           " use a key without '$'")
     return key
 
