@@ -326,3 +326,169 @@ def test_tables_keyed_by_what_peers_send_stay_bounded():
     for i in range(2000):  # senders that are not members leave nothing behind
         node.step(f"q{i}", {"t": "syn", "from": f"q{i}", "digest": {}}, 1.0)
     assert not any(p.startswith("q") for p in node.peer_digest)
+
+
+# -- review of issue 10: members only from digests, density, rivals, joins, peer tables ----------------
+
+
+def _member(node: GossipNode, name: str, now: float, address: str = "", heartbeat: int = 1, version: int = 0) -> None:
+    """``name@1`` tells ``node`` of itself (a syn with its digest entry)."""
+    node.step(name, {"t": "syn", "from": name, "digest": {f"{name}@1": [heartbeat, version, address, False]}}, now)
+
+
+def _entry(key: str, value, version: int, now: float = 0.0) -> list:
+    from mesh.core.hlc import make as stamp
+
+    return [key, value, stamp(int(now * 1000)), "ghost", version, False]
+
+
+def test_pushes_from_a_non_member_create_no_members():
+    from mesh.core import gossip as g
+
+    node = GossipNode("a", 1, GossipConfig(), random.Random(1), 0.0)
+    for burst in range(3):  # what used to raise the member table past its cap, one slow step each
+        delta = [[f"m{burst}x{i}@1", 0, 1, [_entry("k", i, 1)]] for i in range(2000)]
+        node.step("ghost", {"t": "push", "from": "ghost", "delta": delta}, 1.0)
+    assert list(node.origins) == ["a@1"] and node.get("k") is None
+    # Digests introduce members, up to the cap.
+    for burst in range(3):
+        node.step("ghost", {"t": "syn", "from": "ghost",
+                            "digest": {f"d{burst}x{i}@1": [1, 0, "", False] for i in range(2000)}}, 1.0)
+    assert len(node.origins) == g.MAX_ORIGINS
+
+
+def test_entries_of_an_origin_a_digest_introduced_are_applied():
+    node = GossipNode("a", 1, GossipConfig(), random.Random(1), 0.0)
+    _member(node, "b", 0.0, "tcp://b:1", version=1)
+    node.step("b", {"t": "push", "from": "b", "delta": [["b@1", 0, 1, [_entry("k", "v", 1)]]]}, 0.5)
+    assert node.get("k") == "v" and node.origins["b@1"].max_version == 1
+
+
+def test_a_newer_incarnation_named_in_a_push_or_at_an_unknown_address_never_ends_the_live_member():
+    node = GossipNode("c", 1, GossipConfig(), random.Random(1), 0.0)
+    _member(node, "a", 0.0, "tcp://a:1")
+    node.step("x", {"t": "push", "from": "x", "delta": [["a@2", 0, 1, [_entry("k", "v", 1)]]]}, 0.1)
+    node.step("x", {"t": "syn", "from": "x", "digest": {"a@3": [1, 0, "", False]}}, 0.2)
+    assert node.origins["a@1"].state == "alive" and node.current()["a"].id == "a@1"
+    # A restart known at the same address still ends the former incarnation at once.
+    node.step("x", {"t": "syn", "from": "x", "digest": {"a@4": [1, 0, "tcp://a:1", False]}}, 0.3)
+    assert node.origins["a@1"].state == DEAD and node.origins["a@4"].state == "alive"
+    assert node.state_of(["a"]) is None and node.state_of(None) is None  # what runtime code reads from gossiped values
+
+
+def _wire_takes(message: dict) -> None:
+    """Raise WireError unless a peer's wire would take ``message`` (mesh.wire's default density rule)."""
+    from mesh import wire
+
+    wire.decode(wire.encode(int(wire.Kind.EVENT), 1, 0, "n0", "$gossip", message))
+
+
+def test_a_value_too_dense_to_ever_send_is_refused_at_set_naming_the_key_and_the_rule():
+    node = GossipNode("a", 1, GossipConfig(), random.Random(1), 0.0)
+    with pytest.raises(ValueError, match=r"'dense'.*too dense.*one array or map per 3 bytes"):
+        node.set("dense", [[0]] * 100_000, 0.0)  # 200 KB: under max_value_bytes
+    assert node.get("dense") is None and node.me.max_version == 0
+    node.set("fine", [[0]] * 10_000, 0.0)
+    node.set("pairs", [[i, i] for i in range(20_000)], 0.0)  # one array per 3-4 bytes: the rule's own example
+    assert node.me.max_version == 2
+
+
+def test_every_message_a_node_builds_is_one_its_peers_take_and_dense_values_still_spread():
+    cfg = GossipConfig(interval=0.1, dead_after=1.0, dead_grace=5.0, tombstone_grace=30.0)
+    sim, names = make_sim(17, config=cfg, loss=0.05, duplicate=0.0)
+    log: list = []
+    sizes = []
+    original_send = sim._send
+
+    def spy(src, dst, message):
+        _wire_takes(message)  # raises: the run stops at the first message a peer would refuse
+        sizes.append(sum(len(d[3]) for d in message.get("delta") or []))
+        original_send(src, dst, message)
+
+    sim._send = spy
+    sim.run(1.0)
+    for i in range(12):  # each value may be sent, a few of them together may not
+        write(sim, names[i % 2], f"dense/{i}", [[0]] * 20_000 if i % 3 else [[]] * 9_000, log)
+    write(sim, "n0", "after", "the dense values", log)
+    assert sim.run_until(lambda s: converged(s) and len(s.nodes["n4"].items("dense/")) == 12
+                         and s.nodes["n4"].get("after") == "the dense values", 60.0)
+    assert max(sizes) < 12  # deltas were cut to what fits
+
+
+def test_an_entry_from_a_peer_too_dense_to_send_on_is_not_kept():
+    node = GossipNode("a", 1, GossipConfig(), random.Random(1), 0.0)
+    _member(node, "b", 0.0, "tcp://b:1", version=2)
+    delta = [["b@1", 0, 2, [_entry("dense", [[]] * 60_000, 1), _entry("next", 1, 2)]]]
+    _wire_takes({"t": "push", "from": "b", "delta": delta})  # a small frame: the wire does not count it
+    node.step("b", {"t": "push", "from": "b", "delta": delta}, 0.5)
+    assert node.get("dense") is None and node.get("next") is None and node.origins["b@1"].max_version == 0
+
+
+def test_stale_heartbeats_of_a_dead_predecessor_from_different_peers_never_stop_a_restarted_node():
+    cfg = GossipConfig()
+    node = GossipNode("a", 4, cfg, random.Random(1), 100.0, address="tcp://a:2")  # a@1 was at tcp://a:1
+    for n in ("b", "c"):
+        _member(node, n, 100.0, f"tcp://{n}:1")
+    t = 100.0
+    for i in range(60):  # peers' views of the dead a@1 differ, and one of them catches up once
+        t += 0.2
+        hb = {"c": 46 if i < 3 else 50, "b": 50}
+        for peer in ("c", "b"):
+            node.step(peer, {"t": "syn", "from": peer, "digest": {
+                "a@1": [hb[peer], 3, "tcp://a:1", False], f"{peer}@1": [i + 2, 0, f"tcp://{peer}:1", False]}}, t)
+    assert node.name_taken is None
+    # A predecessor whose heartbeat keeps rising is live elsewhere: the newer incarnation yields.
+    for i in range(40):
+        t += 0.2
+        node.step("c", {"t": "syn", "from": "c", "digest": {"a@2": [10 + i, 3, "tcp://a:3", False]}}, t)
+    assert node.name_taken == ("a@2", "tcp://a:3")
+
+
+def _member_with_a_mesh() -> GossipNode:
+    node = GossipNode("a", 1, GossipConfig(), random.Random(1), 0.0, address="tcp://a:1")
+    node.step("m0", {"t": "syn", "from": "m0", "digest": {f"m{i}@1": [1, 0, f"tcp://m{i}:1", False] for i in range(100)}},
+              0.0)
+    _member(node, "b", 0.0, "tcp://b:1")
+    node.set("k1", 1, 0.0)  # written since: b lacks them
+    node.set("k2", 2, 0.0)
+    return node
+
+
+def test_a_join_answer_lists_only_the_incarnations_of_the_joiners_name_and_the_member_itself():
+    node = _member_with_a_mesh()
+    out = node.step("fresh", {"t": "syn", "from": "fresh", "join": True, "address": "tcp://f:1", "digest": {}}, 0.5)
+    (ack,) = [o.message for o in out if hasattr(o, "message")]
+    assert ack["live"] == {"a@1": "tcp://a:1"}
+    out = node.step("b", {"t": "syn", "from": "b", "join": True, "address": "tcp://b:2", "digest": {}}, 0.5)
+    (ack,) = [o.message for o in out if hasattr(o, "message")]
+    assert ack["live"] == {"b@1": "tcp://b:1", "a@1": "tcp://a:1"}
+
+
+def test_a_joiner_with_a_members_name_leaves_what_that_member_is_known_to_hold_alone():
+    node = _member_with_a_mesh()
+    assert node.peer_digest["b"].get("a@1", 0) == 0
+    # A joiner called "b" (an impostor, or b's restart elsewhere) that holds everything.
+    node.step("b", {"t": "syn", "from": "b", "join": True, "address": "tcp://b:2",
+                    "digest": {"a@1": [5, 2, "tcp://a:1", False]}}, 0.5)
+    assert node.peer_digest["b"].get("a@1", 0) == 0  # the live b still lacks a's writes: pushes go on
+    node.step("b", {"t": "syn", "from": "b", "join": True, "address": "tcp://b:2", "digest": {}}, 0.6)
+    assert node.peer_digest["b"].get("a@1", 0) == 0  # nor is the answer to the joiner taken as sent to b
+
+
+def test_peer_digests_of_buried_members_are_dropped_whatever_the_size_of_the_mesh():
+    from mesh.core import gossip as g
+
+    cfg = GossipConfig(interval=0.1, dead_after=1.0, dead_grace=5.0)
+    node = GossipNode("a", 1, cfg, random.Random(1), 0.0)
+    for i in range(g.MAX_PEER_DIGESTS):
+        _member(node, f"p{i}", 0.0)  # peers with digests, about to die
+    assert len(node.peer_digest) == g.MAX_PEER_DIGESTS
+    others = [f"o{i}" for i in range(2 * g.MAX_PEER_DIGESTS)]
+    t = 0.0
+    for step in range(300):  # 30 s: the p's die and are buried, the o's stay alive (o0 reports them)
+        t += 0.1
+        node.tick(t)
+        if step % 2 == 0:
+            node.step("o0", {"t": "syn", "from": "o0", "digest": {f"{o}@1": [step + 2, 0, "", False] for o in others}}, t)
+    assert all(node.state_of(o) == "alive" for o in others)
+    assert not any(p.startswith("p") for p in node.peer_digest) and "o0" in node.peer_digest

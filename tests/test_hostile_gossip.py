@@ -33,6 +33,9 @@ def push(node_address: str, entries: list, origin: str = "ghost@1") -> None:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     try:
         sock.connect(node_address)
+        # A digest makes the origin a member (with no address: the node's answers go nowhere); then its entries.
+        introduce = {"t": "syn", "from": "ghost", "digest": {origin: [1, len(entries), "", False]}}
+        sock.send(wire.encode(int(wire.Kind.EVENT), 1, 0, "ghost", "$gossip", introduce))
         sock.send(wire.encode(int(wire.Kind.EVENT), 1, 0, "ghost", "$gossip", {"t": "push", "from": "ghost", "delta": delta}))
         for term in (2**64 - 1, 2**62, -1):
             sock.send(wire.encode(int(wire.Kind.EVENT), 2, 0, "ghost", "$election", {"t": "vote", "term": term}))
@@ -69,3 +72,42 @@ def test_acked_tells_from_a_restarted_sender_of_the_same_name_are_all_handled(st
                 client.actor("j").tell({"seq": run * 5 + i}, ack=True).wait(10)
     seqs = sorted(int(line.split()[1]) for line in journal.read_text().splitlines())
     assert seqs == list(range(15))
+
+
+def send(address: str, sender: str, *bodies: dict) -> None:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        sock.connect(address)
+        for i, body in enumerate(bodies):
+            sock.send(wire.encode(int(wire.Kind.EVENT), i + 1, 0, sender, "$gossip", body))
+    finally:
+        sock.close(linger=1000)
+
+
+BAD_ADDRESSES = ["tcp://x", "tcp://x:0", "tcp://x:99999", "tcp://-x:1", "tcp://a b:1", "tcp://x:1;y:2", "tcp://*:1"]
+
+
+def test_gossip_that_gives_an_address_no_socket_can_connect_to_does_not_stop_the_node(echo_node):
+    node = echo_node
+    before = node.status()["node"]["bad_frames"]
+    for i, address in enumerate(BAD_ADDRESSES):
+        # The answer to a joiner goes to the address it gives; an ack goes to the sender's address in its digest.
+        send(node.address, f"ghost{i}",
+             {"t": "syn", "from": f"ghost{i}", "join": True, "address": address, "digest": {}},
+             {"t": "syn", "from": f"ghost{i}", "digest": {f"ghost{i}@1": [1, 0, address, False]}})
+    wait_until(lambda: node.status()["node"]["bad_frames"] >= before + 2 * len(BAD_ADDRESSES), 20,
+               "every message with a bad address counted as bad")
+    assert node.proc.poll() is None
+    assert not any(m["name"].startswith("ghost") for m in node.status()["members"])
+    assert node.client().actor("echo").ask("still here", timeout=5) == "still here"
+
+
+def test_a_gossiper_told_to_send_where_no_socket_can_connect_drops_the_message_and_keeps_no_socket():
+    from mesh.runtime.gossiper import Gossiper
+
+    g = Gossiper("t", "tcp://127.0.0.1:1", [])
+    try:
+        g._send_to("tcp://x", {"t": "syn", "from": "t", "digest": {}})
+        assert g.dropped == 1 and g._out == {}
+    finally:
+        g.close()

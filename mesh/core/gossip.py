@@ -84,12 +84,31 @@ MAX_RIVALS = 16
 #: The node-name rule (mesh.spec): 1-128 of A-Z a-z 0-9 _ . -, not starting with "."
 NAME_MAX = 128
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
+#: The longest address a peer may give, in characters.
+ADDRESS_MAX = 300
+#: A member's address: tcp://HOST:PORT, HOST a DNS name, an IPv4 address or [an IPv6 address].
+_ADDRESS_RE = re.compile(r"tcp://(?:[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*)|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.\-]+)?\]):([0-9]{1,5})")
 _KINDS = ("push", "syn", "ack", "ack2")
+#: Arrays and maps of a message besides its entries (envelope, body, digest, live, delta list), counted
+#: at the start of every message: what a message costs against the density rule before its entries.
+_MESSAGE_CONTAINERS = 8
+#: Arrays and maps of one origin's item in a delta ([origin, base, upto, [entries]]).
+_ITEM_CONTAINERS = 2
+#: Bytes between two looks at how dense a large entry is so far (see :func:`_density`).
+_DENSITY_STEP = 512
 
 
 def valid_name(name: object) -> bool:
     """Whether ``name`` may name a member (the node-name rule of mesh.spec)."""
     return type(name) is str and len(name) <= NAME_MAX and _NAME_RE.fullmatch(name) is not None
+
+
+def valid_address(address: object) -> bool:
+    """Whether ``address`` is one a socket may connect to: ``tcp://HOST:PORT``, port 1-65535."""
+    if type(address) is not str or len(address) > ADDRESS_MAX:
+        return False
+    m = _ADDRESS_RE.fullmatch(address)
+    return m is not None and 1 <= int(m.group(1)) <= 65535
 
 
 def _valid_oid(oid: object) -> bool:
@@ -115,20 +134,23 @@ def check_message(message: object) -> None:
             if not (isinstance(info, list) and len(info) == 4 and type(info[0]) is int and type(info[1]) is int
                     and isinstance(info[2], str) and isinstance(info[3], bool)):
                 raise ValueError("digest entries must be [heartbeat, version, address, left]")
-            if info[2] and not (info[2].startswith("tcp://") and len(info[2]) <= 300):
-                raise ValueError("addresses must be tcp://HOST:PORT")
+            if info[2] and not valid_address(info[2]):
+                raise ValueError("addresses must be tcp://HOST:PORT (a port of 1-65535)")
     live = message.get("live")
     if live is not None:
         if not isinstance(live, dict) or len(live) > MAX_ORIGINS:
             raise ValueError(f"live must be a map of at most {MAX_ORIGINS} origins")
         for oid, address in live.items():
-            if not _valid_oid(oid) or not isinstance(address, str) or len(address) > 300:
-                raise ValueError("live must map origin ids to addresses")
+            if not _valid_oid(oid) or not (address == "" or valid_address(address)):
+                raise ValueError("live must map origin ids to addresses tcp://HOST:PORT")
     if message.get("join") not in (None, True):
         raise ValueError("join must be true")
     address = message.get("address")
-    if address is not None and not (isinstance(address, str) and address.startswith("tcp://") and len(address) <= 300):
-        raise ValueError("address must be tcp://HOST:PORT")
+    if address is not None and not valid_address(address):
+        raise ValueError("address must be tcp://HOST:PORT (a port of 1-65535)")
+    seed = message.get("seed")
+    if seed is not None and not (type(seed) is str and len(seed) <= ADDRESS_MAX):
+        raise ValueError(f"seed must be a string of at most {ADDRESS_MAX} characters")
     delta = message.get("delta")
     if delta is not None:
         if not isinstance(delta, list):
@@ -156,6 +178,11 @@ class GossipConfig:
     dead_after: float = 3.0  #: seconds of suspicion before a member is dead
     tombstone_grace: float = 3600.0  #: seconds a tombstone is kept: longer than any partition you expect
     dead_grace: float = 30.0  #: seconds a dead incarnation's origin is kept
+    #: The receiver's density rule (mesh.wire.BYTES_PER_CONTAINER): a message may hold at most one
+    #: array or map per this many bytes (of any leading part of it), plus dense_slack_bytes' worth.
+    bytes_per_container: int = 3
+    #: Bytes of slack in that rule (mesh.wire.SMALL_FRAME): a message this size may be as dense as it likes.
+    dense_slack_bytes: int = 64 * 1024
     detector: DetectorConfig = field(
         default_factory=lambda: DetectorConfig(first_interval=0.5, min_std=0.2, acceptable_pause=0.5)
     )
@@ -167,6 +194,39 @@ class GossipConfig:
             raise ValueError("max_value_bytes must be > 0 and at most max_delta_bytes")
         if self.tombstone_grace <= 0 or self.dead_grace <= 0 or self.dead_after <= 0:
             raise ValueError("tombstone_grace, dead_grace and dead_after must be > 0 seconds")
+        if self.bytes_per_container < 1 or self.dense_slack_bytes < 2 * self.bytes_per_container * _MESSAGE_CONTAINERS:
+            raise ValueError("bytes_per_container must be >= 1 and dense_slack_bytes large enough for a message's own arrays")
+
+
+def _density(packed: bytes, per: int) -> tuple[int, int]:
+    """The arrays and maps in ``packed`` (one msgpack value), and the most that ``per * (arrays and maps
+    completed) - bytes`` reaches over its leading parts: what the value adds at worst, anywhere in a
+    message, to the receiver's density count (see ``mesh.wire``: every prefix of a frame over the slack
+    may hold at most one array or map per ``per`` bytes). Over-estimates by at most _DENSITY_STEP * per."""
+    built = 0
+
+    def count(obj: object) -> object:
+        nonlocal built
+        built += 1
+        return obj
+
+    n = len(packed)
+    options = dict(raw=False, strict_map_key=False, list_hook=count, object_pairs_hook=count)
+    if n <= _DENSITY_STEP:
+        msgpack.unpackb(packed, **options)
+        return built, per * built
+    unpacker = msgpack.Unpacker(max_buffer_size=n, **options)
+    view = memoryview(packed)
+    peak = 0
+    for start in range(0, n, _DENSITY_STEP):
+        unpacker.feed(view[start:start + _DENSITY_STEP])
+        try:
+            unpacker.unpack()
+        except msgpack.OutOfData:
+            pass
+        # Within the step before this look, the count may already have been this high with fewer bytes.
+        peak = max(peak, per * built - start)
+    return built, peak
 
 
 @dataclass
@@ -178,14 +238,19 @@ class Entry:
     version: int
     tombstone: bool = False
     collected_at: float = 0.0  # when a tombstone was first seen here (for its grace)
+    size: int = 0  #: packed size in bytes (what it costs in a delta)
+    containers: int = 0  #: arrays and maps in it (the entry's own included)
+    excess: int = 0  #: what it adds at worst to a message's density count (see :func:`_density`)
 
     def wire(self) -> list:
         return [self.key, self.value, self.hlc, self.writer, self.version, self.tombstone]
 
-    @property
-    def size(self) -> int:
-        """Packed size in bytes (what it costs in a delta)."""
-        return len(msgpack.packb(self.wire(), use_bin_type=True))
+    def measure(self, per: int) -> Entry:
+        """Fill in size, containers and excess. Raises ValueError/TypeError/OverflowError for a non-msgpack value."""
+        packed = msgpack.packb(self.wire(), use_bin_type=True)
+        self.size = len(packed)
+        self.containers, self.excess = _density(packed, per)
+        return self
 
     @property
     def stamp(self) -> tuple[int, str]:
@@ -208,14 +273,28 @@ class Origin:
     last_heard: float = 0.0
 
 
+def _digest_excess(digest: dict, per: int) -> int:
+    """What a digest adds at most to a message's density count (see :func:`_density`): one array per
+    origin, in at least its origin id, its address and 6 bytes."""
+    if per <= 9:
+        return 0  # an origin id is at least 3 characters: every digest item is sparser than the rule
+    return max(0, sum(per - len(oid) - len(info[2]) - 6 for oid, info in digest.items()))
+
+
 def _rank(o: Origin) -> tuple:
     """Order of preference among incarnations of one name (see :meth:`GossipNode.current`)."""
     live = {ALIVE: 0, SUSPECT: 1}.get(o.state)
     return (0, live, o.incarnation) if live is not None else (1, 0, -o.incarnation)
 
 
-def _same_address(a: str, b: str) -> bool:
+def _may_be_same_address(a: str, b: str) -> bool:
+    """Whether two incarnations may be one node restarted (an unknown address might be anything)."""
     return not a or not b or a == b
+
+
+def _same_address(a: str, b: str) -> bool:
+    """Whether two incarnations are known to be one node restarted: what ends the older one at once."""
+    return bool(a) and a == b
 
 
 def origin_id(name: str, incarnation: int) -> str:
@@ -241,6 +320,7 @@ class GossipNode:
         self.address = address
         self.seeds = [s for s in seeds if s != name]
         self.origins: dict[str, Origin] = {}
+        self._named: dict[str, dict[str, Origin]] = {}  # member name -> its incarnations (origin id -> origin)
         self.view: dict[str, Entry] = {}  # key -> winning entry (tombstones included)
         self._tombstones: set[str] = set()  # keys whose winner is a tombstone (collected by _collect)
         self.graveyard: dict[str, tuple[float, int]] = {}  # origin id -> (when buried, its last heartbeat)
@@ -249,7 +329,8 @@ class GossipNode:
         self.announced = not joining
         #: Set when a live member holds this node's name: (its origin id, its address).
         self.name_taken: tuple[str, str] | None = None
-        self._rivals: dict[str, int] = {}  # other incarnations of this name -> the last heartbeat seen
+        #: Other incarnations of this name -> reporter -> [the last heartbeat it gave, when it first rose].
+        self._rivals: dict[str, dict[str, list]] = {}
         self.rounds = 0
         self._events: list = []
         self._become(incarnation, now)
@@ -260,9 +341,21 @@ class GossipNode:
         self.incarnation = incarnation
         self.id = origin_id(self.name, incarnation)
         me = Origin(self.id, self.name, incarnation, address=self.address, last_heard=now)
-        self.origins[self.id] = me
+        self._add(me)
         self.me = me
-        self._supersede_older(self.name, incarnation, now)
+        self._supersede_older(self.name, incarnation, now, self.address)
+
+    def _add(self, o: Origin) -> None:
+        self.origins[o.id] = o
+        self._named.setdefault(o.name, {})[o.id] = o
+
+    def _remove(self, o: Origin) -> None:
+        del self.origins[o.id]
+        same = self._named.get(o.name)
+        if same is not None:
+            same.pop(o.id, None)
+            if not same:
+                del self._named[o.name]
 
     # -- the user's API ---------------------------------------------------------------
 
@@ -291,14 +384,21 @@ class GossipNode:
 
     def _write(self, key: str, value: object, tombstone: bool, now: float) -> list:
         me = self.me
+        cfg = self.config
         entry = Entry(key, value, self.clock.now(int(now * 1000)), self.name, me.max_version + 1, tombstone,
                       collected_at=now)
         try:
-            size = entry.size
+            entry.measure(cfg.bytes_per_container)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"the value of {key!r} is not a msgpack value: {exc}") from None
-        if size > self.config.max_value_bytes:
-            raise ValueError(f"the value of {key!r} packs to {size} bytes; the limit is {self.config.max_value_bytes}")
+        if entry.size > cfg.max_value_bytes:
+            raise ValueError(f"the value of {key!r} packs to {entry.size} bytes; the limit is {cfg.max_value_bytes}")
+        if entry.excess > cfg.dense_slack_bytes // 2:
+            # Peers refuse a message denser than this (mesh.wire): the value could never be sent.
+            raise ValueError(
+                f"the value of {key!r} is too dense to share: {entry.containers} arrays and maps in {entry.size} bytes;"
+                f" a value may hold at most one array or map per {cfg.bytes_per_container} bytes (of any leading part"
+                f" of it) plus {cfg.dense_slack_bytes // 2 // cfg.bytes_per_container}")
         me.max_version += 1
         me.entries[key] = entry
         self._consider(entry)
@@ -325,16 +425,23 @@ class GossipNode:
                 best[o.name] = o
         return best
 
+    def current_of(self, name: str) -> Origin | None:
+        """The current incarnation of member ``name`` (see :meth:`current`), or None (for anything
+        that is not a member's name too: callers pass what they read from gossiped values)."""
+        same = self._named.get(name) if type(name) is str else None
+        best = None
+        for o in (same or {}).values():
+            if best is None or _rank(o) < _rank(best):
+                best = o
+        return best
+
     def current_members(self) -> list[dict]:
         """:meth:`members`, one per name: its current incarnation (see :meth:`current`)."""
         ids = {o.id for o in self.current().values()}
         return [m for m in self.members() if m["id"] in ids]
 
     def state_of(self, name: str) -> str | None:
-        best = None
-        for o in self.origins.values():
-            if o.name == name and (best is None or _rank(o) < _rank(best)):
-                best = o
+        best = self.current_of(name)
         return best.state if best else None
 
     # -- joining -------------------------------------------------------------------------------
@@ -345,6 +452,14 @@ class GossipNode:
         if self.address:
             ask["address"] = self.address  # where to answer: the name may belong to someone else
         return ask
+
+    def seed_message(self, seed: str) -> dict:
+        """What a member sends to a seed at which it knows no live member: its own digest entry only
+        (the seed learns of it and answers with all it holds), marked so that the answer says which
+        seed it answers (the member behind it may advertise another address than the one given)."""
+        me = self.me
+        return {"t": "syn", "from": self.name, "digest": {self.id: [me.heartbeat, me.max_version, me.address, False]},
+                "seed": seed}
 
     def announce(self, now: float) -> list:
         """End the joining phase: from now on this node's origin travels with its digests."""
@@ -376,17 +491,32 @@ class GossipNode:
         self._events.append(Event("name_taken", {"name": self.name, "id": oid, "address": address,
                                                  "announced": self.announced}))
 
-    def _watch_rival(self, oid: str, inc: int, heartbeat: int, address: str) -> None:
-        """Another incarnation of this node's name: if its heartbeat rises it is live. A joining
-        node refuses; of two announced ones the newer yields."""
-        if self.name_taken is not None or self._same_node(address):
+    def _watch_rival(self, oid: str, inc: int, heartbeat: int, address: str, reporter: str, now: float) -> None:
+        """Another incarnation of this node's name: if its heartbeat keeps rising it is live. A joining
+        node refuses; of two announced ones the newer yields.
+
+        Rising means: in the digests of one reporter, rising again more than ``dead_after`` seconds
+        after it first rose there. Different peers hold different stale heartbeats of a dead
+        predecessor, and one peer's view of it rises while the last of them spreads; neither may
+        stop a live node."""
+        if self.name_taken is not None or self._same_node(address) or type(heartbeat) is not int:
             return
-        seen = self._rivals.get(oid)
+        reports = self._rivals.get(oid)
+        if reports is None:
+            if len(self._rivals) >= MAX_RIVALS:
+                return
+            reports = self._rivals[oid] = {}
+        seen = reports.get(reporter)
         if seen is None:
-            if len(self._rivals) < MAX_RIVALS:
-                self._rivals[oid] = heartbeat
+            if len(reports) < MAX_PEER_DIGESTS:
+                reports[reporter] = [heartbeat, None]
             return
-        if heartbeat > seen and (not self.announced or inc < self.incarnation):
+        if heartbeat <= seen[0]:
+            return
+        seen[0] = heartbeat
+        if seen[1] is None:
+            seen[1] = now
+        elif now - seen[1] > self.config.dead_after and (not self.announced or inc < self.incarnation):
             self._refuse(oid, address)
 
     def leave(self, now: float) -> list:
@@ -397,8 +527,9 @@ class GossipNode:
         self.me.heartbeat += 1
         out = []
         for peer in self._live_peer_names():
-            out.append(Send(peer, {"t": "syn", "from": self.name, "digest": self._digest(), "left": True,
-                                   "delta": self._delta_for(self.peer_digest.get(peer, {}))}))
+            mine = self._digest()
+            out.append(Send(peer, {"t": "syn", "from": self.name, "digest": mine, "left": True,
+                                   "delta": self._delta_for(self.peer_digest.get(peer, {}), carried=mine)}))
         return out
 
     # -- the protocol ---------------------------------------------------------------------------
@@ -444,15 +575,26 @@ class GossipNode:
             return self._drain()
         if kind == "syn":
             digest = message.get("digest") or {}
-            self._observe_digest(sender, digest, now)
+            # A joiner's name may be a live member's: what it holds says nothing of that member.
+            join = message.get("join") is True
+            self._observe_digest(sender, digest, now, peer=not join)
             self._apply_delta(message.get("delta") or [], now)
             if message.get("left"):
                 self._mark_left(digest)
-            delta = self._delta_for(digest)
-            self._assume_sent(sender, delta)
-            ack = {"t": "ack", "from": self.name, "digest": self._digest(), "delta": delta}
-            if message.get("join") and self.announced:
-                ack["live"] = {o.id: o.address for o in self.origins.values() if o.state in (ALIVE, SUSPECT)}
+            mine = self._digest()
+            delta = self._delta_for(digest, carried=mine)
+            if not join:
+                self._assume_sent(sender, delta)
+            ack = {"t": "ack", "from": self.name, "digest": mine, "delta": delta}
+            if join and self.announced:
+                # What the joiner needs: the live incarnations of its name, and this member itself.
+                joiner = message.get("from")
+                joiner = joiner if valid_name(joiner) else sender
+                ack["live"] = {o.id: o.address for o in self._named.get(joiner, {}).values() if o.state in (ALIVE, SUSPECT)}
+                if self.me.state in (ALIVE, SUSPECT):
+                    ack["live"][self.id] = self.address
+            if "seed" in message:
+                ack["seed"] = message["seed"]  # tells the runtime which of its seeds answered
             return [Send(sender, ack)] + self._drain()
         if kind == "ack":
             digest = message.get("digest") or {}
@@ -487,10 +629,18 @@ class GossipNode:
                 return True
         return False
 
-    def _delta_for(self, digest: dict) -> list:
-        """Entries the holder of ``digest`` lacks, oldest version first, within the count and byte budgets."""
-        budget = self.config.max_delta_entries
-        byte_budget = self.config.max_delta_bytes
+    def _delta_for(self, digest: dict, carried: dict | None = None) -> list:
+        """Entries the holder of ``digest`` lacks, oldest version first, within the count and byte budgets
+        and never denser than the receiver takes (``bytes_per_container``: at every entry, what the message
+        holds so far, entries before it and the worst of its own leading parts, stays within the rule).
+        ``carried``: the digest that travels in the same message."""
+        cfg = self.config
+        budget = cfg.max_delta_entries
+        byte_budget = cfg.max_delta_bytes
+        per, slack = cfg.bytes_per_container, cfg.dense_slack_bytes
+        # per * arrays and maps - bytes, so far; what the message holds besides entries is counted
+        # first, with none of its bytes (the count of an array is due when it closes, the bytes before).
+        dense = per * _MESSAGE_CONTAINERS + (_digest_excess(carried, per) if carried else 0)
         delta: list = []
         for oid, o in self.origins.items():
             if not o.entries or (o is self.me and not self.announced):
@@ -504,11 +654,14 @@ class GossipNode:
                 continue
             take = []
             for e in newer[:budget]:
-                size = e.size
-                if (take or delta) and size > byte_budget:
+                if (take or delta) and e.size > byte_budget:
                     break
+                opening = 0 if take else per * _ITEM_CONTAINERS
+                if dense + opening + e.excess > slack:
+                    break  # the rest go in a later message, which starts afresh
                 take.append(e)
-                byte_budget -= size
+                byte_budget -= e.size
+                dense += opening + per * e.containers - e.size
             if not take:
                 break
             # The receiver may raise its version to the last one we send: gaps are superseded writes.
@@ -527,17 +680,18 @@ class GossipNode:
             if known.get(oid, 0) < upto:
                 known[oid] = upto
 
-    def _observe_digest(self, peer: str, digest: dict, now: float) -> None:
+    def _observe_digest(self, sender: str, digest: dict, now: float, peer: bool = True) -> None:
+        """Learn from ``sender``'s digest; ``peer``: it is what ``sender`` holds (not a joiner's)."""
         if len(self.origins) >= MAX_ORIGINS:
             digest = {oid: info for oid, info in digest.items() if oid in self.origins}
-        known = self._known_by(peer)
+        known = self._known_by(sender) if peer else None
         for oid, info in digest.items():
             if not isinstance(info, list) or len(info) < 2:
                 continue
             heartbeat, version = info[0], info[1]
             name, inc = parse_origin(oid)
             if name == self.name and inc != self.incarnation:
-                self._watch_rival(oid, inc, heartbeat, info[2] if len(info) > 2 else "")
+                self._watch_rival(oid, inc, heartbeat, info[2] if len(info) > 2 else "", sender, now)
             if oid in self.graveyard:
                 # Buried, but its heartbeat still rises: it was cut off, not dead. Take it back.
                 if isinstance(heartbeat, int) and heartbeat > self.graveyard[oid][1]:
@@ -567,7 +721,7 @@ class GossipNode:
         """What ``peer`` is known to hold, or None for a sender that is not a member (a joiner, a
         made-up name) or beyond ``MAX_PEER_DIGESTS`` peers (those get no pushes; syncs repair)."""
         known = self.peer_digest.get(peer)
-        if known is None and len(self.peer_digest) < MAX_PEER_DIGESTS and any(o.name == peer for o in self.origins.values()):
+        if known is None and len(self.peer_digest) < MAX_PEER_DIGESTS and peer in self._named:
             known = self.peer_digest[peer] = {}
         return known
 
@@ -589,24 +743,30 @@ class GossipNode:
             return None
         if name == self.name and inc != self.incarnation:
             return None  # a former (or impossible future) self, or a rival: never a member here
-        for other in self.origins.values():
-            if other.name == name and other.incarnation > inc and _same_address(other.address, address):
+        if len(self.origins) >= MAX_ORIGINS:
+            return None  # a flood of made-up members
+        for other in self._named.get(name, {}).values():
+            if other.incarnation > inc and _may_be_same_address(other.address, address):
                 return None  # an older incarnation of a node we know restarted: dead already
         o = Origin(oid, name, inc, address=address, last_heard=now,
                    detector=PhiAccrualDetector(self.config.detector, now))
-        self.origins[oid] = o
+        self._add(o)
         self._events.append(Event("member", {"name": name, "state": ALIVE, "id": oid, "address": address}))
         self._supersede_older(name, inc, now, address)
         return o
 
     def _apply_delta(self, delta: list, now: float) -> None:
+        cfg = self.config
+        sendable = cfg.dense_slack_bytes - cfg.bytes_per_container * _MESSAGE_CONTAINERS
         for item in delta:
             if not (isinstance(item, list) and len(item) == 4):
                 continue
             oid, base, upto, entries = item
             if oid in self.graveyard or not isinstance(entries, list) or type(upto) is not int or type(base) is not int:
                 continue
-            o = self._origin(oid, now)
+            # Only members: an origin is introduced by a digest, which gives its address (a delta
+            # does not, and would let anyone add members without bound).
+            o = self.origins.get(oid)
             if o is None or o is self.me:
                 continue
             for raw in entries:
@@ -624,6 +784,16 @@ class GossipNode:
                     continue
                 self.clock.observe(stamp, int(now * 1000))
                 entry = Entry(key, value, stamp, str(writer), version, bool(tomb), collected_at=now)
+                try:
+                    entry.measure(cfg.bytes_per_container)
+                except (TypeError, ValueError, OverflowError):
+                    entry.excess = cfg.dense_slack_bytes  # cannot happen for what msgpack decoded: treat as unsendable
+                if entry.excess > sendable:
+                    # Denser than any message this node may send (a peer with other limits, or a forged
+                    # entry): kept out, and so is every later version of this origin from this delta,
+                    # so that our versions of it stay contiguous.
+                    upto = min(upto, version - 1)
+                    break
                 o.entries[key] = entry
                 self._consider(entry)
             # Versions are contiguous knowledge: raise ours only if this delta starts where we are
@@ -670,14 +840,15 @@ class GossipNode:
         self._events.append(Event("member", {"name": o.name, "state": state, "id": o.id}))
 
     def _superseded(self, o: Origin) -> bool:
-        return any(x.name == o.name and x.incarnation > o.incarnation and _same_address(x.address, o.address)
-                   for x in self.origins.values())
+        return any(x.incarnation > o.incarnation and _may_be_same_address(x.address, o.address)
+                   for x in self._named.get(o.name, {}).values())
 
-    def _supersede_older(self, name: str, inc: int, now: float, address: str = "") -> None:
-        # Only a restart (the same address) ends an older incarnation at once: a newcomer
-        # elsewhere with the same name is not the member, and the detector judges each alone.
-        for o in list(self.origins.values()):
-            if o.name == name and o.incarnation < inc and o.state not in (DEAD, LEFT) and _same_address(o.address, address):
+    def _supersede_older(self, name: str, inc: int, now: float, address: str) -> None:
+        # Only a restart (known at the same address) ends an older incarnation at once: a newcomer
+        # elsewhere with the same name, or one whose address is unknown, is not the member, and the
+        # detector judges each alone.
+        for o in list(self._named.get(name, {}).values()):
+            if o.incarnation < inc and o.state not in (DEAD, LEFT) and _same_address(o.address, address):
                 self._set_state(o, DEAD, now)
 
     def _update_states(self, now: float) -> None:
@@ -735,7 +906,7 @@ class GossipNode:
                     self._adopt(orphans)
                 else:
                     continue
-            del self.origins[oid]
+            self._remove(o)
             self.graveyard[oid] = (now, o.heartbeat)
             for key in list(o.entries):
                 if self.view.get(key) is o.entries[key]:
@@ -747,10 +918,8 @@ class GossipNode:
             for oid in sorted(self.graveyard, key=lambda k: self.graveyard[k][0])[: len(self.graveyard) - MAX_GRAVEYARD]:
                 del self.graveyard[oid]
         # Peers' digests: only of members still known.
-        if len(self.peer_digest) > len(self.origins):
-            names = {o.name for o in self.origins.values()}
-            for peer in [p for p in self.peer_digest if p not in names]:
-                del self.peer_digest[peer]
+        for peer in [p for p in self.peer_digest if p not in self._named]:
+            del self.peer_digest[peer]
 
     def _held_elsewhere(self, entry: Entry, dead: Origin) -> bool:
         for o in self.origins.values():
@@ -765,6 +934,7 @@ class GossipNode:
         for e in entries:
             me.max_version += 1
             copy = Entry(e.key, e.value, e.hlc, e.writer, me.max_version, e.tombstone, collected_at=e.collected_at)
+            copy.measure(self.config.bytes_per_container)
             me.entries[e.key] = copy
             self.view[e.key] = copy  # same stamp: the winner does not change, only its holder
 

@@ -14,10 +14,16 @@ says who and the node must not start; nobody has heard of it. If no member answe
 within ``JOIN_WAIT_S`` the node announces itself anyway (it is the first of a mesh,
 or its seeds are down).
 
-Seeds: the node keeps sending a syn to every ``--join`` address at which no live
-member is known, every ``JOIN_RETRY_S``, for as long as it runs: a seed that starts
-late, or restarts, is found; the first syn to a new address is dropped while ZeroMQ
-connects (``ZMQ_IMMEDIATE``), so retrying is what makes it arrive.
+Seeds: the node keeps sending a small syn (its own digest entry, marked with the seed's
+address) to every ``--join`` address at which no live member is known, every
+``JOIN_RETRY_S``, for as long as it runs: a seed that starts late, or restarts, is found;
+the first syn to a new address is dropped while ZeroMQ connects (``ZMQ_IMMEDIATE``), so
+retrying is what makes it arrive. The member that answers is the seed's (whatever address
+it advertises: ``localhost`` and ``127.0.0.1`` are one seed), and the seed is asked again
+only once that member is no longer live.
+
+Addresses come from peers: one that cannot be connected to costs a dropped message
+(counted in :attr:`Gossiper.dropped`), never the node.
 """
 
 from __future__ import annotations
@@ -69,7 +75,8 @@ class Gossiper:
         self._next_tick = 0.0
         self._next_join = 0.0
         self._join_until = time.monotonic() + JOIN_WAIT_S
-        self.dropped = 0
+        self._seed_members: dict[str, str] = {}  # seed address -> the name of the member that answered there
+        self.dropped = 0  #: messages not sent: a full queue or an address that cannot be connected to
 
     @property
     def announced(self) -> bool:
@@ -91,6 +98,8 @@ class Gossiper:
     def receive(self, sender: str, body: object) -> None:
         """Feed one gossip message in. Raises ValueError for a malformed one (nothing changes)."""
         outputs = self.node.step(sender, body, time.time())
+        if body.get("t") == "ack" and body.get("seed") in self.seeds:
+            self._seed_members[body["seed"]] = sender  # the member behind that seed: no need to ask it again
         if body.get("join") and body.get("address"):
             # A joiner is answered at the address it gave: its name may be a live member's.
             for out in outputs:
@@ -116,12 +125,15 @@ class Gossiper:
             return
         if self.seeds and now >= self._next_join:
             self._next_join = now + JOIN_RETRY_S
-            known = {o.address for o in self.node.origins.values() if o.state in (ALIVE, SUSPECT)}
-            missing = [a for a in self.seeds if a not in known]
-            if missing:
-                syn = {"t": "syn", "from": self.name, "digest": self.node._digest()}
-                for address in missing:
-                    self._send_to(address, syn)
+            for address in self.unanswered_seeds():
+                self._send_to(address, self.node.seed_message(address))
+
+    def unanswered_seeds(self) -> list[str]:
+        """The ``--join`` addresses at which no live member is known (asked again every JOIN_RETRY_S)."""
+        node = self.node
+        known = {o.address for o in node.origins.values() if o.state in (ALIVE, SUSPECT)}
+        return [a for a in self.seeds
+                if a not in known and node.state_of(self._seed_members.get(a, "")) not in (ALIVE, SUSPECT)]
 
     # -- state API used by the node's control ops ----------------------------------------------
 
@@ -146,7 +158,7 @@ class Gossiper:
                 self.on_event(out)
 
     def _address_of(self, name: str) -> str | None:
-        o = self.node.current().get(name)
+        o = self.node.current_of(name)
         return o.address if o is not None and o.address else None
 
     def _live_peers(self) -> list[str]:
@@ -161,10 +173,16 @@ class Gossiper:
                 oldest = next(iter(self._out))
                 self._out.pop(oldest).close(0)
             sock = context().socket(zmq.DEALER)
-            tune_socket(sock, hwm=100, max_bytes=self.max_bytes)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
-            sock.connect(address)
+            try:
+                tune_socket(sock, hwm=100, max_bytes=self.max_bytes)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
+                sock.connect(address)
+            except zmq.ZMQError as exc:  # an address from a peer that libzmq refuses: never the node's end
+                sock.close(0)
+                self.dropped += 1
+                log.warning("not sending to %.300r: %s", address, exc)
+                return
             self._out[address] = sock
         try:
             frame = wire.encode(_GOSSIP, next(self._ids), 0, self.name, recipient, body)
