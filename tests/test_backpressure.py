@@ -171,3 +171,28 @@ def test_a_channel_queues_as_many_frames_of_the_peers_limit_as_fit_in_send_bytes
     big = echo_node.client(send_bytes=40 * MiB, hwm=5)
     assert big.channel(big.endpoint_of("echo")).sock.getsockopt(zmq.SNDHWM) == 5  # hwm still caps it
     assert client.actor("echo").ask("still answers") == "still answers"
+
+
+EXIT_AFTER_FULL = """
+import sys
+import mesh
+client = mesh.connect(sys.argv[1], send_timeout=0.3)
+sink = client.actor("slow")
+try:
+    for _ in range(1_000_000):
+        sink.tell(b"y" * 2000)  # small enough to be held back and batched into frames over 64 KiB
+except mesh.MailboxFull:
+    print("full")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_script_that_exits_after_mailbox_full_prints_no_traceback(start_node):
+    """Tells held back when MailboxFull struck are sent at exit, copied: pyzmq's thread for frames
+    sent without a copy is gone by then ("zmq gc socket requested during shutdown")."""
+    node = start_node('[[agents]]\nname = "slow"\nclass = "actors:SlowSink"\nmailbox = 2\nconfig = { delay = 0.5 }\n')
+    for run in range(6):
+        done = subprocess.run([sys.executable, "-c", EXIT_AFTER_FULL, node.address], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0 and done.stdout.strip() == "full", (run, done.stdout, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr and "Exception" not in done.stderr, (run, done.stderr[-2000:])

@@ -215,14 +215,16 @@ class Channel:
 
     # -- sending ---------------------------------------------------------------
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes, copy: bool = False) -> None:
+        # Large frames go without a copy, which needs pyzmq's garbage-collector thread; at
+        # interpreter exit that thread is gone, so _flush_at_exit copies (``copy=True``).
         try:
-            self.sock.send(frame, copy=len(frame) < 65536)
+            self.sock.send(frame, copy=copy or len(frame) < 65536)
         except zmq.Again:
             raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
         self.last_send = _perf()
 
-    def flush_locked(self) -> None:
+    def flush_locked(self, copy: bool = False) -> None:
         """Send the pending tells, as few frames as the size cap allows. Hold ``lock``."""
         pending = self.pending
         while pending:
@@ -231,7 +233,7 @@ class Channel:
             while len(frame) > self.limit and n > 1:
                 n //= 2
                 frame = b"".join([wire.batch_header(n), *pending[:n]])
-            self.send_frame(frame)
+            self.send_frame(frame, copy)
             del pending[:n]
 
     def flush(self) -> None:
@@ -412,7 +414,9 @@ class Flusher:
                     continue
                 try:
                     if ch.pending and not ch.closed:
-                        ch.flush_locked()
+                        # Copied: a daemon thread may still send while the interpreter exits, when
+                        # pyzmq's garbage-collector thread (for frames sent without a copy) is gone.
+                        ch.flush_locked(copy=True)
                 except MailboxFull:
                     # Keep the frames; try again on the next round.
                     self.dirty.add(ch)
@@ -492,7 +496,7 @@ def _flush_at_exit() -> None:
             continue
         try:
             if ch.pending:
-                ch.flush_locked()
+                ch.flush_locked(copy=True)
             ch.close(linger_ms=1000)
         except (zmq.ZMQError, MailboxFull):
             pass
