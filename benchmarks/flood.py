@@ -275,7 +275,7 @@ def flood(address: str, node_proc: subprocess.Popen, *, seconds: float, workers:
         time.sleep(max(0.0, min(next_ask, next_sample) - time.monotonic()))
     sent = {"node": {}, "agent": {}}
     raw_sent: dict = {}
-    for where, p in [*floods, ("raw", raw)]:
+    for _where, p in [*floods, ("raw", raw)]:
         p.join(30)
         if p.is_alive():
             p.kill()
@@ -341,7 +341,8 @@ def print_table(r: dict) -> None:
     print(f"aborts: node exit code {a['node_exit_code']}, agent restarts {a['agent_restarts']},"
           f" agent pid changed {a['agent_pid_changed']}")
     ok = (a["node_exit_code"] is None and not a["agent_restarts"] and not a["agent_pid_changed"]
-          and all(r[w]["rss_max_mb"] < r["bounds_mb"][w] and not r[w]["failed"] and r[w]["p99_ms"] < 100 for w in ("node", "agent")))
+          and all(r[w]["rss_max_mb"] < r["bounds_mb"][w] and not r[w]["failed"] and r[w]["p99_ms"] < 100
+                  for w in ("node", "agent")))
     print("goals (0 aborts, RSS below the bounds, every ask answered, p99 < 100 ms): " + ("met" if ok else "MISSED"))
 
 

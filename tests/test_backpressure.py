@@ -44,7 +44,8 @@ def test_a_full_router_whose_peer_disconnects_does_not_abort(tmp_path):
         portfile = str(tmp_path / f"port-{run}")
         proc = peer("router", portfile, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            port = int(wait_until(lambda: os.path.exists(portfile) and open(portfile).read(), 20, "the router's port"))
+            port = int(wait_until(lambda portfile=portfile: os.path.exists(portfile) and open(portfile).read(), 20,
+                                  "the router's port"))
             ctx = zmq.Context.instance()
             dealer = ctx.socket(zmq.DEALER)
             tune_socket(dealer, hwm=1000, max_bytes=4 * MiB)

@@ -274,7 +274,7 @@ def test_many_seeds_of_two_meshes_meeting_end_with_one_leader_in_a_newer_term():
         log: list = []
         sim, names, sides, rng = merging(seed, log)
         # Each side elects a leader of its own (a side of two needs both; a side of one, itself).
-        if not sim.run_until(lambda s: all(any(s.nodes[n].role == LEADER for n in side) for side in sides), 5.0,
+        if not sim.run_until(lambda s, sides=sides: all(any(s.nodes[n].role == LEADER for n in side) for side in sides), 5.0,
                              step=0.01):
             problems.append((seed, "a side elected no leader", sides))
             continue
@@ -283,11 +283,11 @@ def test_many_seeds_of_two_meshes_meeting_end_with_one_leader_in_a_newer_term():
         merged_at = sim.now
         sim.heal()
         for n in names:
-            def learn(n=n):
+            def learn(n=n, sim=sim, names=names):
                 sim.nodes[n].storage["voters"] = names
                 sim.nodes[n].set_voters(names, (), sim.now)
             sim.at(merged_at + rng.uniform(0.0, 0.2), learn)
-        if not sim.run_until(lambda s: s.now > merged_at + 0.3 and one_agreed_leader(s) is not None,
+        if not sim.run_until(lambda s, merged_at=merged_at: s.now > merged_at + 0.3 and one_agreed_leader(s) is not None,
                              merged_at + 10 * CFG.election_max, step=0.01):
             problems.append((seed, "no single leader after the meshes met"))
             continue

@@ -317,7 +317,8 @@ class Node:
             if self._meet_the_mesh():
                 if self.own_process:
                     become_subreaper()  # what a dying agent leaves behind is re-parented here, and ended (_sweep)
-                self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {self.run_dir / 'logs'})")
+                logs = self.run_dir / "logs"
+                self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {logs})")
                 self._serve()
         finally:
             self.enforcer.close()  # nothing stays stopped
@@ -683,7 +684,8 @@ class Node:
                                 f" {self.name} keeps): decide some (mesh intents, mesh approve/deny) first")
         raw = body.get("objections") if isinstance(body.get("objections"), list) else []
         objections = [{"reason": str(o.get("reason", ""))[:500], "weight": _weight(o.get("weight", 1.0)),
-                       "kind": str(o.get("kind"))[:20], "by": str(o.get("by", ""))[:200]} for o in raw[:50] if isinstance(o, dict)]
+                       "kind": str(o.get("kind"))[:20], "by": str(o.get("by", ""))[:200]}
+                      for o in raw[:50] if isinstance(o, dict)]
         strategy = sum(float(o["weight"]) for o in objections if o["kind"] == "strategy"
                        and isinstance(o["weight"], (int, float)) and math.isfinite(o["weight"]))
         evidence = body.get("evidence", 1.0)
