@@ -492,3 +492,10 @@ def test_peer_digests_of_buried_members_are_dropped_whatever_the_size_of_the_mes
             node.step("o0", {"t": "syn", "from": "o0", "digest": {f"{o}@1": [step + 2, 0, "", False] for o in others}}, t)
     assert all(node.state_of(o) == "alive" for o in others)
     assert not any(p.startswith("p") for p in node.peer_digest) and "o0" in node.peer_digest
+
+
+def test_the_density_rule_a_node_builds_deltas_for_is_its_wires_by_default():
+    from mesh import wire
+
+    cfg = GossipConfig()
+    assert (cfg.bytes_per_container, cfg.dense_slack_bytes) == (wire.BYTES_PER_CONTAINER, wire.SMALL_FRAME)

@@ -1,5 +1,6 @@
 """A node keeps serving whatever a peer gossips: malformed runtime values, made-up voters, forged
-terms. (Found by review: each of these used to end the node, and spread to every node.)"""
+terms, addresses no socket can connect to. (Found by review: each of these used to end the node, and
+spread to every node.) And it keeps replicating whatever a client writes: dense values included."""
 
 from __future__ import annotations
 
@@ -111,3 +112,29 @@ def test_a_gossiper_told_to_send_where_no_socket_can_connect_drops_the_message_a
         assert g.dropped == 1 and g._out == {}
     finally:
         g.close()
+
+
+@pytest.mark.timeout(120)
+def test_dense_values_never_stop_a_nodes_writes_from_reaching_its_peers(start_node):
+    import mesh
+
+    a = start_node(name="a")
+    b = start_node(name="b", args=("--join", a.address))
+    ca, cb = a.client(), b.client()
+    wait_until(lambda: cb.state.get("$node/a") is not None and ca.state.get("$node/b") is not None, 30,
+               "a and b to hear each other")
+    # Each value may be sent; several in one gossip message would be denser than a peer's wire takes.
+    for i in range(6):
+        ca.state.set(f"dense/{i}", [[0]] * 20_000)
+    ca.state.set("after", "the dense values")
+    wait_until(lambda: cb.state.get("after") == "the dense values", 30, "a's writes after the dense values to reach b",
+               interval=0.2)
+    assert all(cb.state.get(f"dense/{i}") == [[0]] * 20_000 for i in range(6))  # one at a time: an answer is a frame too
+    # A value that no message could carry is refused, saying why; later writes still spread.
+    with pytest.raises(mesh.WireError, match=r"'dense'.*too dense"):
+        ca.state.set("dense", [[0]] * 40_000)
+    with pytest.raises(mesh.WireError, match="arrays and maps"):
+        ca.state.set("dense", [[0]] * 100_000)  # the node's own wire refuses this request
+    ca.state.set("later", 1)
+    wait_until(lambda: cb.state.get("later") == 1, 30, "a's later write to reach b", interval=0.2)
+    assert a.proc.poll() is None and b.proc.poll() is None

@@ -219,3 +219,67 @@ def test_an_impostor_that_leaves_or_dies_never_marks_the_live_member_left_or_dea
         assert "w" in st["election"]["voters"]
         time.sleep(0.2)
     assert client.actor("pw").ask("still", timeout=5) == "still"
+
+
+class GossipPeer:
+    """A Gossiper on a real ROUTER socket, pumped by the test as a node's loop pumps it; counts the
+    frames that arrive over each connection."""
+
+    def __init__(self, name: str, seeds: list[str]):
+        from collections import Counter
+
+        from mesh.runtime.gossiper import Gossiper
+
+        self.router = zmq.Context.instance().socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        port = self.router.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.gossiper = Gossiper(name, self.address, seeds)
+        self.frames: Counter = Counter()  # connection (ROUTER identity) -> frames received
+        self.first: bytes | None = None
+
+    def pump(self) -> None:
+        while self.router.poll(0):
+            ident, frame = self.router.recv_multipart()
+            self.first = self.first or ident
+            self.frames[ident] += 1
+            env = wire.decode(frame)[0]
+            self.gossiper.receive(env[4], env[6])
+        self.gossiper.tick()
+
+    def close(self) -> None:
+        self.gossiper.close()
+        self.router.close(0)
+
+
+@pytest.mark.timeout(60)
+def test_a_seed_given_by_another_name_than_its_member_advertises_is_not_asked_again_once_it_answered():
+    a = GossipPeer("a", [])
+    b = GossipPeer("b", [a.address.replace("127.0.0.1", "localhost")])  # the member advertises 127.0.0.1
+
+    def pumped(pred):
+        def check():
+            a.pump()
+            b.pump()
+            return pred()
+        return check
+
+    try:
+        wait_until(pumped(lambda: a.gossiper.node.state_of("b") == "alive" and b.gossiper.node.state_of("a") == "alive"),
+                   30, "a and b to know each other", interval=0.01)
+        seed_connection = a.first  # b's first message went to the seed: a join syn
+        wait_until(pumped(lambda: b.gossiper.unanswered_seeds() == []), 30, "the seed to answer", interval=0.01)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # what was on its way arrives
+            a.pump(), b.pump()
+            time.sleep(0.01)
+        before = a.frames[seed_connection]
+        deadline = time.monotonic() + 3.0  # six retry periods (JOIN_RETRY_S)
+        while time.monotonic() < deadline:
+            a.pump(), b.pump()
+            time.sleep(0.01)
+        assert a.frames[seed_connection] == before, "b still sends to the seed address"
+        assert len(a.frames) == 2  # the seed connection and the one to a's advertised address
+    finally:
+        a.close()
+        b.close()

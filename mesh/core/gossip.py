@@ -13,7 +13,13 @@ How it works (Scuttlebutt anti-entropy, as in Cassandra and chitchat):
   version. Deltas carry them in version order from a base version and are cut at
   ``max_delta_entries``; the rest follow in later rounds. A receiver raises its
   version of an origin only when a delta starts at or below it, so a delta built
-  on a wrong guess of what it had never leaves a hole.
+  on a wrong guess of what it had never leaves a hole. A delta is also cut before it
+  gets denser than the receiver's wire takes (``bytes_per_container``): each entry's
+  arrays and maps are counted once, when it is written or received; a value that no
+  message could carry is refused at ``set``, and such an entry from a peer is not kept.
+* Origins (members) are learned from digests only, which carry each one's address:
+  entries of an origin the receiver does not know yet are skipped (the next exchange
+  of digests introduces it, and anti-entropy sends them again).
 * Each round a node pushes what it believes each of ``fanout`` peers lacks (it
   remembers their last digest), and every ``sync_every`` rounds runs a full
   exchange with one peer (syn -> ack -> ack2) that repairs anything lost.
@@ -27,8 +33,11 @@ How it works (Scuttlebutt anti-entropy, as in Cassandra and chitchat):
   answers with the incarnations it holds live (``ack`` with ``live``). If another
   incarnation of its name is live at another address the joiner refuses (event
   ``name_taken``) and nobody ever heard of it; otherwise it announces itself
-  (``announced``). Seen later, a rival incarnation whose heartbeat rises makes the
-  newer of the two yield (``name_taken`` again). The state of a name is its live
+  (``announced``). Seen later, a rival incarnation whose heartbeat keeps rising (in
+  one peer's digests, for longer than ``dead_after``: peers' stale views of a dead
+  predecessor differ, and never stop a live node) makes the newer of the two yield
+  (``name_taken`` again). Only a restart *known* at the same address ends an older
+  incarnation at once. The state of a name is its live
   incarnation's, if any: an impostor that leaves or dies never makes the live
   member ``left`` or ``dead``.
 
@@ -49,9 +58,9 @@ Guarantees and their limits:
 * Keys that start with ``$`` are the runtime's (membership, agent directory, load):
   users cannot write them, and they are never adopted from a dead incarnation.
 * What a peer sends is checked before it is kept: member names follow the node-name
-  rule, and every table keyed by something from the network is bounded (origins by
-  ``MAX_ORIGINS``, peers' digests to ``MAX_PEER_DIGESTS`` members, the graveyard by
-  ``MAX_GRAVEYARD``).
+  rule, addresses are ``tcp://HOST:PORT``, and every table keyed by something from the
+  network is bounded (origins by ``MAX_ORIGINS``, peers' digests to ``MAX_PEER_DIGESTS``
+  members, the graveyard by ``MAX_GRAVEYARD``).
 
 Pure: no sockets, no clock, no ``random``; ``now`` is wall-clock seconds and the RNG
 is injected.
