@@ -499,3 +499,42 @@ def test_the_density_rule_a_node_builds_deltas_for_is_its_wires_by_default():
 
     cfg = GossipConfig()
     assert (cfg.bytes_per_container, cfg.dense_slack_bytes) == (wire.BYTES_PER_CONTAINER, wire.SMALL_FRAME)
+
+
+def _random_value(rng: random.Random):
+    kind = rng.randrange(6)
+    n = rng.randrange(1, 30_000)
+    if kind == 0:
+        return [[]] * n
+    if kind == 1:
+        return [[0]] * n
+    if kind == 2:
+        return "x" * (n * 4)
+    if kind == 3:
+        return {f"k{i}": [[i]] for i in range(n // 4)}
+    if kind == 4:
+        return ["y" * rng.randrange(50_000), [[]] * n]  # sparse first, dense after
+    return [[[]] * n, "z" * rng.randrange(100_000)]  # dense first, sparse after
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_whatever_values_a_node_holds_every_answer_it_sends_passes_the_wire(seed):
+    rng = random.Random(seed)
+    a = GossipNode("a", 1, GossipConfig(), random.Random(seed), 0.0, address="tcp://a:1")
+    b = GossipNode("b", 1, GossipConfig(), random.Random(seed), 0.0, address="tcp://b:1")
+    a.step("m", {"t": "syn", "from": "m", "digest": {f"m{i}@1": [1, 0, f"tcp://m{i}:1", False] for i in range(500)}}, 0.0)
+    kept = 0
+    for i in range(40):
+        try:
+            a.set(f"v{i}", _random_value(rng), 0.0)
+            kept += 1
+        except ValueError as exc:
+            assert "too dense" in str(exc) or "limit" in str(exc)
+    for _ in range(200):  # b asks a, again and again, until it holds all a wrote
+        out = a.step("b", {"t": "syn", "from": "b", "digest": b._digest()}, 1.0)
+        (ack,) = [o.message for o in out if hasattr(o, "message")]
+        _wire_takes(ack)
+        b.step("a", ack, 1.0)
+        if b.origins.get("a@1") is not None and b.origins["a@1"].max_version == a.me.max_version:
+            break
+    assert len(b.items("v")) == kept

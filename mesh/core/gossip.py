@@ -103,6 +103,9 @@ _KINDS = ("push", "syn", "ack", "ack2")
 _MESSAGE_CONTAINERS = 8
 #: Arrays and maps of one origin's item in a delta ([origin, base, upto, [entries]]).
 _ITEM_CONTAINERS = 2
+#: What a message holds besides its one entry, at least: an entry denser than the rule allows
+#: after these can never be sent.
+_LONE_ENTRY_CONTAINERS = _MESSAGE_CONTAINERS + _ITEM_CONTAINERS
 #: Bytes between two looks at how dense a large entry is so far (see :func:`_density`).
 _DENSITY_STEP = 512
 
@@ -203,7 +206,7 @@ class GossipConfig:
             raise ValueError("max_value_bytes must be > 0 and at most max_delta_bytes")
         if self.tombstone_grace <= 0 or self.dead_grace <= 0 or self.dead_after <= 0:
             raise ValueError("tombstone_grace, dead_grace and dead_after must be > 0 seconds")
-        if self.bytes_per_container < 1 or self.dense_slack_bytes < 2 * self.bytes_per_container * _MESSAGE_CONTAINERS:
+        if self.bytes_per_container < 1 or self.dense_slack_bytes < 2 * self.bytes_per_container * _LONE_ENTRY_CONTAINERS:
             raise ValueError("bytes_per_container must be >= 1 and dense_slack_bytes large enough for a message's own arrays")
 
 
@@ -691,8 +694,6 @@ class GossipNode:
 
     def _observe_digest(self, sender: str, digest: dict, now: float, peer: bool = True) -> None:
         """Learn from ``sender``'s digest; ``peer``: it is what ``sender`` holds (not a joiner's)."""
-        if len(self.origins) >= MAX_ORIGINS:
-            digest = {oid: info for oid, info in digest.items() if oid in self.origins}
         known = self._known_by(sender) if peer else None
         for oid, info in digest.items():
             if not isinstance(info, list) or len(info) < 2:
@@ -766,7 +767,7 @@ class GossipNode:
 
     def _apply_delta(self, delta: list, now: float) -> None:
         cfg = self.config
-        sendable = cfg.dense_slack_bytes - cfg.bytes_per_container * _MESSAGE_CONTAINERS
+        sendable = cfg.dense_slack_bytes - cfg.bytes_per_container * _LONE_ENTRY_CONTAINERS
         for item in delta:
             if not (isinstance(item, list) and len(item) == 4):
                 continue
