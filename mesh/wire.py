@@ -30,9 +30,13 @@ are built:
 * a larger frame must be an array of 7 or 8 fields (an envelope) or of at most
   ``max_batch`` envelopes: its header is read before anything is decoded;
 * a larger frame may hold at most one array or map per ``bytes_per_container``
-  bytes (BYTES_PER_CONTAINER by default; the node uses more): every array and map
-  built is counted and the frame is refused at the first one over the budget; the
-  collector is paused meanwhile (it would otherwise scan the young lists again and again);
+  bytes (BYTES_PER_CONTAINER), with SMALL_FRAME bytes of slack: it is fed to msgpack
+  one SMALL_FRAME chunk at a time, the arrays and maps built are counted, and the frame
+  is refused after the first chunk that puts them over the budget of the bytes fed so
+  far (so a hostile frame costs one chunk's worth of objects); the collector is paused
+  meanwhile (it would otherwise scan the young lists again and again). The gossip
+  layer builds its messages within the same rule (GossipConfig.bytes_per_container);
+  a sender whose well-formed ask or request is refused is answered why (:func:`refusal`);
 * nesting: msgpack's C unpacker stops at 1024 levels (the envelope is one of them);
   error messages never print a nested value, so a deep one cannot overflow the stack.
 """

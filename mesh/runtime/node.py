@@ -208,7 +208,10 @@ class Node:
         self.router: zmq.Socket | None = None
         if self.gossip_config is None:
             budget = min(1 << 20, self.spec.max_message // 2)
-            self.gossip_config = GossipConfig(max_delta_bytes=budget, max_value_bytes=min(256 * 1024, budget // 2))
+            # Density as the receiving nodes' codec checks it, so no delta is ever refused by a peer.
+            self.gossip_config = GossipConfig(max_delta_bytes=budget, max_value_bytes=min(256 * 1024, budget // 2),
+                                              bytes_per_container=wire.BYTES_PER_CONTAINER,
+                                              dense_slack_bytes=wire.SMALL_FRAME)
         self.gossip = Gossiper(
             self.name,
             self.advertise or self.connect_address,
