@@ -17,31 +17,15 @@ import zmq
 import mesh
 from mesh import wire
 from conftest import RunningNode, free_port, mesh_command, stop_node, wait_until
+from test_leader import agreed_leader, quiet
 
 RUNS = 20 if os.environ.get("MESH_SOAK") == "1" else 2
 POOL = '[pools.db]\nsize = 3\nlease = "3s"\n'
 
 
-def quiet(node, default=None):
-    try:
-        return node.status()
-    except Exception:  # a node still joining or busy: the caller polls again
-        return default
-
-
 def alive_members(node) -> set[str]:
     st = quiet(node, {"members": []})
     return {m["name"] for m in st["members"] if m["state"] == "alive"}
-
-
-def one_leader(nodes) -> tuple[str, int] | None:
-    seen = set()
-    for n in nodes:
-        st = quiet(n)
-        if st is None or st["leader"] is None:
-            return None
-        seen.add((st["leader"], st["term"]))
-    return seen.pop() if len(seen) == 1 else None
 
 
 class Holders:
@@ -103,9 +87,9 @@ def test_a_late_seed_joins_the_mesh_of_those_who_list_it_one_leader_and_the_pool
         try:
             nodes = [a, b, c]
             wait_until(lambda: all(alive_members(n) == {"a", "b", "c"} for n in nodes), 30, "one mesh of a, b and c")
-            wait_until(lambda: one_leader(nodes), 30, "one leader agreed by a, b and c")
+            wait_until(lambda: agreed_leader(nodes), 30, "one leader agreed by a, b and c")
             time.sleep(2.0)  # the holders keep asking on every node meanwhile
-            lead = one_leader(nodes)
+            lead = agreed_leader(nodes)
             assert lead is not None, [quiet(n, {}).get("leader") for n in nodes]
         finally:
             holders_a.close()

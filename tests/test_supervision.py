@@ -314,24 +314,9 @@ def escaper_node(start_node, hang_on_stop: bool = False, node_extra: str = ""):
 
 
 @pytest.mark.timeout(60)
-def test_mesh_down_leaves_no_setsid_child_nor_daemon_behind(start_node):
-    node, pids = escaper_node(start_node)
-    node.close_clients()
-
-    assert run_cli("down", "--node", node.address).returncode == 0
-    assert node.proc.wait(timeout=15) == 0
-
-    try:
-        wait_until(lambda: all(pid_gone(p) for p in pids.values()), 5, f"processes {pids} to be gone")
-    finally:
-        for pid in pids.values():
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-@pytest.mark.timeout(60)
-def test_an_agent_that_hangs_in_on_stop_is_killed_with_its_setsid_child_and_daemon(start_node):
-    node, pids = escaper_node(start_node, hang_on_stop=True, node_extra='stop_timeout = "1s"')
+@pytest.mark.parametrize("hang_on_stop", [False, True], ids=["on_stop returns", "on_stop hangs past stop_timeout"])
+def test_mesh_down_leaves_no_setsid_child_nor_daemon_behind(start_node, hang_on_stop):
+    node, pids = escaper_node(start_node, hang_on_stop=hang_on_stop, node_extra='stop_timeout = "1s"' if hang_on_stop else "")
     node.close_clients()
 
     assert run_cli("down", "--node", node.address).returncode == 0
