@@ -4,7 +4,8 @@ On a loaded 2-core machine a process can stall for hundreds of milliseconds. Wit
 150-300 ms election timeouts such a stall ended healthy terms: followers of a stalled
 leader elected another, and a leader whose only follower stalled stepped down
 ("lost quorum"). The defaults now follow etcd (100 ms heartbeats, 1-2 s election
-timeouts), so a stall shorter than a second changes nothing. A stall is made here as
+timeouts), so a stall of half a second changes nothing, even with a CPU hog beside
+it; a stall near the 1 s minimum can still start an election. A stall is made here as
 the kernel makes it: the node's process is stopped (SIGSTOP) and resumed (SIGCONT).
 """
 
@@ -21,7 +22,7 @@ from test_leader import agreed_leader, quiet, start_mesh
 
 pytestmark = pytest.mark.timeout(150)
 
-STALL_S = 0.8
+STALL_S = 0.5  # well past the old 150-300 ms timeouts, well within the 1 s minimum (a loaded machine adds its own delays)
 STALLS = 3
 
 
@@ -39,7 +40,7 @@ def by_name(nodes, name: str):
 
 
 @pytest.mark.parametrize(("n", "who"), [(2, "follower"), (3, "leader")])
-def test_a_stall_shorter_than_a_second_changes_neither_leader_nor_term(start_node, n, who):
+def test_a_half_second_stall_changes_neither_leader_nor_term(start_node, n, who):
     nodes = start_mesh(start_node, n, replicas=1)
     lead = wait_until(lambda: agreed_leader(nodes), 30, "one leader all agree on")
     leader = by_name(nodes, lead[0])

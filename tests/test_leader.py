@@ -228,7 +228,10 @@ def test_a_decision_from_an_older_term_is_refused_logged_and_counted(start_node)
     sock = zmq.Context.instance().socket(zmq.DEALER)
     try:
         sock.connect(node.address)
-        sock.send(wire.encode(int(wire.Kind.EVENT), 1, 0, "ghost", "$gossip", push))
+        # A digest makes the ghost a member (deltas from unknown origins are ignored); then its decision.
+        introduce = {"t": "syn", "from": "ghost", "digest": {"ghost@1": [1, 1, "", False]}}
+        sock.send(wire.encode(int(wire.Kind.EVENT), 1, 0, "ghost", "$gossip", introduce))
+        sock.send(wire.encode(int(wire.Kind.EVENT), 2, 0, "ghost", "$gossip", push))
         refused = wait_until(lambda: (lambda s: s if s["election"]["stale_decisions"] >= 1 else None)(node.status()),
                              10, "the stale decision to be refused")
     finally:
