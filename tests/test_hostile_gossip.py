@@ -9,6 +9,7 @@ import time
 import pytest
 import zmq
 
+import mesh
 from mesh import wire
 from mesh.core.hlc import make as stamp
 from conftest import wait_until
@@ -138,3 +139,15 @@ def test_dense_values_never_stop_a_nodes_writes_from_reaching_its_peers(start_no
     ca.state.set("later", 1)
     wait_until(lambda: cb.state.get("later") == 1, 30, "a's later write to reach b", interval=0.2)
     assert a.proc.poll() is None and b.proc.poll() is None
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_listed_running_without_an_endpoint_is_waited_for_not_reported_missing(start_node):
+    """Between an agent's unregistering (it is stopping, or moving) and its node reaping it, the
+    directory lists it running with no endpoint: an asker elsewhere waits, as for a restart."""
+    node = start_node(name="t")
+    push(node.address, [("$agents/passing", {"node": "ghost", "endpoint": None, "state": "running"})])
+    client = node.client(resolve_timeout=1.0)
+    wait_until(lambda: node.client_once().state.get("$agents/passing"), 10, "the directory entry")
+    with pytest.raises(mesh.ActorNotFound, match="did not come up within 1 s"):
+        client.actor("passing").ask("hi", timeout=5)

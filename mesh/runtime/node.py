@@ -882,7 +882,9 @@ class Node:
             if remote is not None and isinstance(remote.get("endpoint"), str):
                 return {"endpoint": remote["endpoint"], "incarnation": remote.get("incarnation", 0), "state": "running",
                         "name": name, "node": remote.get("node"), "max_frame": remote.get("max_frame") or self.spec.max_message}
-            if remote is not None and remote.get("state") in ("starting", "restarting"):
+            if remote is not None and remote.get("state") in ("starting", "restarting", "running"):
+                # "running" with no endpoint: it unregistered (stopping, or moving) and its node has not
+                # reaped it yet. The asker waits for what comes next, as for a restart.
                 return {"state": remote["state"], "node": remote.get("node")}
             if remote is not None:
                 why = f": {remote['reason']}" if remote.get("reason") else ""
