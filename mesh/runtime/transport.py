@@ -385,6 +385,15 @@ class Flusher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self, timeout: float) -> None:
+        """At interpreter exit: end the thread, so it is not inside libzmq while the interpreter
+        finalizes (a daemon thread still sending then can crash the process)."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def arm(self, channel: Channel) -> None:
         self.dirty.add(channel)
@@ -402,6 +411,8 @@ class Flusher:
     def _run(self) -> None:
         while True:
             self._wake.wait()
+            if self._stopped:
+                return
             time.sleep(LINGER_S)
             self._wake.clear()
             retry = False
@@ -446,6 +457,7 @@ class Janitor:
     INTERVAL_S = 1.0
 
     def __init__(self) -> None:
+        self._stopped = threading.Event()
         self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -473,9 +485,14 @@ class Janitor:
                 ch.lock.release()
         return closed
 
+    def stop(self, timeout: float) -> None:
+        """At interpreter exit, like Flusher.stop."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def _run(self) -> None:
-        while True:
-            time.sleep(self.INTERVAL_S)
+        while not self._stopped.wait(self.INTERVAL_S):
             try:
                 self.sweep()
             except Exception:  # never let the janitor die
@@ -491,6 +508,8 @@ def _flush_at_exit() -> None:
     A script that tells and exits without ``client.close()`` loses nothing it was told
     was sent (unless the receiver is gone, or the channel stays busy for 0.5 s).
     """
+    FLUSHER.stop(1.0)
+    JANITOR.stop(1.0)
     for ch in snapshot(JANITOR._channels):
         if ch.closed or not ch.lock.acquire(timeout=0.5):
             continue
