@@ -10,6 +10,7 @@ few seconds. Ask the conductor for the latest report::
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import mesh
 from mesh.patterns.pipeline import Pipeline, Stage
@@ -25,7 +26,7 @@ def _stable_fraction(*parts: object) -> float:
 class Scout(mesh.Actor):
     """Discovers test scenarios for the task's feature."""
 
-    def on_message(self, context):
+    def on_message(self, context: Any) -> dict[str, object]:
         feature = context["task"]["feature"]
         kinds = ["happy path", "empty input", "huge input", "unicode", "timeout", "concurrent users"]
         return {"scenarios": [f"{feature}: {k}" for k in kinds]}
@@ -34,7 +35,7 @@ class Scout(mesh.Actor):
 class Validator(mesh.Actor):
     """Keeps the scenarios that make sense; drops the ones that do not apply."""
 
-    def on_message(self, context):
+    def on_message(self, context: Any) -> dict[str, object]:
         scenarios = context["results"]["scout"]["scenarios"]
         run = context["task"]["run"]
         keep = [s for s in scenarios if _stable_fraction(s, run) > 0.15]
@@ -44,7 +45,7 @@ class Validator(mesh.Actor):
 class Executor(mesh.Actor):
     """Runs every valid scenario (here: a deterministic stand-in for a real test run)."""
 
-    def on_message(self, context):
+    def on_message(self, context: Any) -> dict[str, object]:
         run = context["task"]["run"]
         outcomes = {s: ("pass" if _stable_fraction("exec", s, run) > 0.2 else "fail")
                     for s in context["results"]["validator"]["valid"]}
@@ -54,7 +55,7 @@ class Executor(mesh.Actor):
 class Synthesizer(mesh.Actor):
     """Turns outcomes into findings."""
 
-    def on_message(self, context):
+    def on_message(self, context: Any) -> dict[str, object]:
         outcomes = context["results"]["executor"]["outcomes"]
         failed = sorted(s for s, o in outcomes.items() if o == "fail")
         total = len(outcomes)
@@ -64,7 +65,7 @@ class Synthesizer(mesh.Actor):
 class Reporter(mesh.Actor):
     """Writes the report (and logs it, so `mesh logs reporter` shows it)."""
 
-    def on_message(self, context):
+    def on_message(self, context: Any) -> dict[str, object]:
         s = context["results"]["synthesizer"]
         task = context["task"]
         text = (f"run {task['run']} ({task['feature']}): {s['total']} scenarios, "
@@ -76,12 +77,12 @@ class Reporter(mesh.Actor):
 class Conductor(mesh.Actor):
     """Runs the pipeline over a sample task every ``interval`` seconds."""
 
-    def __init__(self, interval: float = 5.0):
+    def __init__(self, interval: float = 5.0) -> None:
         self.interval = float(interval)
         self.runs = 0
-        self.last: dict | None = None
+        self.last: dict[str, Any] | None = None
 
-    def on_start(self):
+    def on_start(self) -> None:
         self.pipeline = Pipeline(
             [
                 Stage("scout", "scout", timeout=30, on_failure="stop"),
@@ -95,7 +96,7 @@ class Conductor(mesh.Actor):
         self.mesh.after(0.5, {"run": True})
         self.mesh.every(self.interval, {"run": True})
 
-    def on_message(self, message):
+    def on_message(self, message: object) -> object:
         if isinstance(message, dict) and message.get("run"):
             task = {"feature": FEATURES[self.runs % len(FEATURES)], "run": self.runs}
             self.runs += 1

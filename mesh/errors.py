@@ -115,10 +115,10 @@ _CODES: dict[str, type[MeshError]] = {
     "reserved_key": ReservedKey,
     "unknown_escalation": UnknownEscalation,
 }
-_NAMES = {cls: code for code, cls in _CODES.items()}
+_NAMES: dict[type[BaseException], str] = {cls: code for code, cls in _CODES.items()}
 
 
-def to_wire(exc: BaseException, traceback_text: str = "") -> dict:
+def to_wire(exc: BaseException, traceback_text: str = "") -> dict[str, object]:
     """The FAIL body for ``exc``: a small dict of strings, safe to msgpack."""
     code = _NAMES.get(type(exc))
     if code is not None:

@@ -45,12 +45,23 @@ from __future__ import annotations
 
 import enum
 import gc
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import msgpack
 
 from .errors import WireError, to_wire
 
 VERSION = 1
+
+#: Where each field sits in an envelope, as in ``env[BODY]``. Plain ints rather than a named
+#: tuple: indexing a list with one costs what indexing with a literal does, and this is the
+#: message path.
+VERSION_FIELD, KIND, MSG_ID, CORR_ID, SENDER, RECIPIENT, BODY, WAITING = range(8)
+
+#: A checked envelope: a list with the fields above (``WAITING`` only on some asks). Fields are
+#: of different types, so a list of Any: each reader knows which field it takes.
+Envelope: TypeAlias = list[Any]
 
 #: Default cap on one frame, in bytes. Sockets facing the network also get it as
 #: ZMQ_MAXMSGSIZE, so larger frames are cut off by libzmq before they reach Python.
@@ -99,7 +110,7 @@ def encode(kind: int, msg_id: int, corr_id: int, sender: str, recipient: str, bo
         raise WireError(f"message is not serializable: {exc}") from None
 
 
-def encode_ask(msg_id: int, sender: str, recipient: str, body: object, waiting: list) -> bytes:
+def encode_ask(msg_id: int, sender: str, recipient: str, body: object, waiting: list[str]) -> bytes:
     """An ASK made while ``waiting`` (a list of actor names) wait on the sender: the 8th field
     is that chain, for deadlock detection. Asks made outside a handler have 7 fields."""
     try:
@@ -133,11 +144,11 @@ def _chain_ok(chain: object) -> bool:
     return True
 
 
-def check_envelope(env: object) -> list:
+def check_envelope(env: object) -> Envelope:
     """Return ``env`` if it is a well-formed envelope, else raise WireError."""
     if type(env) is not list or len(env) != 7:
-        if type(env) is list and len(env) == 8 and env[1] == 2:
-            if not _chain_ok(env[7]):
+        if type(env) is list and len(env) == 8 and env[KIND] == 2:
+            if not _chain_ok(env[WAITING]):
                 raise WireError(f"an ask's waiting chain must be a list of at most {MAX_CHAIN} names")
         else:
             raise WireError("envelope is not an array of 7 fields (8 for an ask with a waiting chain)")
@@ -157,7 +168,7 @@ def _hashable_key(key: object) -> object:
     return tuple(_hashable_key(k) for k in key) if type(key) is list else key
 
 
-def _tuple_key_map(pairs: list) -> dict:
+def _tuple_key_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return {_hashable_key(k): v for k, v in pairs}
 
 
@@ -167,18 +178,17 @@ def _undecodable(exc: Exception) -> WireError:
     return WireError(f"undecodable frame: {exc or type(exc).__name__}")
 
 
-def _unpack_tuple_keys(frame: bytes, count=None) -> object:
-    hook = _tuple_key_map if count is None else (lambda pairs: count(_tuple_key_map(pairs)))
+def _unpack_tuple_keys(frame: bytes) -> object:
     try:
-        return _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext, object_pairs_hook=hook,
-                        list_hook=count)
+        return _unpackb(frame, raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext,
+                        object_pairs_hook=_tuple_key_map)
     except WireError:
         raise
     except Exception as exc:  # a map key that is a map, a nesting too deep for the key rebuild, ...
         raise _undecodable(exc) from None
 
 
-def _unpack(frame, max_bytes: int, max_top: int = MAX_BATCH, per: int = BYTES_PER_CONTAINER) -> object:
+def _unpack(frame: bytes, max_bytes: int, max_top: int = MAX_BATCH, per: int = BYTES_PER_CONTAINER) -> object:
     """Size check and msgpack decoding with every limit: the one step both decoders share."""
     n = len(frame)
     if n > max_bytes:
@@ -197,7 +207,7 @@ def _unpack(frame, max_bytes: int, max_top: int = MAX_BATCH, per: int = BYTES_PE
         raise _undecodable(exc) from None
 
 
-def _top_count(frame) -> int:
+def _top_count(frame: bytes) -> int:
     """The item count in the array header that opens ``frame``; -1 if it opens something else."""
     head = memoryview(frame)[:5]
     first = head[0]
@@ -210,7 +220,7 @@ def _top_count(frame) -> int:
     return -1
 
 
-def _unpack_large(frame, n: int, max_top: int, per: int) -> object:
+def _unpack_large(frame: bytes, n: int, max_top: int, per: int) -> object:
     """Decode a frame above SMALL_FRAME: header first, then at most one array or map per ``per`` bytes.
 
     The frame is fed to msgpack's (resumable) unpacker one SMALL_FRAME chunk at a time, and
@@ -254,14 +264,14 @@ def _unpack_large(frame, n: int, max_top: int, per: int) -> object:
             gc.enable()
 
 
-def _unpack_in_chunks(frame, n: int, per: int, count, pairs_hook, too_dense, built) -> object:
-    options = dict(raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext, list_hook=count,
-                   max_buffer_size=n)
-    if pairs_hook is None:
-        options["object_hook"] = count
-    else:
-        options["object_pairs_hook"] = pairs_hook
-    unpacker = msgpack.Unpacker(**options)
+def _unpack_in_chunks(frame: bytes, n: int, per: int, count: Callable[[Any], Any],
+                      pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None, too_dense: Callable[[int], WireError],
+                      built: Callable[[], int]) -> object:
+    # Maps are counted by object_hook, or by the pairs hook when keys need rebuilding (msgpack
+    # takes one of the two, never both).
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_ext_len=0, ext_hook=_refuse_ext, list_hook=count,
+                                max_buffer_size=n, object_hook=count if pairs_hook is None else None,
+                                object_pairs_hook=pairs_hook)
     view = memoryview(frame)
     fed = 0
     while True:
@@ -286,7 +296,7 @@ _ANSWERED = frozenset((2, 5, 7))  # ASK, CONTROL, TELL_ACK: someone waits for an
 _HEAD_BYTES = 1024
 
 
-def refusal(frame, exc: WireError, msg_id: int, sender: str) -> bytes | None:
+def refusal(frame: bytes, exc: WireError, msg_id: int, sender: str) -> bytes | None:
     """The FAIL answer to a refused frame that opens like one envelope someone waits on (an ask, a
     control request, an acknowledged tell), read from its first bytes without decoding its body: the
     sender learns at once why (say, a body too dense), instead of waiting out its timeout. None when
@@ -307,7 +317,7 @@ def refusal(frame, exc: WireError, msg_id: int, sender: str) -> bytes | None:
 
 
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_BATCH,
-           bytes_per_container: int = BYTES_PER_CONTAINER) -> list:
+           bytes_per_container: int = BYTES_PER_CONTAINER) -> list[Envelope]:
     """Decode a frame into a list of checked envelopes (one, or a whole batch).
 
     Raises WireError for anything that is not a valid frame. ``bytes_per_container``: see
@@ -316,19 +326,19 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
     obj = _unpack(frame, max_bytes, max_batch, bytes_per_container)
     if type(obj) is not list or not obj:
         raise WireError("frame is not an envelope array")
-    head = obj[0]
+    head = obj[VERSION_FIELD]
     if type(head) is int:
         # One envelope: the common case, checked inline (this is the message path).
         n = len(obj)
         if (
-            (n == 7 or (n == 8 and obj[1] == 2 and _chain_ok(obj[7])))
+            (n == 7 or (n == 8 and obj[KIND] == 2 and _chain_ok(obj[WAITING])))
             and head == VERSION
-            and type(obj[1]) is int
-            and obj[1] in _KINDS
-            and type(obj[2]) is int
-            and type(obj[3]) is int
-            and type(obj[4]) is str
-            and type(obj[5]) is str
+            and type(obj[KIND]) is int
+            and obj[KIND] in _KINDS
+            and type(obj[MSG_ID]) is int
+            and type(obj[CORR_ID]) is int
+            and type(obj[SENDER]) is str
+            and type(obj[RECIPIENT]) is str
         ):
             return [obj]
         return [check_envelope(obj)]
@@ -341,11 +351,11 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
     return [check_envelope(obj)]
 
 
-def decode_one(frame, max_bytes: int = MAX_FRAME_BYTES, bytes_per_container: int = BYTES_PER_CONTAINER) -> list:
+def decode_one(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, bytes_per_container: int = BYTES_PER_CONTAINER) -> Envelope:
     """Decode a frame that must hold exactly one envelope (answers are never batched)."""
     env = _unpack(frame, max_bytes, 8, bytes_per_container)
-    if type(env) is list and len(env) == 7 and env[0] == VERSION and type(env[0]) is int:
-        kind, msg_id, corr_id, sender, recipient = env[1], env[2], env[3], env[4], env[5]
+    if type(env) is list and len(env) == 7 and env[VERSION_FIELD] == VERSION and type(env[VERSION_FIELD]) is int:
+        kind, msg_id, corr_id, sender, recipient = env[KIND], env[MSG_ID], env[CORR_ID], env[SENDER], env[RECIPIENT]
         if (
             type(kind) is int
             and kind in _KINDS

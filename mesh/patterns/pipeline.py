@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..errors import MeshError
 
@@ -38,17 +39,28 @@ class Stage:
             raise ValueError("timeout must be > 0 seconds")
 
 
+class StageRef(Protocol):
+    def ask(self, message: object, timeout: float = ...) -> object: ...
+
+
+class MeshHandle(Protocol):
+    """What a pipeline runs through: a Client, or an actor's ``self.mesh``."""
+
+    def actor(self, name: str) -> StageRef: ...
+
+
 class Pipeline:
     """Run ``stages`` in order through ``mesh`` (a Client or an actor's ``self.mesh``)."""
 
-    def __init__(self, stages: list[Stage], mesh) -> None:
+    def __init__(self, stages: list[Stage], mesh: MeshHandle) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         self.stages = list(stages)
         self.mesh = mesh
 
-    def run(self, task: object) -> dict:
-        context = {"task": task, "results": {}}
+    def run(self, task: object) -> dict[str, Any]:
+        results: dict[str, object] = {}
+        context: dict[str, object] = {"task": task, "results": results}
         warnings: list[str] = []
         timings: dict[str, float] = {}
         for stage in self.stages:
@@ -61,16 +73,16 @@ class Pipeline:
                 if error is None:
                     break
             if error is None:
-                context["results"][stage.name] = result
+                results[stage.name] = result
                 continue
             if stage.on_failure == "continue_with_warning":
                 warnings.append(f"{stage.name}: {error}")
                 continue
             return {"status": "failed", "failed_stage": stage.name, "error": error,
-                    "results": context["results"], "warnings": warnings, "timings": timings}
-        return {"status": "ok", "results": context["results"], "warnings": warnings, "timings": timings}
+                    "results": results, "warnings": warnings, "timings": timings}
+        return {"status": "ok", "results": results, "warnings": warnings, "timings": timings}
 
-    def _attempt(self, stage: Stage, context: dict) -> tuple[str | None, object]:
+    def _attempt(self, stage: Stage, context: dict[str, object]) -> tuple[str | None, object]:
         try:
             result = self.mesh.actor(stage.agent).ask(context, timeout=stage.timeout)
         except MeshError as exc:
