@@ -1,0 +1,321 @@
+"""The node's control operations: one typed function each, the one place that names them.
+
+Every request a process makes of a node goes through here: the :class:`~mesh.runtime.client.Client`,
+the shared state, an actor's context and its link to its node, leases, the intention flow
+and the ``mesh`` command. Each function says which operation it is, what it sends, what the
+answer holds (a TypedDict: the node's dict as it comes, nothing copied) and where it goes:
+
+* to the client's own node (most operations; the node's ``_op_NAME`` handler answers);
+* to the leader (``acquire``, ``renew``, ``release``, ``intent_escalate``,
+  ``intent_decide``): pools, leases and escalations live there. The leader's address is
+  asked of the node once and kept on the client until a request finds that node no longer
+  leads or gone (:class:`~mesh.errors.NotLeader`, :class:`~mesh.errors.NodeUnavailable`);
+  the next request asks again. Callers that must ride out an election retry;
+* to an actor's own socket (``intention``: what ``on_intention`` answers).
+
+On the wire a request is a CONTROL envelope with the body ``{"op": NAME, **fields}``; its
+answer is the REPLY's body, or the FAIL's error raised as the mesh exception it names.
+None of this is on the message path: asks and tells go straight to the actor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+from ..errors import NodeUnavailable, NotLeader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
+
+
+# -- answers --------------------------------------------------------------------------------
+
+
+class Ping(TypedDict, total=False):
+    """A node's answer (``node``, ``pid``, ``address``, ``max_frame``); an actor's own socket
+    answers ``name``, ``pid`` and ``messages`` instead."""
+
+    node: str
+    pid: int
+    address: str
+    max_frame: int  #: the largest frame the node accepts, in bytes
+    name: str
+    messages: int
+
+
+class Leader(TypedDict):
+    leader: str | None
+    term: int
+    address: str | None  #: where the leader listens (tcp://HOST:PORT)
+    waiting: NotRequired[str | None]  #: with no leader: what the election waits for
+
+
+class Grant(TypedDict):
+    """Units of a pool (``lease_id`` set) or a rate limit's permit (``lease_id`` None)."""
+
+    request_id: str
+    name: str
+    n: int
+    lease_id: str | None
+    waited: float  #: seconds the request waited in line
+    lease_ttl: float | None  #: seconds a lease lives unless renewed
+
+
+class Renewed(TypedDict):
+    renewed: str
+    lease_ttl: float | None
+
+
+class Vote(TypedDict):
+    """The voters' outcome for an intention's claims."""
+
+    id: str
+    outcome: str  #: "approved" or "objected"
+    reasons: list[str]
+    holders: list
+    until_in: float | None  #: seconds until the claims' hold ends, if approved
+
+
+class Ruling(TypedDict):
+    """How the leader (or a person) decided an escalated intention."""
+
+    approve: bool
+    by: str
+    why: str
+
+
+class Decided(TypedDict):
+    id: str
+    approved: bool
+
+
+class Listing(TypedDict):
+    """Pending and held intentions, and escalations waiting for a person, mesh-wide."""
+
+    intents: list[dict]
+    escalations: list[dict]
+
+
+class KillSwitch(TypedDict):
+    pulled: bool
+    at: float  #: time.time() when it was pulled or released
+    by: str
+
+
+class Registered(TypedDict):
+    incarnation: int
+    node: str
+
+
+class Resolved(TypedDict, total=False):
+    """Where an actor listens (``endpoint`` set), or its state while it has no endpoint."""
+
+    endpoint: str
+    incarnation: int
+    state: str
+    name: str  #: the replica that answers, for a replica group's name
+    node: str
+    max_frame: int  #: the largest frame the actor accepts, in bytes
+
+
+class Stopping(TypedDict):
+    stopping: bool
+    pid: int
+
+
+class LogChunk(TypedDict):
+    data: str
+    offset: int  #: the byte offset after ``data``: where the next read starts
+    size: int  #: the log's size in bytes when read
+
+
+class Found(TypedDict):
+    found: bool
+    value: NotRequired[object]
+
+
+class Heard(TypedDict):
+    objection: dict | None
+
+
+# -- how a request travels ------------------------------------------------------------------
+
+
+def _node(client: "Client", op: str, timeout: float, /, **fields: object) -> Any:
+    return client._control_at(client.node, op, timeout, **fields)
+
+
+def _leader(client: "Client", op: str, timeout: float, /, **fields: object) -> Any:
+    address = client._leader_address
+    if address is None:
+        info = leader(client, timeout=min(timeout, 5.0))
+        if not isinstance(info, dict) or not info.get("address"):
+            raise NotLeader(f"no leader is elected yet ({info.get('waiting') if isinstance(info, dict) else info})")
+        address = client._leader_address = info["address"]
+    try:
+        return client._control_at(address, op, timeout, **fields)
+    except (NotLeader, NodeUnavailable):
+        client._leader_address = None
+        raise
+
+
+# -- the node and its agents ----------------------------------------------------------------
+
+
+def ping(client: "Client", timeout: float = 5.0) -> Ping:
+    return _node(client, "ping", timeout)
+
+
+def status(client: "Client", timeout: float = 5.0) -> dict[str, Any]:
+    """What ``mesh status --json`` prints."""
+    return _node(client, "status", timeout)
+
+
+def down(client: "Client", timeout: float = 5.0) -> Stopping:
+    """Ask the node to stop gracefully (its agents' ``on_stop`` run); answers at once."""
+    return _node(client, "down", timeout)
+
+
+def logs(client: "Client", name: str, offset: int = 0, tail: int | None = None, timeout: float = 5.0) -> LogChunk:
+    """One chunk of agent ``name``'s log from byte ``offset``; with ``tail`` (bytes) and offset 0,
+    from that many bytes before its end."""
+    if tail is None:
+        return _node(client, "logs", timeout, name=name, offset=offset)
+    return _node(client, "logs", timeout, name=name, offset=offset, tail=tail)
+
+
+def kill(client: "Client", release: bool, by: str, timeout: float = 5.0) -> KillSwitch:
+    """Pull the kill switch (every node stops every agent now), or with ``release`` let go of it."""
+    return _node(client, "kill", timeout, release=release, by=by)
+
+
+def resolve(client: "Client", name: str, timeout: float = 5.0) -> Resolved:
+    return _node(client, "resolve", timeout, name=name)
+
+
+async def resolve_async(client: "Client", name: str, timeout: float = 5.0) -> Resolved:
+    """:func:`resolve` over the client's asyncio link (the path of ``ask_async``)."""
+    return await client.control_async("resolve", timeout, name=name)
+
+
+def register(client: "Client", name: str, endpoint: str, pid: int, supervised: bool, max_frame: int,
+             intentions: bool, timeout: float = 5.0) -> Registered:
+    """Register a served actor: ``intentions`` says whether it hears intentions (``on_intention``)."""
+    return _node(client, "register", timeout, name=name, endpoint=endpoint, pid=pid, supervised=supervised,
+                 max_frame=max_frame, intentions=intentions)
+
+
+def unregister(client: "Client", name: str, endpoint: str | None, timeout: float = 1.0) -> None:
+    _node(client, "unregister", timeout, name=name, endpoint=endpoint)
+
+
+def heartbeat(client: "Client", name: str, endpoint: str | None, messages: int, bad_frames: int,
+              timeout: float = 2.0) -> bool:
+    """Report a served actor alive; False if the node does not know it (say it restarted)."""
+    answer = _node(client, "heartbeat", timeout, name=name, endpoint=endpoint, messages=messages,
+                   bad_frames=bad_frames)
+    return not isinstance(answer, dict) or bool(answer.get("known", True))
+
+
+# -- the shared state -----------------------------------------------------------------------
+
+
+def state_get(client: "Client", key: str, timeout: float = 5.0) -> Found:
+    return _node(client, "state_get", timeout, key=key)
+
+
+def state_set(client: "Client", key: str, value: object, timeout: float = 5.0) -> None:
+    _node(client, "state_set", timeout, key=key, value=value)
+
+
+def state_delete(client: "Client", key: str, timeout: float = 5.0) -> None:
+    _node(client, "state_delete", timeout, key=key)
+
+
+def state_items(client: "Client", prefix: str = "", timeout: float = 5.0) -> dict[str, object]:
+    return _node(client, "state_items", timeout, prefix=prefix)["items"]
+
+
+async def state_items_async(client: "Client", prefix: str = "", timeout: float = 5.0) -> dict[str, object]:
+    """:func:`state_items` over the client's asyncio link."""
+    return (await client.control_async("state_items", timeout, prefix=prefix))["items"]
+
+
+# -- topics ---------------------------------------------------------------------------------
+
+
+def subscribe(client: "Client", topic: str, actor: str, timeout: float = 5.0) -> None:
+    _node(client, "subscribe", timeout, topic=topic, actor=actor)
+
+
+def unsubscribe(client: "Client", topic: str, actor: str, timeout: float = 5.0) -> None:
+    _node(client, "unsubscribe", timeout, topic=topic, actor=actor)
+
+
+def subscribers(client: "Client", topic: str, timeout: float = 5.0) -> list[str]:
+    answer = _node(client, "subscribers", timeout, topic=topic)
+    return list(answer.get("actors", [])) if isinstance(answer, dict) else []
+
+
+# -- pools and rate limits (at the leader) --------------------------------------------------
+
+
+def leader(client: "Client", timeout: float = 5.0) -> Leader:
+    """Who leads, as the client's node knows it."""
+    return _node(client, "leader", timeout)
+
+
+def acquire(client: "Client", request_id: str, holder: str, name: str, n: int, wait: float) -> Grant:
+    """Wait in line at the leader up to ``wait`` seconds for ``n`` units (or permits) of ``name``."""
+    return _leader(client, "acquire", wait + 2.0, request_id=request_id, holder=holder, name=name, n=n, timeout=wait)
+
+
+def renew(client: "Client", lease_id: str, holder: str, name: str, n: int, timeout: float) -> Renewed:
+    return _leader(client, "renew", timeout, lease_id=lease_id, holder=holder, name=name, n=n)
+
+
+def release(client: "Client", lease_id: str, name: str, timeout: float = 5.0) -> None:
+    _leader(client, "release", timeout, lease_id=lease_id, name=name)
+
+
+# -- intentions -----------------------------------------------------------------------------
+
+
+def intent_propose(client: "Client", id: str, action: object, claims: list[str], priority: float, window: float,
+                   hold: float, proposer: str) -> Vote:
+    """Have the voters vote on an intention's claims; answers once decided (within about ``window``)."""
+    return _node(client, "intent_propose", window + 2.0, id=id, action=action, claims=claims, priority=priority,
+                 window=window, hold=hold, proposer=proposer)
+
+
+def intent_done(client: "Client", id: str, timeout: float = 5.0) -> None:
+    """Release an approved intention's claims."""
+    _node(client, "intent_done", timeout, id=id)
+
+
+def intent_listeners(client: "Client", timeout: float = 5.0) -> list[str]:
+    """The actors, mesh-wide, that hear intentions (define ``on_intention``)."""
+    return _node(client, "intent_listeners", timeout)["actors"]
+
+
+def intention(client: "Client", endpoint: str, body: dict, timeout: float) -> Heard:
+    """Tell the actor listening at ``endpoint`` of an intention (``body``: id, action, claims,
+    priority, proposer, window): its ``on_intention`` may object."""
+    return client._control_at(endpoint, "intention", timeout, intention=body)
+
+
+def intent_escalate(client: "Client", id: str, action: object, claims: list[str], priority: float, proposer: str,
+                    evidence: float, objections: list[dict], wait: float) -> Ruling:
+    """Hand an intention with strategy objections to the leader; answers when it (or a person) has
+    decided, or after ``wait`` seconds (denied)."""
+    return _leader(client, "intent_escalate", wait + 5.0, id=id, action=action, claims=claims, priority=priority,
+                   proposer=proposer, evidence=evidence, objections=objections, timeout=wait)
+
+
+def intent_decide(client: "Client", id: str, approve: bool, by: str, timeout: float = 10.0) -> Decided:
+    """A person's decision on an escalation that waits at the leader (``mesh approve``/``deny``)."""
+    return _leader(client, "intent_decide", timeout, id=id, approve=approve, by=by)
+
+
+def intents(client: "Client", timeout: float = 5.0) -> Listing:
+    return _node(client, "intents", timeout)
