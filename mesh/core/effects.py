@@ -7,6 +7,7 @@ return a list of these; the runtime (or the simulator) carries them out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,4 +23,6 @@ class Event:
     """Something happened that the outside world may care about (a member died, a key changed)."""
 
     name: str
-    data: object = None
+    #: What happened, as a dict whose keys depend on ``name`` (each machine's note lists its events);
+    #: Any, so that a reader who matched the name can take the fields it knows are there.
+    data: Any = None
