@@ -168,7 +168,7 @@ class AgentSpec:
     mailbox: int = 1000  #: frames queued in the actor's ROUTER before senders block
     mailbox_bytes: int = 32 * 1024 * 1024  #: bytes queued per sending connection before it blocks
     stop_timeout: float | None = None  #: seconds for a graceful stop; None = the node's
-    config: dict = field(default_factory=dict)  #: keyword arguments for the class constructor
+    config: dict[str, Any] = field(default_factory=dict)  #: keyword arguments for the class constructor
     placement: str = "spread"  #: one of PLACEMENTS: where the leader places the replicas
     node: str | None = None  #: pinned to this node (placement does not apply)
     budget_cpu: float | None = None  #: cores this agent's process tree may use on average
@@ -352,7 +352,7 @@ class _Checker:
     def fail(self, key: str, reason: str) -> SpecError:
         return SpecError(self.file, key, reason)
 
-    def unknown_keys(self, table: dict, known: tuple[str, ...], prefix: str) -> None:
+    def unknown_keys(self, table: dict[Any, Any], known: tuple[str, ...], prefix: str) -> None:
         for k in table:
             if k not in known:
                 reason = f"unknown key (known: {', '.join(known)})"
@@ -461,7 +461,7 @@ def _normalize_listen(value: str, key: str, check: _Checker) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_spec(data: dict, file: str = "<spec>", base_dir: str | None = None) -> NodeSpec:
+def parse_spec(data: dict[str, Any], file: str = "<spec>", base_dir: str | None = None) -> NodeSpec:
     """Validate a parsed TOML document (a dict) and build the :class:`NodeSpec`.
 
     ``base_dir`` is the folder ``node.path`` entries are relative to (default:
@@ -560,12 +560,12 @@ def _parse_resources(value: object, key: str, check: _Checker) -> tuple[float | 
     return cpu, memory
 
 
-def _parse_named(value: object, key: str, fields: tuple[str, str], check: _Checker) -> tuple:
+def _parse_named(value: object, key: str, fields: tuple[str, str], check: _Checker) -> tuple[tuple[str, int, float], ...]:
     """``[pools.NAME] size = N, lease = "10s"`` or ``[limits.NAME] rate = N, per = "60s"``."""
     if not isinstance(value, dict):
         raise check.fail(key, f"expected tables like [{key}.NAME], got {_type_name(value)}")
     count, duration = fields
-    out = []
+    out: list[tuple[str, int, float]] = []
     for name, table in value.items():
         where = f"{key}.{name}"
         reason = _name_problem(str(name))
@@ -723,7 +723,7 @@ def _check_unique(agents: tuple[AgentSpec, ...], check: _Checker) -> None:
 # --------------------------------------------------------------------------- files
 
 
-def load_spec(path: str | os.PathLike) -> NodeSpec:
+def load_spec(path: str | os.PathLike[str]) -> NodeSpec:
     """Read, parse and validate the spec file at ``path``.
 
     A missing, unreadable or non-file path raises ``SpecError(file, "-", ...)``;
@@ -844,7 +844,7 @@ def check_config(spec: NodeSpec) -> None:
 # --------------------------------------------------------------------------- on the wire
 
 
-def agent_to_wire(agent: AgentSpec, node: NodeSpec) -> dict:
+def agent_to_wire(agent: AgentSpec, node: NodeSpec) -> dict[str, Any]:
     """An agent spec as gossiped to the leader, with what another node needs to run it:
     the import path and working folder of the node that declares it."""
     out: dict[str, Any] = {

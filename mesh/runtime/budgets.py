@@ -36,6 +36,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -62,7 +63,7 @@ class Tracked:
     procs: dict[int, psutil.Process] = field(default_factory=dict)
     next_sample: float = 0.0
     next_tree: float = 0.0
-    history: deque = field(default_factory=lambda: deque(maxlen=40))  # (t, cpu seconds)
+    history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=40))  # (t, cpu seconds)
     cpu: float = 0.0  #: cores, averaged over the last second or so
     memory_bytes: int = 0
     peak_memory: int = 0
@@ -72,7 +73,7 @@ class Tracked:
 
 
 class Enforcer:
-    def __init__(self, on_event=lambda line: None):
+    def __init__(self, on_event: Callable[[str], None] = lambda line: None) -> None:
         self.on_event = on_event
         self._lock = threading.Lock()
         self._agents: dict[str, Tracked] = {}
@@ -105,7 +106,7 @@ class Enforcer:
                 _signal_tree(t, signal.SIGCONT)
             return t.reason
 
-    def info(self, name: str) -> dict:
+    def info(self, name: str) -> dict[str, float | int | bool]:
         with self._lock:
             t = self._agents.get(name)
             if t is None:

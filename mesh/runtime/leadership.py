@@ -26,12 +26,17 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import wire
 from ..core.effects import Event, Send
 from ..core.election import LEADER, ElectionConfig, Elector
 from ..spec import _name_problem
+
+if TYPE_CHECKING:
+    from .gossiper import Gossiper
 
 log = logging.getLogger("mesh.election")
 
@@ -41,8 +46,8 @@ _EVENT = int(wire.Kind.EVENT)
 
 
 class Leadership:
-    def __init__(self, name: str, voter: bool, config: ElectionConfig, run_dir: Path, gossiper, seeded: bool,
-                 on_event=lambda line: None):
+    def __init__(self, name: str, voter: bool, config: ElectionConfig, run_dir: Path, gossiper: Gossiper, seeded: bool,
+                 on_event: Callable[[str], None] = lambda line: None):
         self.name = name
         self.voter = voter
         self.config = config
@@ -68,7 +73,7 @@ class Leadership:
 
     # -- the disk ----------------------------------------------------------------------
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -120,7 +125,7 @@ class Leadership:
             self.joined = True
         self._apply(self.elector.tick(time.monotonic()))
 
-    def learn(self, records: dict[str, dict], states: dict[str, str]) -> None:
+    def learn(self, records: dict[str, dict[str, object]], states: dict[str, str]) -> None:
         """Update the voter set from the gossiped node records and member states."""
         if self.gossiper.announced:
             self._learned = True
@@ -168,7 +173,7 @@ class Leadership:
 
     # -- bytes out -----------------------------------------------------------------------------
 
-    def _apply(self, outputs: list) -> None:
+    def _apply(self, outputs: list[Send | Event]) -> None:
         keys = ("term", "voted_for", "voters")
         if any(self.storage.get(k) != self._saved.get(k) for k in keys):
             self._write()  # durable before anything that follows from it leaves this node

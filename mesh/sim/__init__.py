@@ -47,16 +47,19 @@ import hashlib
 import heapq
 import itertools
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 from ..core.effects import Event, Send
 
 
 class Machine(Protocol):
-    def step(self, sender: str, message: object, now: float) -> list: ...
+    """A protocol machine: its outputs are Send and Event (others are not carried out here)."""
 
-    def tick(self, now: float) -> list: ...
+    def step(self, sender: str, message: object, now: float) -> Sequence[object]: ...
+
+    def tick(self, now: float) -> Sequence[object]: ...
 
 
 @dataclass
@@ -84,7 +87,7 @@ class _Item:
 
 
 #: Builds a node's machine: factory(node_id, rng, storage, now) -> Machine.
-Factory = Callable[[str, random.Random, dict, float], Machine]
+Factory = Callable[[str, random.Random, dict[str, Any], float], Machine]
 
 
 class Simulation:
@@ -104,9 +107,9 @@ class Simulation:
         self.factory = factory
         self.now = 0.0
         self.nodes: dict[str, Machine] = {}
-        self.storage: dict[str, dict] = {n: {} for n in nodes}
+        self.storage: dict[str, dict[str, Any]] = {n: {} for n in nodes}
         self.crashed: set[str] = set()
-        self.cuts: set[frozenset] = set()
+        self.cuts: set[frozenset[str]] = set()
         self.events: list[tuple[float, str, Event]] = []
         self.sent = 0
         self.delivered = 0
@@ -146,7 +149,7 @@ class Simulation:
         self._apply(node, self.nodes[node].tick(self.now))
         self._at(self.now + self.tick_interval, lambda: self._tick(node, inc))
 
-    def _apply(self, node: str, outputs: list) -> None:
+    def _apply(self, node: str, outputs: Sequence[object]) -> None:
         for out in outputs:
             if type(out) is Send:
                 self._send(node, out.to, out.message)
