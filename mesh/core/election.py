@@ -49,10 +49,10 @@ Pure: time comes in as ``now`` in seconds, randomness from the injected RNG.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from .effects import Event, Send
+from .rng import Rng
 
 FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
 #: Terms at or above this are refused (far beyond any real mesh: one election a millisecond for 10^8 years).
@@ -73,7 +73,7 @@ class ElectionConfig:
 class Elector:
     """One voter's view of the election."""
 
-    def __init__(self, name: str, voters: list[str], config: ElectionConfig, rng: random.Random,
+    def __init__(self, name: str, voters: list[str], config: ElectionConfig, rng: Rng,
                  storage: dict, now: float):
         self.name = name
         self.voters = sorted(set(voters))

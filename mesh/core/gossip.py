@@ -68,16 +68,15 @@ is injected.
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass, field
-
-import msgpack
 
 from .effects import Event, Send
 from .failure import DetectorConfig, PhiAccrualDetector
 from .hlc import HybridClock
 from .hlc import make as make_stamp
+from .packing import density
+from .rng import Rng
 
 RESERVED_PREFIX = "$"
 #: Entries stamped further than this in the future (seconds) are refused.
@@ -106,7 +105,7 @@ _ITEM_CONTAINERS = 2
 #: What a message holds besides its one entry, at least: an entry denser than the rule allows
 #: after these can never be sent.
 _LONE_ENTRY_CONTAINERS = _MESSAGE_CONTAINERS + _ITEM_CONTAINERS
-#: Bytes between two looks at how dense a large entry is so far (see :func:`_density`).
+#: Bytes between two looks at how dense a large entry is so far (see :meth:`Entry.measure`).
 _DENSITY_STEP = 512
 
 
@@ -210,37 +209,6 @@ class GossipConfig:
             raise ValueError("bytes_per_container must be >= 1 and dense_slack_bytes large enough for a message's own arrays")
 
 
-def _density(packed: bytes, per: int) -> tuple[int, int]:
-    """The arrays and maps in ``packed`` (one msgpack value), and the most that ``per * (arrays and maps
-    completed) - bytes`` reaches over its leading parts: what the value adds at worst, anywhere in a
-    message, to the receiver's density count (see ``mesh.wire``: every prefix of a frame over the slack
-    may hold at most one array or map per ``per`` bytes). Over-estimates by at most _DENSITY_STEP * per."""
-    built = 0
-
-    def count(obj: object) -> object:
-        nonlocal built
-        built += 1
-        return obj
-
-    n = len(packed)
-    options = dict(raw=False, strict_map_key=False, list_hook=count, object_pairs_hook=count)
-    if n <= _DENSITY_STEP:
-        msgpack.unpackb(packed, **options)
-        return built, per * built
-    unpacker = msgpack.Unpacker(max_buffer_size=n, **options)
-    view = memoryview(packed)
-    peak = 0
-    for start in range(0, n, _DENSITY_STEP):
-        unpacker.feed(view[start:start + _DENSITY_STEP])
-        try:
-            unpacker.unpack()
-        except msgpack.OutOfData:
-            pass
-        # Within the step before this look, the count may already have been this high with fewer bytes.
-        peak = max(peak, per * built - start)
-    return built, peak
-
-
 @dataclass
 class Entry:
     key: str
@@ -252,16 +220,18 @@ class Entry:
     collected_at: float = 0.0  # when a tombstone was first seen here (for its grace)
     size: int = 0  #: packed size in bytes (what it costs in a delta)
     containers: int = 0  #: arrays and maps in it (the entry's own included)
-    excess: int = 0  #: what it adds at worst to a message's density count (see :func:`_density`)
+    excess: int = 0  #: what it adds at worst to a message's density count (see :meth:`Entry.measure`)
 
     def wire(self) -> list:
         return [self.key, self.value, self.hlc, self.writer, self.version, self.tombstone]
 
     def measure(self, per: int) -> Entry:
         """Fill in size, containers and excess. Raises ValueError/TypeError/OverflowError for a non-msgpack value."""
-        packed = msgpack.packb(self.wire(), use_bin_type=True)
-        self.size = len(packed)
-        self.containers, self.excess = _density(packed, per)
+        # The most that ``per * (arrays and maps completed) - bytes`` reaches over the entry's leading
+        # parts: what it adds at worst, anywhere in a message, to the receiver's density count (see
+        # ``mesh.wire``: every prefix of a frame over the slack may hold at most one array or map per
+        # ``per`` bytes). Over-estimates by at most _DENSITY_STEP * per.
+        self.size, self.containers, self.excess = density(self.wire(), per, _DENSITY_STEP)
         return self
 
     @property
@@ -286,7 +256,7 @@ class Origin:
 
 
 def _digest_excess(digest: dict, per: int) -> int:
-    """What a digest adds at most to a message's density count (see :func:`_density`): one array per
+    """What a digest adds at most to a message's density count (see :meth:`Entry.measure`): one array per
     origin, in at least its origin id, its address and 6 bytes."""
     if per <= 9:
         return 0  # an origin id is at least 3 characters: every digest item is sparser than the rule
@@ -323,7 +293,7 @@ def parse_origin(oid: str) -> tuple[str, int]:
 class GossipNode:
     """One node's replica and membership view. Feed it messages and ticks; send what it returns."""
 
-    def __init__(self, name: str, incarnation: int, config: GossipConfig, rng: random.Random, now: float,
+    def __init__(self, name: str, incarnation: int, config: GossipConfig, rng: Rng, now: float,
                  address: str = "", seeds: tuple[str, ...] = (), joining: bool = False):
         self.name = name
         self.config = config

@@ -117,7 +117,6 @@ randomness is needed.
 from __future__ import annotations
 
 import heapq
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -271,8 +270,23 @@ class _Vote:
     hold: float = 0.0
 
 
-def _storage_key(key: tuple[str, str]) -> str:
-    return json.dumps(list(key))
+def storage_key(key: tuple[str, str]) -> str:
+    """``(proposer, id)`` as one text key: the proposer's length, a colon, then both.
+
+    Files written before this form keyed by the JSON list ``["proposer", "id"]``; the runtime
+    rewrites those keys when it loads them (core stays free of a codec)."""
+    proposer, iid = key
+    return f"{len(proposer)}:{proposer}{iid}"
+
+
+def _parse_storage_key(skey: object) -> tuple[str, str] | None:
+    if type(skey) is not str:
+        return None
+    size, colon, rest = skey.partition(":")
+    if not colon or not size.isdigit() or int(size) > len(rest):
+        return None
+    n = int(size)
+    return rest[:n], rest[n:]
 
 
 class IntentionVoter:
@@ -320,10 +334,10 @@ class IntentionVoter:
 
     @staticmethod
     def _decode(skey: object, rec: object) -> _Vote | None:
-        try:
-            proposer, iid = json.loads(skey)
-        except (TypeError, ValueError):
+        parsed = _parse_storage_key(skey)
+        if parsed is None:
             return None
+        proposer, iid = parsed
         if not isinstance(rec, dict) or not _text(proposer) or not _text(iid):
             return None
         claims = _claims(rec.get("claims"))
@@ -421,7 +435,7 @@ class IntentionVoter:
             vote.hold = hold
             self._set_expiry(vote, self.now + hold)
             i = vote.intention
-            self.storage["commits"][_storage_key(key)] = {"claims": sorted(i.claims), "prio": i.priority,
+            self.storage["commits"][storage_key(key)] = {"claims": sorted(i.claims), "prio": i.priority,
                                                           "ts": i.timestamp, "expires": vote.expires, "hold": hold}
         return [Send(key[0], {"t": ACK, "id": key[1]})]
 
@@ -461,7 +475,7 @@ class IntentionVoter:
             if self._owner.get(claim) == key:
                 del self._owner[claim]
         if vote.committed:
-            self.storage["commits"].pop(_storage_key(key), None)
+            self.storage["commits"].pop(storage_key(key), None)
 
     def _finish(self, key: tuple[str, str]) -> None:
         self._finished.pop(key, None)
