@@ -73,38 +73,55 @@ def measure(value: object) -> tuple[int, list[int]]:
     ends: list[int] = []
     at = 0
     # An explicit stack, not recursion: as deep as msgpack allows is deeper than Python's limit.
-    # Each frame: the items still to pack of an open array or map (its end is recorded when empty).
+    # ``todo`` holds the items still to pack of the innermost open array or map (reversed), and
+    # ``stack`` the same for each enclosing one; an item's depth is len(stack).
     stack: list[list[object]] = []
     todo: list[object] = [value]
     while True:
         while todo:
             v = todo.pop()
-            if len(stack) > MAX_DEPTH:  # packb refuses any value inside more than MAX_DEPTH arrays and maps
-                raise ValueError("recursion limit exceeded")
-            if v is None or v is True or v is False:
+            t = type(v)
+            if t is str:  # the common cases first, by exact type: this runs for every gossip write
+                text: str = v  # type: ignore[assignment]
+                n = len(text) if text.isascii() else len(text.encode("utf-8"))
+                at += (1 if n < 32 else 2 if n < 256 else _len_header(n, 32)) + n
+            elif t is int and -32 <= v < 128:  # type: ignore[operator]
                 at += 1
-            elif isinstance(v, int):
-                at += _int_size(int(v))
-            elif isinstance(v, float):
-                at += 9
-            elif isinstance(v, str):
-                n = len(v.encode("utf-8"))  # UnicodeEncodeError (a ValueError) for lone surrogates, as packb
-                at += _len_header(n, 32) + n
-            elif isinstance(v, (bytes, bytearray, memoryview)):
-                n = memoryview(v).nbytes
-                at += _bin_header(n) + n
-            elif isinstance(v, (list, tuple, dict)):
-                at += _len_header(len(v), 16)
-                items: list[object] = [x for pair in v.items() for x in pair] if isinstance(v, dict) else list(v)
+            elif t is dict or t is list or t is tuple or isinstance(v, (list, tuple, dict)):
+                box: list | tuple | dict = v  # type: ignore[assignment]
+                n = len(box)
+                at += 1 if n < 16 else _len_header(n, 16)
+                if not n:
+                    ends.append(at)
+                    continue
+                if len(stack) >= MAX_DEPTH:  # its items would sit inside more than MAX_DEPTH
+                    raise ValueError("recursion limit exceeded")
+                items = [x for pair in box.items() for x in pair] if isinstance(box, dict) else list(box)
                 items.reverse()  # popped from the end: first item first
                 stack.append(todo)
                 todo = items
             else:
-                raise TypeError(f"can not serialize {type(v).__name__!r} object")
+                at += _scalar_size(v)
         if not stack:
             return at, ends
         ends.append(at)  # the innermost open container has no items left
         todo = stack.pop()
+
+
+def _scalar_size(v: object) -> int:
+    if v is None or v is True or v is False:
+        return 1
+    if isinstance(v, int):
+        return _int_size(int(v))
+    if isinstance(v, float):
+        return 9
+    if isinstance(v, str):
+        n = len(v.encode("utf-8"))  # UnicodeEncodeError (a ValueError) for lone surrogates, as packb
+        return _len_header(n, 32) + n
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        n = memoryview(v).nbytes
+        return _bin_header(n) + n
+    raise TypeError(f"can not serialize {type(v).__name__!r} object")
 
 
 def density(value: object, per: int, step: int) -> tuple[int, int, int]:
