@@ -442,7 +442,7 @@ def wait_replica(survivor: Node, replica: str, old_pid: int, t0: float) -> float
                 if isinstance(answer, dict) and answer.get("pid") != old_pid:
                     return time.time() - t0
             except mesh.MeshError:
-                client.forget(replica)  # resolve it again: it may have moved
+                client._forget(replica)  # resolve it again: it may have moved
             time.sleep(0.01)
     finally:
         client.close()

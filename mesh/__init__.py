@@ -16,7 +16,7 @@ msgpack frames. The public surface is small::
         print(client.actor("echo").ask({"hi": 1}))
 """
 
-from .actor import Actor, ActorContext
+from .actor import Actor
 from .errors import (
     AcquireTimeout,
     ActorDied,
@@ -35,9 +35,11 @@ from .errors import (
     UnknownEscalation,
     WireError,
 )
-from .runtime.client import ActorRef, Client
+from .intentions import Decision, Intention, Objection
+from .runtime.client import Client
+from .runtime.context import ActorContext
+from .runtime.ref import ActorRef
 from .runtime.server import serve, serve_async
-from .runtime.intents import Decision, Intention, Objection
 from .topics import ALERT, COMPLETE, DISCOVERY, HELP, REQUEST, Event
 
 __version__ = "0.1.0"

@@ -55,7 +55,7 @@ def _client(node: str | None) -> Client:
     except errors.MeshError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        answer = client.control("ping")
+        answer = client.ping()
     except errors.MeshError as exc:
         client.close()
         raise click.ClickException(str(exc)) from None
@@ -322,7 +322,7 @@ def status(node: str | None, as_json: bool, watch: bool, interval: float) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def intents(node: str | None, as_json: bool) -> None:
     """List pending and held intentions, and escalations waiting for a person (mesh-wide)."""
-    answer = _with_client(node, lambda client: client.control("intents"))
+    answer = _with_client(node, lambda client: client.intents())
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
@@ -344,8 +344,8 @@ def intents(node: str | None, as_json: bool) -> None:
 
 def _decide(node: str | None, intention: str, approve: bool) -> None:
     who = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
-    answer = _with_client(node, lambda client: client._resource_call("intent_decide", 10.0, id=intention, approve=approve,
-                                                                      by=f"{who} with mesh {'approve' if approve else 'deny'}"))
+    by = f"{who} with mesh {'approve' if approve else 'deny'}"
+    answer = _with_client(node, lambda client: (client.approve if approve else client.deny)(intention, by=by))
     click.echo(f"{answer['id']}: {'approved' if answer['approved'] else 'denied'}")
 
 
@@ -371,7 +371,7 @@ def deny(intention: str, node: str | None) -> None:
 def kill(node: str | None, release: bool) -> None:
     """The kill switch: stop every agent on every node of the mesh, now (SIGKILL)."""
     who = os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
-    answer = _with_client(node, lambda client: client.control("kill", release=release, by=f"mesh kill ({who})"))
+    answer = _with_client(node, lambda client: client.kill(release=release, by=f"mesh kill ({who})"))
     if answer.get("pulled"):
         click.echo(f"kill switch pulled ({answer['by']}): every node stops every agent now; `mesh kill --release` undoes it")
     else:
@@ -460,10 +460,10 @@ def _print_tail(client: Client, name: str, lines: int | None) -> int:
     """Print the log (its last ``lines`` lines) as it is now; return the byte offset reached."""
     want = None if lines is None else 64 * 1024
     while True:
-        fields = {"name": name, "offset": 0} if want is None else {"name": name, "offset": 0, "tail": want}
+        tail = want
         text, offset, size = "", 0, 0
         while True:
-            chunk = client.control("logs", **fields)
+            chunk = client.logs(name, offset=offset, tail=tail)
             if want is None:
                 click.echo(chunk["data"], nl=False)  # the whole log: streamed, not held
             else:
@@ -471,7 +471,7 @@ def _print_tail(client: Client, name: str, lines: int | None) -> int:
             offset, size = chunk["offset"], chunk["size"]
             if offset >= size or not chunk["data"]:
                 break
-            fields = {"name": name, "offset": offset}
+            tail = None
         enough = want is None or want >= size or text.count("\n") > lines or want >= _LOG_READ_MAX
         if enough:
             if want is not None:
@@ -482,7 +482,7 @@ def _print_tail(client: Client, name: str, lines: int | None) -> int:
 
 def _print_from(client: Client, name: str, offset: int) -> int:
     while True:
-        chunk = client.control("logs", name=name, offset=offset)
+        chunk = client.logs(name, offset=offset)
         if chunk["data"]:
             click.echo(chunk["data"], nl=False)
         if chunk["offset"] < offset:  # the log was truncated or replaced: start over
@@ -495,7 +495,7 @@ def _print_from(client: Client, name: str, offset: int) -> int:
 def _stopped_or_fail(client: Client, exc: errors.MeshError) -> None:
     """A loop that talks to a node until Ctrl-C met ``exc``: if the node is gone, say so and exit 0."""
     try:
-        client.control("ping", timeout=1.0)
+        client.ping(timeout=1.0)
     except errors.MeshError:
         sys.stdout.flush()
         click.echo(f"the node at {client.node} stopped", err=True)
@@ -510,13 +510,13 @@ def down(node: str | None, timeout: float) -> None:
     """Stop the node gracefully: every agent's on_stop runs, then the node exits."""
     with _client(node) as client:
         try:
-            info = client.control("down")
+            info = client.down()
         except errors.MeshError as exc:
             raise _fail(exc) from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                client.control("ping", timeout=0.5)
+                client.ping(timeout=0.5)
             except errors.NodeUnavailable:
                 click.echo(f"node at {client.node} stopped")
                 return
@@ -534,10 +534,11 @@ def state() -> None:
 @node_option
 def state_get(key: str, node: str | None) -> None:
     """Print the value of KEY as JSON (exit 1 if it is not set)."""
-    answer = _with_client(node, lambda client: client.control("state_get", key=key))
-    if not answer.get("found"):
+    missing = object()
+    value = _with_client(node, lambda client: client.state.get(key, missing))
+    if value is missing:
         raise click.ClickException(f"no key {key!r} in the shared state")
-    click.echo(json.dumps(answer["value"], default=_jsonable))
+    click.echo(json.dumps(value, default=_jsonable))
 
 
 @state.command("set")
@@ -547,7 +548,7 @@ def state_get(key: str, node: str | None) -> None:
 def state_set(key: str, value: str, node: str | None) -> None:
     """Set KEY to VALUE (JSON); it spreads to every node."""
     body = _parse_json(value, "VALUE")
-    _with_client(node, lambda client: client.control("state_set", key=key, value=body))
+    _with_client(node, lambda client: client.state.set(key, body))
 
 
 @state.command("delete")
@@ -555,7 +556,7 @@ def state_set(key: str, value: str, node: str | None) -> None:
 @node_option
 def state_delete(key: str, node: str | None) -> None:
     """Delete KEY everywhere."""
-    _with_client(node, lambda client: client.control("state_delete", key=key))
+    _with_client(node, lambda client: client.state.delete(key))
 
 
 @state.command("ls")
@@ -563,7 +564,7 @@ def state_delete(key: str, node: str | None) -> None:
 @node_option
 def state_ls(prefix: str, node: str | None) -> None:
     """List keys (and values, as JSON) that start with PREFIX."""
-    items = _with_client(node, lambda client: client.control("state_items", prefix=prefix)["items"])
+    items = _with_client(node, lambda client: client.state.items(prefix))
     for key in sorted(items):
         click.echo(f"{key}\t{json.dumps(items[key], default=_jsonable)}")
 
@@ -578,7 +579,7 @@ def state_watch(prefix: str, node: str | None, interval: float) -> None:
         seen: dict = {}
         try:
             while True:
-                items = client.control("state_items", prefix=prefix)["items"]
+                items = client.state.items(prefix)
                 for key in sorted(items):
                     if key not in seen or seen[key] != items[key]:
                         click.echo(json.dumps({"key": key, "value": items[key]}, default=_jsonable))

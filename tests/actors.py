@@ -295,7 +295,7 @@ class PoolUser(mesh.Actor):
         import random
 
         if "hold" in message:  # take n units and keep them (renewed in the background)
-            self.kept = self.mesh.acquire(self.pool, message["hold"], timeout=message.get("timeout", 10))
+            self.kept = self.mesh.acquire(self.pool, n=message["hold"], timeout=message.get("timeout", 10))
             return {"pid": os.getpid(), "lease": self.kept.lease_id}
         got = 0
         for _ in range(message["rounds"]):

@@ -13,7 +13,7 @@ import mesh
 
 class Runner(mesh.Actor):
     async def on_message(self, message):
-        namespace = {"__name__": "readme", "mesh": mesh, "self": self, "client": self.mesh.client}
+        namespace = {"__name__": "readme", "mesh": mesh, "self": self, "client": self.mesh._client}
         code = compile(message["source"], message["file"], "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         result = eval(code, namespace)  # noqa: S307 - the README's own code, in a test
         if inspect.iscoroutine(result):

@@ -168,10 +168,10 @@ def test_mailbox_bytes_is_a_size_in_the_spec_and_a_bad_one_names_its_key():
 def test_a_channel_queues_as_many_frames_of_the_peers_limit_as_fit_in_send_bytes(echo_node):
     client = echo_node.client(send_bytes=MiB)
     endpoint = client.endpoint_of("echo")
-    ch = client.channel(endpoint)
+    ch = client._channel(endpoint)
     assert ch.sock.getsockopt(zmq.SNDHWM) == 1  # a 4 MiB frame limit: one frame (never zero)
     big = echo_node.client(send_bytes=40 * MiB, hwm=5)
-    assert big.channel(big.endpoint_of("echo")).sock.getsockopt(zmq.SNDHWM) == 5  # hwm still caps it
+    assert big._channel(big.endpoint_of("echo")).sock.getsockopt(zmq.SNDHWM) == 5  # hwm still caps it
     assert client.actor("echo").ask("still answers") == "still answers"
 
 

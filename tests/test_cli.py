@@ -543,7 +543,7 @@ def test_approving_an_unknown_escalation_raises_UnknownEscalation(start_node, cl
     wait_until(lambda: node.status()["leader"] == "t", 30, "the node to lead")
 
     with pytest.raises(mesh.UnknownEscalation) as info:
-        node.client()._resource_call("intent_decide", 10.0, id="nope", approve=True, by="test")
+        node.client().approve("nope", by="test")
     assert isinstance(info.value, mesh.ActorNotFound)
 
     for command in ("approve", "deny"):

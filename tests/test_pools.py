@@ -59,14 +59,14 @@ def test_a_holder_sigkilled_mid_lease_gives_its_share_back_when_the_lease_expire
     held = client.actor("holder").ask({"hold": 3}, timeout=10)
     # The pool is exhausted: a request waits in line and times out, with the reason.
     with pytest.raises(mesh.AcquireTimeout) as info:
-        client.acquire("db", 1, timeout=0.5)
+        client.acquire("db", n=1, timeout=0.5)
     assert "timed out" in str(info.value) and "3 of 3" in str(info.value)
     time.sleep(2.5)  # past one lease time: the holder's renewals keep it
     with pytest.raises(mesh.AcquireTimeout):
-        client.acquire("db", 1, timeout=0.3)
+        client.acquire("db", n=1, timeout=0.3)
     psutil.Process(held["pid"]).send_signal(signal.SIGKILL)
     killed = time.monotonic()
-    lease = client.acquire("db", 3, timeout=10)
+    lease = client.acquire("db", n=3, timeout=10)
     back = time.monotonic() - killed
     assert lease.valid and 0.0 < back <= 2.0 + 0.5, back  # within one lease time (2 s) of the last renewal
     lease.release()
@@ -85,7 +85,7 @@ def test_rate_limits_and_bad_requests(start_node):
     assert stamps[4] < 0.2  # a burst of 5 (the rate) at once
     assert 0.8 <= stamps[9] <= 1.6  # then 5 per second
     with pytest.raises(mesh.ResourceError) as info:
-        client.acquire("db", 4, timeout=1)
+        client.acquire("db", n=4, timeout=1)
     assert "only 3" in str(info.value)
     with pytest.raises(mesh.ResourceError) as info:
         client.acquire("nope", timeout=1)
@@ -101,7 +101,7 @@ def test_an_election_neither_loses_nor_doubles_the_units(start_node, tmp_path):
                "three nodes")
     wait_until(lambda: {n.status()["leader"] for n in nodes} == {"a"}, 10, "a to lead")
     holder = b.client()
-    lease = holder.acquire("db", 3, timeout=5)
+    lease = holder.acquire("db", n=3, timeout=5)
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
     lost_at = time.monotonic()
@@ -110,7 +110,7 @@ def test_an_election_neither_loses_nor_doubles_the_units(start_node, tmp_path):
     # During the new leader's grace nothing is granted: the holder still holds all three.
     other = c.client()
     with pytest.raises(mesh.AcquireTimeout):
-        other.acquire("db", 1, timeout=1.5)
+        other.acquire("db", n=1, timeout=1.5)
     # The holder keeps its lease through the election: its renewals are adopted by the new leader.
     time.sleep(max(0.0, 4.5 - (time.monotonic() - lost_at)))
     assert lease.valid, lease
@@ -118,8 +118,8 @@ def test_an_election_neither_loses_nor_doubles_the_units(start_node, tmp_path):
     snap = leader_node.status()["resources"]
     assert snap["pools"]["db"]["held"] == 3
     with pytest.raises(mesh.AcquireTimeout):
-        other.acquire("db", 1, timeout=1.0)
+        other.acquire("db", n=1, timeout=1.0)
     lease.release()
-    again = other.acquire("db", 3, timeout=5)
+    again = other.acquire("db", n=3, timeout=5)
     assert again.valid
     again.release()

@@ -1,5 +1,8 @@
 """Intentions in the runtime: ``self.mesh.propose(...)``, objections, escalations.
 
+(The types users see, :class:`~mesh.Intention`, :class:`~mesh.Objection` and
+:class:`~mesh.Decision`, are in :mod:`mesh.intentions`; this module runs them.)
+
 An actor announces what it is about to do::
 
     decision = self.mesh.propose("rewrite", claims=["repo:src/app.py"], priority=1, window=0.2)
@@ -38,13 +41,18 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import rpc
 from ..core.effects import Event, Send
 from ..core.intentions import (APPROVED, PROPOSER_KINDS, VOTER_KINDS, IntentionProposer, IntentionVoter, _shown,
-                                check_proposal)
+                                check_proposal, storage_key)
 from ..errors import MeshError, NotLeader, ResourceError
+from ..intentions import Decision, Intention, Objection
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
 
 log = logging.getLogger("mesh.intents")
 
@@ -57,83 +65,29 @@ LISTED_CLAIMS = 16  #: claims shown in an intention's listing (``$intents/ID``),
 LISTED_CHARS = 200
 
 
-# -- what users see ------------------------------------------------------------------------
+# -- the proposer's side (in the actor's process) ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Objection:
-    """What ``on_intention`` returns to object. ``kind``: "finding" (weighed against the
-    proposal's evidence), "strategy" (escalated) or "contention" (the vote's own)."""
-
-    reason: str
-    weight: float = 1.0
-    kind: str = "finding"
-    by: str = ""
-
-
-@dataclass(frozen=True)
-class Intention:
-    """What ``on_intention`` hears."""
-
-    id: str
-    action: object
-    claims: tuple
-    priority: float
-    proposer: str
-    window: float
-
-
-@dataclass
-class Decision:
-    id: str
-    outcome: str  #: "approved", "objected" or "escalated" (not decided within the escalation timeout)
-    objections: list[Objection] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    escalated: bool = False
-    decided_by: str = "vote"  #: "vote", "weights", "leader NAME" or "human (via NODE)"
-    until: float | None = None  #: time.monotonic() at which the claims' hold ends, if approved
-    _client: object = None
-
-    @property
-    def approved(self) -> bool:
-        return self.outcome == "approved"
-
-    def done(self) -> None:
-        """Release the claims (idempotent)."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            try:
-                client.control("intent_done", id=self.id)
-            except MeshError as exc:  # the hold ends by itself
-                log.info("done(%s) not confirmed: %s", self.id, exc)
-
-    def __enter__(self) -> "Decision":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done()
-
-
-def propose(client, proposer: str, action: object, claims, priority: float, window: float, hold: float,
-            evidence: float, escalation_timeout: float = 60.0) -> Decision:
-    """The proposer's side (in the actor's process): vote and objections, then the rules."""
+def propose(client: "Client", proposer: str, action: object, *, claims=(), priority: float = 0, window: float = 0.2,
+            hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0) -> Decision:
+    """Vote and objections at once, then the rules of the module note."""
     claims = sorted(set(claims or []))
     started = time.monotonic()
     intention_id = f"{proposer}-{os.getpid()}-{time.time_ns()}"
     intention = {"id": intention_id, "action": action, "claims": claims, "priority": priority, "proposer": proposer,
                  "window": window}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        vote = pool.submit(client.control, "intent_propose", window + 2.0, id=intention_id, action=action,
-                           claims=claims, priority=priority, window=window, hold=hold, proposer=proposer) if claims else None
-        listeners = client.control("intent_listeners")["actors"]
+        vote = pool.submit(rpc.intent_propose, client, intention_id, action, claims, priority, window, hold,
+                           proposer) if claims else None
+        listeners = rpc.intent_listeners(client)
         asks = [pool.submit(_hear, client, name, intention, window) for name in listeners if name != proposer]
         objections = [o for f in asks for o in [f.result()] if o is not None]
         voted = vote.result() if vote is not None else {"outcome": APPROVED, "reasons": [], "until_in": hold}
     until = started + float(voted.get("until_in") or 0.0)
-    decision = Decision(intention_id, voted["outcome"], objections, list(voted.get("reasons") or []), _client=client,
-                        until=until if voted["outcome"] == APPROVED else None)
-    if not decision.approved:
-        decision._client = None
+    approved = voted["outcome"] == APPROVED
+    decision = Decision(intention_id, voted["outcome"], objections, list(voted.get("reasons") or []),
+                        until=until if approved else None, _release=_releaser(client, intention_id) if approved else None)
+    if not approved:
         return decision
     strategy = [o for o in objections if o.kind == "strategy"]
     findings = [o for o in objections if o.kind != "strategy"]
@@ -146,9 +100,8 @@ def propose(client, proposer: str, action: object, claims, priority: float, wind
     if strategy:
         decision.escalated = True
         try:
-            answer = client._resource_call("intent_escalate", escalation_timeout + 5.0, id=intention_id, action=action,
-                                           claims=claims, priority=priority, proposer=proposer, evidence=evidence,
-                                           objections=[o.__dict__ for o in objections], timeout=escalation_timeout)
+            answer = rpc.intent_escalate(client, intention_id, action, claims, priority, proposer, evidence,
+                                         [o.__dict__ for o in objections], escalation_timeout)
         except (MeshError, NotLeader) as exc:
             decision.outcome = "escalated"
             decision.reasons.append(f"escalated, not decided: {exc}")
@@ -161,10 +114,20 @@ def propose(client, proposer: str, action: object, claims, priority: float, wind
     return decision
 
 
-def _hear(client, name: str, intention: dict, window: float) -> Objection | None:
+def _releaser(client: "Client", intention_id: str):
+    def release() -> None:
+        try:
+            rpc.intent_done(client, intention_id)
+        except MeshError as exc:  # the hold ends by itself
+            log.info("done(%s) not confirmed: %s", intention_id, exc)
+
+    return release
+
+
+def _hear(client: "Client", name: str, intention: dict, window: float) -> Objection | None:
     try:
         endpoint = client.endpoint_of(name, timeout=0.0)
-        answer = client.control_at(endpoint, "intention", window, intention=intention)
+        answer = rpc.intention(client, endpoint, intention, window)
     except MeshError:
         return None  # silent within the window: no objection
     if isinstance(answer, dict) and isinstance(answer.get("objection"), dict):
@@ -186,6 +149,22 @@ def _proposer(name: str, voters: list[str], now: float) -> IntentionProposer | N
         return None
 
 
+def _upgrade(storage: object) -> dict:
+    """Commits written before keys took the core's own form (``["proposer", "id"]`` in JSON)."""
+    if not isinstance(storage, dict):
+        raise ValueError("not an object")
+    commits = storage.get("commits")
+    if isinstance(commits, dict):
+        for skey in [k for k in commits if isinstance(k, str) and k.startswith("[")]:
+            try:
+                proposer, iid = json.loads(skey)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(proposer, str) and isinstance(iid, str):
+                commits[storage_key((proposer, iid))] = commits.pop(skey)
+    return storage
+
+
 class NodeIntents:
     """A node's voter (if it votes) and proposer, their durable storage and their messages."""
 
@@ -196,7 +175,7 @@ class NodeIntents:
         self.storage: dict = {}
         if self.path.exists():
             try:
-                self.storage = json.loads(self.path.read_text())
+                self.storage = _upgrade(json.loads(self.path.read_text()))
             except ValueError:
                 raise RuntimeError(f"{self.path} is not readable (remove it to start afresh)") from None
         self._saved = json.dumps(self.storage, sort_keys=True)
@@ -284,3 +263,6 @@ class NodeIntents:
                     self.send(out.to, out.message)
             elif type(out) is Event:
                 self.events.append(out)
+
+
+__all__ = ["Decision", "Intention", "NodeIntents", "Objection", "propose"]

@@ -25,6 +25,7 @@ import weakref
 
 from ..core.pools import Coordinator, Granted, HeldLease, LimitSpec, PoolSpec, Refused
 from ..errors import AcquireTimeout, MeshError, NodeUnavailable, NotLeader, ResourceError
+from . import rpc
 
 log = logging.getLogger("mesh.resources")
 
@@ -173,7 +174,7 @@ class Lease:
             return
         self.client._leases.discard(self)
         try:
-            self.client._resource_call("release", 5.0, lease_id=self.lease_id, name=self.name)
+            rpc.release(self.client, self.lease_id, self.name)
         except MeshError as exc:  # the lease expires by itself
             log.info("release of %s (%s) not confirmed: %s", self.lease_id, self.name, exc)
 
@@ -187,7 +188,7 @@ class Lease:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.release)
+        await asyncio.to_thread(self.release)
 
     def __repr__(self) -> str:
         state = "released" if self.released else ("valid" if self.valid else "lost")
@@ -201,8 +202,7 @@ class Lease:
             return True
         sent = time.monotonic()
         try:
-            self.client._resource_call("renew", min(1.0, self.lease_ttl / 4), lease_id=self.lease_id,
-                                       holder=self.holder, name=self.name, n=self.n)
+            rpc.renew(self.client, self.lease_id, self.holder, self.name, self.n, min(1.0, self.lease_ttl / 4))
         except (ResourceError, NotLeader, NodeUnavailable, MeshError) as exc:
             if isinstance(exc, ResourceError):
                 self._lose(f"renewal refused: {exc}")

@@ -1,4 +1,4 @@
-"""Serving an actor: its ROUTER, its receive loop, its registration with a node.
+"""Serving an actor: its ROUTER and its receive loop (its bond with its node: :mod:`.nodelink`).
 
 This is the one code path for every actor: a process that a node spawns runs
 ``mesh.serve`` exactly like a user's script that embeds an actor.
@@ -25,8 +25,6 @@ import inspect
 import itertools
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 import traceback
@@ -34,11 +32,15 @@ import traceback
 import zmq
 
 from .. import wire
-from ..actor import Actor, ActorContext
-from ..errors import DeadlockDetected, MailboxFull, MeshError, WireError, to_wire
-from .client import ACTING, ACTING_TASK, Client
+from ..actor import Actor
+from ..errors import DeadlockDetected, MailboxFull, WireError, to_wire
+from ..intentions import Intention, Objection
 from ..topics import Event as TopicEvent
+from .client import Client
+from .context import ActorContext
 from .delivery import Seen
+from .nodelink import NodeLink
+from .ref import ACTING, ACTING_TASK
 from .transport import FLUSHER, SEND_BYTES, BadFrames, context, frames_within, recv_request, tune_socket
 
 log = logging.getLogger("mesh.server")
@@ -59,10 +61,6 @@ IDLE_SLICE_MS = 200
 MAILBOX_BYTES = 32 * 1024 * 1024
 #: Replies queued per asker before the ROUTER drops them, in frames.
 REPLY_HWM = 100_000
-#: How often a served actor reports to its node, in seconds.
-HEARTBEAT_S = 0.5
-#: How long an orphaned agent may take to stop gracefully before it is killed, in seconds.
-ORPHAN_GRACE_S = 3.0
 
 
 class Server:
@@ -109,20 +107,20 @@ class Server:
         self.seen = Seen()  # ids of the acknowledged tells handled in this incarnation
         self.bad = BadFrames(f"actor {name}")
         self.endpoint: str | None = None
-        self._stopping = threading.Event()
-        self._stopped = threading.Event()
+        self.stopping = threading.Event()
+        self.stopped = threading.Event()
         self._timers: list = []
         self._timer_seq = itertools.count()
         self._ids = itertools.count(1)
         self._aloop: asyncio.AbstractEventLoop | None = None
         self.run_coroutine = self._run_coroutine_here
         self.router: zmq.Socket | None = None
-        self._registered = False
+        self.link = NodeLink(self)
 
     # -- public controls ---------------------------------------------------------
 
     def request_stop(self) -> None:
-        self._stopping.set()
+        self.stopping.set()
 
     def schedule(self, delay: float, message: object, interval: float | None) -> None:
         due = time.monotonic() + max(0.0, float(delay))
@@ -150,15 +148,15 @@ class Server:
         self.endpoint = f"{host}:{port}"
         self.router = router
         self.actor.mesh = ActorContext(self, self.client)
-        restore = self._install_signals()
+        restore = self.link.install_signals()
         watchdog = None
         crashed: BaseException | None = None
         try:
             # Watch the node from the start: an on_start that hangs must not outlive it.
-            watchdog = threading.Thread(target=self._link, name="mesh-node-link", daemon=True)
+            watchdog = threading.Thread(target=self.link.watch, name="mesh-node-link", daemon=True)
             watchdog.start()
             self._call_hook(self.actor.on_start)
-            self._register()
+            self.link.register()
             self._loop()
         except KeyboardInterrupt:
             pass
@@ -166,56 +164,19 @@ class Server:
             crashed = exc
             raise
         finally:
-            self._stopping.set()
+            self.stopping.set()
             if crashed is None:
                 try:
                     self._call_hook(self.actor.on_stop)
                 except Exception:
                     log.exception("on_stop of %s raised", self.name)
-            self._unregister()
-            self._stopped.set()
+            self.link.unregister()
+            self.stopped.set()
             router.close(0 if crashed else 200)
             self.client.close()
             if self._aloop is not None and self.run_coroutine == self._run_coroutine_here:
                 self._aloop.close()
             restore()
-
-    def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous not in (signal.SIG_DFL, None) and not self.supervised:
-            return lambda: None
-
-        def on_term(signum, frame):
-            self._stopping.set()
-
-        signal.signal(signal.SIGTERM, on_term)
-        if self.supervised:
-            _die_with_parent()
-        return lambda: signal.signal(signal.SIGTERM, previous)
-
-    def _register(self) -> None:
-        answer = self.client.control(
-            "register",
-            name=self.name,
-            endpoint=self.endpoint,
-            pid=os.getpid(),
-            supervised=self.supervised,
-            max_frame=self.max_frame_bytes,
-            intentions=type(self.actor).on_intention is not Actor.on_intention,
-        )
-        if isinstance(answer, dict):
-            self.incarnation = int(answer.get("incarnation", 0))
-        self._registered = True
-
-    def _unregister(self) -> None:
-        if not self._registered:
-            return
-        try:
-            self.client.control("unregister", timeout=1.0, name=self.name, endpoint=self.endpoint)
-        except MeshError:
-            pass
 
     # -- the loop --------------------------------------------------------------------
 
@@ -230,7 +191,7 @@ class Server:
         ids = self._ids
         max_bytes = self.max_frame_bytes
         bad = self.bad
-        stopping = self._stopping
+        stopping = self.stopping
         client = self.client
         timers = self._timers
         send = router.send
@@ -338,8 +299,6 @@ class Server:
 
     def _hear(self, data: object) -> dict:
         """An intention announced by another actor: ``on_intention`` may object."""
-        from .intents import Intention, Objection
-
         if not isinstance(data, dict):
             return {"objection": None}
         try:
@@ -359,7 +318,7 @@ class Server:
     def _fire_timers(self) -> None:
         timers = self._timers
         now = time.monotonic()
-        while timers and timers[0][0] <= now and not self._stopping.is_set():
+        while timers and timers[0][0] <= now and not self.stopping.is_set():
             due, _, interval, message = heapq.heappop(timers)
             if interval is not None:
                 heapq.heappush(timers, (max(due + interval, now), next(self._timer_seq), interval, message))
@@ -386,54 +345,6 @@ class Server:
         if self._aloop is None:
             self._aloop = asyncio.new_event_loop()
         return self._aloop.run_until_complete(coro)
-
-    # -- the link to the node ----------------------------------------------------------------
-
-    def _link(self) -> None:
-        """Heartbeats to the node; re-registration after a node restart; orphan detection.
-
-        The parent is watched until the actor has stopped, not only until a stop is
-        asked for: when the node dies the kernel's PDEATHSIG (SIGCONT) resumes an agent
-        the node had stopped, this watch starts the graceful stop, and an on_stop that
-        hangs is still cut short.
-        """
-        parent = int(os.environ.get("MESH_NODE_PID") or os.getppid()) if self.supervised else os.getppid()
-        last_beat = 0.0
-        while not self._stopped.wait(0.25 if self.supervised else HEARTBEAT_S):
-            if self.supervised and os.getppid() != parent:
-                self._orphaned()
-                return
-            if self._stopping.is_set() or not self._registered:
-                continue
-            now = time.monotonic()
-            if now - last_beat < HEARTBEAT_S:
-                continue
-            last_beat = now
-            try:
-                answer = self.client.control(
-                    "heartbeat", timeout=2.0, name=self.name, endpoint=self.endpoint, messages=self.handled,
-                    bad_frames=self.bad.total,
-                )
-                if isinstance(answer, dict) and not answer.get("known", True) and not self.supervised:
-                    self._register()
-            except MeshError:
-                continue
-
-    def _orphaned(self) -> None:
-        log.warning("%s: the node that started this agent is gone; stopping", self.name)
-        try:  # the node may have left the whole group stopped (CPU throttling): resume it
-            os.killpg(os.getpgrp(), signal.SIGCONT)
-        except OSError:
-            pass
-        self._stopping.set()
-        if self._stopped.wait(ORPHAN_GRACE_S):
-            return
-        # on_stop did not finish in time: end everything this agent started (sessions of their
-        # own included), then its process group, this process with it.
-        from .containment import end_own_tree
-
-        end_own_tree()
-
 
 def client_flush_local(client: Client) -> None:
     """Send the tells this thread holds back, now that the handler returned.
@@ -473,22 +384,6 @@ def _bind_for(node: str) -> str:
     if host == "tcp://0.0.0.0" or host == "tcp://*":
         host = "tcp://127.0.0.1"
     return host
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGCONT this process when its parent (the node) dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        # SIGCONT, not SIGTERM: an agent the node had stopped (CPU throttling) must first run
-        # again; the parent watch in the link thread then stops it within 0.25 s.
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGCONT, 0, 0, 0)
-    except Exception:  # the getppid() watch in the link thread still covers it
-        pass
 
 
 def serve(actor: Actor, name: str, node: str | None = None, **options: object) -> None:
@@ -533,7 +428,7 @@ async def serve_async(actor: Actor, name: str, node: str | None = None, **option
         await asyncio.shield(thread_done)
     except asyncio.CancelledError:
         server.request_stop()
-        while not server._stopped.is_set():
+        while not server.stopped.is_set():
             await asyncio.sleep(0.02)
         raise
 

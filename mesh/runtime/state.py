@@ -10,27 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-_MISSING = object()
+from ..errors import MeshError
+from . import rpc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
 
 
 class SharedState:
-    def __init__(self, client) -> None:
+    def __init__(self, client: "Client") -> None:
         self._client = client
 
     def get(self, key: str, default: object = None) -> object:
-        answer = self._client.control("state_get", key=key)
+        answer = rpc.state_get(self._client, key)
         return answer["value"] if answer.get("found") else default
 
     def set(self, key: str, value: object) -> None:
-        self._client.control("state_set", key=key, value=value)
+        rpc.state_set(self._client, key, value)
 
     def delete(self, key: str) -> None:
-        self._client.control("state_delete", key=key)
+        rpc.state_delete(self._client, key)
 
     def items(self, prefix: str = "") -> dict[str, object]:
-        return self._client.control("state_items", prefix=prefix)["items"]
+        return rpc.state_items(self._client, prefix)
 
     def watch(self, prefix: str, callback: Callable[[str, object], None], interval: float = 0.1) -> "Watch":
         """Call ``callback(key, value)`` for every change under ``prefix`` (value None: deleted).
@@ -43,7 +47,7 @@ class SharedState:
         """``async for key, value in state.watch_async(prefix)``: the same changes, for asyncio code."""
         seen: dict = {}
         while True:
-            items = (await self._client.control_async("state_items", prefix=prefix))["items"]
+            items = await rpc.state_items_async(self._client, prefix)
             for key, value in _diff(seen, items):
                 yield key, value
             seen = items
@@ -59,19 +63,17 @@ def _diff(before: dict, after: dict):
 
 
 class Watch:
-    def __init__(self, client, prefix: str, callback, interval: float) -> None:
+    def __init__(self, client: "Client", prefix: str, callback: Callable[[str, object], None], interval: float) -> None:
         self._stop = threading.Event()
         self._client, self._prefix, self._callback, self._interval = client, prefix, callback, interval
-        self._seen = client.control("state_items", prefix=prefix)["items"]
+        self._seen = rpc.state_items(client, prefix)
         self._thread = threading.Thread(target=self._run, name=f"mesh-watch-{prefix}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        from ..errors import MeshError
-
         while not self._stop.wait(self._interval):
             try:
-                items = self._client.control("state_items", prefix=self._prefix)["items"]
+                items = rpc.state_items(self._client, self._prefix)
             except MeshError:
                 continue
             for key, value in _diff(self._seen, items):

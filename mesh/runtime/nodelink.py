@@ -1,0 +1,134 @@
+"""A served actor's bond with its node: registration, heartbeats, and stopping with it.
+
+The server registers its actor once ``on_start`` has returned and unregisters it when it
+stops. Meanwhile a thread reports it alive every ``HEARTBEAT_S`` and registers it again
+if the node forgot it (an embedded actor whose node restarted). An agent that its node
+started (``supervised``) stops when the node dies: SIGTERM starts a graceful stop, the
+kernel's parent-death signal resumes an agent the node had throttled, and the thread
+notices the lost parent within 0.25 s; an ``on_stop`` that hangs is cut short after
+``ORPHAN_GRACE_S`` by ending the agent's whole process tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ..actor import Actor
+from ..errors import MeshError
+from . import rpc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import Server
+
+log = logging.getLogger("mesh.server")
+
+#: How often a served actor reports to its node, in seconds.
+HEARTBEAT_S = 0.5
+#: How long an orphaned agent may take to stop gracefully before it is killed, in seconds.
+ORPHAN_GRACE_S = 3.0
+
+
+class NodeLink:
+    def __init__(self, server: "Server"):
+        self.server = server
+        self.registered = False
+
+    def install_signals(self) -> Callable[[], None]:
+        """SIGTERM stops the actor gracefully (unless the program handles SIGTERM itself); returns
+        what restores the previous handler."""
+        server = self.server
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous not in (signal.SIG_DFL, None) and not server.supervised:
+            return lambda: None
+
+        def on_term(signum, frame):
+            server.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        if server.supervised:
+            _die_with_parent()
+        return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def register(self) -> None:
+        server = self.server
+        answer = rpc.register(server.client, server.name, server.endpoint, os.getpid(), server.supervised,
+                              server.max_frame_bytes, type(server.actor).on_intention is not Actor.on_intention)
+        if isinstance(answer, dict):
+            server.incarnation = int(answer.get("incarnation", 0))
+        self.registered = True
+
+    def unregister(self) -> None:
+        if not self.registered:
+            return
+        try:
+            rpc.unregister(self.server.client, self.server.name, self.server.endpoint)
+        except MeshError:
+            pass
+
+    def watch(self) -> None:
+        """Heartbeats to the node; re-registration after a node restart; orphan detection.
+
+        The parent is watched until the actor has stopped, not only until a stop is
+        asked for: when the node dies the kernel's PDEATHSIG (SIGCONT) resumes an agent
+        the node had stopped, this watch starts the graceful stop, and an on_stop that
+        hangs is still cut short.
+        """
+        server = self.server
+        parent = int(os.environ.get("MESH_NODE_PID") or os.getppid()) if server.supervised else os.getppid()
+        last_beat = 0.0
+        while not server.stopped.wait(0.25 if server.supervised else HEARTBEAT_S):
+            if server.supervised and os.getppid() != parent:
+                self._orphaned()
+                return
+            if server.stopping.is_set() or not self.registered:
+                continue
+            now = time.monotonic()
+            if now - last_beat < HEARTBEAT_S:
+                continue
+            last_beat = now
+            try:
+                known = rpc.heartbeat(server.client, server.name, server.endpoint, server.handled, server.bad.total)
+                if not known and not server.supervised:
+                    self.register()
+            except MeshError:
+                continue
+
+    def _orphaned(self) -> None:
+        server = self.server
+        log.warning("%s: the node that started this agent is gone; stopping", server.name)
+        try:  # the node may have left the whole group stopped (CPU throttling): resume it
+            os.killpg(os.getpgrp(), signal.SIGCONT)
+        except OSError:
+            pass
+        server.stopping.set()
+        if server.stopped.wait(ORPHAN_GRACE_S):
+            return
+        # on_stop did not finish in time: end everything this agent started (sessions of their
+        # own included), then its process group, this process with it.
+        from .containment import end_own_tree
+
+        end_own_tree()
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGCONT this process when its parent (the node) dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        # SIGCONT, not SIGTERM: an agent the node had stopped (CPU throttling) must first run
+        # again; the parent watch in the link thread then stops it within 0.25 s.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGCONT, 0, 0, 0)
+    except Exception:  # the getppid() watch in the link thread still covers it
+        pass
