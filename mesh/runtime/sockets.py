@@ -1,0 +1,199 @@
+"""Every ZeroMQ socket mesh opens is built here, with the options every mesh socket needs.
+
+One function per kind of socket: :func:`channel_socket` (a DEALER and its monitor, for a
+:class:`~mesh.runtime.channel.Channel`), :func:`async_channel_socket` (the same for an
+asyncio link), :func:`router` (a bound ROUTER: a node's or an actor's listener),
+:func:`outlet` (a never-blocking DEALER: gossip, delivery resends). The sockets they
+return are the transport interface's objects themselves (see :mod:`.transport`): a
+:class:`RouterSocket` is a Listener and an :class:`OutletSocket` an Outlet, with no
+wrapper on the message path. Sockets use the process's one context (:func:`context`),
+and ``LINGER`` is always set explicitly.
+
+Why no ZMTP heartbeats (issue 10): libzmq 4.3.5, the newest release and what pyzmq's
+wheels bundle (27.x), aborts the whole process (``Assertion failed: !_io_error
+(src/stream_engine_base.cpp:310)``, zeromq/libzmq #4364, #3937, #4767) when a socket
+whose receive queue is full loses its peer. A full queue stops the connection's input;
+an error or hang-up seen while input is stopped sets ``_io_error``; and the two code
+paths that then call ``out_event`` without checking it are both heartbeats: our own
+HEARTBEAT_IVL timer, and a PING from the peer decoded when the queue drains
+(``restart_input``). Everything else (a reply sent to a gone asker, a write error)
+checks the flag, and a write error alone never sets it. So no mesh socket sends
+ZMTP heartbeats, and none of mesh's peers sends PINGs. A full mailbox is a normal state
+(a slow actor), so this is the only configuration that cannot abort; heartbeats on the
+sockets that never receive would still PING peers whose queues can fill. (Heartbeats
+also cut a slow actor's connection: its PONGs sit unread behind a full mailbox for
+the heartbeat timeout, and the tells in flight were lost.)
+
+What they were for, noticing a silent peer, is now done by:
+  * TCP keepalive on every socket (kernel probes, no libzmq timer): a peer whose host
+    vanished from an idle connection is dropped after about KEEPALIVE_IDLE_S +
+    KEEPALIVE_CNT * KEEPALIVE_INTVL_S seconds, and the monitor reports DISCONNECTED.
+    The peer's kernel answers them even while its process is busy or its mailbox full,
+    so a slow actor is never taken for a dead one.
+  * the application's own liveness: an ask's timeout, the channel monitor
+    (DISCONNECTED when the process dies), an agent's heartbeats to its node
+    (server.py ``_link``), and the gossip failure detector between nodes.
+A peer that sends ZMTP PINGs on purpose (not a mesh process) while it fills a mailbox
+and then resets the connection can still trip the assertion when the mailbox drains:
+no socket option prevents that in libzmq 4.3.5 (without keys, a node and its agents
+listen on loopback only).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import zmq
+import zmq.asyncio
+
+from .intake import recv_request
+from .transport import AddressError
+
+#: TCP keepalive (not ZMTP heartbeats, see above): an idle connection is probed after
+#: KEEPALIVE_IDLE_S seconds of silence, every KEEPALIVE_INTVL_S seconds, and dropped after
+#: KEEPALIVE_CNT unanswered probes.
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTVL_S = 1
+KEEPALIVE_CNT = 5
+
+#: What a channel's monitor reports: a peer that accepted, left, or refuses connections.
+CHANNEL_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+#: What an asyncio link's monitor reports: only events that happen once per connection. An event
+#: loop that stops running leaves the monitor unread, and a stream of reconnect events would fill
+#: it and stall libzmq (#3575).
+ASYNC_CHANNEL_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+
+_monitor_ids = itertools.count(1)
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+def tune_socket(sock: zmq.Socket, *, hwm: int, max_bytes: int) -> None:
+    """Options every mesh socket gets: bounded queues, capped frames, TCP keepalive.
+
+    ZMTP heartbeats stay off (libzmq's default, set here so nobody turns them on by
+    accident): with a full receive queue they abort the process (see the module note).
+    """
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
+
+
+def _monitor_address(kind: str) -> str:
+    # Unique: pyzmq's default names it after the socket's fd, which the kernel reuses once a
+    # socket is closed.
+    return f"inproc://mesh-{kind}-{next(_monitor_ids)}"
+
+
+def channel_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float, wait_ms: int,
+                   linger_ms: int) -> tuple[zmq.Socket, zmq.Socket]:
+    """A DEALER connected to ``endpoint`` and its monitor (CHANNEL_EVENTS): a channel's sockets.
+
+    A send blocks ``send_timeout`` seconds on a full queue, a receive ``wait_ms``."""
+    sock = context().socket(zmq.DEALER)
+    tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
+    sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
+    sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    monitor = sock.get_monitor_socket(CHANNEL_EVENTS, addr=_monitor_address("monitor"))
+    sock.connect(endpoint)
+    return sock, monitor
+
+
+def async_channel_socket(endpoint: str, *, hwm: int, max_bytes: int,
+                         linger_ms: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+    """An asyncio DEALER connected to ``endpoint`` and its monitor (ASYNC_CHANNEL_EVENTS)."""
+    actx = zmq.asyncio.Context.shadow(context().underlying)
+    sock = actx.socket(zmq.DEALER)
+    tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    monitor = sock.get_monitor_socket(ASYNC_CHANNEL_EVENTS, addr=_monitor_address("amonitor"))
+    sock.connect(endpoint)
+    return sock, monitor
+
+
+class RouterSocket(zmq.Socket):
+    """A bound ROUTER that is a :class:`~mesh.runtime.transport.Listener` itself."""
+
+    address: str = ""  #: what peers connect to
+
+    #: One ``(identity, frame)`` under the rules of ``bad`` (see intake.recv_request): the
+    #: function itself, not a wrapper, since this is the message path.
+    receive = recv_request
+
+    def reply(self, identity: zmq.Frame | bytes, frame: bytes) -> None:
+        self.send(identity, _SNDMORE)
+        self.send(frame)
+
+    def set_wait(self, ms: int) -> None:
+        self.setsockopt(zmq.RCVTIMEO, ms)
+
+
+def router(address: str, *, mailbox: int, replies: int, max_bytes: int, linger_ms: int, wait_ms: int,
+           any_port: bool = False) -> RouterSocket:
+    """A ROUTER listening on ``address`` (``any_port``: on a free port of its host).
+
+    ``mailbox``: frames queued per sending connection (RCVHWM); ``replies``: answers queued
+    per peer before the ROUTER drops them (SNDHWM). Raises AddressError."""
+    sock = context().socket(zmq.ROUTER, socket_class=RouterSocket)
+    tune_socket(sock, hwm=mailbox, max_bytes=max_bytes)
+    sock.setsockopt(zmq.SNDHWM, replies)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+    try:
+        if any_port:
+            port = sock.bind_to_random_port(address)
+            host = address.rsplit(":", 1)[0] if address.count(":") > 1 else address
+            sock.address = f"{host}:{port}"
+        else:
+            sock.bind(address)
+            sock.address = address
+    except zmq.ZMQBindError as exc:  # no free port found
+        sock.close(0)
+        raise AddressError(0, str(exc)) from None
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise AddressError(exc.errno, exc.strerror) from None
+    return sock
+
+
+class OutletSocket(zmq.Socket):
+    """A DEALER that is a :class:`~mesh.runtime.transport.Outlet` itself: it never blocks."""
+
+    def send_nowait(self, frame: bytes) -> bool:
+        try:
+            self.send(frame, _NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def recv_nowait(self) -> bytes | None:
+        try:
+            return self.recv(_NOBLOCK)
+        except zmq.Again:
+            return None
+
+
+def outlet(endpoint: str, *, hwm: int, max_bytes: int, linger_ms: int = 0, immediate: bool = False) -> OutletSocket:
+    """A DEALER to ``endpoint`` for traffic that must not block (``immediate``: queue nothing for a
+    peer that is not connected). Raises AddressError for an address libzmq refuses."""
+    sock = context().socket(zmq.DEALER, socket_class=OutletSocket)
+    try:
+        tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
+        sock.setsockopt(zmq.LINGER, linger_ms)
+        if immediate:
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise AddressError(exc.errno, exc.strerror) from None
+    return sock

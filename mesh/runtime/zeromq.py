@@ -1,0 +1,52 @@
+"""The ZeroMQ transport: the interface of :mod:`.transport` over the sockets of :mod:`.sockets`.
+
+What production runs. ``ZMQ`` is the default transport of every component; pass another
+(the in-memory twin, :mod:`.memory`) to run them without sockets.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from .channel import Channel
+from .clock import REAL_CLOCK, Clock
+from .sockets import OutletSocket, RouterSocket, outlet, router
+from .transport import SEND_BYTES
+
+
+class ZmqTransport:
+    """Listeners are ROUTERs, links are :class:`Channel` DEALERs, outlets are DEALERs; tcp:// addresses."""
+
+    scheme = "tcp"
+
+    def __init__(self, clock: Clock = REAL_CLOCK):
+        self.clock = clock
+
+    def listen(self, address: str, *, mailbox: int, replies: int, max_bytes: int, linger_ms: int, wait_ms: int,
+               any_port: bool = False) -> RouterSocket:
+        return router(address, mailbox=mailbox, replies=replies, max_bytes=max_bytes, linger_ms=linger_ms,
+                      wait_ms=wait_ms, any_port=any_port)
+
+    def channel(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int, limit: int | None = None,
+                send_bytes: int = SEND_BYTES, clock: Clock | None = None) -> Channel:
+        return Channel(endpoint, hwm=hwm, send_timeout=send_timeout, max_bytes=max_bytes, limit=limit,
+                       send_bytes=send_bytes, clock=clock or self.clock)
+
+    def outlet(self, endpoint: str, *, hwm: int, max_bytes: int, linger_ms: int = 0,
+               immediate: bool = False) -> OutletSocket:
+        return outlet(endpoint, hwm=hwm, max_bytes=max_bytes, linger_ms=linger_ms, immediate=immediate)
+
+    def poller(self) -> zmq.Poller:
+        return zmq.Poller()
+
+    def is_address(self, address: str) -> bool:
+        scheme, _, rest = address.partition("://")
+        host, _, port = rest.rpartition(":")
+        return scheme == "tcp" and bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+    def __repr__(self) -> str:
+        return "ZmqTransport()"
+
+
+#: The transport components use unless given another.
+ZMQ = ZmqTransport()
