@@ -27,12 +27,13 @@ import logging
 import queue
 import threading
 import time
-
-import zmq
+from typing import Any
 
 from .. import wire
-from ..errors import AskTimeout, MeshError, WireError
-from .transport import context, tune_socket
+from ..errors import AskTimeout, MeshError, WireError, from_wire
+from .clock import REAL_CLOCK, Clock
+from .transport import POLLIN, Outlet, Poller, Transport
+from .zeromq import ZMQ
 
 log = logging.getLogger("mesh.delivery")
 
@@ -78,16 +79,22 @@ class Delivery:
 
 
 class Deliverer:
-    """The client's delivery thread."""
+    """The client's delivery thread.
 
-    def __init__(self, client):
+    It sends over ``transport`` and keeps its deadlines by ``clock`` (by default the
+    client's own, else ZeroMQ and the real clock); a Delivery's deadline is on that clock.
+    """
+
+    def __init__(self, client: Any, transport: Transport | None = None, clock: Clock | None = None):
         self.client = client
+        self.transport = transport or getattr(client, "transport", None) or ZMQ
+        self.clock = clock or getattr(client, "clock", None) or REAL_CLOCK
         self._inbox: queue.Queue = queue.Queue()
         self._pending: dict[int, Delivery] = {}
-        self._socks: dict[str, zmq.Socket] = {}
+        self._socks: dict[str, Outlet] = {}
         self._slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
         self._next_round = 0.0
-        self._next_sweep = time.monotonic() + 5.0
+        self._next_sweep = self.clock.monotonic() + 5.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mesh-deliverer", daemon=True)
         self._thread.start()
@@ -99,11 +106,12 @@ class Deliverer:
 
     def drain(self, timeout: float) -> int:
         """Wait until every delivery so far is acknowledged or failed; returns how many are left."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        monotonic = self.clock.monotonic
+        deadline = monotonic() + timeout
+        while monotonic() < deadline:
             if self._inbox.empty() and not self._pending:
                 return 0
-            time.sleep(0.01)
+            time.sleep(0.01)  # a real pause: the deliverer thread does the work
         return self._inbox.qsize() + len(self._pending)
 
     def close(self) -> None:
@@ -113,11 +121,11 @@ class Deliverer:
     # -- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
+        poller = self.transport.poller()
         try:
             while not self._stop.is_set():
                 self._take_new(poller)
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 self._resend(now, poller)
                 for sock, _ in poller.poll(10):
                     self._collect(sock)
@@ -127,16 +135,16 @@ class Deliverer:
             for d in self._pending.values():
                 d._finish(AskTimeout(f"message {d.msg_id} to {d.target}: the client closed before it was acknowledged"))
 
-    def _take_new(self, poller: zmq.Poller) -> None:
+    def _take_new(self, poller: Poller) -> None:
         for _ in range(1000):
             try:
                 d = self._inbox.get_nowait()
             except queue.Empty:
                 return
             self._pending[d.msg_id] = d
-            self._send(d, time.monotonic(), poller)
+            self._send(d, self.clock.monotonic(), poller)
 
-    def _resend(self, now: float, poller: zmq.Poller) -> None:
+    def _resend(self, now: float, poller: Poller) -> None:
         if now < self._next_round:
             return
         self._next_round = now + 0.05
@@ -149,7 +157,7 @@ class Deliverer:
             elif now >= d.next_send and sent < RESEND_BATCH:
                 if d.attempts:
                     if d.target not in looked_up:  # it may have restarted, or moved: look it up again
-                        self.client.forget(d.target)
+                        self.client._forget(d.target)
                         looked_up[d.target] = self._lookup(d.target)
                     d.endpoint = looked_up[d.target]
                 self._send(d, now, poller)
@@ -168,7 +176,7 @@ class Deliverer:
         except MeshError:
             return None  # (re)starting or unknown for now: try again at the next round
 
-    def _send(self, d: Delivery, now: float, poller: zmq.Poller) -> None:
+    def _send(self, d: Delivery, now: float, poller: Poller) -> None:
         # Back off: 0.5 s, 1 s, 2 s, then every 4 s, so a slow receiver is not flooded with copies.
         d.next_send = now + min(RETRY_S * (1 << min(d.attempts, 3)), 4.0)
         if d.endpoint is None:
@@ -177,23 +185,17 @@ class Deliverer:
                 return
         sock = self._socks.get(d.endpoint)
         if sock is None:
-            sock = context().socket(zmq.DEALER)
-            tune_socket(sock, hwm=MAX_OUTSTANDING, max_bytes=self.client.max_frame_bytes)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(d.endpoint)
+            sock = self.transport.outlet(d.endpoint, hwm=MAX_OUTSTANDING, max_bytes=self.client.max_frame_bytes)
             self._socks[d.endpoint] = sock
-            poller.register(sock, zmq.POLLIN)
-        try:
-            sock.send(d.frame, zmq.NOBLOCK)
+            poller.register(sock, POLLIN)
+        if sock.send_nowait(d.frame):
             d.attempts += 1
-        except zmq.Again:
-            pass  # the receiver's mailbox is full: the next round tries again
+        # else the receiver's mailbox is full: the next round tries again
 
-    def _collect(self, sock: zmq.Socket) -> None:
+    def _collect(self, sock: Outlet) -> None:
         for _ in range(1000):
-            try:
-                frame = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
+            frame = sock.recv_nowait()
+            if frame is None:
                 return
             try:
                 env = wire.decode_one(frame, self.client.max_frame_bytes)
@@ -205,8 +207,6 @@ class Deliverer:
             if env[1] == _REPLY:
                 self._done(d, None)
             elif env[1] == _FAIL:
-                from ..errors import from_wire
-
                 self._done(d, from_wire(env[6]))
 
     def _done(self, d: Delivery, error: MeshError | None) -> None:
