@@ -28,14 +28,19 @@ Rules:
 
 from __future__ import annotations
 
+from typing import Any
+
 from .placement import AgentDemand, NodeSupply, plan
 
 
-def conduct(specs: dict[str, list[dict]], states: dict[str, str], usable: set[str], previous: dict[str, dict],
-            running: dict[str, str], supply: dict[str, tuple[float, float]] | None = None) -> dict:
-    """Return ``{"replicas": {replica: entry}, "unplaced": {replica: why}, "conflicts": [why]}``."""
+def conduct(specs: dict[str, list[dict[str, Any]]], states: dict[str, str], usable: set[str], previous: dict[str, Any],
+            running: dict[str, str], supply: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Return ``{"replicas": {replica: entry}, "unplaced": {replica: why}, "conflicts": [why]}``.
+
+    ``previous`` holds gossiped values as they came (Any): a malformed one raises KeyError,
+    TypeError or ValueError, which the caller takes for a malformed record."""
     supply = supply or {}
-    groups: dict[str, tuple[str, dict]] = {}  # group -> (home, agent spec)
+    groups: dict[str, tuple[str, dict[str, Any]]] = {}  # group -> (home, agent spec)
     unplaced: dict[str, str] = {}
     conflicts: list[str] = []
     for home in sorted(specs):
@@ -62,30 +67,30 @@ def conduct(specs: dict[str, list[dict]], states: dict[str, str], usable: set[st
     nodes = [NodeSupply(n, alive=n in usable, cpu=supply.get(n, (float("inf"), float("inf")))[0],
                         memory=supply.get(n, (float("inf"), float("inf")))[1])
              for n in sorted(set(states) | set(usable))]
-    current = {}
+    current: dict[str, str] = {}
     for r, entry in previous.items():
         if entry.get("node") in usable:
             current[r] = entry["node"]
-    for r, node in running.items():
-        if node in usable:
-            current.setdefault(r, node)
+    for r, at in running.items():
+        if at in usable:
+            current.setdefault(r, at)
     p = plan(demands, nodes, current)
 
-    replicas: dict[str, dict] = {}
+    replicas: dict[str, dict[str, Any]] = {}
     for name, (home, agent) in groups.items():
         for r in _replica_names(agent):
             node = p.assignment.get(r)
-            entry = {"node": node, "group": name, "home": home, "spec": agent}
+            placed: dict[str, Any] = {"node": node, "group": name, "home": home, "spec": agent}
             where = running.get(r)
             if where is not None and where in usable and where != node:
-                entry["node"] = None  # drain first: it still runs on a node we can reach
-                entry["draining"] = where
+                placed["node"] = None  # drain first: it still runs on a node we can reach
+                placed["draining"] = where
             elif node is None:
                 unplaced[r] = p.unplaced.get(r, "not placed")
-            replicas[r] = entry
+            replicas[r] = placed
     return {"replicas": replicas, "unplaced": unplaced, "conflicts": conflicts}
 
 
-def _replica_names(agent: dict) -> list[str]:
+def _replica_names(agent: dict[str, Any]) -> list[str]:
     n = agent.get("replicas", 1)
     return [agent["name"]] if n == 1 else [f"{agent['name']}.{i}" for i in range(n)]

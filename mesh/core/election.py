@@ -49,6 +49,7 @@ Pure: time comes in as ``now`` in seconds, randomness from the injected RNG.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .effects import Event, Send
@@ -114,7 +115,7 @@ class Elector:
     def voter(self) -> bool:
         return self.name in self.voters
 
-    def set_voters(self, voters: list[str], observers: list[str] = (), now: float = 0.0) -> None:
+    def set_voters(self, voters: list[str], observers: Iterable[str] = (), now: float = 0.0) -> None:
         """Change who votes (and who only follows). A new voter gets one ``election_min`` of grace
         before a leader's check-quorum counts it as unheard."""
         voters = sorted(set(voters))

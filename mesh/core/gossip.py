@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 from .effects import Event, Send
 from .failure import DetectorConfig, PhiAccrualDetector
@@ -109,7 +110,7 @@ _LONE_ENTRY_CONTAINERS = _MESSAGE_CONTAINERS + _ITEM_CONTAINERS
 _DENSITY_STEP = 512
 
 
-def valid_name(name: object) -> bool:
+def valid_name(name: object) -> TypeGuard[str]:
     """Whether ``name`` may name a member (the node-name rule of mesh.spec)."""
     return type(name) is str and len(name) <= NAME_MAX and _NAME_RE.fullmatch(name) is not None
 
@@ -129,8 +130,8 @@ def _valid_oid(oid: object) -> bool:
     return valid_name(name) and 0 < len(inc) <= 20 and inc.isdigit()
 
 
-def check_message(message: object) -> None:
-    """Raise ValueError unless ``message`` has the shape of a gossip message (the network is untrusted)."""
+def check_message(message: object) -> dict[str, Any]:
+    """Return ``message``; raise ValueError unless it has the shape of a gossip message (the network is untrusted)."""
     if not isinstance(message, dict) or message.get("t") not in _KINDS:
         raise ValueError("not a gossip message")
     digest = message.get("digest")
@@ -175,6 +176,7 @@ def check_message(message: object) -> None:
                         and type(raw[2]) is int and valid_name(raw[3]) and type(raw[4]) is int
                         and isinstance(raw[5], bool)):
                     raise ValueError("entries must be [key, value, hlc, writer, version, tombstone] with a valid writer")
+    return message
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 
 
@@ -548,7 +550,7 @@ class GossipNode:
 
     def step(self, sender: str, message: object, now: float) -> list:
         """Handle one message from ``sender``. Malformed input raises ValueError and changes nothing."""
-        check_message(message)
+        message = check_message(message)
         if not valid_name(sender):
             raise ValueError("the sender of a gossip message must be a valid node name")
         kind = message.get("t")
@@ -567,7 +569,7 @@ class GossipNode:
             delta = self._delta_for(digest, carried=mine)
             if not join:
                 self._assume_sent(sender, delta)
-            ack = {"t": "ack", "from": self.name, "digest": mine, "delta": delta}
+            ack: dict[str, Any] = {"t": "ack", "from": self.name, "digest": mine, "delta": delta}
             if join and self.announced:
                 # What the joiner needs: the live incarnations of its name, and this member itself.
                 joiner = message.get("from")
@@ -634,7 +636,7 @@ class GossipNode:
             newer = sorted((e for e in o.entries.values() if e.version > have), key=lambda e: e.version)
             if not newer:
                 continue
-            take = []
+            take: list[Entry] = []
             for e in newer[:budget]:
                 if (take or delta) and e.size > byte_budget:
                     break

@@ -119,7 +119,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from .effects import Event, Send
 
@@ -171,22 +173,22 @@ def overlap(a: Intention, b: Intention) -> bool:
 # -- validation (every message is untrusted) -------------------------------------------------
 
 
-def _number(x: object) -> bool:
+def _number(x: object) -> TypeGuard[float]:
     if type(x) is int:
         return -(2**63) <= x < 2**63
     return type(x) is float and math.isfinite(x)
 
 
-def _positive(x: object) -> bool:
+def _positive(x: object) -> TypeGuard[float]:
     return _number(x) and x > 0
 
 
-def _text(x: object, limit: int = MAX_ID) -> bool:
+def _text(x: object, limit: int = MAX_ID) -> TypeGuard[str]:
     return type(x) is str and 0 < len(x) <= limit
 
 
-def _claims(x: object) -> frozenset | None:
-    if type(x) not in (list, tuple) or not 0 < len(x) <= MAX_CLAIMS:
+def _claims(x: object) -> frozenset[str] | None:
+    if (type(x) is not list and type(x) is not tuple) or not 0 < len(x) <= MAX_CLAIMS:
         return None
     if not all(_text(c, MAX_CLAIM) for c in x):
         return None
@@ -197,11 +199,11 @@ def _report(x: object) -> dict | None:
     """``[[id, proposer, [claims]], ...]`` as ``{(proposer, id): claims}``, or None if malformed."""
     if x is None:
         return {}
-    if type(x) not in (list, tuple) or len(x) > MAX_REPORT:
+    if (type(x) is not list and type(x) is not tuple) or len(x) > MAX_REPORT:
         return None
-    out: dict = {}
+    out: dict[tuple[str, str], frozenset[str]] = {}
     for entry in x:
-        if type(entry) not in (list, tuple) or len(entry) != 3:
+        if (type(entry) is not list and type(entry) is not tuple) or len(entry) != 3:
             return None
         iid, proposer, claims = entry
         claims = _claims(claims)
@@ -209,6 +211,11 @@ def _report(x: object) -> dict | None:
             return None
         out[(proposer, iid)] = out.get((proposer, iid), frozenset()) | claims
     return out
+
+
+def _collection(x: object) -> TypeGuard[Collection[object]]:
+    """A list, tuple, set or frozenset (exactly: no subclass)."""
+    return type(x) in (list, tuple, set, frozenset)
 
 
 def _shown(x: object) -> str:
@@ -228,7 +235,7 @@ def check_proposal(intention_id: object, claims: object, priority: object, times
     at most a few dozen characters of it, whatever its size)."""
     if not _text(intention_id):
         raise ValueError(f"an intention id must be a string of 1 to {MAX_ID} characters, not {_shown(intention_id)}")
-    if type(claims) not in (list, tuple, set, frozenset):
+    if not _collection(claims):
         raise ValueError(f"claims must be a list of strings, not {_shown(claims)}")
     checked = _claims(list(claims))
     if checked is None:
@@ -249,7 +256,7 @@ def _reported(entries: dict) -> list:
     return [[iid, proposer, sorted(claims)[:16]] for (proposer, iid), claims in sorted(entries.items())[:MAX_REPORT]]
 
 
-def _quote(claims) -> str:
+def _quote(claims: Iterable[str]) -> str:
     claims = sorted(claims)
     shown = ", ".join(repr(c) for c in claims[:5]) + (f" and {len(claims) - 5} more" if len(claims) > 5 else "")
     return f"claim {shown} is" if len(claims) == 1 else f"claims {shown} are"
@@ -342,7 +349,7 @@ class IntentionVoter:
             return None
         claims = _claims(rec.get("claims"))
         prio, ts, expires, hold = (rec.get(k) for k in ("prio", "ts", "expires", "hold"))
-        if claims is None or not all(_number(x) for x in (prio, ts, expires)) or not _positive(hold):
+        if claims is None or not (_number(prio) and _number(ts) and _number(expires)) or not _positive(hold):
             return None
         return _Vote(Intention(iid, proposer, claims, prio, ts), True, expires, hold)
 
@@ -549,7 +556,7 @@ class IntentionProposer:
 
     # -- the caller's side ----------------------------------------------------------------
 
-    def propose(self, intention_id: str, claims, priority: float, timestamp: float, window: float, hold: float,
+    def propose(self, intention_id: str, claims: Collection[str], priority: float, timestamp: float, window: float, hold: float,
                 now: float) -> list:
         """Propose an intention; it is decided (one ``decided`` event) within ``window``
         seconds. If approved it is held for ``hold`` seconds at most. Raises ValueError for

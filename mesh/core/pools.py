@@ -84,6 +84,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 _EPS = 1e-9  #: tolerance of the token bucket's float arithmetic, in tokens
 
@@ -253,12 +254,12 @@ class Coordinator:
             raise ValueError(f"lease_ttl must be a positive number of seconds, not {lease_ttl!r}")
         if not isinstance(prefix, str) or not prefix:
             raise ValueError("prefix must be a non-empty string that no other coordinator uses (the term, say)")
-        for spec in pools.values():
-            if not isinstance(spec, PoolSpec):
-                raise TypeError(f"pools must map names to PoolSpec, not {type(spec).__name__}")
-        for spec in limits.values():
-            if not isinstance(spec, LimitSpec):
-                raise TypeError(f"limits must map names to LimitSpec, not {type(spec).__name__}")
+        for pool in pools.values():
+            if not isinstance(pool, PoolSpec):
+                raise TypeError(f"pools must map names to PoolSpec, not {type(pool).__name__}")
+        for limit in limits.values():
+            if not isinstance(limit, LimitSpec):
+                raise TypeError(f"limits must map names to LimitSpec, not {type(limit).__name__}")
         self.lease_ttl = float(lease_ttl)
         self.prefix = prefix
         self.now = now
@@ -278,12 +279,12 @@ class Coordinator:
     def add(self, pools: dict[str, PoolSpec], limits: dict[str, LimitSpec]) -> None:
         """Declare pools and limits that appeared since (a node joined): names already known
         keep their spec. A new limit starts full unless the coordinator is recovering."""
-        for name, spec in sorted(pools.items()):
+        for name, pool in sorted(pools.items()):
             if name not in self._pools and name not in self._limits:
-                self._pools[name] = _Pool(spec)
-        for name, spec in sorted(limits.items()):
+                self._pools[name] = _Pool(pool)
+        for name, limit in sorted(limits.items()):
             if name not in self._pools and name not in self._limits:
-                self._limits[name] = _Limit(spec, 0.0 if self.recovering else float(spec.rate), self.now)
+                self._limits[name] = _Limit(limit, 0.0 if self.recovering else float(limit.rate), self.now)
 
     @property
     def recovering(self) -> bool:
@@ -498,7 +499,8 @@ class Coordinator:
     def _check(self, request_id: object, name: object, n: object, deadline: object) -> str:
         if not isinstance(request_id, str) or not request_id:
             return f"a request id must be a non-empty string, not {request_id!r}"
-        if type(deadline) not in (int, float) or math.isnan(deadline):
+        # type(), not isinstance(): a bool is no deadline. mypy narrows only the latter, hence the cast.
+        if type(deadline) not in (int, float) or math.isnan(cast(float, deadline)):
             return f"a deadline must be a time in seconds, not {deadline!r}"
         if request_id in self._waiting:
             return f"duplicate request id {request_id!r}: a request with this id is already waiting"
