@@ -7,7 +7,7 @@ return a list of these; the runtime (or the simulator) carries them out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 
 @dataclass(frozen=True)
@@ -26,3 +26,7 @@ class Event:
     #: What happened, as a dict whose keys depend on ``name`` (each machine's note lists its events);
     #: Any, so that a reader who matched the name can take the fields it knows are there.
     data: Any = None
+
+
+#: What a machine's ``step`` and ``tick`` return a list of.
+Effect: TypeAlias = Send | Event

@@ -51,8 +51,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from .effects import Event, Send
+from .effects import Effect, Event, Send
 from .rng import Rng
 
 FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
@@ -75,7 +76,7 @@ class Elector:
     """One voter's view of the election."""
 
     def __init__(self, name: str, voters: list[str], config: ElectionConfig, rng: Rng,
-                 storage: dict, now: float):
+                 storage: dict[str, Any], now: float) -> None:
         self.name = name
         self.voters = sorted(set(voters))
         self.peers = [v for v in self.voters if v != name]
@@ -151,8 +152,8 @@ class Elector:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def tick(self, now: float) -> list:
-        out: list = []
+    def tick(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
         if not self.voter:
             return out
         if self.role == LEADER:
@@ -172,7 +173,7 @@ class Elector:
             return self._start_prevote(now)
         return out
 
-    def step(self, sender: str, message: object, now: float) -> list:
+    def step(self, sender: str, message: object, now: float) -> list[Effect]:
         if sender not in self.voters or sender == self.name or not isinstance(message, dict):
             return []
         kind = message.get("t")
@@ -192,7 +193,7 @@ class Elector:
                 if len(self.votes) >= self.quorum:
                     return self._start_election(now)
             return []
-        out: list = []
+        out: list[Effect] = []
         previous = self.leader
         electorate = message.get("electorate") if kind == "heartbeat" else None
         stranger = isinstance(electorate, list) and self.name not in electorate  # elected without this voter
@@ -248,16 +249,16 @@ class Elector:
             return out + self._start_election(now)
         return out
 
-    def transfer(self, now: float) -> list:
+    def transfer(self, now: float) -> list[Effect]:
         """Hand leadership to the follower heard from most recently (graceful shutdown)."""
         if self.role != LEADER or not self.heard:
             return []
         target = max(self.heard, key=lambda p: (self.heard[p], p))
         return [Send(target, {"t": "timeout_now", "term": self.term})]
 
-    def _observe(self, sender: str, kind: object, term: int, message: dict, now: float) -> list:
+    def _observe(self, sender: str, kind: object, term: int, message: dict[str, Any], now: float) -> list[Effect]:
         """A non-voter only follows heartbeats (and learns newer terms from anything)."""
-        out: list = []
+        out: list[Effect] = []
         if term > self.term:
             self._persist(term, None)
             self.leader = None
@@ -272,7 +273,7 @@ class Elector:
             self.last_leader_contact = now
         return out
 
-    def _heartbeats(self) -> list:
+    def _heartbeats(self) -> list[Send]:
         beat = {"t": "heartbeat", "term": self.term, "seq": self.seq, "electorate": sorted(self.electorate)}
         return [Send(p, beat) for p in self.peers] + [Send(o, beat) for o in self.observers]
 
@@ -281,26 +282,26 @@ class Elector:
     def _timeout(self) -> float:
         return self.rng.uniform(self.config.election_min, self.config.election_max)
 
-    def _start_prevote(self, now: float) -> list:
+    def _start_prevote(self, now: float) -> list[Effect]:
         self.role = PRECANDIDATE
         self.leader = None
         self.votes = {self.name}
         self._deadline = now + self._timeout()
         return [Send(p, {"t": "prevote", "term": self.term + 1}) for p in self.peers]
 
-    def _start_election(self, now: float) -> list:
+    def _start_election(self, now: float) -> list[Effect]:
         term = self.term + 1
         self._persist(term, self.name)
         self.role = CANDIDATE
         self.leader = None
         self.votes = {self.name}
         self._deadline = now + self._timeout()
-        out: list = [Event("candidate", {"term": term})]
+        out: list[Effect] = [Event("candidate", {"term": term})]
         if len(self.votes) >= self.quorum:
             return out + self._become_leader(now)
         return out + [Send(p, {"t": "vote", "term": term}) for p in self.peers]
 
-    def _become_leader(self, now: float) -> list:
+    def _become_leader(self, now: float) -> list[Effect]:
         self.role = LEADER
         self.leader = self.name
         self.electorate = frozenset(self.voters)
@@ -310,7 +311,7 @@ class Elector:
         self._next_heartbeat = now + self.config.heartbeat
         return [Event("leader", {"term": self.term, "leader": self.name})] + self._heartbeats()
 
-    def _become_follower(self, term: int, leader: str | None, now: float, why: str) -> list:
+    def _become_follower(self, term: int, leader: str | None, now: float, why: str) -> list[Effect]:
         was_leader, led = self.role == LEADER, self.term
         if term > self.term:
             self._persist(term, None)
@@ -318,7 +319,7 @@ class Elector:
         self.leader = leader
         self.votes = set()
         self._deadline = now + self._timeout()
-        out: list = []
+        out: list[Effect] = []
         if was_leader:
             out.append(Event("stepped_down", {"term": led, "why": why}))
         if leader is not None:

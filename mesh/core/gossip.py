@@ -69,15 +69,21 @@ is injected.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, TypeAlias, TypeGuard
 
-from .effects import Event, Send
+from .effects import Effect, Event, Send
 from .failure import DetectorConfig, PhiAccrualDetector
 from .hlc import HybridClock
 from .hlc import make as make_stamp
 from .packing import density
 from .rng import Rng
+
+#: A digest as sent: origin id -> [heartbeat, max version, address, left].
+Digest: TypeAlias = dict[str, list[Any]]
+#: A delta as sent: [[origin id, base version, up to version, [entry wire form, ...]], ...].
+Delta: TypeAlias = list[list[Any]]
 
 RESERVED_PREFIX = "$"
 #: Entries stamped further than this in the future (seconds) are refused.
@@ -224,7 +230,7 @@ class Entry:
     containers: int = 0  #: arrays and maps in it (the entry's own included)
     excess: int = 0  #: what it adds at worst to a message's density count (see :meth:`Entry.measure`)
 
-    def wire(self) -> list:
+    def wire(self) -> list[object]:
         return [self.key, self.value, self.hlc, self.writer, self.version, self.tombstone]
 
     def measure(self, per: int) -> Entry:
@@ -257,7 +263,7 @@ class Origin:
     last_heard: float = 0.0
 
 
-def _digest_excess(digest: dict, per: int) -> int:
+def _digest_excess(digest: Digest, per: int) -> int:
     """What a digest adds at most to a message's density count (see :meth:`Entry.measure`): one array per
     origin, in at least its origin id, its address and 6 bytes."""
     if per <= 9:
@@ -265,7 +271,7 @@ def _digest_excess(digest: dict, per: int) -> int:
     return max(0, sum(per - len(oid) - len(info[2]) - 6 for oid, info in digest.items()))
 
 
-def _rank(o: Origin) -> tuple:
+def _rank(o: Origin) -> tuple[int, int, int]:
     """Order of preference among incarnations of one name (see :meth:`GossipNode.current`)."""
     live = {ALIVE: 0, SUSPECT: 1}.get(o.state)
     return (0, live, o.incarnation) if live is not None else (1, 0, -o.incarnation)
@@ -308,15 +314,15 @@ class GossipNode:
         self.view: dict[str, Entry] = {}  # key -> winning entry (tombstones included)
         self._tombstones: set[str] = set()  # keys whose winner is a tombstone (collected by _collect)
         self.graveyard: dict[str, tuple[float, int]] = {}  # origin id -> (when buried, its last heartbeat)
-        self.peer_digest: dict[str, dict] = {}  # peer name -> its last known digest (oid -> max_version)
+        self.peer_digest: dict[str, dict[str, int]] = {}  # peer name -> its last known digest (oid -> max_version)
         #: False while joining: this node's own origin stays out of everything it sends.
         self.announced = not joining
         #: Set when a live member holds this node's name: (its origin id, its address).
         self.name_taken: tuple[str, str] | None = None
         #: Other incarnations of this name -> reporter -> [the last heartbeat it gave, when it first rose].
-        self._rivals: dict[str, dict[str, list]] = {}
+        self._rivals: dict[str, dict[str, list[Any]]] = {}
         self.rounds = 0
-        self._events: list = []
+        self._events: list[Effect] = []  # only Events, returned with the Sends of the call that made them
         self._become(incarnation, now)
 
     # -- identity -----------------------------------------------------------------
@@ -350,11 +356,11 @@ class GossipNode:
     def items(self, prefix: str = "") -> dict[str, object]:
         return {k: e.value for k, e in self.view.items() if not e.tombstone and k.startswith(prefix)}
 
-    def set(self, key: str, value: object, now: float, *, system: bool = False) -> list:
+    def set(self, key: str, value: object, now: float, *, system: bool = False) -> list[Effect]:
         self._check_key(key, system)
         return self._write(key, value, False, now)
 
-    def delete(self, key: str, now: float, *, system: bool = False) -> list:
+    def delete(self, key: str, now: float, *, system: bool = False) -> list[Effect]:
         self._check_key(key, system)
         if key not in self.view or self.view[key].tombstone:
             return []
@@ -366,7 +372,7 @@ class GossipNode:
         if key.startswith(RESERVED_PREFIX) and not system:
             raise ValueError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the runtime: {key!r}")
 
-    def _write(self, key: str, value: object, tombstone: bool, now: float) -> list:
+    def _write(self, key: str, value: object, tombstone: bool, now: float) -> list[Effect]:
         me = self.me
         cfg = self.config
         entry = Entry(key, value, self.clock.now(int(now * 1000)), self.name, me.max_version + 1, tombstone,
@@ -390,7 +396,7 @@ class GossipNode:
 
     # -- membership ---------------------------------------------------------------------------
 
-    def members(self) -> list[dict]:
+    def members(self) -> list[dict[str, Any]]:
         now_states = []
         for o in self.origins.values():
             now_states.append({"name": o.name, "incarnation": o.incarnation, "state": o.state,
@@ -419,7 +425,7 @@ class GossipNode:
                 best = o
         return best
 
-    def current_members(self) -> list[dict]:
+    def current_members(self) -> list[dict[str, Any]]:
         """:meth:`members`, one per name: its current incarnation (see :meth:`current`)."""
         ids = {o.id for o in self.current().values()}
         return [m for m in self.members() if m["id"] in ids]
@@ -430,14 +436,14 @@ class GossipNode:
 
     # -- joining -------------------------------------------------------------------------------
 
-    def join_message(self) -> dict:
+    def join_message(self) -> dict[str, Any]:
         """What a joining node sends to a seed or a member: its digest without itself."""
         ask = {"t": "syn", "from": self.name, "digest": self._digest(), "join": True}
         if self.address:
             ask["address"] = self.address  # where to answer: the name may belong to someone else
         return ask
 
-    def seed_message(self, seed: str) -> dict:
+    def seed_message(self, seed: str) -> dict[str, Any]:
         """What a member sends to a seed at which it knows no live member: its own digest entry only
         (the seed learns of it and answers with all it holds), marked so that the answer says which
         seed it answers (the member behind it may advertise another address than the one given)."""
@@ -445,7 +451,7 @@ class GossipNode:
         return {"t": "syn", "from": self.name, "digest": {self.id: [me.heartbeat, me.max_version, me.address, False]},
                 "seed": seed}
 
-    def announce(self, now: float) -> list:
+    def announce(self, now: float) -> list[Effect]:
         """End the joining phase: from now on this node's origin travels with its digests."""
         if not self.announced and self.name_taken is None:
             self.announced = True
@@ -453,7 +459,7 @@ class GossipNode:
             self._events.append(Event("announced", {"id": self.id}))
         return self._drain()
 
-    def _welcome(self, sender: str, live: dict, now: float) -> None:
+    def _welcome(self, sender: str, live: dict[str, str], now: float) -> None:
         """A member's list of live incarnations, in answer to this joining node."""
         if self.announced or self.name_taken is not None:
             return
@@ -503,13 +509,13 @@ class GossipNode:
         elif now - seen[1] > self.config.dead_after and (not self.announced or inc < self.incarnation):
             self._refuse(oid, address)
 
-    def leave(self, now: float) -> list:
+    def leave(self, now: float) -> list[Effect]:
         """Announce a graceful departure: peers mark this incarnation ``left``, not dead."""
         if not self.announced:
             return []  # nobody has heard of this incarnation
         self.me.state = LEFT
         self.me.heartbeat += 1
-        out = []
+        out: list[Effect] = []
         for peer in self._live_peer_names():
             mine = self._digest()
             out.append(Send(peer, {"t": "syn", "from": self.name, "digest": mine, "left": True,
@@ -518,7 +524,7 @@ class GossipNode:
 
     # -- the protocol ---------------------------------------------------------------------------
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> list[Effect]:
         if self.me.state == LEFT:
             return []
         self.rounds += 1
@@ -526,7 +532,7 @@ class GossipNode:
         self.me.last_heard = now
         self._update_states(now)
         self._collect(now)
-        out: list = []
+        out: list[Effect] = []
         peers = self._live_peer_names()
         if not self.announced:
             # Joining: ask every member and seed for its live incarnations; push nothing.
@@ -548,7 +554,7 @@ class GossipNode:
                 out.append(Send(target, {"t": "syn", "from": self.name, "digest": self._digest()}))
         return out + self._drain()
 
-    def step(self, sender: str, message: object, now: float) -> list:
+    def step(self, sender: str, message: object, now: float) -> list[Effect]:
         """Handle one message from ``sender``. Malformed input raises ValueError and changes nothing."""
         message = check_message(message)
         if not valid_name(sender):
@@ -597,7 +603,7 @@ class GossipNode:
 
     # -- digests and deltas ---------------------------------------------------------------------
 
-    def _digest(self) -> dict:
+    def _digest(self) -> Digest:
         # Dead origins stay in the digest until buried: their data may not be adopted yet,
         # and if their heartbeat still rises somewhere they were only cut off.
         hidden = None if self.announced else self.me
@@ -613,7 +619,7 @@ class GossipNode:
                 return True
         return False
 
-    def _delta_for(self, digest: dict, carried: dict | None = None) -> list:
+    def _delta_for(self, digest: Mapping[str, object], carried: Digest | None = None) -> Delta:
         """Entries the holder of ``digest`` lacks, oldest version first, within the count and byte budgets
         and never denser than the receiver takes (``bytes_per_container``: at every entry, what the message
         holds so far, entries before it and the worst of its own leading parts, stays within the rule).
@@ -625,7 +631,7 @@ class GossipNode:
         # per * arrays and maps - bytes, so far; what the message holds besides entries is counted
         # first, with none of its bytes (the count of an array is due when it closes, the bytes before).
         dense = per * _MESSAGE_CONTAINERS + (_digest_excess(carried, per) if carried else 0)
-        delta: list = []
+        delta: Delta = []
         for oid, o in self.origins.items():
             if not o.entries or (o is self.me and not self.announced):
                 continue
@@ -656,7 +662,7 @@ class GossipNode:
                 break
         return delta
 
-    def _assume_sent(self, peer: str, delta: list) -> None:
+    def _assume_sent(self, peer: str, delta: Delta) -> None:
         known = self._known_by(peer)
         if known is None:
             return
@@ -664,7 +670,7 @@ class GossipNode:
             if known.get(oid, 0) < upto:
                 known[oid] = upto
 
-    def _observe_digest(self, sender: str, digest: dict, now: float, peer: bool = True) -> None:
+    def _observe_digest(self, sender: str, digest: dict[str, Any], now: float, peer: bool = True) -> None:
         """Learn from ``sender``'s digest; ``peer``: it is what ``sender`` holds (not a joiner's)."""
         known = self._known_by(sender) if peer else None
         for oid, info in digest.items():
@@ -699,7 +705,7 @@ class GossipNode:
             if len(info) > 3 and info[3] and o.state not in (LEFT, DEAD):
                 self._set_state(o, LEFT, now)
 
-    def _known_by(self, peer: str) -> dict | None:
+    def _known_by(self, peer: str) -> dict[str, int] | None:
         """What ``peer`` is known to hold, or None for a sender that is not a member (a joiner, a
         made-up name) or beyond ``MAX_PEER_DIGESTS`` peers (those get no pushes; syncs repair)."""
         known = self.peer_digest.get(peer)
@@ -707,7 +713,7 @@ class GossipNode:
             known = self.peer_digest[peer] = {}
         return known
 
-    def _mark_left(self, digest: dict) -> None:
+    def _mark_left(self, digest: dict[str, Any]) -> None:
         for oid, info in digest.items():
             o = self.origins.get(oid)
             if o is not None and isinstance(info, list) and len(info) > 3 and info[3]:
@@ -737,7 +743,7 @@ class GossipNode:
         self._supersede_older(name, inc, now, address)
         return o
 
-    def _apply_delta(self, delta: list, now: float) -> None:
+    def _apply_delta(self, delta: list[Any], now: float) -> None:
         cfg = self.config
         sendable = cfg.dense_slack_bytes - cfg.bytes_per_container * _LONE_ENTRY_CONTAINERS
         for item in delta:
@@ -920,6 +926,6 @@ class GossipNode:
             me.entries[e.key] = copy
             self.view[e.key] = copy  # same stamp: the winner does not change, only its holder
 
-    def _drain(self) -> list:
+    def _drain(self) -> list[Effect]:
         events, self._events = self._events, []
         return events

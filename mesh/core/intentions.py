@@ -121,9 +121,9 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import TypeGuard
+from typing import Any, TypeAlias, TypeGuard
 
-from .effects import Event, Send
+from .effects import Effect, Event, Send
 
 APPROVED, OBJECTED, WITHDRAWN = "approved", "objected", "withdrawn"
 
@@ -151,7 +151,7 @@ _NO_PROMISE = "no promise to commit (it was revoked, expired, or lost in a resta
 class Intention:
     id: str
     proposer: str  #: the node that proposed it (it alone may commit or release it)
-    claims: frozenset  #: of str, the resources it claims
+    claims: frozenset[str]  #: the resources it claims
     priority: float  #: higher goes first
     timestamp: float  #: earlier goes first among equal priorities
 
@@ -160,7 +160,7 @@ class Intention:
         return (self.proposer, self.id)
 
 
-def precedence(intention: Intention) -> tuple:
+def precedence(intention: Intention) -> tuple[float, float, str, str]:
     """Sort key: the intention that sorts first takes precedence (higher priority, then
     earlier timestamp, then smaller id, then smaller proposer name)."""
     return (-intention.priority, intention.timestamp, intention.id, intention.proposer)
@@ -195,13 +195,17 @@ def _claims(x: object) -> frozenset[str] | None:
     return frozenset(x)
 
 
-def _report(x: object) -> dict | None:
+#: Intentions that stand in the way, as a voter reports them: (proposer, id) -> the claims they hold.
+Holders: TypeAlias = dict[tuple[str, str], frozenset[str]]
+
+
+def _report(x: object) -> Holders | None:
     """``[[id, proposer, [claims]], ...]`` as ``{(proposer, id): claims}``, or None if malformed."""
     if x is None:
         return {}
     if (type(x) is not list and type(x) is not tuple) or len(x) > MAX_REPORT:
         return None
-    out: dict[tuple[str, str], frozenset[str]] = {}
+    out: Holders = {}
     for entry in x:
         if (type(entry) is not list and type(entry) is not tuple) or len(entry) != 3:
             return None
@@ -229,7 +233,7 @@ def _shown(x: object) -> str:
 
 def check_proposal(intention_id: object, claims: object, priority: object, timestamp: object, window: object,
                    hold: object, *, settle: float = 0.0, max_window: float = MAX_WINDOW,
-                   max_hold: float = MAX_HOLD) -> frozenset:
+                   max_hold: float = MAX_HOLD) -> frozenset[str]:
     """What a proposal must be, checked before anything of it is kept or sent anywhere: returns
     its claims as a frozenset; raises ValueError naming the first field that is wrong (quoting
     at most a few dozen characters of it, whatever its size)."""
@@ -252,7 +256,7 @@ def check_proposal(intention_id: object, claims: object, priority: object, times
     return checked
 
 
-def _reported(entries: dict) -> list:
+def _reported(entries: Holders) -> list[list[object]]:
     return [[iid, proposer, sorted(claims)[:16]] for (proposer, iid), claims in sorted(entries.items())[:MAX_REPORT]]
 
 
@@ -305,7 +309,7 @@ class IntentionVoter:
     refused with the reason. ``remember`` is how long a finished intention is remembered, to
     refuse its stale messages."""
 
-    def __init__(self, name: str, storage: dict, now: float, *, max_window: float = 300.0,
+    def __init__(self, name: str, storage: dict[str, Any], now: float, *, max_window: float = 300.0,
                  max_hold: float = 3600.0, remember: float = 60.0):
         for label, value in (("max_window", max_window), ("max_hold", max_hold), ("remember", remember)):
             if not _positive(value):
@@ -355,7 +359,7 @@ class IntentionVoter:
 
     # -- status -------------------------------------------------------------------------
 
-    def owners(self) -> dict[str, dict]:
+    def owners(self) -> dict[str, dict[str, object]]:
         """``{claim: {"id", "proposer", "state": "promised" | "committed", "expires"}}`` (read only)."""
         out = {}
         for claim, key in sorted(self._owner.items()):
@@ -366,11 +370,11 @@ class IntentionVoter:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> list[Effect]:
         self._advance(now)
         return []
 
-    def step(self, sender: str, message: object, now: float) -> list:
+    def step(self, sender: str, message: object, now: float) -> list[Effect]:
         self._advance(now)
         if not _text(sender) or not isinstance(message, dict):
             return []
@@ -384,7 +388,7 @@ class IntentionVoter:
             return self._commit(key, message)
         return self._release(key)
 
-    def _prepare(self, key: tuple[str, str], message: dict) -> list:
+    def _prepare(self, key: tuple[str, str], message: dict[str, Any]) -> list[Effect]:
         claims = _claims(message.get("claims"))
         prio, ts, window = message.get("prio"), message.get("ts"), message.get("window")
         if claims is None or not _number(prio) or not _number(ts) or not _positive(window):
@@ -403,9 +407,9 @@ class IntentionVoter:
             return [Send(sender, {"t": PROMISE, "id": iid})]
         if window > self.max_window:
             return [self._no(key, why=f"a window of {_secs(window)} exceeds this voter's limit of {_secs(self.max_window)}")]
-        held: dict = {}
-        outranked: dict = {}
-        losers: set = set()
+        held: Holders = {}
+        outranked: Holders = {}
+        losers: set[tuple[str, str]] = set()
         for claim in claims:
             other = self._owner.get(claim)
             if other is None:
@@ -419,7 +423,7 @@ class IntentionVoter:
                 losers.add(other)
         if held or outranked:
             return [self._no(key, held=held, outranked=outranked)]
-        out: list = []
+        out: list[Effect] = []
         for other in sorted(losers):
             lost = self._votes[other].intention
             self._drop(other)
@@ -428,7 +432,7 @@ class IntentionVoter:
         self._install(vote)
         return out + [Send(sender, {"t": PROMISE, "id": iid})]
 
-    def _commit(self, key: tuple[str, str], message: dict) -> list:
+    def _commit(self, key: tuple[str, str], message: dict[str, Any]) -> list[Effect]:
         hold = message.get("hold")
         if not _positive(hold):
             return []
@@ -446,7 +450,7 @@ class IntentionVoter:
                                                           "ts": i.timestamp, "expires": vote.expires, "hold": hold}
         return [Send(key[0], {"t": ACK, "id": key[1]})]
 
-    def _release(self, key: tuple[str, str]) -> list:
+    def _release(self, key: tuple[str, str]) -> list[Effect]:
         if key in self._votes:
             self._drop(key)
         self._finish(key)
@@ -454,9 +458,9 @@ class IntentionVoter:
 
     # -- state ----------------------------------------------------------------------------
 
-    def _no(self, key: tuple[str, str], held: dict | None = None, outranked: dict | None = None,
+    def _no(self, key: tuple[str, str], held: Holders | None = None, outranked: Holders | None = None,
             why: str | None = None) -> Send:
-        message: dict = {"t": NO, "id": key[1]}
+        message: dict[str, Any] = {"t": NO, "id": key[1]}
         if held:
             message["held"] = _reported(held)
         if outranked:
@@ -519,13 +523,13 @@ class _Proposal:
     proposed_at: float
     deadline: float  #: end of the window
     phase: str = PREPARING
-    votes: dict = field(default_factory=dict)  #: voter -> _PROMISED | _ACKED | _REFUSED
+    votes: dict[str, str] = field(default_factory=dict)  #: voter -> _PROMISED | _ACKED | _REFUSED
     hold_end: float = math.inf  #: set when COMMIT is first sent
-    held: dict = field(default_factory=dict)  #: (proposer, id) -> claims, as voters reported
-    outranked: dict = field(default_factory=dict)
-    whys: Counter = field(default_factory=Counter)
+    held: Holders = field(default_factory=dict)  #: (proposer, id) -> claims, as voters reported
+    outranked: Holders = field(default_factory=dict)
+    whys: Counter[str] = field(default_factory=Counter)
     next_retry: float = 0.0
-    released: set = field(default_factory=set)  #: closing: voters that confirmed the release
+    released: set[str] = field(default_factory=set)  #: closing: voters that confirmed the release
     forget_at: float = math.inf
 
     def count(self, state: str) -> int:
@@ -557,7 +561,7 @@ class IntentionProposer:
     # -- the caller's side ----------------------------------------------------------------
 
     def propose(self, intention_id: str, claims: Collection[str], priority: float, timestamp: float, window: float, hold: float,
-                now: float) -> list:
+                now: float) -> list[Effect]:
         """Propose an intention; it is decided (one ``decided`` event) within ``window``
         seconds. If approved it is held for ``hold`` seconds at most. Raises ValueError for
         bad arguments or an id still in use (ids must never be reused)."""
@@ -570,7 +574,7 @@ class IntentionProposer:
         self._proposals[intention_id] = p
         return [Send(v, self._prepare_message(p)) for v in self.voters]
 
-    def done(self, intention_id: str, now: float) -> list:
+    def done(self, intention_id: str, now: float) -> list[Effect]:
         """The proposer is finished with the intention: a hold ends now (RELEASE goes to the
         voters); an undecided intention is withdrawn. Anything else does nothing."""
         self._advance(now)
@@ -600,10 +604,10 @@ class IntentionProposer:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> list[Effect]:
         self._advance(now)
         now = self.now
-        out: list = []
+        out: list[Effect] = []
         for p in list(self._proposals.values()):
             if p.phase in (PREPARING, COMMITTING):
                 if now >= p.deadline or now >= p.hold_end:
@@ -627,7 +631,7 @@ class IntentionProposer:
                 out += [Send(v, {"t": RELEASE, "id": p.intention.id}) for v in self.voters if v not in p.released]
         return out
 
-    def step(self, sender: str, message: object, now: float) -> list:
+    def step(self, sender: str, message: object, now: float) -> list[Effect]:
         self._advance(now)
         if sender not in self._voter_set or not isinstance(message, dict):
             return []
@@ -681,37 +685,37 @@ class IntentionProposer:
         if _number(now) and now > self.now:
             self.now = now
 
-    def _prepare_message(self, p: _Proposal) -> dict:
+    def _prepare_message(self, p: _Proposal) -> dict[str, Any]:
         i = p.intention
         return {"t": PREPARE, "id": i.id, "claims": sorted(i.claims), "prio": i.priority, "ts": i.timestamp,
                 "window": p.window}
 
-    def _commit_message(self, p: _Proposal) -> dict:
+    def _commit_message(self, p: _Proposal) -> dict[str, Any]:
         return {"t": COMMIT, "id": p.intention.id, "hold": p.hold}
 
     def _may_commit(self, p: _Proposal) -> bool:
         return (p.phase == PREPARING and p.count(_PROMISED) >= self.quorum
                 and self.now >= p.proposed_at + self.settle and self.now < p.deadline)
 
-    def _start_commit(self, p: _Proposal) -> list:
+    def _start_commit(self, p: _Proposal) -> list[Effect]:
         p.phase = COMMITTING
         p.hold_end = self.now + p.hold  # voters count from when they accept: no earlier
         p.next_retry = self.now + self.retry
         message = self._commit_message(p)
         return [Send(v, message) for v, s in p.votes.items() if s == _PROMISED]
 
-    def _decide(self, p: _Proposal, outcome: str, reasons: list[str]) -> list:
+    def _decide(self, p: _Proposal, outcome: str, reasons: list[str]) -> list[Effect]:
         data = {"id": p.intention.id, "outcome": outcome, "reasons": reasons,
                 "holders": sorted({iid for _, iid in p.held}) if outcome == OBJECTED else [],
                 "outranked_by": sorted({iid for _, iid in p.outranked}) if outcome == OBJECTED else [],
                 "until": p.hold_end if outcome == APPROVED else None}
-        out: list = [Event("decided", data)]
+        out: list[Effect] = [Event("decided", data)]
         if outcome == APPROVED:
             p.phase = HELD
             return out
         return out + self._close(p)
 
-    def _close(self, p: _Proposal) -> list:
+    def _close(self, p: _Proposal) -> list[Effect]:
         p.phase = CLOSING
         p.next_retry = self.now + self.retry
         # By then every voter has freed the intention on its own (promises last two windows).

@@ -84,7 +84,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, TypeAlias, cast
 
 _EPS = 1e-9  #: tolerance of the token bucket's float arithmetic, in tokens
 
@@ -165,6 +165,10 @@ class Expired:
     holder: str
     name: str
     n: int
+
+
+#: What the coordinator's methods return a list of: the runtime answers or tells each holder.
+Outcome: TypeAlias = Granted | Refused | Renewed | Expired
 
 
 # -- the holder's side ---------------------------------------------------------------------
@@ -298,7 +302,7 @@ class Coordinator:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def acquire(self, request_id: str, holder: str, name: str, n: int, deadline: float, now: float) -> list:
+    def acquire(self, request_id: str, holder: str, name: str, n: int, deadline: float, now: float) -> list[Outcome]:
         """Ask for ``n`` units of pool ``name`` (or ``n`` permits of limit ``name``), waiting
         at most until ``deadline``."""
         out = self._advance(now)
@@ -312,13 +316,13 @@ class Coordinator:
         out += self._serve(name)
         return out + self._time_out()
 
-    def renew(self, lease_id: str, holder: str, name: str, n: int, now: float) -> list:
+    def renew(self, lease_id: str, holder: str, name: str, n: int, now: float) -> list[Outcome]:
         """Extend a lease to ``now + lease_ttl``. In the grace after a leader change, a lease
         this coordinator does not know is adopted if it fits."""
         out = self._advance(now)
         now = self.now
 
-        def refuse(reason: str) -> list:
+        def refuse(reason: str) -> list[Outcome]:
             return out + [Refused(lease_id, holder, name, reason)]
 
         lease = self._leases.get(lease_id) if isinstance(lease_id, str) else None
@@ -348,7 +352,7 @@ class Coordinator:
         self._add(pool, lease)
         return out + [Renewed(lease_id, lease.expires)]
 
-    def release(self, lease_id: str, now: float) -> list:
+    def release(self, lease_id: str, now: float) -> list[Outcome]:
         """Free a lease's units (releasing twice, or an unknown lease, does nothing) and grant
         what now fits."""
         out = self._advance(now)
@@ -360,7 +364,7 @@ class Coordinator:
         self._drop(lease)
         return out + self._serve(lease.name)
 
-    def forget_holder(self, holder: str, now: float) -> list:
+    def forget_holder(self, holder: str, now: float) -> list[Outcome]:
         """The holder died: free everything it holds and drop its waiting requests."""
         out = self._advance(now)
         touched: set[str] = set()
@@ -375,13 +379,13 @@ class Coordinator:
             out += self._serve(name)
         return out
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> list[Outcome]:
         """Expire leases, end the grace, refill buckets, grant what fits, time out the rest."""
         return self._advance(now)
 
     # -- status ------------------------------------------------------------------------------
 
-    def snapshot(self, now: float) -> dict:
+    def snapshot(self, now: float) -> dict[str, Any]:
         """``{"pools": {name: {"size", "held", "queued", "leases"}}, "limits": {name: {"rate",
         "per", "available"}}, "recovering": seconds of grace left (0.0 when none)}``, as of
         ``now`` (nothing changes)."""
@@ -414,11 +418,11 @@ class Coordinator:
 
     # -- the machinery -----------------------------------------------------------------------
 
-    def _advance(self, now: float) -> list:
+    def _advance(self, now: float) -> list[Outcome]:
         if now > self.now:
             self.now = now
         now = self.now
-        out: list = []
+        out: list[Outcome] = []
         if not self.recovering:
             self._released.clear()
         while self._expiries and self._expiries[0][0] <= now:
@@ -439,9 +443,9 @@ class Coordinator:
             out += self._serve(name)
         return out + self._time_out()
 
-    def _serve(self, name: str) -> list:
+    def _serve(self, name: str) -> list[Outcome]:
         """Grant the head of ``name``'s queue while it fits, in order."""
-        out: list = []
+        out: list[Outcome] = []
         pool = self._pools.get(name)
         if pool is not None:
             if self.recovering:
@@ -464,8 +468,8 @@ class Coordinator:
             out.append(Granted(waiting.request_id, waiting.holder, name, waiting.n, None, None, self.now - waiting.since))
         return out
 
-    def _time_out(self) -> list:
-        out: list = []
+    def _time_out(self) -> list[Outcome]:
+        out: list[Outcome] = []
         now = self.now
         while self._deadlines and self._deadlines[0][0] <= now:
             _, request_id = heapq.heappop(self._deadlines)
