@@ -47,7 +47,7 @@ from ..errors import ActorDied, AskTimeout, MailboxFull, WireError, from_wire
 from .clock import REAL_CLOCK, Clock
 from .flusher import JANITOR, LINGER_S, Flusher
 from .sockets import channel_socket
-from .transport import NOWAIT, SEND_BYTES, NothingYet, Unreachable, frames_within
+from .transport import CONNECTED, DISCONNECTED, NOWAIT, RETRIED, SEND_BYTES, NothingYet, Unreachable, frames_within
 
 log = logging.getLogger("mesh.transport")
 
@@ -122,7 +122,27 @@ class BaseChannel:
         """Read what happened to the connection; return True if the peer is gone."""
         raise NotImplementedError
 
+    def _saw(self, event: int) -> None:
+        """What one connection event (transport.CONNECTED, DISCONNECTED, RETRIED) says of the peer."""
+        if event == CONNECTED:
+            self.connected = True
+            self.refused = False
+        elif event == DISCONNECTED:
+            self.dead = True
+        elif event == RETRIED and not self.connected:
+            # The endpoint refuses connections: nobody listens there any more.
+            self.refused = True
+            self.dead = True
+
     def close(self, linger_ms: int = 0) -> None:
+        """Close the connection; frames still queued get ``linger_ms`` to leave. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.dead = True
+        self._close_sockets(linger_ms)
+
+    def _close_sockets(self, linger_ms: int) -> None:
         raise NotImplementedError
 
     # -- sending ---------------------------------------------------------------
@@ -279,26 +299,13 @@ class Channel(BaseChannel):
         mon = self.monitor
         while cast(int, mon.getsockopt(_EVENTS)) & _POLLIN:
             try:
-                event = recv_monitor_message(mon, zmq.NOBLOCK)["event"]
+                self._saw(recv_monitor_message(mon, zmq.NOBLOCK)["event"])
             except zmq.Again:
                 break
-            if event == zmq.EVENT_CONNECTED:
-                self.connected = True
-                self.refused = False
-            elif event == zmq.EVENT_DISCONNECTED:
-                self.dead = True
-            elif event == zmq.EVENT_CONNECT_RETRIED and not self.connected:
-                # The endpoint refuses connections: nobody listens there any more.
-                self.refused = True
-                self.dead = True
         return self.dead
 
-    def close(self, linger_ms: int = 0) -> None:
-        """Close both sockets (monitor first: see _close_dropped). Safe to call twice."""
-        if self.closed:
-            return
-        self.closed = True
-        self.dead = True
+    def _close_sockets(self, linger_ms: int) -> None:
+        # The monitor first: see _close_dropped.
         try:
             self.sock.disable_monitor()
         except zmq.ZMQError:

@@ -6,12 +6,22 @@ What production runs. ``ZMQ`` is the default transport of every component; pass 
 
 from __future__ import annotations
 
+from typing import Any
+
 import zmq
 
 from .channel import Channel
 from .clock import REAL_CLOCK, Clock
 from .sockets import OutletSocket, RouterSocket, outlet, router
-from .transport import SEND_BYTES
+from .transport import POLLIN, SEND_BYTES
+
+
+class ZmqPoller(zmq.Poller):
+    """``zmq.Poller`` whose ``register`` watches for input unless told otherwise (zmq's default adds
+    POLLOUT, which is always ready on an outlet with room, so every poll would return at once)."""
+
+    def register(self, socket: Any, flags: int = POLLIN) -> Any:
+        return super().register(socket, flags)
 
 
 class ZmqTransport:
@@ -36,8 +46,8 @@ class ZmqTransport:
                immediate: bool = False) -> OutletSocket:
         return outlet(endpoint, hwm=hwm, max_bytes=max_bytes, linger_ms=linger_ms, immediate=immediate)
 
-    def poller(self) -> zmq.Poller:
-        return zmq.Poller()
+    def poller(self) -> ZmqPoller:
+        return ZmqPoller()
 
     def is_address(self, address: str) -> bool:
         scheme, _, rest = address.partition("://")
