@@ -51,6 +51,11 @@ NothingYet = zmq.Again
 NOWAIT: int = int(zmq.NOBLOCK)
 #: What a poller reports for a connection with something to read.
 POLLIN: int = int(zmq.POLLIN)
+#: What a link learns of its connection (ZeroMQ's monitor events, which the twin reports too):
+#: the peer accepted it; the peer went away; a connection attempt failed (nobody listens).
+CONNECTED: int = int(zmq.EVENT_CONNECTED)
+DISCONNECTED: int = int(zmq.EVENT_DISCONNECTED)
+RETRIED: int = int(zmq.EVENT_CONNECT_RETRIED)
 #: Bytes one channel may hold queued for its peer, by default (Client option ``send_bytes``).
 SEND_BYTES = 32 * 1024 * 1024
 
