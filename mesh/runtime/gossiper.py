@@ -38,7 +38,8 @@ from .. import wire
 from ..errors import MeshError, WireError
 from ..core.effects import Event, Send
 from ..core.gossip import ALIVE, SUSPECT, GossipConfig, GossipNode
-from .transport import context, tune_socket
+from .sockets import outlet
+from .transport import AddressError
 
 log = logging.getLogger("mesh.gossip")
 
@@ -172,14 +173,9 @@ class Gossiper:
             if len(self._out) >= MAX_PEER_SOCKETS:  # addresses come from peers: keep the recent ones
                 oldest = next(iter(self._out))
                 self._out.pop(oldest).close(0)
-            sock = context().socket(zmq.DEALER)
-            try:
-                tune_socket(sock, hwm=100, max_bytes=self.max_bytes)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
-                sock.connect(address)
-            except zmq.ZMQError as exc:  # an address from a peer that libzmq refuses: never the node's end
-                sock.close(0)
+            try:  # immediate: queue nothing for a peer that is not connected
+                sock = outlet(address, hwm=100, max_bytes=self.max_bytes, immediate=True)
+            except AddressError as exc:  # an address from a peer that libzmq refuses: never the node's end
                 self.dropped += 1
                 log.warning("not sending to %.300r: %s", address, exc)
                 return
