@@ -670,3 +670,35 @@ def test_a_proposal_is_checked_whole_before_it_is_kept_and_errors_quote_little_o
     assert p.kept() == 0 and not p.in_use("a1")
     p.propose("a1", ["db"], 0, 0.0, 1.0, 1.0, 0.0)
     assert p.kept() == 1 and p.in_use("a1")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("proposer, iid", [("n1", "c1-abc"), ("a:b", "1:2"), ("12", "34"), ("é", ":"), ("x" * 200, "y")])
+def test_a_storage_key_gives_back_its_proposer_and_intention_exactly(proposer, iid):
+    from mesh.core.intentions import _parse_storage_key, storage_key
+
+    assert _parse_storage_key(storage_key((proposer, iid))) == (proposer, iid)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("skey", ["", "x", ":ab", "5:ab", "-1:ab", None, 3, ["n", "i"]])
+def test_a_malformed_storage_key_is_skipped_not_raised(skey):
+    from mesh.core.intentions import _parse_storage_key
+
+    assert _parse_storage_key(skey) is None
+
+
+@pytest.mark.timeout(30)
+def test_commits_written_in_the_old_json_key_form_still_bind_the_voter_after_an_upgrade(tmp_path):
+    """intentions.json from before the core dropped its JSON codec: the node rewrites the keys on load,
+    so the commit still holds its claim (an upgrade must not free a claim someone holds)."""
+    import json
+
+    from mesh.runtime.intents import NodeIntents
+
+    old = {"commits": {json.dumps(["n2", "c7-x"]): {"claims": ["printer"], "prio": 0, "ts": 1.0, "expires": 1e12,
+                                                       "hold": 60.0}}}
+    (tmp_path / "intentions.json").write_text(json.dumps(old))
+    node = NodeIntents("n1", True, tmp_path, lambda *a: None, ["n1"])
+    assert list(node.storage["commits"]) == ["2:n2c7-x"]
+    assert node.voter._owner == {"printer": ("n2", "c7-x")}  # the claim is still committed to its holder
