@@ -104,7 +104,7 @@ def channel_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: flo
     sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
     sock.setsockopt(zmq.RCVTIMEO, wait_ms)
     sock.setsockopt(zmq.LINGER, linger_ms)
-    monitor = sock.get_monitor_socket(CHANNEL_EVENTS, addr=_monitor_address("monitor"))
+    monitor = sock.get_monitor_socket(CHANNEL_EVENTS, addr=_monitor_address("channel-monitor"))
     sock.connect(endpoint)
     return sock, monitor
 
@@ -116,7 +116,7 @@ def async_channel_socket(endpoint: str, *, hwm: int, max_bytes: int,
     sock = actx.socket(zmq.DEALER)
     tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
     sock.setsockopt(zmq.LINGER, linger_ms)
-    monitor = sock.get_monitor_socket(ASYNC_CHANNEL_EVENTS, addr=_monitor_address("amonitor"))
+    monitor = sock.get_monitor_socket(ASYNC_CHANNEL_EVENTS, addr=_monitor_address("async-monitor"))
     sock.connect(endpoint)
     return sock, monitor
 
