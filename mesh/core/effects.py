@@ -19,8 +19,11 @@ class Send:
 
 
 @dataclass(frozen=True)
-class Event:
-    """Something happened that the outside world may care about (a member died, a key changed)."""
+class Emit:
+    """Something happened that the outside world may care about (a member died, a key changed).
+
+    (Named Emit, a command like Send, so that ``mesh.Event``, an event on a topic, is the one
+    Event users meet.)"""
 
     name: str
     #: What happened, as a dict whose keys depend on ``name`` (each machine's note lists its events);
@@ -28,5 +31,8 @@ class Event:
     data: Any = None
 
 
+#: The former name of :class:`Emit`, for code not moved over yet.
+Event = Emit
+
 #: What a machine's ``step`` and ``tick`` return a list of.
-Effect: TypeAlias = Send | Event
+Effect: TypeAlias = Send | Emit

@@ -207,13 +207,19 @@ class HeldLease:
 
 
 @dataclass
-class Lease:
+class PoolLease:
+    """A lease as the coordinator keeps it (the holder's side is :class:`mesh.runtime.resources.Lease`)."""
+
     lease_id: str
     holder: str
     name: str
     n: int
     expires: float
     request_id: str | None = None  #: None for a lease adopted from an earlier leader
+
+
+#: The former name of :class:`PoolLease`, for code not moved over yet.
+Lease = PoolLease
 
 
 @dataclass(eq=False)
@@ -229,7 +235,7 @@ class _Waiting:
 class _Pool:
     def __init__(self, spec: PoolSpec):
         self.spec = spec
-        self.leases: dict[str, Lease] = {}
+        self.leases: dict[str, PoolLease] = {}
         self.held = 0
         self.queue: deque[_Waiting] = deque()
 
@@ -272,7 +278,7 @@ class Coordinator:
         self._pools = {name: _Pool(spec) for name, spec in sorted(pools.items())}
         self._limits = {name: _Limit(spec, 0.0 if recovering else float(spec.rate), now)
                         for name, spec in sorted(limits.items())}
-        self._leases: dict[str, Lease] = {}
+        self._leases: dict[str, PoolLease] = {}
         self._waiting: dict[str, _Waiting] = {}
         self._decided: dict[str, float] = {}  # request id -> when to forget it (in time order)
         self._released: set[str] = set()  # lease ids gone during the grace: never adopted again
@@ -296,7 +302,7 @@ class Coordinator:
         return self.now < self.grace_until
 
     @property
-    def leases(self) -> dict[str, Lease]:
+    def leases(self) -> dict[str, PoolLease]:
         """The live leases by id (read only)."""
         return self._leases
 
@@ -348,7 +354,7 @@ class Coordinator:
         if pool.held + n > pool.spec.size:
             return refuse(f"cannot adopt lease {lease_id!r} ({_units(n)}) from the previous leader: pool {name!r}"
                           f" already has {pool.held} of {pool.spec.size} held by leases renewed to this leader")
-        lease = Lease(lease_id, holder, name, n, now + self.lease_ttl)
+        lease = PoolLease(lease_id, holder, name, n, now + self.lease_ttl)
         self._add(pool, lease)
         return out + [Renewed(lease_id, lease.expires)]
 
@@ -454,7 +460,7 @@ class Coordinator:
                 waiting = pool.queue.popleft()
                 self._decide(waiting.request_id)
                 self._issued += 1
-                lease = Lease(f"{self.prefix}:{self._issued}", waiting.holder, name, waiting.n,
+                lease = PoolLease(f"{self.prefix}:{self._issued}", waiting.holder, name, waiting.n,
                               self.now + self.lease_ttl, waiting.request_id)
                 self._add(pool, lease)
                 out.append(Granted(waiting.request_id, waiting.holder, name, waiting.n, lease.lease_id, lease.expires,
@@ -540,17 +546,17 @@ class Coordinator:
         self._decided.pop(request_id, None)  # keep the dict in time order
         self._decided[request_id] = self.now + self.lease_ttl
 
-    def _set_expiry(self, lease: Lease, expires: float) -> None:
+    def _set_expiry(self, lease: PoolLease, expires: float) -> None:
         lease.expires = expires
         heapq.heappush(self._expiries, (expires, lease.lease_id))
 
-    def _add(self, pool: _Pool, lease: Lease) -> None:
+    def _add(self, pool: _Pool, lease: PoolLease) -> None:
         pool.leases[lease.lease_id] = lease
         pool.held += lease.n
         self._leases[lease.lease_id] = lease
         self._set_expiry(lease, lease.expires)
 
-    def _drop(self, lease: Lease) -> None:
+    def _drop(self, lease: PoolLease) -> None:
         pool = self._pools[lease.name]
         del pool.leases[lease.lease_id]
         pool.held -= lease.n

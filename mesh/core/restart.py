@@ -40,10 +40,14 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
-class Decision:
+class RestartDecision:
     action: str  #: "restart", "stop" (done, cleanly) or "fail" (given up)
     delay: float = 0.0  #: seconds to wait before restarting
     reason: str = ""
+
+
+#: The former name of :class:`RestartDecision` (``mesh.Decision`` is an intention's outcome).
+Decision = RestartDecision
 
 
 def describe_exit(code: int) -> str:
@@ -71,22 +75,22 @@ class RestartTracker:
     def restarts_in_window(self) -> int:
         return len(self._restarts)
 
-    def on_exit(self, now: float, code: int, why: str | None = None) -> Decision:
+    def on_exit(self, now: float, code: int, why: str | None = None) -> RestartDecision:
         """What to do about an exit with ``code``; ``why`` is a failure the node itself caused
         (an agent ended for going over its memory budget): it counts as a crash whatever the code."""
         policy = self.policy
         how = why or describe_exit(code)
         clean = code == 0 and why is None
         if policy.mode == "never" or (policy.mode == "on-failure" and clean):
-            return Decision("stop" if clean else "fail", reason=how)
+            return RestartDecision("stop" if clean else "fail", reason=how)
         restarts = self._restarts
         while restarts and now - restarts[0] > policy.window:
             restarts.popleft()
         if len(restarts) >= policy.max_restarts:
-            return Decision(
+            return RestartDecision(
                 "fail",
                 reason=f"{how}; gave up after {len(restarts)} restart(s) within {policy.window:g} s",
             )
         delay = min(policy.backoff * (2 ** len(restarts)), policy.backoff_max)
         restarts.append(now)
-        return Decision("restart", delay=delay, reason=how)
+        return RestartDecision("restart", delay=delay, reason=how)

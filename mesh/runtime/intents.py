@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import rpc
-from ..core.effects import Event, Send
+from ..core.effects import Emit, Send
 from ..core.intentions import (APPROVED, PROPOSER_KINDS, VOTER_KINDS, IntentionProposer, IntentionVoter, _shown,
                                 check_proposal, storage_key)
 from ..errors import MeshError, NotLeader, ResourceError
@@ -183,7 +183,7 @@ class NodeIntents:
         self.voter = IntentionVoter(name, self.storage, now) if voter else None
         self.voters = sorted(voters)
         self.proposer = _proposer(name, self.voters, now)
-        self.events: list[Event] = []
+        self.events: list[Emit] = []
 
     def set_voters(self, voters: list[str]) -> None:
         voters = sorted(voters)
@@ -261,7 +261,7 @@ class NodeIntents:
                     self.receive(self.name, out.message)
                 else:
                     self.send(out.to, out.message)
-            elif type(out) is Event:
+            elif type(out) is Emit:
                 self.events.append(out)
 
 
