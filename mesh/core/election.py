@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .effects import Effect, Event, Send
+from .quorum import majority
 from .rng import Rng
 
 FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER = "follower", "pre-candidate", "candidate", "leader"
@@ -144,7 +145,7 @@ class Elector:
 
     @property
     def quorum(self) -> int:
-        return len(self.voters) // 2 + 1
+        return majority(len(self.voters))
 
     def accepts(self, term: int) -> bool:
         """Fencing: a decision made in ``term`` may be accepted only if no newer term is known."""

@@ -124,6 +124,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeGuard
 
 from .effects import Effect, Event, Send
+from .quorum import blocks_majority, majority
 
 APPROVED, OBJECTED, WITHDRAWN = "approved", "objected", "withdrawn"
 
@@ -552,7 +553,7 @@ class IntentionProposer:
         self.name = name
         self.voters = voters
         self._voter_set = frozenset(voters)
-        self.quorum = len(voters) // 2 + 1
+        self.quorum = majority(len(voters))
         self.settle = settle
         self.retry = retry
         self.now = now
@@ -675,7 +676,7 @@ class IntentionProposer:
                     mine[k] = mine.get(k, frozenset()) | (claims & p.intention.claims)
             if why:
                 p.whys[why] += 1
-            if p.count(_REFUSED) > len(self.voters) - self.quorum:
+            if blocks_majority(len(self.voters), p.count(_REFUSED)):
                 return self._decide(p, OBJECTED, self._reasons(p, timed_out=False))
         return []  # RELEASED of an intention not closing: stale
 
