@@ -59,6 +59,7 @@ DOCSTRINGS = {
     "mesh/__init__.py": "python",
     "mesh/sim/__init__.py": "python",
     "mesh/runtime/intents.py": "python",  # handler code (self): runs in the runner actor
+    "mesh/runtime/memory.py": "python",
     "mesh/spec.py": "toml",
     "mesh/demo.py": "sh",
     "mesh/wire.py": None,  # not usage: the layout of an envelope

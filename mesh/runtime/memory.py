@@ -4,6 +4,8 @@ The twin of the ZeroMQ transport (:mod:`.zeromq`), with the same interface
 (:mod:`.transport`), so that nodes, servers and clients run in one process without
 sockets, and the same tests run against both (``tests/test_transport.py``)::
 
+    from mesh.runtime.memory import MemoryNetwork
+
     network = MemoryNetwork()                   # the world: addresses, links, cuts
     a, b = network.transport("a"), network.transport("b")   # one per host
     listener = b.listen("mem://b:1", mailbox=10, replies=100, max_bytes=1 << 20,
@@ -11,6 +13,8 @@ sockets, and the same tests run against both (``tests/test_transport.py``)::
     channel = a.channel("mem://b:1", hwm=10, send_timeout=1.0, max_bytes=1 << 20)
     network.cut("a", "b")                       # frames between the hosts wait...
     network.heal("a", "b")                      # ...and go on, in order
+    channel.close()
+    listener.close()
 
 How it behaves, and where that mirrors ZeroMQ over TCP:
 
