@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import wire
 from ..errors import AcquireTimeout, ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, NotLeader
@@ -33,7 +33,8 @@ from .ref import ActorRef
 from .transport import FLUSHER, SEND_BYTES, Channel, Unreachable, snapshot
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .resources import Lease
+    from .delivery import Deliverer
+    from .resources import Lease, Renewer
     from .state import SharedState
 
 DEFAULT_NODE = "tcp://127.0.0.1:7700"
@@ -113,9 +114,9 @@ class Client:
         self._all_alinks: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
         self._leases: weakref.WeakSet = weakref.WeakSet()
-        self._renewer = None
-        self._leader_address: str | None = None
-        self._deliverer = None
+        self._renewer: Renewer | None = None
+        self._leader_address: str | None = None  # kept by rpc: where the leader listens, while it leads
+        self._deliverer: Deliverer | None = None
         self._subscribers: dict[str, tuple[float, list[str]]] = {}
         if check:
             try:
@@ -269,7 +270,7 @@ class Client:
                 raise ActorNotFound(f"actor {name!r} is {state or 'not running'} and did not come up within {timeout:g} s")
             time.sleep(0.05)
 
-    def _learn_limit(self, endpoint: str, answer: dict) -> None:
+    def _learn_limit(self, endpoint: str, answer: Mapping[str, object]) -> None:
         limit = answer.get("max_frame")
         if type(limit) is int and limit > 0:
             self.limits[endpoint] = min(limit, self.max_frame_bytes)

@@ -7,7 +7,7 @@ node go through the actor's own client and :mod:`mesh.runtime.rpc`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from . import rpc
 from .aio import async_twin
@@ -51,7 +51,7 @@ class ActorContext:
         """A reference to another actor, by name, anywhere in the mesh."""
         return self._client.actor(name)
 
-    def propose(self, action: object, *, claims=(), priority: float = 0, window: float = 0.2, hold: float = 30.0,
+    def propose(self, action: object, *, claims: Iterable[str] = (), priority: float = 0, window: float = 0.2, hold: float = 30.0,
                 evidence: float = 1.0, escalation_timeout: float = 60.0) -> "Decision":
         """Announce ``action`` before doing it; returns a :class:`mesh.Decision` within about
         ``window`` seconds (longer if escalated). See :mod:`mesh.runtime.intents`."""

@@ -42,7 +42,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from . import rpc
 from ..core.effects import Emit, Send
@@ -68,21 +68,22 @@ LISTED_CHARS = 200
 # -- the proposer's side (in the actor's process) ----------------------------------------------
 
 
-def propose(client: "Client", proposer: str, action: object, *, claims=(), priority: float = 0, window: float = 0.2,
-            hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0) -> Decision:
+def propose(client: "Client", proposer: str, action: object, *, claims: Iterable[str] = (), priority: float = 0,
+            window: float = 0.2, hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0) -> Decision:
     """Vote and objections at once, then the rules of the module note."""
-    claims = sorted(set(claims or []))
+    claimed = sorted(set(claims or []))
     started = time.monotonic()
     intention_id = f"{proposer}-{os.getpid()}-{time.time_ns()}"
-    intention = {"id": intention_id, "action": action, "claims": claims, "priority": priority, "proposer": proposer,
+    intention = {"id": intention_id, "action": action, "claims": claimed, "priority": priority, "proposer": proposer,
                  "window": window}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        vote = pool.submit(rpc.intent_propose, client, intention_id, action, claims, priority, window, hold,
-                           proposer) if claims else None
+        vote = pool.submit(rpc.intent_propose, client, intention_id, action, claimed, priority, window, hold,
+                           proposer) if claimed else None
         listeners = rpc.intent_listeners(client)
         asks = [pool.submit(_hear, client, name, intention, window) for name in listeners if name != proposer]
         objections = [o for f in asks for o in [f.result()] if o is not None]
-        voted = vote.result() if vote is not None else {"outcome": APPROVED, "reasons": [], "until_in": hold}
+        voted: Mapping[str, Any] = vote.result() if vote is not None else {"outcome": APPROVED, "reasons": [],
+                                                                             "until_in": hold}
     until = started + float(voted.get("until_in") or 0.0)
     approved = voted["outcome"] == APPROVED
     decision = Decision(intention_id, voted["outcome"], objections, list(voted.get("reasons") or []),
@@ -100,7 +101,7 @@ def propose(client: "Client", proposer: str, action: object, *, claims=(), prior
     if strategy:
         decision.escalated = True
         try:
-            answer = rpc.intent_escalate(client, intention_id, action, claims, priority, proposer, evidence,
+            answer = rpc.intent_escalate(client, intention_id, action, claimed, priority, proposer, evidence,
                                          [o.__dict__ for o in objections], escalation_timeout)
         except (MeshError, NotLeader) as exc:
             decision.outcome = "escalated"
@@ -114,7 +115,7 @@ def propose(client: "Client", proposer: str, action: object, *, claims=(), prior
     return decision
 
 
-def _releaser(client: "Client", intention_id: str):
+def _releaser(client: "Client", intention_id: str) -> Callable[[], None]:
     def release() -> None:
         try:
             rpc.intent_done(client, intention_id)
@@ -130,8 +131,8 @@ def _hear(client: "Client", name: str, intention: dict, window: float) -> Object
         answer = rpc.intention(client, endpoint, intention, window)
     except MeshError:
         return None  # silent within the window: no objection
-    if isinstance(answer, dict) and isinstance(answer.get("objection"), dict):
-        o = answer["objection"]
+    o = answer.get("objection") if isinstance(answer, dict) else None
+    if isinstance(o, dict):
         weight = o.get("weight", 1.0)
         return Objection(str(o.get("reason", "")), float(weight) if isinstance(weight, (int, float)) else 1.0,
                          str(o.get("kind", "finding")), name)
@@ -168,7 +169,7 @@ def _upgrade(storage: object) -> dict:
 class NodeIntents:
     """A node's voter (if it votes) and proposer, their durable storage and their messages."""
 
-    def __init__(self, name: str, voter: bool, run_dir: Path, send, voters: list[str]):
+    def __init__(self, name: str, voter: bool, run_dir: Path, send: Callable[[str, Any], None], voters: list[str]):
         self.name = name
         self.send = send  # send(node_name, message)
         self.path = run_dir / "intentions.json"

@@ -39,7 +39,7 @@ class NodeLink:
         self.server = server
         self.registered = False
 
-    def install_signals(self) -> Callable[[], None]:
+    def install_signals(self) -> Callable[[], object]:
         """SIGTERM stops the actor gracefully (unless the program handles SIGTERM itself); returns
         what restores the previous handler."""
         server = self.server
@@ -59,6 +59,7 @@ class NodeLink:
 
     def register(self) -> None:
         server = self.server
+        assert server.endpoint is not None, "an actor registers once its socket is bound"
         answer = rpc.register(server.client, server.name, server.endpoint, os.getpid(), server.supervised,
                               server.max_frame_bytes, type(server.actor).on_intention is not Actor.on_intention)
         if isinstance(answer, dict):

@@ -22,10 +22,14 @@ import logging
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from ..core.pools import Coordinator, Granted, HeldLease, LimitSpec, PoolSpec, Refused
 from ..errors import AcquireTimeout, MeshError, NodeUnavailable, NotLeader, ResourceError
 from . import rpc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
 
 log = logging.getLogger("mesh.resources")
 
@@ -241,7 +245,7 @@ class Renewer:
         self._stop.set()
 
 
-def granted_lease(client, answer: dict, sent: float, holder: str) -> Lease:
+def granted_lease(client: "Client", answer: "rpc.Grant", sent: float, holder: str) -> Lease:
     """The Lease for an ``acquire`` answer of the leader."""
     lease_id = answer.get("lease_id")
     ttl = answer.get("lease_ttl")

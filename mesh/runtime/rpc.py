@@ -149,9 +149,10 @@ def _leader(client: "Client", op: str, timeout: float, /, **fields: object) -> A
     address = client._leader_address
     if address is None:
         info = leader(client, timeout=min(timeout, 5.0))
-        if not isinstance(info, dict) or not info.get("address"):
+        address = info.get("address") if isinstance(info, dict) else None
+        if not address:
             raise NotLeader(f"no leader is elected yet ({info.get('waiting') if isinstance(info, dict) else info})")
-        address = client._leader_address = info["address"]
+        client._leader_address = address
     try:
         return client._control_at(address, op, timeout, **fields)
     except (NotLeader, NodeUnavailable):

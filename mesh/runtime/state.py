@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
 
 from ..errors import MeshError
 from . import rpc
@@ -43,9 +43,9 @@ class SharedState:
         """
         return Watch(self._client, prefix, callback, interval)
 
-    async def watch_async(self, prefix: str, interval: float = 0.1):
+    async def watch_async(self, prefix: str, interval: float = 0.1) -> AsyncIterator[tuple[str, object]]:
         """``async for key, value in state.watch_async(prefix)``: the same changes, for asyncio code."""
-        seen: dict = {}
+        seen: dict[str, object] = {}
         while True:
             items = await rpc.state_items_async(self._client, prefix)
             for key, value in _diff(seen, items):
@@ -54,7 +54,7 @@ class SharedState:
             await asyncio.sleep(interval)
 
 
-def _diff(before: dict, after: dict):
+def _diff(before: dict[str, object], after: dict[str, object]) -> Iterator[tuple[str, object]]:
     for key in sorted(after):
         if key not in before or before[key] != after[key]:
             yield key, after[key]
