@@ -97,10 +97,11 @@ def test_every_rpc_function_is_annotated_with_what_it_answers():
 
 
 def test_the_public_types_have_one_name_each():
-    from mesh.core import effects, pools, restart
+    from mesh.core import effects, intentions, pools, restart
     from mesh.runtime import resources
 
     assert mesh.Event.__module__ == "mesh.topics" and effects.Emit.__name__ == "Emit"
     assert mesh.Decision.__module__ == "mesh.intentions" and restart.RestartDecision.__name__ == "RestartDecision"
     assert mesh.Intention.__module__ == "mesh.intentions" and mesh.Objection.__module__ == "mesh.intentions"
+    assert intentions.IntentionRecord.__name__ == "IntentionRecord"
     assert resources.Lease.__name__ == "Lease" and pools.PoolLease.__name__ == "PoolLease"

@@ -149,7 +149,9 @@ _NO_PROMISE = "no promise to commit (it was revoked, expired, or lost in a resta
 
 
 @dataclass(frozen=True)
-class Intention:
+class IntentionRecord:
+    """An intention as the voters and the proposer's node know it."""
+
     id: str
     proposer: str  #: the node that proposed it (it alone may commit or release it)
     claims: frozenset[str]  #: the resources it claims
@@ -161,13 +163,17 @@ class Intention:
         return (self.proposer, self.id)
 
 
-def precedence(intention: Intention) -> tuple[float, float, str, str]:
+#: The former name of :class:`IntentionRecord` (``mesh.Intention`` is what ``on_intention`` hears).
+Intention = IntentionRecord
+
+
+def precedence(intention: IntentionRecord) -> tuple[float, float, str, str]:
     """Sort key: the intention that sorts first takes precedence (higher priority, then
     earlier timestamp, then smaller id, then smaller proposer name)."""
     return (-intention.priority, intention.timestamp, intention.id, intention.proposer)
 
 
-def overlap(a: Intention, b: Intention) -> bool:
+def overlap(a: IntentionRecord, b: IntentionRecord) -> bool:
     return not a.claims.isdisjoint(b.claims)
 
 
@@ -276,7 +282,7 @@ def _secs(x: float) -> str:
 
 @dataclass(eq=False)
 class _Vote:
-    intention: Intention
+    intention: IntentionRecord
     committed: bool
     expires: float  #: the voter's clock
     hold: float = 0.0
@@ -356,7 +362,7 @@ class IntentionVoter:
         prio, ts, expires, hold = (rec.get(k) for k in ("prio", "ts", "expires", "hold"))
         if claims is None or not (_number(prio) and _number(ts) and _number(expires)) or not _positive(hold):
             return None
-        return _Vote(Intention(iid, proposer, claims, prio, ts), True, expires, hold)
+        return _Vote(IntentionRecord(iid, proposer, claims, prio, ts), True, expires, hold)
 
     # -- status -------------------------------------------------------------------------
 
@@ -395,7 +401,7 @@ class IntentionVoter:
         if claims is None or not _number(prio) or not _number(ts) or not _positive(window):
             return []
         sender, iid = key
-        me = Intention(iid, sender, claims, prio, ts)
+        me = IntentionRecord(iid, sender, claims, prio, ts)
         if key in self._finished:
             return [self._no(key, why=_FINISHED)]
         mine = self._votes.get(key)
@@ -518,7 +524,7 @@ _PROMISED, _ACKED, _REFUSED = "promised", "acked", "refused"
 
 @dataclass(eq=False)
 class _Proposal:
-    intention: Intention
+    intention: IntentionRecord
     window: float
     hold: float
     proposed_at: float
@@ -570,7 +576,7 @@ class IntentionProposer:
         claims = check_proposal(intention_id, claims, priority, timestamp, window, hold, settle=self.settle)
         if intention_id in self._proposals:
             raise ValueError(f"intention {_shown(intention_id)} is still in use; ids must never be reused")
-        p = _Proposal(Intention(intention_id, self.name, claims, priority, timestamp), window, hold, self.now,
+        p = _Proposal(IntentionRecord(intention_id, self.name, claims, priority, timestamp), window, hold, self.now,
                       self.now + window, next_retry=self.now + self.retry)
         self._proposals[intention_id] = p
         return [Send(v, self._prepare_message(p)) for v in self.voters]
