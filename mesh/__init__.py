@@ -16,6 +16,8 @@ msgpack frames. The public surface is small::
         print(client.actor("echo").ask({"hi": 1}))
 """
 
+from typing import Any
+
 from .actor import Actor
 from .errors import (
     AcquireTimeout,
@@ -45,8 +47,10 @@ from .topics import ALERT, COMPLETE, DISCOVERY, HELP, REQUEST, Event
 __version__ = "0.1.0"
 
 
-def connect(address: str | None = None, **options: object) -> Client:
+def connect(address: str | None = None, **options: Any) -> Client:
     """A client of the node at ``address`` (default ``$MESH_NODE`` or tcp://127.0.0.1:7700).
+
+    ``options`` are :class:`Client`'s keyword arguments (it checks them).
 
     Raises NodeUnavailable when no node answers. Use it as a context manager, or
     call ``close()`` when done.

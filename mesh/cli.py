@@ -13,7 +13,9 @@ import os
 import sys
 import time
 from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -21,6 +23,8 @@ from . import errors
 from .runtime.client import Client, check_address, node_address
 
 NODE_HELP = "Node address (default: $MESH_NODE or tcp://127.0.0.1:7700)."
+
+T = TypeVar("T")
 
 
 class SpecUsageError(click.ClickException):
@@ -67,7 +71,7 @@ def _client(node: str | None) -> Client:
     return client
 
 
-def _with_client(node: str | None, call):
+def _with_client(node: str | None, call: Callable[[Client], T]) -> T:
     """Run ``call(client)`` against the node; a mesh error becomes one line and exit 1."""
     with _client(node) as client:
         try:
@@ -198,6 +202,12 @@ def _print_event(line: str) -> None:
     click.echo(f"{time.strftime('%H:%M:%S')} {line}")
 
 
+class _Reporting(Protocol):
+    """What the live view needs of the node it runs: its status, as ``mesh status --json`` prints it."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class _LiveView:
     """A status table redrawn every second in the terminal, with the latest events below."""
 
@@ -208,7 +218,7 @@ class _LiveView:
         self.events.append(f"{time.strftime('%H:%M:%S')} {line}")
         del self.events[:-8]
 
-    def render(self, node) -> None:
+    def render(self, node: _Reporting) -> None:
         out = ["\x1b[H\x1b[2J", render_status(node.status()), "", "recent events:"]
         out += [f"  {e}" for e in self.events]
         out.append("\nCtrl-C stops the node and its agents.")
@@ -227,7 +237,7 @@ def _megabytes(x: float) -> str:
     return f"{x / 1e6:.0f}MB"
 
 
-def _against(used: float | None, budget: float | None, fmt) -> str:
+def _against(used: float | None, budget: float | None, fmt: Callable[[float], str]) -> str:
     """``0.24/0.25``: use against budget; ``-`` when unknown (an agent on another node)."""
     if used is None:
         return "-" if budget is None else f"-/{fmt(budget)}"
@@ -282,8 +292,8 @@ def render_status(status: dict) -> str:
         for m in members:
             mrows.append((m["name"], m["state"], m["address"] or "-", f"{m['last_heard_s']:.1f} s"))
         mw = [max(len(r[i]) for r in mrows) for i in range(4)]
-        for r in mrows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, mw, strict=False)).rstrip())
+        for mrow in mrows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(mrow, mw, strict=False)).rstrip())
     return "\n".join(lines)
 
 
@@ -385,7 +395,12 @@ def kill(node: str | None, release: bool) -> None:
 def tell(name: str, message: str, node: str | None) -> None:
     """Send MESSAGE (JSON) to actor NAME without waiting for a reply."""
     body = _parse_json(message)
-    _with_client(node, lambda client: (client.actor(name).tell(body), client.flush()))
+
+    def send(client: Client) -> None:
+        client.actor(name).tell(body)
+        client.flush()
+
+    _with_client(node, send)
 
 
 @main.command()
@@ -472,10 +487,10 @@ def _print_tail(client: Client, name: str, lines: int | None) -> int:
             if offset >= size or not chunk["data"]:
                 break
             tail = None
-        enough = want is None or want >= size or text.count("\n") > lines or want >= _LOG_READ_MAX
-        if enough:
-            if want is not None:
-                click.echo(_last_lines(text, lines), nl=False)
+        if want is None or lines is None:  # the whole log, streamed above (lines is None when want is)
+            return offset
+        if want >= size or text.count("\n") > lines or want >= _LOG_READ_MAX:
+            click.echo(_last_lines(text, lines), nl=False)
             return offset
         want *= 8
 

@@ -88,7 +88,7 @@ def measure(value: object) -> tuple[int, list[int]]:
             elif t is int and -32 <= v < 128:  # type: ignore[operator]
                 at += 1
             elif t is dict or t is list or t is tuple or isinstance(v, (list, tuple, dict)):
-                box: list | tuple | dict = v  # type: ignore[assignment]
+                box: list[object] | tuple[object, ...] | dict[object, object] = v  # type: ignore[assignment]
                 n = len(box)
                 at += 1 if n < 16 else _len_header(n, 16)
                 if not n:

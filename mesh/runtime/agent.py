@@ -15,19 +15,23 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from .containment import become_subreaper, end_own_tree, kill_descendants
 
 
-def load_class(target: str, path: list[str]) -> type:
+def load_class(target: str, path: list[str]) -> Callable[..., Any]:
+    """The class ``target`` names (``module:Class``, or any callable that makes the actor)."""
     for folder in reversed(path):
         if folder and folder not in sys.path:
             sys.path.insert(0, folder)
     module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    obj = module
+    obj: object = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target} names no class: {type(obj).__name__!r} object is not callable")
     return obj
 
 

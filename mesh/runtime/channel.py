@@ -44,6 +44,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .. import wire
 from ..errors import ActorDied, AskTimeout, MailboxFull, WireError, from_wire
+from ..wire import BODY, CORR_ID, KIND
 from .clock import REAL_CLOCK, Clock
 from .flusher import JANITOR, LINGER_S, Flusher
 from .sockets import channel_socket
@@ -258,10 +259,10 @@ class BaseChannel:
                 except WireError as exc:
                     log.warning("dropped a bad answer from %s: %s", self.endpoint, exc)
                     continue
-                if env[3] == msg_id:
-                    if env[1] == _REPLY:
-                        return env[6]
-                    raise from_wire(env[6])
+                if env[CORR_ID] == msg_id:
+                    if env[KIND] == _REPLY:
+                        return env[BODY]
+                    raise from_wire(env[BODY])
                 # Anything else is a late answer to an earlier request that timed out.
 
     def _recv_nowait(self) -> bytes | None:

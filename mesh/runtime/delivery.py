@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import wire
 from ..errors import AskTimeout, MeshError, WireError, from_wire
+from ..wire import BODY, CORR_ID, KIND
 from .clock import REAL_CLOCK, Clock
 from .transport import POLLIN, Outlet, Poller, Transport
 from .zeromq import ZMQ
@@ -201,13 +202,13 @@ class Deliverer:
                 env = wire.decode_one(frame, self.client.max_frame_bytes)
             except WireError:
                 continue
-            d = self._pending.get(env[3])
+            d = self._pending.get(env[CORR_ID])
             if d is None:
                 continue  # a second acknowledgement of a resent message
-            if env[1] == _REPLY:
+            if env[KIND] == _REPLY:
                 self._done(d, None)
-            elif env[1] == _FAIL:
-                self._done(d, from_wire(env[6]))
+            elif env[KIND] == _FAIL:
+                self._done(d, from_wire(env[BODY]))
 
     def _done(self, d: Delivery, error: MeshError | None) -> None:
         if self._pending.pop(d.msg_id, None) is not None:

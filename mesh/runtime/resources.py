@@ -22,9 +22,9 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ..core.pools import Coordinator, Granted, HeldLease, LimitSpec, PoolSpec, Refused
+from ..core.pools import Coordinator, Granted, HeldLease, LimitSpec, Outcome, PoolSpec, Refused
 from ..errors import AcquireTimeout, MeshError, NodeUnavailable, NotLeader, ResourceError
 from . import rpc
 
@@ -35,11 +35,14 @@ log = logging.getLogger("mesh.resources")
 
 DEFAULT_LEASE_S = 10.0
 
+#: One declared resource: ("pool", size, lease seconds) or ("limit", rate, per seconds).
+Declaration: TypeAlias = tuple[str, int, float]
+
 
 class Resources:
     """The leader's side: requests in, grants and refusals out (as effects)."""
 
-    def __init__(self, prefix: str, declared: dict[str, tuple], recovering: bool, now: float):
+    def __init__(self, prefix: str, declared: dict[str, Declaration], recovering: bool, now: float):
         self.prefix = prefix
         self.recovering = recovering
         self._by_ttl: dict[float, Coordinator] = {}
@@ -47,7 +50,7 @@ class Resources:
         self._ids = itertools.count()
         self.update(declared, now)
 
-    def update(self, declared: dict[str, tuple], now: float) -> None:
+    def update(self, declared: dict[str, Declaration], now: float) -> None:
         """``declared``: name -> ("pool", size, lease seconds) | ("limit", rate, per seconds)."""
         for name, (kind, count, seconds) in sorted(declared.items()):
             if name in self._route:
@@ -70,34 +73,34 @@ class Resources:
         c = self._route.get(name)
         return c.lease_ttl if c else None
 
-    def acquire(self, request_id: str, holder: str, name: str, n: int, deadline: float, now: float) -> list:
+    def acquire(self, request_id: str, holder: str, name: str, n: int, deadline: float, now: float) -> list[Outcome]:
         c = self._route.get(name)
         if c is None:
             known = ", ".join(sorted(self._route)) or "none are declared"
             return [Refused(request_id, holder, name, f"no pool or limit named {name!r} (known: {known})")]
         return c.acquire(request_id, holder, name, n, deadline, now)
 
-    def renew(self, lease_id: str, holder: str, name: str, n: int, now: float) -> list:
+    def renew(self, lease_id: str, holder: str, name: str, n: int, now: float) -> list[Outcome]:
         c = self._route.get(name)
         if c is None:
             return [Refused(lease_id, holder, name, f"no pool named {name!r}")]
         return c.renew(lease_id, holder, name, n, now)
 
-    def release(self, lease_id: str, name: str, now: float) -> list:
+    def release(self, lease_id: str, name: str, now: float) -> list[Outcome]:
         c = self._route.get(name)
         return c.release(lease_id, now) if c else []
 
-    def tick(self, now: float) -> list:
-        out: list = []
+    def tick(self, now: float) -> list[Outcome]:
+        out: list[Outcome] = []
         for c in self._by_ttl.values():
             wake = c.wake_at()
             if wake is not None and now >= wake:
                 out += c.tick(now)
         return out
 
-    def snapshot(self, now: float) -> dict:
-        pools: dict = {}
-        limits: dict = {}
+    def snapshot(self, now: float) -> dict[str, Any]:
+        pools: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
         grace = 0.0
         for c in self._by_ttl.values():
             snap = c.snapshot(now)
@@ -107,10 +110,10 @@ class Resources:
         return {"pools": pools, "limits": limits, "recovering_s": round(grace, 3)}
 
 
-def declared_resources(records: dict[str, dict]) -> tuple[dict[str, tuple], list[str]]:
+def declared_resources(records: dict[str, Any]) -> tuple[dict[str, Declaration], list[str]]:
     """Merge the pools and limits every node's spec declares (the lowest node name wins a
     clash). Returns the declarations and the clashes, as sentences."""
-    out: dict[str, tuple] = {}
+    out: dict[str, Declaration] = {}
     owner: dict[str, str] = {}
     clashes: list[str] = []
     for node in sorted(records):
@@ -145,7 +148,7 @@ class Lease:
     holder should then stop using the units.
     """
 
-    def __init__(self, client, name: str, n: int, lease_id: str | None, valid_until: float | None,
+    def __init__(self, client: "Client", name: str, n: int, lease_id: str | None, valid_until: float | None,
                  lease_ttl: float | None, holder: str):
         self.client = client
         self.name = name
@@ -153,7 +156,11 @@ class Lease:
         self.lease_id = lease_id
         self.lease_ttl = lease_ttl
         self.holder = holder
-        self._held = HeldLease(lease_id, name, n, valid_until) if lease_id else None
+        self._held: HeldLease | None = None
+        if lease_id:
+            if valid_until is None:
+                raise ValueError(f"lease {lease_id} of {name!r} needs the time it is valid until")
+            self._held = HeldLease(lease_id, name, n, valid_until)
         self.renew_at = time.monotonic() + (lease_ttl / 3 if lease_ttl else 0.0)  # the renewer's schedule
         self.released = False
         self.lost = False
@@ -178,7 +185,7 @@ class Lease:
             return
         self.client._leases.discard(self)
         try:
-            rpc.release(self.client, self.lease_id, self.name)
+            rpc.release(self.client, self._held.lease_id, self.name)
         except MeshError as exc:  # the lease expires by itself
             log.info("release of %s (%s) not confirmed: %s", self.lease_id, self.name, exc)
 
@@ -202,18 +209,19 @@ class Lease:
 
     def _renew(self) -> bool:
         """One renewal; False if it could not be confirmed (the renewer tries again soon)."""
-        if self._held is None or self.released or self.lost:
+        held, ttl = self._held, self.lease_ttl
+        if held is None or ttl is None or self.released or self.lost:
             return True
         sent = time.monotonic()
         try:
-            rpc.renew(self.client, self.lease_id, self.holder, self.name, self.n, min(1.0, self.lease_ttl / 4))
+            rpc.renew(self.client, held.lease_id, self.holder, self.name, self.n, min(1.0, ttl / 4))
         except (ResourceError, NotLeader, NodeUnavailable, MeshError) as exc:
             if isinstance(exc, ResourceError):
                 self._lose(f"renewal refused: {exc}")
-            elif not self._held.valid(time.monotonic()):
+            elif not held.valid(time.monotonic()):
                 self._lose(f"no renewal confirmed within the lease time ({exc})")
             return False
-        if not self._held.renewed(sent, time.monotonic(), self.lease_ttl):
+        if not held.renewed(sent, time.monotonic(), ttl):
             self._lose("the renewal came back after the lease had lapsed")
         return True
 
@@ -236,10 +244,13 @@ class Renewer:
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             for lease in list(self.leases):
+                ttl = lease.lease_ttl
+                if ttl is None:  # a rate limit's permit: nothing to renew (the client hands over none)
+                    continue
                 if time.monotonic() >= lease.renew_at:
                     ok = lease._renew()
                     # After a failure (an election, a dead leader) try again soon, not in a third.
-                    lease.renew_at = time.monotonic() + (lease.lease_ttl / 3 if ok else min(0.1, lease.lease_ttl / 10))
+                    lease.renew_at = time.monotonic() + (ttl / 3 if ok else min(0.1, ttl / 10))
 
     def stop(self) -> None:
         self._stop.set()
@@ -251,6 +262,8 @@ def granted_lease(client: "Client", answer: "rpc.Grant", sent: float, holder: st
     ttl = answer.get("lease_ttl")
     if lease_id is None:
         return Lease(client, answer["name"], answer["n"], None, None, None, holder)
+    if ttl is None:  # the leader answers every lease with its lease time
+        raise MeshError(f"lease {lease_id} of {answer['name']!r} came without its lease time")
     g = Granted(answer.get("request_id", ""), holder, answer["name"], answer["n"], lease_id, None,
                 float(answer.get("waited") or 0.0))
     held = HeldLease.from_grant(g, sent, float(ttl))
