@@ -147,6 +147,13 @@ class Gossiper:
     def leave(self) -> None:
         self._apply(self.node.leave(time.time()))
 
+    def send_to_member(self, name: str, body: object, recipient: str) -> None:
+        """Send ``body`` to the current address of member ``name`` over the gossip outlets (election
+        and intention messages ride them too); nothing is sent to a member with no known address."""
+        address = self._address_of(name)
+        if address:
+            self._send_to(address, body, recipient)
+
     # -- bytes out ---------------------------------------------------------------------------------
 
     def _apply(self, outputs: list) -> None:
@@ -194,3 +201,49 @@ class Gossiper:
         for sock in self._out.values():
             sock.close(0)
         self._out.clear()
+
+
+class Directory:
+    """The node's view of the shared state and the membership, read from its gossiper: the one
+    place where the runtime reads the gossip state machine (``Gossiper.node``). Names of members
+    often come from gossiped values, so every lookup takes any object and finds nothing for it."""
+
+    def __init__(self, gossiper: Gossiper) -> None:
+        self._gossiper = gossiper
+
+    def get(self, key: str, default: object = None) -> object:
+        """The value of ``key``, or ``default`` if it is not set (or deleted)."""
+        return self._gossiper.node.get(key, default)
+
+    def lookup(self, key: str) -> tuple[bool, object]:
+        """``(found, value)``: a key set to None is found, a deleted one is not."""
+        entry = self._gossiper.node.view.get(key)
+        if entry is None or entry.tombstone:
+            return False, None
+        return True, entry.value
+
+    def items(self, prefix: str = "") -> dict[str, object]:
+        """Every key set under ``prefix``, with its value."""
+        return self._gossiper.node.items(prefix)
+
+    def state_of(self, member: object) -> str | None:
+        """``alive``, ``suspect``, ``dead`` or ``left`` for the current incarnation of ``member``."""
+        return self._gossiper.node.state_of(member) if isinstance(member, str) else None
+
+    def is_live(self, member: object) -> bool:
+        """Whether ``member`` is alive or suspect (not known to be gone)."""
+        return self.state_of(member) in (ALIVE, SUSPECT)
+
+    def current_members(self) -> list[dict]:
+        """Each member's current incarnation: name, address, state, incarnation, id, last_heard (wall clock)."""
+        return self._gossiper.node.current_members()
+
+    def write(self, key: str, value: object, *, system: bool = False) -> None:
+        self._gossiper.write(key, value, system=system)
+
+    def delete(self, key: str, *, system: bool = False) -> None:
+        self._gossiper.delete(key, system=system)
+
+    def send(self, member: str, body: object, recipient: str) -> None:
+        """A message for ``recipient`` on node ``member`` (dropped if its address is unknown)."""
+        self._gossiper.send_to_member(member, body, recipient)

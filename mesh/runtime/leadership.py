@@ -180,9 +180,7 @@ class Leadership:
             self._saved = {k: self.storage.get(k) for k in keys}
         for out in outputs:
             if type(out) is Send:
-                address = self.gossiper._address_of(out.to)
-                if address:
-                    self.gossiper._send_to(address, out.message, recipient=ELECTION_RECIPIENT)
+                self.gossiper.send_to_member(out.to, out.message, ELECTION_RECIPIENT)
             elif type(out) is Event:
                 self._event(out)
 
