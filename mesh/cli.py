@@ -15,7 +15,7 @@ import time
 from importlib import resources
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import click
 
@@ -103,7 +103,7 @@ def _fail(exc: errors.MeshError) -> click.ClickException:
 class _OneLineGroup(click.Group):
     """Usage errors in one line on stderr, exit 2 (click prints four: usage, hint, blank, error)."""
 
-    def main(self, *args, **kwargs):
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
@@ -244,7 +244,7 @@ def _against(used: float | None, budget: float | None, fmt: Callable[[float], st
     return fmt(used) if budget is None else f"{fmt(used)}/{fmt(budget)}"
 
 
-def render_status(status: dict) -> str:
+def render_status(status: dict[str, Any]) -> str:
     n = status["node"]
     lines = [f"node {n['name']}  {n['address']}  pid {n['pid']}  up {n['uptime_s']:.0f} s"]
     election = status.get("election") or {}
@@ -591,7 +591,7 @@ def state_ls(prefix: str, node: str | None) -> None:
 def state_watch(prefix: str, node: str | None, interval: float) -> None:
     """Print every change under PREFIX as a JSON line, until Ctrl-C."""
     with _client(node) as client:
-        seen: dict = {}
+        seen: dict[str, object] = {}
         try:
             while True:
                 items = client.state.items(prefix)

@@ -29,7 +29,7 @@ class Intention:
 
     id: str
     action: object
-    claims: tuple
+    claims: tuple[str, ...]
     priority: float
     proposer: str
     window: float

@@ -315,7 +315,7 @@ class Channel(BaseChannel):
         self.sock.close(linger_ms)
 
 
-def _close_dropped(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+def _close_dropped(sock: zmq.Socket[object], monitor: zmq.Socket[object]) -> None:
     """Close the sockets of a channel that was garbage-collected without close().
 
     Left to pyzmq, the two sockets close in any order. If the monitor closes first

@@ -90,7 +90,7 @@ class Deliverer:
         self.client = client
         self.transport = transport or getattr(client, "transport", None) or ZMQ
         self.clock = clock or getattr(client, "clock", None) or REAL_CLOCK
-        self._inbox: queue.Queue = queue.Queue()
+        self._inbox: queue.Queue[Delivery] = queue.Queue()
         self._pending: dict[int, Delivery] = {}
         self._socks: dict[str, Outlet] = {}
         self._slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
@@ -231,17 +231,17 @@ class Seen:
 
     def __init__(self, limit: int = DEDUP_MAX):
         self.limit = limit
-        self._ids: collections.OrderedDict = collections.OrderedDict()
+        self._ids: collections.OrderedDict[tuple[str | bytes, int], None] = collections.OrderedDict()
 
     @classmethod
-    def _key(cls, key: tuple) -> tuple:
+    def _key(cls, key: tuple[str, int]) -> tuple[str | bytes, int]:
         sender = key[0]
         if type(sender) is str and len(sender) <= cls.NAME_MAX and sender.isascii():
             return key  # the common case allocates nothing
         name = sender.encode("utf-8", "surrogatepass") if type(sender) is str else repr(sender).encode()
         return (hashlib.blake2b(name, digest_size=16).digest(), key[1])
 
-    def __contains__(self, key: tuple) -> bool:
+    def __contains__(self, key: tuple[str, int]) -> bool:
         return self._key(key) in self._ids
 
     def __len__(self) -> int:
@@ -252,7 +252,7 @@ class Seen:
         """What the filter may hold at most, in bytes."""
         return self.limit * self.ENTRY_BYTES
 
-    def add(self, key: tuple) -> None:
+    def add(self, key: tuple[str, int]) -> None:
         self._ids[self._key(key)] = None
         if len(self._ids) > self.limit:
             self._ids.popitem(last=False)

@@ -50,7 +50,7 @@ class BadFrames:
         #: identity -> monotonic time its shedding ends; recv_request reads it on every message,
         #: so it stays empty (falsy) unless somebody sends garbage.
         self.shed: dict[bytes, float] = {}
-        self._strikes: dict[bytes, list] = {}  # identity -> [weight, start of its window]
+        self._strikes: dict[bytes, list[float]] = {}  # identity -> [weight, start of its window]
         self._last_log: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._log_second = 0.0
@@ -130,7 +130,7 @@ class BadFrames:
         return False
 
 
-def recv_request(sock: zmq.Socket, bad: BadFrames, flags: int = 0) -> tuple[zmq.Frame, zmq.Frame] | None:
+def recv_request(sock: zmq.SyncSocket, bad: BadFrames, flags: int = 0) -> tuple[zmq.Frame, zmq.Frame] | None:
     """Read one [identity, frame] message from a ROUTER; anything else is dropped and counted.
 
     Returns (identity, body) as zmq Frames (cheaper than bytes; msgpack reads the

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from . import rpc
-from ..core.effects import Emit, Send
+from ..core.effects import Effect, Emit, Send
 from ..core.intentions import (APPROVED, PROPOSER_KINDS, VOTER_KINDS, IntentionProposer, IntentionVoter, _shown,
                                 check_proposal, storage_key)
 from ..errors import MeshError, NotLeader, ResourceError
@@ -125,7 +125,7 @@ def _releaser(client: "Client", intention_id: str) -> Callable[[], None]:
     return release
 
 
-def _hear(client: "Client", name: str, intention: dict, window: float) -> Objection | None:
+def _hear(client: "Client", name: str, intention: dict[str, Any], window: float) -> Objection | None:
     try:
         endpoint = client.endpoint_of(name, timeout=0.0)
         answer = rpc.intention(client, endpoint, intention, window)
@@ -150,7 +150,7 @@ def _proposer(name: str, voters: list[str], now: float) -> IntentionProposer | N
         return None
 
 
-def _upgrade(storage: object) -> dict:
+def _upgrade(storage: object) -> dict[str, Any]:
     """Commits written before keys took the core's own form (``["proposer", "id"]`` in JSON)."""
     if not isinstance(storage, dict):
         raise ValueError("not an object")
@@ -173,7 +173,7 @@ class NodeIntents:
         self.name = name
         self.send = send  # send(node_name, message)
         self.path = run_dir / "intentions.json"
-        self.storage: dict = {}
+        self.storage: dict[str, Any] = {}
         if self.path.exists():
             try:
                 self.storage = _upgrade(json.loads(self.path.read_text()))
@@ -216,7 +216,7 @@ class NodeIntents:
                                 f" keeps: release some (done()) or wait for their holds to end")
         return claims
 
-    def propose(self, iid: str, claims: list, priority: float, window: float, hold: float) -> None:
+    def propose(self, iid: str, claims: list[str], priority: float, window: float, hold: float) -> None:
         if self.proposer is None:
             raise NotLeader("no voters are known yet: intentions cannot be voted on")
         self._apply(self.proposer.propose(iid, claims, priority, time.time(), window, hold, time.monotonic()))
@@ -237,14 +237,14 @@ class NodeIntents:
 
     def tick(self) -> None:
         now = time.monotonic()
-        out = []
+        out: list[Effect] = []
         if self.voter is not None:
             out += self.voter.tick(now)
         if self.proposer is not None:
             out += self.proposer.tick(now)
         self._apply(out)
 
-    def _apply(self, outputs: list) -> None:
+    def _apply(self, outputs: list[Effect]) -> None:
         text = json.dumps(self.storage, sort_keys=True)
         if text != self._saved:  # commits are durable before any acknowledgement leaves
             tmp = self.path.with_suffix(".tmp")

@@ -72,7 +72,7 @@ class Vote(TypedDict):
     id: str
     outcome: str  #: "approved" or "objected"
     reasons: list[str]
-    holders: list
+    holders: list[str]  #: ids of the intentions holding overlapping claims, if objected
     until_in: float | None  #: seconds until the claims' hold ends, if approved
 
 
@@ -92,8 +92,8 @@ class Decided(TypedDict):
 class Listing(TypedDict):
     """Pending and held intentions, and escalations waiting for a person, mesh-wide."""
 
-    intents: list[dict]
-    escalations: list[dict]
+    intents: list[dict[str, Any]]
+    escalations: list[dict[str, Any]]
 
 
 class KillSwitch(TypedDict):
@@ -135,7 +135,7 @@ class Found(TypedDict):
 
 
 class Heard(TypedDict):
-    objection: dict | None
+    objection: dict[str, Any] | None
 
 
 # -- how a request travels ------------------------------------------------------------------
@@ -299,14 +299,14 @@ def intent_listeners(client: "Client", timeout: float = 5.0) -> list[str]:
     return _node(client, "intent_listeners", timeout)["actors"]
 
 
-def intention(client: "Client", endpoint: str, body: dict, timeout: float) -> Heard:
+def intention(client: "Client", endpoint: str, body: dict[str, Any], timeout: float) -> Heard:
     """Tell the actor listening at ``endpoint`` of an intention (``body``: id, action, claims,
     priority, proposer, window): its ``on_intention`` may object."""
     return client._control_at(endpoint, "intention", timeout, intention=body)
 
 
 def intent_escalate(client: "Client", id: str, action: object, claims: list[str], priority: float, proposer: str,
-                    evidence: float, objections: list[dict], wait: float) -> Ruling:
+                    evidence: float, objections: list[dict[str, Any]], wait: float) -> Ruling:
     """Hand an intention with strategy objections to the leader; answers when it (or a person) has
     decided, or after ``wait`` seconds (denied)."""
     return _leader(client, "intent_escalate", wait + 5.0, id=id, action=action, claims=claims, priority=priority,

@@ -42,6 +42,7 @@ listen on loopback only).
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -68,11 +69,13 @@ _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
-def context() -> zmq.Context:
+def context() -> zmq.Context[Any]:
+    # Any: the process's one context makes sockets of several classes (socket_class=), and pyzmq
+    # types what socket() returns by the context's parameter, not by the class asked for.
     return zmq.Context.instance()
 
 
-def tune_socket(sock: zmq.Socket, *, hwm: int, max_bytes: int) -> None:
+def tune_socket(sock: zmq.Socket[object], *, hwm: int, max_bytes: int) -> None:
     """Options every mesh socket gets: bounded queues, capped frames, TCP keepalive.
 
     ZMTP heartbeats stay off (libzmq's default, set here so nobody turns them on by
@@ -95,7 +98,7 @@ def _monitor_address(kind: str) -> str:
 
 
 def channel_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float, wait_ms: int,
-                   linger_ms: int) -> tuple[zmq.Socket, zmq.Socket]:
+                   linger_ms: int) -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
     """A DEALER connected to ``endpoint`` and its monitor (CHANNEL_EVENTS): a channel's sockets.
 
     A send blocks ``send_timeout`` seconds on a full queue, a receive ``wait_ms``."""
@@ -121,7 +124,7 @@ def async_channel_socket(endpoint: str, *, hwm: int, max_bytes: int,
     return sock, monitor
 
 
-class RouterSocket(zmq.Socket):
+class RouterSocket(zmq.Socket[bytes]):
     """A bound ROUTER that is a :class:`~mesh.runtime.transport.Listener` itself."""
 
     address: str = ""  #: what peers connect to
@@ -166,7 +169,7 @@ def router(address: str, *, mailbox: int, replies: int, max_bytes: int, linger_m
     return sock
 
 
-class OutletSocket(zmq.Socket):
+class OutletSocket(zmq.Socket[bytes]):
     """A DEALER that is a :class:`~mesh.runtime.transport.Outlet` itself: it never blocks."""
 
     def send_nowait(self, frame: bytes) -> bool:
