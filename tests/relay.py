@@ -89,3 +89,27 @@ class Relay:
         for s in (sock, other):
             self._pairs.pop(s, None)
             s.close()
+
+
+class Relays:
+    """Relays cut, healed and closed together: a partition across every link a test routes through them."""
+
+    def __init__(self) -> None:
+        self._relays: list[Relay] = []
+
+    def add(self, target_port: int) -> Relay:
+        relay = Relay(target_port)
+        self._relays.append(relay)
+        return relay
+
+    def cut(self, forward: bool = True, back: bool = True) -> None:
+        for relay in self._relays:
+            relay.cut(forward, back)
+
+    def heal(self) -> None:
+        for relay in self._relays:
+            relay.heal()
+
+    def close(self) -> None:
+        for relay in self._relays:
+            relay.close()

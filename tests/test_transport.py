@@ -23,7 +23,7 @@ from mesh.runtime.memory import MemoryNetwork
 from mesh.runtime.transport import (CONNECTED, DISCONNECTED, AddressError, Link, Listener, NothingYet, Outlet, Transport,
                                     Unreachable)
 from mesh.runtime.zeromq import ZmqTransport
-from relay import Relay
+from relay import Relays
 
 pytestmark = pytest.mark.fast_check
 
@@ -90,28 +90,23 @@ class ZmqNet(Net):
     def __init__(self, clock: Clock = REAL_CLOCK):
         transport = ZmqTransport(clock)
         super().__init__(transport, transport)
-        self.relays: list[Relay] = []
+        self.relays = Relays()
 
     def address(self) -> str:
         return f"tcp://127.0.0.1:{free_port()}"
 
     def cuttable(self, address: str) -> str:
-        relay = Relay(int(address.rsplit(":", 1)[1]))
-        self.relays.append(relay)
-        return relay.address
+        return self.relays.add(int(address.rsplit(":", 1)[1])).address
 
     def cut(self, forward: bool = True, back: bool = True) -> None:
-        for relay in self.relays:
-            relay.cut(forward, back)
+        self.relays.cut(forward, back)
 
     def heal(self) -> None:
-        for relay in self.relays:
-            relay.heal()
+        self.relays.heal()
 
     def close(self) -> None:
         super().close()
-        for relay in self.relays:
-            relay.close()
+        self.relays.close()
 
 
 class MemoryNet(Net):

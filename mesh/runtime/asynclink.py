@@ -4,48 +4,49 @@
 in flight at once on one socket, answered by correlation id. Its monitor marks it dead when
 the peer disconnects, failing what waits with ActorDied (or Unreachable, if nobody ever
 listened there), so the next request finds the actor again.
+
+ZeroMQ only: the in-memory twin of the transport (:mod:`.memory`) has no asyncio link, so
+a client on another transport refuses the asyncio forms with NotImplementedError when
+it would open one (the blocking forms, and the ``*_async`` twins of ``aio``, work on any).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import weakref
 from typing import TYPE_CHECKING
 
 import zmq
-import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
 from ..errors import ActorDied, AskTimeout, MailboxFull, from_wire
-from .transport import Unreachable, _close_dropped, context, frames_within, tune_socket
+from ..wire import BODY, CORR_ID, KIND
+from .channel import _close_dropped
+from .sockets import async_channel_socket
+from .transport import Unreachable, frames_within
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
 
-_alink_ids = itertools.count(1)
+_REPLY = int(wire.Kind.REPLY)
 
 
 class AsyncLink:
     """An asyncio DEALER to one endpoint, shared by every ask of one event loop."""
 
     def __init__(self, endpoint: str, client: Client):
-        actx = zmq.asyncio.Context.shadow(context().underlying)
-        sock = actx.socket(zmq.DEALER)
+        transport = client.transport
+        if transport.scheme != "tcp":
+            raise NotImplementedError(f"the asyncio forms (ask_async, tell_async, control_async) run on the ZeroMQ "
+                                      f"transport only, not on {transport!r}: use the blocking forms there")
         frame = max(client.limits.get(endpoint, client.max_frame_bytes), client.max_frame_bytes)
-        tune_socket(sock, hwm=frames_within(client.send_bytes, frame, client.hwm), max_bytes=client.max_frame_bytes)
-        sock.setsockopt(zmq.LINGER, 1000)
-        # Only events that happen once per connection: an event loop that stops running
-        # leaves this monitor unread, and a stream of reconnect events would fill it and
-        # stall libzmq (#3575). (A dead peer is found by DISCONNECTED; a stale address by
-        # ActorRef._link, which never reuses an address whose link died.)
-        self.monitor = sock.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED,
-            addr=f"inproc://mesh-amonitor-{next(_alink_ids)}",
-        )
+        # The monitor reports only events that happen once per connection (see
+        # sockets.ASYNC_CHANNEL_EVENTS): a dead peer is found by DISCONNECTED, a stale address
+        # by ActorRef._link, which never reuses an address whose link died.
+        sock, self.monitor = async_channel_socket(endpoint, hwm=frames_within(client.send_bytes, frame, client.hwm),
+                                                  max_bytes=client.max_frame_bytes, linger_ms=1000)
         self.connected = False
-        sock.connect(endpoint)
         self.sock = sock
         self.endpoint = endpoint
         self.max_bytes = client.max_frame_bytes
@@ -101,12 +102,12 @@ class AsyncLink:
             except Exception:
                 continue
             for env in envelopes:
-                fut = self.waiting.get(env[3])
+                fut = self.waiting.get(env[CORR_ID])
                 if fut is not None and not fut.done():
-                    if env[1] == wire.Kind.REPLY:
-                        fut.set_result(env[6])
+                    if env[KIND] == _REPLY:
+                        fut.set_result(env[BODY])
                     else:
-                        fut.set_exception(from_wire(env[6]))
+                        fut.set_exception(from_wire(env[BODY]))
 
     async def _watch(self) -> None:
         while True:

@@ -29,8 +29,11 @@ from ..errors import AcquireTimeout, ActorDied, ActorNotFound, AskTimeout, NodeU
 from . import rpc
 from .aio import async_twin
 from .asynclink import AsyncLink
+from .clock import Clock
+from .flusher import FLUSHER, snapshot
 from .ref import ActorRef
-from .transport import FLUSHER, SEND_BYTES, Channel, Unreachable, snapshot
+from .transport import SEND_BYTES, Link, Transport, Unreachable
+from .zeromq import ZMQ
 
 if TYPE_CHECKING:  # pragma: no cover
     from .delivery import Deliverer
@@ -57,12 +60,12 @@ def node_address(address: str | None = None) -> str:
     return address
 
 
-def check_address(address: str) -> str:
-    """``address`` if it is tcp://HOST:PORT, else NodeUnavailable naming what is wrong."""
-    scheme, _, rest = address.partition("://")
-    host, _, port = rest.rpartition(":")
-    if scheme != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise NodeUnavailable(f"invalid node address {address!r}: expected tcp://HOST:PORT")
+def check_address(address: str, transport: Transport = ZMQ) -> str:
+    """``address`` if ``transport`` can reach it (ZeroMQ: tcp://HOST:PORT; the in-memory twin:
+    mem://NAME:PORT), else NodeUnavailable naming what is wrong."""
+    if not transport.is_address(address):
+        expected = "tcp://HOST:PORT" if transport.scheme == "tcp" else f"{transport.scheme}://NAME:PORT"
+        raise NodeUnavailable(f"invalid node address {address!r}: expected {expected}")
     return address
 
 
@@ -79,6 +82,12 @@ class Client:
             as many frames of the peer's frame limit as fit (at least one), never over ``hwm``.
         max_frame_bytes: the largest frame sent or accepted, in bytes.
         check: ping the node now, raising NodeUnavailable if nobody answers.
+        transport: what carries the messages (:mod:`mesh.runtime.transport`): ZeroMQ by
+            default, or a host of the in-memory twin (``MemoryNetwork().transport("a")``),
+            whose addresses are mem://NAME:PORT. The asyncio forms (``ask_async``,
+            ``tell_async``, ``control_async``...) run on ZeroMQ only.
+        clock: where timeouts and deadlines read the time (default: the transport's clock,
+            the system's unless a test gives a FakeClock).
     """
 
     def __init__(
@@ -93,8 +102,12 @@ class Client:
         check: bool = True,
         send_bytes: int = SEND_BYTES,
         connect_timeout: float = 3.0,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
     ):
-        self.node = check_address(node_address(node))
+        self.transport: Transport = transport or ZMQ
+        self.clock: Clock = clock or self.transport.clock
+        self.node = check_address(node_address(node), self.transport)
         self.name = name or f"client-{socket.gethostname()}-{os.getpid()}-{next(_client_seq)}"
         self.send_timeout = send_timeout
         self.resolve_timeout = resolve_timeout
@@ -109,7 +122,7 @@ class Client:
         self._local = threading.local()
         self._endpoints: dict[str, str] = {}
         self.limits: dict[str, int] = {}  # endpoint -> the largest frame its owner accepts, in bytes
-        self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+        self._channels: weakref.WeakSet[Link] = weakref.WeakSet()
         self._alinks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._all_alinks: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
@@ -131,7 +144,7 @@ class Client:
 
     # -- channels --------------------------------------------------------------
 
-    def _channel(self, endpoint: str) -> Channel:
+    def _channel(self, endpoint: str) -> Link:
         """This thread's channel to ``endpoint``, made on first use or after the peer died."""
         try:
             chans = self._local.channels
@@ -144,8 +157,10 @@ class Client:
             if ch is not None:
                 with ch.lock:
                     ch.close()
-            ch = Channel(endpoint, hwm=self.hwm, send_timeout=self.send_timeout, max_bytes=self.max_frame_bytes,
-                         limit=self.limits.get(endpoint, self.max_frame_bytes), send_bytes=self.send_bytes)
+            ch = self.transport.channel(endpoint, hwm=self.hwm, send_timeout=self.send_timeout,
+                                        max_bytes=self.max_frame_bytes,
+                                        limit=self.limits.get(endpoint, self.max_frame_bytes),
+                                        send_bytes=self.send_bytes, clock=self.clock)
             chans[endpoint] = ch
             self._channels.add(ch)
         return ch
@@ -180,7 +195,7 @@ class Client:
         from ..topics import CACHE_S, check_topic
 
         check_topic(topic)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         cached = self._subscribers.get(topic)
         if cached is None or now - cached[0] > CACHE_S:
             cached = self._subscribers[topic] = (now, rpc.subscribers(self, topic))
@@ -220,20 +235,20 @@ class Client:
         from .resources import Renewer, granted_lease
 
         holder = holder or self.name
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         last: Exception | None = None
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 why = f" (last: {last})" if last else ""
                 raise AcquireTimeout(f"no grant of {n} of {name!r} within {timeout:g} s{why}")
-            sent = time.monotonic()
+            sent = time.monotonic()  # the lease's own clock (resources.py keeps leases in real time)
             request_id = f"{self.name}:{uuid.uuid4().hex}"
             try:
                 answer = rpc.acquire(self, request_id, holder, name, n, remaining)
             except (NotLeader, NodeUnavailable) as exc:  # an election, or the leader just died
                 last = exc
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                self.clock.sleep(min(0.05, max(0.0, deadline - self.clock.monotonic())))
                 continue
             lease = granted_lease(self, answer, sent, holder)
             if lease.lease_id is not None:
@@ -257,7 +272,7 @@ class Client:
             # it): a fresh channel to that address would swallow tells. Ask the node again.
             self._endpoints.pop(name, None)
         timeout = self.resolve_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         while True:
             answer = rpc.resolve(self, name)
             if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
@@ -266,9 +281,9 @@ class Client:
                 self._endpoints[name] = endpoint
                 return endpoint
             state = answer.get("state") if isinstance(answer, dict) else None
-            if time.monotonic() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise ActorNotFound(f"actor {name!r} is {state or 'not running'} and did not come up within {timeout:g} s")
-            time.sleep(0.05)
+            self.clock.sleep(0.05)
 
     def _learn_limit(self, endpoint: str, answer: Mapping[str, object]) -> None:
         limit = answer.get("max_frame")
@@ -394,14 +409,14 @@ class Client:
         endpoint = self._endpoints.get(name)
         if endpoint is not None:
             return endpoint
-        deadline = time.monotonic() + self.resolve_timeout
+        deadline = self.clock.monotonic() + self.resolve_timeout
         while True:
             answer = await rpc.resolve_async(self, name)
             if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
                 self._learn_limit(answer["endpoint"], answer)
                 self._endpoints[name] = answer["endpoint"]
                 return answer["endpoint"]
-            if time.monotonic() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise ActorNotFound(f"actor {name!r} did not come up within {self.resolve_timeout:g} s")
             await asyncio.sleep(0.05)
 

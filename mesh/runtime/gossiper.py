@@ -24,22 +24,24 @@ only once that member is no longer live.
 
 Addresses come from peers: one that cannot be connected to costs a dropped message
 (counted in :attr:`Gossiper.dropped`), never the node.
+
+The outlets come from the node's transport, and the time from its clock (``transport=``,
+``clock=``; default ZeroMQ and the system's clock), so a mesh of gossipers runs in one
+process on the in-memory twin, at a test's pace.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
-
-import zmq
 
 from .. import wire
-from ..errors import MeshError, WireError
 from ..core.effects import Event, Send
 from ..core.gossip import ALIVE, SUSPECT, GossipConfig, GossipNode
-from .sockets import outlet
-from .transport import AddressError
+from ..errors import MeshError, WireError
+from .clock import Clock
+from .transport import AddressError, Outlet, Transport
+from .zeromq import ZMQ
 
 log = logging.getLogger("mesh.gossip")
 
@@ -60,22 +62,25 @@ class NameTaken(MeshError):
 
 class Gossiper:
     def __init__(self, name: str, advertise: str, seeds: list[str], config: GossipConfig | None = None,
-                 max_bytes: int = wire.MAX_FRAME_BYTES, on_event=None):
+                 max_bytes: int = wire.MAX_FRAME_BYTES, on_event=None, *, transport: Transport | None = None,
+                 clock: Clock | None = None):
         self.name = name
+        self.transport: Transport = transport or ZMQ
+        self.clock: Clock = clock or self.transport.clock
         self.advertise = advertise
         self.seeds = [s for s in seeds if s != advertise]
         self.max_bytes = max_bytes
         self.config = config or GossipConfig()
         # A fresh incarnation on every start, without a disk: wall-clock milliseconds.
-        self.incarnation = int(time.time() * 1000)
-        self.node = GossipNode(name, self.incarnation, self.config, random.Random(), time.time(), address=advertise,
+        self.incarnation = int(self.clock.time() * 1000)
+        self.node = GossipNode(name, self.incarnation, self.config, random.Random(), self.clock.time(), address=advertise,
                                joining=True)
         self.on_event = on_event or (lambda ev: None)
-        self._out: dict[str, zmq.Socket] = {}
+        self._out: dict[str, Outlet] = {}
         self._ids = iter(range(1, 1 << 62))
         self._next_tick = 0.0
         self._next_join = 0.0
-        self._join_until = time.monotonic() + JOIN_WAIT_S
+        self._join_until = self.clock.monotonic() + JOIN_WAIT_S
         self._seed_members: dict[str, str] = {}  # seed address -> the name of the member that answered there
         self.dropped = 0  #: messages not sent: a full queue or an address that cannot be connected to
 
@@ -98,7 +103,7 @@ class Gossiper:
 
     def receive(self, sender: str, body: object) -> None:
         """Feed one gossip message in. Raises ValueError for a malformed one (nothing changes)."""
-        outputs = self.node.step(sender, body, time.time())
+        outputs = self.node.step(sender, body, self.clock.time())
         if body.get("t") == "ack" and body.get("seed") in self.seeds:
             self._seed_members[body["seed"]] = sender  # the member behind that seed: no need to ask it again
         if body.get("join") and body.get("address"):
@@ -110,7 +115,7 @@ class Gossiper:
         self._apply(outputs)
 
     def tick(self) -> None:
-        now = time.time()
+        now = self.clock.time()
         if now < self._next_tick:
             return
         self._next_tick = now + self.config.interval
@@ -121,7 +126,7 @@ class Gossiper:
             ask = self.node.join_message()
             for address in self.seeds:
                 self._send_to(address, ask)
-            if time.monotonic() >= self._join_until:
+            if self.clock.monotonic() >= self._join_until:
                 self._apply(self.node.announce(now))
             return
         if self.seeds and now >= self._next_join:
@@ -139,13 +144,13 @@ class Gossiper:
     # -- state API used by the node's control ops ----------------------------------------------
 
     def write(self, key: str, value: object, *, system: bool = False) -> None:
-        self._apply(self.node.set(key, value, time.time(), system=system))
+        self._apply(self.node.set(key, value, self.clock.time(), system=system))
 
     def delete(self, key: str, *, system: bool = False) -> None:
-        self._apply(self.node.delete(key, time.time(), system=system))
+        self._apply(self.node.delete(key, self.clock.time(), system=system))
 
     def leave(self) -> None:
-        self._apply(self.node.leave(time.time()))
+        self._apply(self.node.leave(self.clock.time()))
 
     def send_to_member(self, name: str, body: object, recipient: str) -> None:
         """Send ``body`` to the current address of member ``name`` over the gossip outlets (election
@@ -181,8 +186,8 @@ class Gossiper:
                 oldest = next(iter(self._out))
                 self._out.pop(oldest).close(0)
             try:  # immediate: queue nothing for a peer that is not connected
-                sock = outlet(address, hwm=100, max_bytes=self.max_bytes, immediate=True)
-            except AddressError as exc:  # an address from a peer that libzmq refuses: never the node's end
+                sock = self.transport.outlet(address, hwm=100, max_bytes=self.max_bytes, immediate=True)
+            except AddressError as exc:  # an address from a peer the transport refuses: never the node's end
                 self.dropped += 1
                 log.warning("not sending to %.300r: %s", address, exc)
                 return
@@ -192,9 +197,7 @@ class Gossiper:
         except WireError as exc:  # never let one unsendable message stop the node
             log.warning("not sending to %s: %s", address, exc)
             return
-        try:
-            sock.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
+        if not sock.send_nowait(frame):
             self.dropped += 1
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Callable
 
 from ..actor import Actor
@@ -91,7 +90,7 @@ class NodeLink:
                 return
             if server.stopping.is_set() or not self.registered:
                 continue
-            now = time.monotonic()
+            now = server.clock.monotonic()
             if now - last_beat < HEARTBEAT_S:
                 continue
             last_beat = now

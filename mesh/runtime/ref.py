@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from .. import wire
 from ..errors import ActorDied, ActorNotFound, DeadlockDetected
-from .transport import FLUSHER, Channel, Unreachable
+from .flusher import FLUSHER
+from .transport import Link, Unreachable
 
 if TYPE_CHECKING:  # pragma: no cover
     from .asynclink import AsyncLink
@@ -49,7 +49,7 @@ class ActorRef:
     def __init__(self, name: str, client: Client):
         self.name = name
         self._client = client
-        self._ch: Channel | None = None
+        self._ch: Link | None = None
         self._what = f"actor {name!r}"  # for error messages, made once
 
     def __repr__(self) -> str:
@@ -61,13 +61,13 @@ class ActorRef:
     def __hash__(self) -> int:
         return hash(self.name)
 
-    def _channel(self) -> Channel:
+    def _channel(self) -> Link:
         ch = self._ch
         if ch is not None and ch.thread == _get_ident() and not ch.dead:
             return ch
         return self._rebind()
 
-    def _rebind(self) -> Channel:
+    def _rebind(self) -> Link:
         old = self._ch
         client = self._client
         if old is not None and old.dead:
@@ -98,7 +98,7 @@ class ActorRef:
 
             msg_id = next(client.ids)
             frame = _encode(_TELL_ACK, msg_id, 0, client.name, self.name, message)
-            return client._delivery().submit(Delivery(msg_id, self.name, frame, time.monotonic() + timeout))
+            return client._delivery().submit(Delivery(msg_id, self.name, frame, client.clock.monotonic() + timeout))
         frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
         ch = self._channel()
         try:
@@ -147,12 +147,13 @@ class ActorRef:
             # The actor behind the cached address went away: ask the node where it is now,
             # until it names another address (for a moment it may still list the old one).
             dead_endpoint = endpoint
-            deadline = time.monotonic() + client.resolve_timeout
+            monotonic = client.clock.monotonic
+            deadline = monotonic() + client.resolve_timeout
             while endpoint == dead_endpoint:
                 client._forget(self.name)
                 endpoint = await client.endpoint_of_async(self.name)
                 if endpoint == dead_endpoint:
-                    if time.monotonic() >= deadline:
+                    if monotonic() >= deadline:
                         raise ActorNotFound(f"actor {self.name!r} did not come back within {client.resolve_timeout:g} s")
                     await asyncio.sleep(0.05)
         return client._alink(endpoint)

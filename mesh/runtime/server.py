@@ -13,8 +13,13 @@ The mailbox is the ROUTER's receive queue, bounded per sending connection by
 ``mailbox`` frames and ``mailbox_bytes`` bytes (RCVHWM: as many frames of
 ``max_frame_bytes`` as fit in ``mailbox_bytes``, at least one, at most ``mailbox``).
 When it is full, ZeroMQ stops reading from the sender's connection, the sender's
-own queue fills (bounded in bytes too, see transport.py), and its send blocks for its
+own queue fills (bounded in bytes too, see channel.py), and its send blocks for its
 ``send_timeout`` and then raises MailboxFull: back-pressure, never a silent drop.
+
+The ROUTER is the transport's listener (:mod:`.transport`): ZeroMQ's by default, or the
+in-memory twin's when the server is given that transport (``transport=``), which bounds
+a mailbox the same way. The loop calls the listener's ``receive`` and ``reply``, which for
+ZeroMQ are the socket's own methods: no wrapper on the message path.
 """
 
 from __future__ import annotations
@@ -26,22 +31,23 @@ import itertools
 import logging
 import os
 import threading
-import time
 import traceback
-
-import zmq
 
 from .. import wire
 from ..actor import Actor
 from ..errors import DeadlockDetected, MailboxFull, WireError, to_wire
 from ..intentions import Intention, Objection
 from ..topics import Event as TopicEvent
+from ..wire import BODY, KIND, MSG_ID, SENDER, WAITING
 from .client import Client
+from .clock import Clock
 from .context import ActorContext
 from .delivery import Seen
+from .flusher import FLUSHER
+from .intake import BadFrames
 from .nodelink import NodeLink
 from .ref import ACTING, ACTING_TASK
-from .transport import FLUSHER, SEND_BYTES, BadFrames, context, frames_within, recv_request, tune_socket
+from .transport import SEND_BYTES, Listener, NothingYet, Transport, frames_within
 
 log = logging.getLogger("mesh.server")
 
@@ -53,7 +59,6 @@ _TELL = int(wire.Kind.TELL)
 _CONTROL = int(wire.Kind.CONTROL)
 _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
-_SNDMORE = int(zmq.SNDMORE)
 
 #: Longest time the loop blocks before it looks at timers and the stop flag, in ms.
 IDLE_SLICE_MS = 200
@@ -64,7 +69,12 @@ REPLY_HWM = 100_000
 
 
 class Server:
-    """Runs one actor. Use :func:`mesh.serve`; this class is its machinery."""
+    """Runs one actor. Use :func:`mesh.serve`; this class is its machinery.
+
+    ``transport`` and ``clock`` (default: ZeroMQ and its clock) are handed to the actor's
+    own client too, so the actor, its client and its node link all use the same ones; its
+    timers run by that clock. See :class:`~mesh.runtime.client.Client` for the other options.
+    """
 
     def __init__(
         self,
@@ -79,6 +89,8 @@ class Server:
         max_frame_bytes: int = wire.MAX_FRAME_BYTES,
         send_timeout: float = 5.0,
         supervised: bool | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
     ):
         if not isinstance(actor, Actor):
             raise TypeError(f"serve() needs a mesh.Actor instance, not {type(actor).__name__}")
@@ -97,7 +109,9 @@ class Server:
             supervised = os.environ.get("MESH_SUPERVISED") == "1" and os.environ.get("MESH_AGENT_NAME") == name
         self.supervised = supervised
         self.client = Client(node, name=name, send_timeout=send_timeout, max_frame_bytes=max_frame_bytes,
-                             send_bytes=send_bytes)
+                             send_bytes=send_bytes, transport=transport, clock=clock)
+        self.transport = self.client.transport
+        self.clock = self.client.clock
         self.bind = bind or _bind_for(self.client.node)
         self.incarnation = 0
         self.handled = 0
@@ -114,7 +128,7 @@ class Server:
         self._ids = itertools.count(1)
         self._aloop: asyncio.AbstractEventLoop | None = None
         self.run_coroutine = self._run_coroutine_here
-        self.router: zmq.Socket | None = None
+        self.router: Listener | None = None
         self.link = NodeLink(self)
 
     # -- public controls ---------------------------------------------------------
@@ -123,29 +137,24 @@ class Server:
         self.stopping.set()
 
     def schedule(self, delay: float, message: object, interval: float | None) -> None:
-        due = time.monotonic() + max(0.0, float(delay))
+        due = self.clock.monotonic() + max(0.0, float(delay))
         heapq.heappush(self._timers, (due, next(self._timer_seq), interval, message))
         if self.router is not None and self._timers[0][0] == due:
             # The earliest timer now: wake in time for it, not at the end of the idle slice.
-            self.router.setsockopt(zmq.RCVTIMEO, max(1, min(IDLE_SLICE_MS, int(delay * 1000) + 1)))
+            self.router.set_wait(max(1, min(IDLE_SLICE_MS, int(delay * 1000) + 1)))
 
     # -- life cycle ----------------------------------------------------------------
 
     def run(self) -> None:
         """Serve until stopped: SIGTERM, ``self.mesh.stop()``, Ctrl-C, or the node going away."""
-        ctx = context()
-        router = ctx.socket(zmq.ROUTER)
         # The mailbox in bytes: a frame may be as large as max_frame_bytes (see the module note).
-        tune_socket(router, hwm=frames_within(self.mailbox_bytes, self.max_frame_bytes, self.mailbox),
-                    max_bytes=self.max_frame_bytes)
-        # Replies queue on the way out until the asker reads them; ROUTER drops what is over
-        # the HWM, so this bound is generous (an asker with many asks in flight, say async).
-        router.setsockopt(zmq.SNDHWM, max(self.mailbox, REPLY_HWM))
-        router.setsockopt(zmq.LINGER, 1000)
-        router.setsockopt(zmq.RCVTIMEO, IDLE_SLICE_MS)
-        port = router.bind_to_random_port(self.bind)
-        host = self.bind.rsplit(":", 1)[0] if self.bind.count(":") > 1 else self.bind
-        self.endpoint = f"{host}:{port}"
+        # Replies queue on the way out until the asker reads them; a ROUTER drops what is over
+        # its bound, so that one is generous (an asker with many asks in flight, say async).
+        router = self.transport.listen(self.bind, mailbox=frames_within(self.mailbox_bytes, self.max_frame_bytes,
+                                                                        self.mailbox),
+                                       replies=max(self.mailbox, REPLY_HWM), max_bytes=self.max_frame_bytes,
+                                       linger_ms=1000, wait_ms=IDLE_SLICE_MS, any_port=True)
+        self.endpoint = router.address
         self.router = router
         self.actor.mesh = ActorContext(self, self.client)
         restore = self.link.install_signals()
@@ -194,12 +203,14 @@ class Server:
         stopping = self.stopping
         client = self.client
         timers = self._timers
-        send = router.send
+        receive = router.receive
+        reply = router.reply
+        monotonic = self.clock.monotonic
         dirty = FLUSHER.dirty
         while not stopping.is_set():
             try:
-                got = recv_request(router, bad)
-            except zmq.Again:
+                got = receive(bad)
+            except NothingYet:
                 if timers:
                     self._fire_timers()
                 continue
@@ -213,29 +224,27 @@ class Server:
                 if answer is None:
                     bad.record(ident, exc, len(frame))
                 else:  # a well-formed sender whose body was refused: told why, counted, not shed for the size
-                    send(ident, _SNDMORE)
-                    send(answer)
+                    reply(ident, answer)
                     bad.record(ident, exc)
                 continue
             for env in envelopes:
-                kind = env[1]
-                self.current_sender = env[4]
+                kind = env[KIND]
+                self.current_sender = env[SENDER]
                 if kind == _ASK:
                     # Who waits on this ask (deadlock detection): its chain, if it came from a handler.
-                    self.chain_in = env[7] if len(env) == 8 else _NO_CHAIN
+                    self.chain_in = env[WAITING] if len(env) == 8 else _NO_CHAIN
                     try:
-                        result = on_message(env[6])
+                        result = on_message(env[BODY])
                         if is_coroutine(result):
                             result = self.run_coroutine(result)
-                        out = encode(_REPLY, next(ids), env[2], name, env[4], result)
+                        out = encode(_REPLY, next(ids), env[MSG_ID], name, env[SENDER], result)
                     except Exception as exc:
-                        out = encode(_FAIL, next(ids), env[2], name, env[4], handler_error(exc))
+                        out = encode(_FAIL, next(ids), env[MSG_ID], name, env[SENDER], handler_error(exc))
                     self.chain_in = _NO_CHAIN
-                    send(ident, _SNDMORE)
-                    send(out)
+                    reply(ident, out)
                 elif kind == _TELL:
                     try:
-                        result = on_message(env[6])
+                        result = on_message(env[BODY])
                         if is_coroutine(result):
                             self.run_coroutine(result)
                     except Exception:
@@ -243,34 +252,33 @@ class Server:
                         raise SystemExit(1) from None
                 elif kind == _TELL_ACK:
                     # Reliable delivery: handled once per message id in this incarnation, then acknowledged.
-                    key = (env[4], env[2])
+                    key = (env[SENDER], env[MSG_ID])
                     if key not in self.seen:
-                        self._one_way(on_message, env[6], "on_message raised while handling a tell")
+                        self._one_way(on_message, env[BODY], "on_message raised while handling a tell")
                         self.seen.add(key)
-                    send(ident, _SNDMORE)
-                    send(encode(_REPLY, next(ids), env[2], name, env[4], None))
+                    reply(ident, encode(_REPLY, next(ids), env[MSG_ID], name, env[SENDER], None))
                 elif kind == _EVENT:
                     self._event(env)
                 elif kind == _CONTROL:
-                    send(ident, _SNDMORE)
-                    send(self._control(env))
+                    reply(ident, self._control(env))
                 else:
                     bad.record(ident, f"unexpected {wire.Kind(kind).name} envelope")
                     continue
                 self.handled += 1
             if dirty:
                 client_flush_local(client)
-            if timers and timers[0][0] <= time.monotonic():
+            if timers and timers[0][0] <= monotonic():
                 self._fire_timers()
 
     def _event(self, env: list) -> None:
         """An event on a topic: ``on_event`` runs; a failure there ends the actor, as for a tell."""
-        body = env[6]
+        body = env[BODY]
         if not isinstance(body, dict) or not isinstance(body.get("topic"), str) or not isinstance(body.get("id"), str):
             self.bad.record(b"", "an EVENT without topic and id")
             return
         corr = body.get("corr")
-        event = TopicEvent(body["topic"], body.get("data"), body["id"], corr if isinstance(corr, str) else None, env[4])
+        event = TopicEvent(body["topic"], body.get("data"), body["id"], corr if isinstance(corr, str) else None,
+                           env[SENDER])
         self._one_way(self.actor.on_event, event, "on_event raised")
 
     def _one_way(self, hook, arg: object, what: str) -> None:
@@ -287,15 +295,16 @@ class Server:
 
     def _control(self, env: list) -> bytes:
         """Requests any peer may send to an actor's own socket (used by tools and tests)."""
-        body = env[6]
+        body = env[BODY]
+        asker, asked = env[SENDER], env[MSG_ID]
         op = body.get("op") if isinstance(body, dict) else None
         if op == "ping":
             answer = {"name": self.name, "pid": os.getpid(), "messages": self.handled}
-            return wire.encode(_REPLY, next(self._ids), env[2], self.name, env[4], answer)
+            return wire.encode(_REPLY, next(self._ids), asked, self.name, asker, answer)
         if op == "intention":
-            return wire.encode(_REPLY, next(self._ids), env[2], self.name, env[4], self._hear(body.get("intention")))
+            return wire.encode(_REPLY, next(self._ids), asked, self.name, asker, self._hear(body.get("intention")))
         err = to_wire(WireError(f"unknown control op {op!r:.40}"))
-        return wire.encode(_FAIL, next(self._ids), env[2], self.name, env[4], err)
+        return wire.encode(_FAIL, next(self._ids), asked, self.name, asker, err)
 
     def _hear(self, data: object) -> dict:
         """An intention announced by another actor: ``on_intention`` may object."""
@@ -317,7 +326,8 @@ class Server:
 
     def _fire_timers(self) -> None:
         timers = self._timers
-        now = time.monotonic()
+        monotonic = self.clock.monotonic
+        now = monotonic()
         while timers and timers[0][0] <= now and not self.stopping.is_set():
             due, _, interval, message = heapq.heappop(timers)
             if interval is not None:
@@ -329,8 +339,9 @@ class Server:
         # Wake in time for the next timer, but never sleep longer than the idle slice.
         wait = IDLE_SLICE_MS
         if timers:
-            wait = max(1, min(IDLE_SLICE_MS, int((timers[0][0] - time.monotonic()) * 1000) + 1))
-        self.router.setsockopt(zmq.RCVTIMEO, wait)
+            wait = max(1, min(IDLE_SLICE_MS, int((timers[0][0] - monotonic()) * 1000) + 1))
+        if self.router is not None:
+            self.router.set_wait(wait)
 
     # -- hooks and coroutines ------------------------------------------------------------
 
@@ -377,8 +388,10 @@ def handler_error(exc: BaseException) -> dict:
 
 
 def _bind_for(node: str) -> str:
-    """Bind actors on the interface the node is reached on: loopback stays loopback."""
-    host = node.rsplit(":", 1)[0]
+    """Bind actors on the interface the node is reached on: loopback stays loopback.
+
+    (For the in-memory twin, mem://NAME:PORT: on a port of NAME.)"""
+    host = node.rsplit(":", 1)[0] if node.count(":") > 1 else node
     if host in ("tcp://localhost",):
         host = "tcp://127.0.0.1"
     if host == "tcp://0.0.0.0" or host == "tcp://*":
@@ -392,7 +405,9 @@ def serve(actor: Actor, name: str, node: str | None = None, **options: object) -
     Blocks until the actor stops (SIGTERM, Ctrl-C, ``self.mesh.stop()``). Options:
     ``mailbox`` (frames), ``mailbox_bytes`` (bytes per sending connection), ``bind``
     (tcp://HOST to listen on), ``send_timeout`` (s), ``send_bytes`` (bytes queued per peer by
-    this actor's own sends), ``max_frame_bytes``.
+    this actor's own sends), ``max_frame_bytes``, ``transport`` (default ZeroMQ; the in-memory
+    twin's, to run the actor in one process with its peers) and ``clock`` (default the
+    transport's).
     """
     Server(actor, name, node, **options).run()
 
