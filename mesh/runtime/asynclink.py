@@ -51,7 +51,7 @@ class AsyncLink:
         self.endpoint = endpoint
         self.max_bytes = client.max_frame_bytes
         self.send_timeout = client.send_timeout
-        self.waiting: dict[int, asyncio.Future] = {}
+        self.waiting: dict[int, asyncio.Future[object]] = {}
         self.dead = False
         self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._watch())]
         weakref.finalize(self, _close_dropped, sock, self.monitor)

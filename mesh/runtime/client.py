@@ -123,10 +123,11 @@ class Client:
         self._endpoints: dict[str, str] = {}
         self.limits: dict[str, int] = {}  # endpoint -> the largest frame its owner accepts, in bytes
         self._channels: weakref.WeakSet[Link] = weakref.WeakSet()
-        self._alinks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._all_alinks: weakref.WeakSet = weakref.WeakSet()
+        self._alinks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncLink]] = \
+            weakref.WeakKeyDictionary()
+        self._all_alinks: weakref.WeakSet[AsyncLink] = weakref.WeakSet()
         self._closed = False
-        self._leases: weakref.WeakSet = weakref.WeakSet()
+        self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self._renewer: Renewer | None = None
         self._leader_address: str | None = None  # kept by rpc: where the leader listens, while it leads
         self._deliverer: Deliverer | None = None
@@ -211,7 +212,7 @@ class Client:
 
     # -- reliable delivery ---------------------------------------------------------------
 
-    def _delivery(self):
+    def _delivery(self) -> Deliverer:
         if self._deliverer is None:
             with _deliverer_lock:
                 if self._deliverer is None:
@@ -309,7 +310,7 @@ class Client:
 
         return SharedState(self)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """The node's status: the same object ``mesh status --json`` prints."""
         return rpc.status(self)
 
@@ -383,14 +384,18 @@ class Client:
 
     # -- asyncio ----------------------------------------------------------------
 
-    def _alink(self, endpoint: str, create: bool = True) -> "AsyncLink | None":
+    def _open_alink(self, endpoint: str) -> AsyncLink | None:
+        """This event loop's link to ``endpoint`` if it has one (alive or dead), else None."""
+        links = self._alinks.get(asyncio.get_running_loop())
+        return None if links is None else links.get(endpoint)
+
+    def _alink(self, endpoint: str) -> AsyncLink:
+        """This event loop's link to ``endpoint``, made on first use or after the peer died."""
         loop = asyncio.get_running_loop()
         links = self._alinks.get(loop)
         if links is None:
             links = self._alinks[loop] = {}
         link = links.get(endpoint)
-        if not create:
-            return link
         if link is None or link.dead:
             link = links[endpoint] = AsyncLink(endpoint, self)
         return link

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 
 from .. import wire
-from ..core.effects import Event, Send
+from ..core.effects import Effect, Emit, Send
 from ..core.gossip import ALIVE, SUSPECT, GossipConfig, GossipNode
 from ..errors import MeshError, WireError
 from .clock import Clock
@@ -62,8 +63,8 @@ class NameTaken(MeshError):
 
 class Gossiper:
     def __init__(self, name: str, advertise: str, seeds: list[str], config: GossipConfig | None = None,
-                 max_bytes: int = wire.MAX_FRAME_BYTES, on_event=None, *, transport: Transport | None = None,
-                 clock: Clock | None = None):
+                 max_bytes: int = wire.MAX_FRAME_BYTES, on_event: Callable[[Emit], object] | None = None, *,
+                 transport: Transport | None = None, clock: Clock | None = None):
         self.name = name
         self.transport: Transport = transport or ZMQ
         self.clock: Clock = clock or self.transport.clock
@@ -104,6 +105,8 @@ class Gossiper:
     def receive(self, sender: str, body: object) -> None:
         """Feed one gossip message in. Raises ValueError for a malformed one (nothing changes)."""
         outputs = self.node.step(sender, body, self.clock.time())
+        if not isinstance(body, dict):  # step() has refused it already; this tells the type checker
+            return
         if body.get("t") == "ack" and body.get("seed") in self.seeds:
             self._seed_members[body["seed"]] = sender  # the member behind that seed: no need to ask it again
         if body.get("join") and body.get("address"):
@@ -161,13 +164,13 @@ class Gossiper:
 
     # -- bytes out ---------------------------------------------------------------------------------
 
-    def _apply(self, outputs: list) -> None:
+    def _apply(self, outputs: list[Effect]) -> None:
         for out in outputs:
             if type(out) is Send:
                 address = self._address_of(out.to)
                 if address:
                     self._send_to(address, out.message)
-            elif type(out) is Event:
+            elif type(out) is Emit:
                 self.on_event(out)
 
     def _address_of(self, name: str) -> str | None:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING, Callable
 
 from ..actor import Actor
@@ -48,7 +49,7 @@ class NodeLink:
         if previous not in (signal.SIG_DFL, None) and not server.supervised:
             return lambda: None
 
-        def on_term(signum, frame):
+        def on_term(signum: int, frame: FrameType | None) -> None:
             server.stopping.set()
 
         signal.signal(signal.SIGTERM, on_term)

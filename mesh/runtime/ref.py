@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .. import wire
 from ..errors import ActorDied, ActorNotFound, DeadlockDetected
@@ -23,12 +23,13 @@ from .transport import Link, Unreachable
 if TYPE_CHECKING:  # pragma: no cover
     from .asynclink import AsyncLink
     from .client import Client
+    from .delivery import Delivery
 
 #: Per thread: the actor server whose handler runs on it (set by the server's loop), so that
 #: an ask made by a handler carries the chain of actors waiting on it (deadlock detection).
 ACTING = threading.local()
 #: The same for async handlers that run on a program's own event loop (``serve_async``).
-ACTING_TASK: contextvars.ContextVar = contextvars.ContextVar("mesh_acting", default=None)
+ACTING_TASK: contextvars.ContextVar[Acting | None] = contextvars.ContextVar("mesh_acting", default=None)
 
 _get_ident = threading.get_ident
 _encode = wire.encode
@@ -85,7 +86,7 @@ class ActorRef:
         self._ch = ch
         return ch
 
-    def tell(self, message: object, ack: bool = False, timeout: float = 30.0):
+    def tell(self, message: object, ack: bool = False, timeout: float = 30.0) -> "Delivery | None":
         """Send ``message`` and return at once. Raises MailboxFull if the mailbox stays full.
 
         With ``ack=True`` the receiver acknowledges the message after handling it, and it is
@@ -106,6 +107,7 @@ class ActorRef:
         except Unreachable:
             ch.dead = True
             self._rebind().tell(frame, FLUSHER)
+        return None
 
     def ask(self, message: object, timeout: float = 5.0) -> object:
         """Send ``message`` and return the actor's reply.
@@ -142,7 +144,7 @@ class ActorRef:
     async def _link(self) -> "AsyncLink":
         client = self._client
         endpoint = await client.endpoint_of_async(self.name)
-        link = client._alink(endpoint, create=False)
+        link = client._open_alink(endpoint)
         if link is not None and link.dead:
             # The actor behind the cached address went away: ask the node where it is now,
             # until it names another address (for a moment it may still list the old one).
@@ -186,7 +188,16 @@ class ActorRef:
             raise
 
 
-def _ask_from_handler(server, msg_id: int, sender: str, target: str, message: object) -> bytes:
+class Acting(Protocol):
+    """What an ask made inside a handler reads of the actor whose handler runs: its name, the
+    chain of actors waiting on the ask it handles, and ``[name]`` (the chain when none waits)."""
+
+    name: str
+    chain_in: list[str]
+    alone: list[str]
+
+
+def _ask_from_handler(server: Acting, msg_id: int, sender: str, target: str, message: object) -> bytes:
     """An ask made inside a handler: raise DeadlockDetected if ``target`` already waits on this
     actor (directly or down a chain), else carry the chain to it."""
     chain_in = server.chain_in

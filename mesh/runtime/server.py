@@ -32,6 +32,8 @@ import logging
 import os
 import threading
 import traceback
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .. import wire
 from ..actor import Actor
@@ -51,7 +53,7 @@ from .transport import SEND_BYTES, Listener, NothingYet, Transport, frames_withi
 
 log = logging.getLogger("mesh.server")
 
-_NO_CHAIN: list = []
+_NO_CHAIN: list[str] = []
 _ASK = int(wire.Kind.ASK)
 _TELL_ACK = int(wire.Kind.TELL_ACK)
 _EVENT = int(wire.Kind.EVENT)
@@ -116,14 +118,14 @@ class Server:
         self.incarnation = 0
         self.handled = 0
         self.current_sender: str | None = None
-        self.chain_in: list = _NO_CHAIN  # the actors waiting on the ask being handled
-        self.alone: list = [self.name]  # the chain of an ask made while nobody waits on this actor
+        self.chain_in: list[str] = _NO_CHAIN  # the actors waiting on the ask being handled
+        self.alone: list[str] = [self.name]  # the chain of an ask made while nobody waits on this actor
         self.seen = Seen()  # ids of the acknowledged tells handled in this incarnation
         self.bad = BadFrames(f"actor {name}")
         self.endpoint: str | None = None
         self.stopping = threading.Event()
         self.stopped = threading.Event()
-        self._timers: list = []
+        self._timers: list[tuple[float, int, float | None, object]] = []  # (due, seq, interval, message)
         self._timer_seq = itertools.count()
         self._ids = itertools.count(1)
         self._aloop: asyncio.AbstractEventLoop | None = None
@@ -166,7 +168,7 @@ class Server:
             watchdog.start()
             self._call_hook(self.actor.on_start)
             self.link.register()
-            self._loop()
+            self._loop(router)
         except KeyboardInterrupt:
             pass
         except BaseException as exc:
@@ -189,9 +191,8 @@ class Server:
 
     # -- the loop --------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, router: Listener) -> None:
         ACTING.server = self  # asks made by handlers on this thread carry the waiting chain
-        router = self.router
         decode = wire.decode
         encode = wire.encode
         on_message = self.actor.on_message
@@ -270,7 +271,7 @@ class Server:
             if timers and timers[0][0] <= monotonic():
                 self._fire_timers()
 
-    def _event(self, env: list) -> None:
+    def _event(self, env: wire.Envelope) -> None:
         """An event on a topic: ``on_event`` runs; a failure there ends the actor, as for a tell."""
         body = env[BODY]
         if not isinstance(body, dict) or not isinstance(body.get("topic"), str) or not isinstance(body.get("id"), str):
@@ -281,7 +282,7 @@ class Server:
                            env[SENDER])
         self._one_way(self.actor.on_event, event, "on_event raised")
 
-    def _one_way(self, hook, arg: object, what: str) -> None:
+    def _one_way(self, hook: Callable[[Any], object], arg: object, what: str) -> None:
         """Run a hook nobody waits on (a tell, an event, a timer): a failure ends the actor's
         process with exit code 1, and its restart policy applies. (Plain tells do the same
         inline: they are the message path.)"""
@@ -293,7 +294,7 @@ class Server:
             log.exception("%s: %s; the actor stops", self.name, what)
             raise SystemExit(1) from None
 
-    def _control(self, env: list) -> bytes:
+    def _control(self, env: wire.Envelope) -> bytes:
         """Requests any peer may send to an actor's own socket (used by tools and tests)."""
         body = env[BODY]
         asker, asked = env[SENDER], env[MSG_ID]
@@ -306,12 +307,13 @@ class Server:
         err = to_wire(WireError(f"unknown control op {op!r:.40}"))
         return wire.encode(_FAIL, next(self._ids), asked, self.name, asker, err)
 
-    def _hear(self, data: object) -> dict:
+    def _hear(self, data: object) -> dict[str, Any]:
         """An intention announced by another actor: ``on_intention`` may object."""
         if not isinstance(data, dict):
             return {"objection": None}
         try:
-            claims = data.get("claims") if isinstance(data.get("claims"), list) else []
+            listed = data.get("claims")
+            claims = listed if isinstance(listed, list) else []
             intention = Intention(str(data.get("id")), data.get("action"), tuple(map(str, claims)),
                                   data.get("priority", 0), str(data.get("proposer")), data.get("window", 0))
             result = self.actor.on_intention(intention)
@@ -345,14 +347,14 @@ class Server:
 
     # -- hooks and coroutines ------------------------------------------------------------
 
-    def _call_hook(self, hook) -> object:
+    def _call_hook(self, hook: Callable[[], object]) -> object:
         result = hook()
         if inspect.iscoroutine(result):
             result = self.run_coroutine(result)
         client_flush_local(self.client)
         return result
 
-    def _run_coroutine_here(self, coro) -> object:
+    def _run_coroutine_here(self, coro: Coroutine[Any, Any, object]) -> object:
         if self._aloop is None:
             self._aloop = asyncio.new_event_loop()
         return self._aloop.run_until_complete(coro)
@@ -375,7 +377,7 @@ def client_flush_local(client: Client) -> None:
                 FLUSHER.arm(ch)
 
 
-def handler_error(exc: BaseException) -> dict:
+def handler_error(exc: BaseException) -> dict[str, Any]:
     """The FAIL body for an exception raised by user code: always a RemoteError for the asker.
 
     (A mesh error raised inside a handler, say an AskTimeout of a nested ask, is the
@@ -399,7 +401,7 @@ def _bind_for(node: str) -> str:
     return host
 
 
-def serve(actor: Actor, name: str, node: str | None = None, **options: object) -> None:
+def serve(actor: Actor, name: str, node: str | None = None, **options: Any) -> None:
     """Run ``actor`` in this process under ``name``, registered with the node at ``node``.
 
     Blocks until the actor stops (SIGTERM, Ctrl-C, ``self.mesh.stop()``). Options:
@@ -412,7 +414,7 @@ def serve(actor: Actor, name: str, node: str | None = None, **options: object) -
     Server(actor, name, node, **options).run()
 
 
-async def serve_async(actor: Actor, name: str, node: str | None = None, **options: object) -> None:
+async def serve_async(actor: Actor, name: str, node: str | None = None, **options: Any) -> None:
     """``serve`` for a running event loop: the loop stays free, async hooks run on it.
 
     Cancel the task to stop the actor (``on_stop`` runs first).
@@ -420,8 +422,8 @@ async def serve_async(actor: Actor, name: str, node: str | None = None, **option
     loop = asyncio.get_running_loop()
     server = Server(actor, name, node, **options)
 
-    def on_loop(coro):
-        async def acting(chain_in=server.chain_in):
+    def on_loop(coro: Coroutine[Any, Any, object]) -> object:
+        async def acting(chain_in: list[str] = server.chain_in) -> object:
             # Asks the handler makes on this loop carry the waiting chain (deadlock detection).
             ACTING_TASK.set(_Acting(server.name, chain_in))
             return await coro
@@ -431,7 +433,7 @@ async def serve_async(actor: Actor, name: str, node: str | None = None, **option
     server.run_coroutine = on_loop
     thread_done = loop.create_future()
 
-    def target():
+    def target() -> None:
         try:
             server.run()
             loop.call_soon_threadsafe(_settle, thread_done, None)
@@ -453,11 +455,11 @@ class _Acting:
 
     __slots__ = ("name", "chain_in", "alone")
 
-    def __init__(self, name: str, chain_in: list):
+    def __init__(self, name: str, chain_in: list[str]):
         self.name, self.chain_in, self.alone = name, chain_in, [name]
 
 
-def _settle(fut: asyncio.Future, exc: BaseException | None) -> None:
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
     if fut.done():
         return
     if exc is None:
