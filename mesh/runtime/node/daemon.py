@@ -1,0 +1,406 @@
+"""The node daemon: what ``mesh up`` runs.
+
+A node listens on one ROUTER (its address) for control requests from the CLI, clients and its
+own agents (the op table, :mod:`.ops`), and for gossip, election and intention messages from
+the other nodes. One loop serves them all: it takes what arrived, in bounded bursts, then ticks
+the election, pools and intentions, and every HOUSEKEEPING_S reaps and starts agents
+(:mod:`.supervisor`), obeys the kill switch (:mod:`.killswitch`), follows the leader
+(:mod:`.follower`), publishes the node record and the directory (:mod:`.registry`), and gossips.
+
+Stopping (SIGINT, SIGTERM, ``mesh down``): every agent gets SIGTERM, which makes it finish its
+current message, run ``on_stop`` and exit; whatever still runs after the stop timeout is
+SIGKILLed with its whole process group. If the node itself is SIGKILLed, the agents see their
+parent change (and get the kernel's PDEATHSIG) and exit by themselves.
+
+The node never runs user code in its own process, except to import agent classes when it
+checks the spec before starting anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable
+
+import zmq
+
+from ... import wire
+from ...core.effects import Emit
+from ...core.election import ElectionConfig
+from ...core.gossip import GossipConfig
+from ...errors import MeshError, WireError
+from ...spec import NodeSpec
+from ..budgets import Enforcer
+from ..containment import become_subreaper
+from ..gossiper import GOSSIP_RECIPIENT, Directory, Gossiper
+from ..intents import INTENT_RECIPIENT, NodeIntents
+from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
+from ..transport import BadFrames, context, recv_request, tune_socket
+from .constants import (GOSSIP_DIGEST_BYTES, HOUSEKEEPING_S, INTAKE_BURST, INTAKE_BURST_S, INTAKE_CONNECTION_BYTES,
+                        INTAKE_FRAMES_MAX, LOOP_S, mesh_home)
+from .escalations import Escalations
+from .follower import Follower, member_states
+from .instance import Instance
+from .intentions import Intentions, send_intent
+from .killswitch import KillSwitch
+from .ops import Control, control_ops
+from .pools import Pools
+from .registry import Registry
+from .replies import Replies
+from .shared import Shared
+from .status import election_status, members, status
+from .supervisor import Supervisor
+
+log = logging.getLogger("mesh.node")
+
+_CONTROL = int(wire.Kind.CONTROL)
+_EVENT = int(wire.Kind.EVENT)
+_PEER_RECIPIENTS = frozenset((GOSSIP_RECIPIENT, ELECTION_RECIPIENT, INTENT_RECIPIENT))
+
+
+@dataclass
+class Node:
+    """A mesh node. ``run()`` serves until stopped; it is what ``mesh up`` calls."""
+
+    spec: NodeSpec
+    on_event: Callable[[str], None] = field(default=lambda line: log.info("%s", line))
+    on_tick: Callable[["Node"], None] | None = None
+    join: tuple[str, ...] = ()  #: addresses of any members of the mesh to join
+    advertise: str | None = None  #: the address other nodes use to reach this one
+    gossip_config: GossipConfig | None = None
+    #: The process is the node's own (``mesh up``): it is a child subreaper, and every child that is
+    #: not one of its agents is an orphan of a dead agent, ended by the sweep. A node run inside
+    #: another program's process leaves that program's children alone.
+    own_process: bool = False
+
+    # What the node makes when it binds: the parts that hold a socket, a file or a thread, and
+    # the parts made of them. (Declared here, set by bind(): a node serves only once bound.)
+    router: zmq.Socket = field(init=False, repr=False, compare=False)
+    leadership: Leadership = field(init=False, repr=False, compare=False)
+    enforcer: Enforcer = field(init=False, repr=False, compare=False)
+    intents: NodeIntents = field(init=False, repr=False, compare=False)
+    replies: Replies = field(init=False, repr=False, compare=False)
+    supervisor: Supervisor = field(init=False, repr=False, compare=False)
+    registry: Registry = field(init=False, repr=False, compare=False)
+    kill_switch: KillSwitch = field(init=False, repr=False, compare=False)
+    follower: Follower = field(init=False, repr=False, compare=False)
+    pools: Pools = field(init=False, repr=False, compare=False)
+    intentions: Intentions = field(init=False, repr=False, compare=False)
+    escalations: Escalations = field(init=False, repr=False, compare=False)
+    shared: Shared = field(init=False, repr=False, compare=False)
+    control: Control = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.spec.name
+        self.address = self.spec.listen
+        self.bad = BadFrames(f"node {self.name}")
+        self.started = time.time()
+        self.run_dir = mesh_home() / "nodes" / f"{self.name}-{self.address.rsplit(':', 1)[-1]}"
+        self._stop_requested = False
+        self._bound = False
+        if self.gossip_config is None:
+            budget = min(1 << 20, self.spec.max_message // 2)
+            # Density as the receiving nodes' codec checks it, so no delta is ever refused by a peer.
+            self.gossip_config = GossipConfig(max_delta_bytes=budget, max_value_bytes=min(256 * 1024, budget // 2),
+                                              bytes_per_container=wire.BYTES_PER_CONTAINER,
+                                              dense_slack_bytes=wire.SMALL_FRAME)
+        self.gossip = Gossiper(
+            self.name,
+            self.advertise or self.connect_address,
+            list(self.join),
+            self.gossip_config,
+            max_bytes=self.spec.max_message,
+            on_event=self._on_gossip_event,
+        )
+        self.directory = Directory(self.gossip)
+        self._guard_logged: dict[str, float] = {}
+        self._next_record = 0.0
+
+    @property
+    def instances(self) -> dict[str, Instance]:
+        """Every actor this node supervises or hosts the registration of, by name."""
+        return self.supervisor.instances
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    # -- set-up --------------------------------------------------------------------
+
+    def bind(self) -> None:
+        router = context().socket(zmq.ROUTER)
+        gossip = self.gossip.config
+        #: The largest frame this node takes, in bytes (see GOSSIP_DIGEST_BYTES).
+        self.max_frame = min(self.spec.max_message, gossip.max_delta_bytes + gossip.max_value_bytes + GOSSIP_DIGEST_BYTES)
+        frames = max(2, min(INTAKE_FRAMES_MAX, INTAKE_CONNECTION_BYTES // self.max_frame))
+        tune_socket(router, hwm=frames, max_bytes=self.max_frame)
+        router.setsockopt(zmq.SNDHWM, 10000)  # answers: the ROUTER drops what a peer leaves unread beyond this
+        router.setsockopt(zmq.LINGER, 500)
+        router.setsockopt(zmq.RCVTIMEO, int(LOOP_S * 1000))
+        try:
+            router.bind(self.address)
+        except zmq.ZMQError as exc:
+            router.close(0)
+            raise MeshError(f"cannot listen on {self.address}: {exc.strerror} (is another node running there?)") from None
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        config = ElectionConfig(self.spec.election_timeout_min, self.spec.election_timeout_max, self.spec.heartbeat)
+        try:
+            self.leadership = Leadership(self.name, self.spec.voter, config, self.run_dir, self.gossip, bool(self.join),
+                                         on_event=self.on_event)
+        except RuntimeError as exc:
+            router.close(0)
+            raise MeshError(str(exc)) from None
+        self.router = router
+        self.enforcer = Enforcer(on_event=self.on_event)
+        try:
+            self.intents = NodeIntents(self.name, self.spec.voter, self.run_dir, partial(send_intent, self.directory),
+                                       self.leadership.elector.voters)
+        except (RuntimeError, ValueError) as exc:
+            raise MeshError(f"cannot start the intentions of node {self.name}: {exc}") from None
+        self._assemble()
+        self._bound = True
+        self.registry.publish_record()
+
+    def _assemble(self) -> None:
+        """The node's parts, each with what it needs of the others."""
+        name, directory, on_event = self.name, self.directory, self.on_event
+        self.replies = Replies(self.router)
+        self.supervisor = Supervisor(self.spec, self.connect_address, self.run_dir / "logs", directory, self.enforcer,
+                                     on_event, self.own_process)
+        self.registry = Registry(self.spec, self.advertise or self.connect_address, directory, self.supervisor, on_event)
+        self.kill_switch = KillSwitch(name, directory, self.supervisor, on_event)
+        self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event)
+        self.pools = Pools(name, self.leadership, self.replies, self.supervisor, on_event)
+        self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor)
+        self.escalations = Escalations(self.spec, self.leadership, directory, self.replies, on_event)
+        self.shared = Shared(name, directory)
+        self.control = Control(name, control_ops(self), self.replies)
+
+    @property
+    def connect_address(self) -> str:
+        """The address agents use to reach this node."""
+        host, port = self.address.rsplit(":", 1)
+        if host in ("tcp://0.0.0.0", "tcp://*"):
+            host = "tcp://127.0.0.1"
+        return f"{host}:{port}"
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        self._stop_requested = True
+
+    def run(self) -> None:
+        if not self._bound:
+            self.bind()
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, self.request_stop)
+            except ValueError:  # not the main thread: the caller stops us with request_stop()
+                pass
+        try:
+            if self._meet_the_mesh():
+                if self.own_process:
+                    become_subreaper()  # what a dying agent leaves behind is re-parented here, and ended (sweep)
+                logs = self.run_dir / "logs"
+                self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {logs})")
+                self._serve()
+        finally:
+            self.enforcer.close()  # nothing stays stopped
+            self.supervisor.kill_everything()
+            if self._stop_requested:
+                self.leadership.forget_peers()
+            self.registry.publish()
+            try:
+                self.gossip.leave()
+            except Exception:  # leaving is a courtesy; peers find out anyway
+                log.exception("could not announce leaving")
+            self.gossip.close()
+            self.router.close(0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self.gossip.announced:
+                self.on_event(f"node {self.name} stopped")
+        if self.gossip.refused is not None:
+            raise self.gossip.refused
+
+    def _meet_the_mesh(self) -> bool:
+        """Before anything else, gossip until a member has said whether a live member holds this
+        node's name (or none answered within JOIN_WAIT_S), serving requests meanwhile. False if
+        the node must not start (its name is taken) or was stopped."""
+        while not self.gossip.announced:
+            if self.gossip.refused is not None or self._stop_requested:
+                return False
+            try:
+                got = recv_request(self.router, self.bad)
+            except zmq.Again:
+                got = None
+            if got is not None:
+                self._handle(*got)
+            self._guarded("gossip", self.gossip.tick)
+        return True
+
+    def _serve(self) -> None:
+        router = self.router
+        supervisor = self.supervisor
+        next_housekeeping = 0.0
+        next_tick = 0.0
+        wait_ms = int(LOOP_S * 1000)
+        bad = self.bad
+        while True:
+            try:
+                got = recv_request(router, bad)
+            except zmq.Again:
+                got = None
+            if got is not None:
+                self._handle(*got)
+                # Take what else is queued, within bounds, so a flood cannot outrun the loop and fill
+                # libzmq's queues; the timers below still run at least every INTAKE_BURST_S.
+                until = time.monotonic() + INTAKE_BURST_S
+                for _ in range(INTAKE_BURST):
+                    try:
+                        got = recv_request(router, bad, zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if got is not None:
+                        self._handle(*got)
+                    if time.monotonic() >= until:
+                        break
+            # Sleep until the next thing to do (an election timer, a waiting request, housekeeping),
+            # at most HOUSEKEEPING_S: an idle node does not wake 100 times a second.
+            wake = min(self.leadership.elector.wake_at(), next_housekeeping)
+            if self.pools.waiting or self.intentions.busy:
+                wake = 0.0
+            ms = max(1, min(int(HOUSEKEEPING_S * 1000), int((wake - time.monotonic()) * 1000) + 1))
+            if ms != wait_ms:
+                wait_ms = ms
+                router.setsockopt(zmq.RCVTIMEO, ms if ms > int(LOOP_S * 1000) else int(LOOP_S * 1000))
+            if not supervisor.stopping:
+                self._guarded("election", self.leadership.tick)
+                self._guarded("pools", self.pools.tick)
+                self._guarded("intentions", self.intentions.tick)
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_S
+                if self._stop_requested and not supervisor.stopping:
+                    self._begin_stop(now)
+                supervisor.reap(now)
+                if supervisor.stopping:
+                    supervisor.kill_overdue(now)
+                    deadline = supervisor.stop_deadline
+                    if not supervisor.live() or (deadline is not None and now >= deadline):
+                        return
+                else:
+                    self._guarded("kill switch", self.kill_switch.obey)
+                    self._guarded("leader", self._follow_the_leader, now)
+                    if now >= self._next_record:
+                        self._next_record = now + 1.0
+                        self._guarded("node record", self.registry.publish_record)
+                    supervisor.start_due(now)
+                    supervisor.expire_embedded(now)
+                    self.registry.publish()
+                    self._guarded("gossip", self.gossip.tick)
+                if self.on_tick is not None and now >= next_tick:
+                    next_tick = now + 1.0
+                    self.on_tick(self)
+
+    def _follow_the_leader(self, now: float) -> None:
+        """Learn the voters, conduct if leading, keep what leading serves, and follow the assignment."""
+        states = member_states(self.directory)
+        records = {}
+        for key, value in self.directory.items(NODE_PREFIX).items():
+            if isinstance(value, dict):
+                records[key[len(NODE_PREFIX):]] = value
+        self.leadership.learn(records, {n: m["state"] for n, m in states.items()})
+        if self.leadership.is_leader:
+            self.follower.conduct(states, records)
+        self.pools.keep(records)
+        self.intents.set_voters(self.leadership.elector.voters)
+        self.escalations.expire()
+        self.follower.follow(states, now)
+
+    def _begin_stop(self, now: float) -> None:
+        window = self.supervisor.begin_stop(now)
+        if self.pools.resources is not None:
+            self.pools.drop("it is stopping")
+        self.leadership.transfer()  # a leader hands over before it goes
+        self.registry.publish_record()  # and says it is stopping: nothing new is placed here
+        self.supervisor.terminate_all(now, window)
+
+    def _guarded(self, what: str, step: Callable[..., object], *args: object) -> None:
+        """Run one housekeeping step; a failure (say, a malformed value some peer gossiped that a
+        check missed) is logged, at most every 10 s per step, and the node keeps serving."""
+        try:
+            step(*args)
+        except Exception:
+            self._log_failure(what, "step")
+
+    def _log_failure(self, what: str, of: str) -> None:
+        """Log the exception being handled, at most every 10 s per ``what``."""
+        now = time.monotonic()
+        if now - self._guard_logged.get(what, -1e9) >= 10.0:
+            self._guard_logged[what] = now
+            log.exception("node %s: %s %s failed; carrying on", self.name, what, of)
+
+    # -- what arrives --------------------------------------------------------------------------
+
+    def _handle(self, ident: Any, frame: Any) -> None:
+        try:
+            envelopes = wire.decode(frame, self.max_frame)
+        except WireError as exc:
+            if len(frame) > wire.SMALL_FRAME and self.replies.refuse(ident, frame, exc):
+                self.bad.record(ident, exc)  # a well-formed request whose body was refused: told why, not shed for the size
+            else:
+                self.bad.record(ident, exc, len(frame))
+            return
+        for env in envelopes:
+            if env[1] == _EVENT and env[5] in _PEER_RECIPIENTS:
+                self._from_peer(ident, env)
+            elif env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
+                self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
+            else:
+                self.control.handle(ident, env)
+
+    def _from_peer(self, ident: Any, env: list) -> None:
+        """A gossip, election or intention message from another node. The machines ignore or refuse
+        what they cannot read; whatever still fails is counted as a bad frame and logged (rate-limited):
+        nothing a peer sends ends the node."""
+        what = env[5][1:]
+        try:
+            if env[5] == GOSSIP_RECIPIENT:
+                self.gossip.receive(env[4], env[6])
+            elif env[5] == ELECTION_RECIPIENT:
+                self.leadership.receive(env[4], env[6])
+            else:
+                self.intentions.receive(env[4], env[6])
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            self.bad.record(ident, f"bad {what} message: {exc}")
+        except Exception as exc:
+            self.bad.record(ident, f"{what} message failed: {type(exc).__name__}")
+            self._log_failure(what, "message")
+
+    def _on_gossip_event(self, event: Emit) -> None:
+        if event.name == "name_taken" and event.data.get("announced"):
+            # Two meshes met and an older live member has this node's name: this one yields.
+            self.on_event(f"STOPPING: {self.gossip.refused}")
+            self.request_stop()
+            return
+        if event.name == "member" and self.gossip.announced:  # a joining node says nothing yet
+            d = event.data
+            if d["name"] != self.name:
+                self.on_event(f"member {d['name']} ({d['id']}) is {d['state']}")
+
+    # -- what it shows ----------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return status(self)
+
+    def members(self) -> list[dict]:
+        return members(self.directory)
+
+    def election_status(self) -> dict:
+        return election_status(self)

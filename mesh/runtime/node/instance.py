@@ -1,0 +1,72 @@
+"""What the node knows of one actor it supervises or hosts the registration of."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.restart import RestartTracker
+from ...spec import AgentSpec
+
+
+@dataclass
+class Instance:
+    """One running (or supervised) actor known to this node."""
+
+    name: str
+    spec: AgentSpec | None  # None for an embedded actor (it lives in someone else's process)
+    group: str
+    state: str = "starting"
+    pid: int | None = None
+    endpoint: str | None = None
+    restarts: int = 0
+    messages: int = 0
+    bad_frames: int = 0
+    incarnation: int = -1
+    reason: str = ""
+    popen: subprocess.Popen | None = None
+    tracker: RestartTracker | None = None
+    restart_at: float = 0.0
+    started_at: float = 0.0
+    last_heard: float = 0.0
+    log_path: Path | None = None
+    term_sent_at: float | None = None
+    max_frame: int | None = None  # the largest frame the actor accepts, in bytes
+    placed_by: str | None = None  # "leader@term" that assigned it here (None: embedded)
+    movable: bool = True  # the leader could place it elsewhere (not pinned or local to this node)
+    retiring: str = ""  # why it is being stopped for good (taken off this node)
+    import_path: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    stop_grace: float | None = None  # seconds before SIGKILL when retiring, if not the stop timeout
+    budget_kills: int = 0
+    hears_intentions: bool = False
+
+    @property
+    def embedded(self) -> bool:
+        return self.spec is None
+
+    def as_status(self, node_name: str) -> dict:
+        return {
+            "name": self.name,
+            "node": node_name,
+            "pid": self.pid,
+            "state": self.state,
+            "restarts": self.restarts,
+            "messages": self.messages,
+            "incarnation": max(self.incarnation, 0),
+            "endpoint": self.endpoint,
+            "embedded": self.embedded,
+            "group": self.group,
+            "reason": self.reason,
+            "bad_frames": self.bad_frames,
+            "budget": budget_of(self.spec),
+            "budget_kills": self.budget_kills,
+        }
+
+
+def budget_of(spec: AgentSpec | None) -> dict | None:
+    """An agent's declared budget as status and the directory show it, or None."""
+    if spec is None or (spec.budget_cpu is None and spec.budget_memory is None):
+        return None
+    return {"cpu": spec.budget_cpu, "memory": spec.budget_memory}

@@ -1,0 +1,184 @@
+"""The registry and the directory: which actors run where, and how to reach them; and the
+node's own record (``$node/NAME``: its agents, capacity and load, for the leader).
+
+Agents (and embedded actors) register with their node: their endpoint, pid and the largest
+frame they take; they send heartbeats, and unregister when they stop. The node publishes what
+runs here as ``$agents/NAME`` in the shared state (the directory), so any node resolves any name
+locally: to an endpoint, to a state to wait out (starting, restarting, placed but not started),
+or to an ActorNotFound that says why.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+
+from ...errors import ActorNotFound, NameConflict, WireError
+from ...spec import NodeSpec, agent_to_wire
+from ..gossiper import Directory
+from ..leadership import NODE_PREFIX
+from .assignments import latest_assignment, placement_state
+from .constants import AGENTS_PREFIX, EMBEDDED_TTL_S
+from .instance import Instance, budget_of
+from .supervisor import Supervisor
+
+
+class Registry:
+    def __init__(self, spec: NodeSpec, address: str, directory: Directory, supervisor: Supervisor,
+                 on_event: Callable[[str], None]):
+        self.spec = spec
+        self.name = spec.name
+        self.address = address  # the address other nodes reach this one at
+        self.directory = directory
+        self.supervisor = supervisor
+        self.instances = supervisor.instances
+        self.on_event = on_event
+        self._published: dict[str, dict] = {}  # what this node last wrote under $agents/
+        self._record: dict | None = None  # what this node last wrote as $node/NAME
+
+    # -- control ops (their fields are checked by the op table) ----------------------------------
+
+    def register(self, body: dict) -> dict:
+        name, endpoint, pid = body["name"], body["endpoint"], body["pid"]
+        inst = self.instances.get(name)
+        now = time.monotonic()
+        if body.get("supervised"):
+            if inst is None or inst.embedded or inst.pid != pid:
+                raise WireError(f"no agent {name!r} with pid {pid} was started by node {self.name}")
+        else:
+            group = self.supervisor.replicas_of(name)
+            if group and group != [name]:
+                raise NameConflict(f"name {name!r} is taken by a replica group of node {self.name}: serve under another name")
+            if inst is not None and not inst.embedded:
+                raise NameConflict(f"name {name!r} is taken by an agent of node {self.name}: serve under another name")
+            if inst is not None and inst.state == "running" and inst.pid != pid and now - inst.last_heard < EMBEDDED_TTL_S:
+                raise NameConflict(f"name {name!r} is taken by a live actor in pid {inst.pid}: serve under another name, "
+                                   "or stop that one first")
+            if inst is None:
+                inst = self.instances[name] = Instance(name=name, spec=None, group=name)
+            inst.pid = pid
+        inst.incarnation += 1
+        inst.endpoint = endpoint
+        limit = body.get("max_frame")
+        inst.max_frame = limit if type(limit) is int and limit > 0 else None
+        inst.hears_intentions = body.get("intentions") is True
+        inst.state = "running"
+        inst.last_heard = now
+        inst.messages = 0
+        self.on_event(f"{name} running (pid {pid}, incarnation {inst.incarnation}{', embedded' if inst.embedded else ''})")
+        return {"incarnation": inst.incarnation, "node": self.name}
+
+    def unregister(self, body: dict) -> dict:
+        name = body["name"]
+        inst = self.instances.get(name)
+        if inst is not None and inst.endpoint == body.get("endpoint"):
+            inst.endpoint = None
+            if inst.embedded:
+                del self.instances[name]
+                self.on_event(f"{name} left (embedded)")
+        return {}
+
+    def heartbeat(self, body: dict) -> dict:
+        inst = self.instances.get(body["name"])
+        if inst is None or inst.endpoint != body.get("endpoint"):
+            return {"known": False}
+        inst.last_heard = time.monotonic()
+        inst.messages = body["messages"]
+        inst.bad_frames = int(body.get("bad_frames") or 0)
+        return {"known": True}
+
+    def resolve(self, body: dict) -> dict:
+        name = body["name"]
+        inst = self.instances.get(name)
+        group = self.supervisor.replicas_of(name) if inst is None else []
+        if group:
+            running = [self.instances[n] for n in group if self.instances[n].state == "running"]
+            inst = random.choice(running) if running else None
+        if inst is None:
+            replicas = [r for r, e in latest_assignment(self.directory).items() if e.get("group") == name and r != name]
+            if replicas:  # a replica group placed on other nodes: any running replica will do
+                entries = [self.remote_agent(r) for r in replicas]
+                found = [(r, e) for r, e in zip(replicas, entries, strict=True) if e and isinstance(e.get("endpoint"), str)]
+                if found:
+                    r, e = random.choice(found)
+                    return self._reach(r, e)
+                if group:
+                    return {"state": self.instances[group[0]].state}
+                return {"state": "starting"}
+            if group:
+                inst = self.instances[group[0]]
+        if inst is None:
+            remote = self.remote_agent(name)
+            if remote is not None and isinstance(remote.get("endpoint"), str):
+                return self._reach(name, remote)
+            if remote is not None and remote.get("state") in ("starting", "restarting", "running"):
+                # "running" with no endpoint: it unregistered (stopping, or moving) and its node has not
+                # reaped it yet. The asker waits for what comes next, as for a restart.
+                return {"state": remote["state"], "node": remote.get("node")}
+            if remote is not None:
+                why = f": {remote['reason']}" if remote.get("reason") else ""
+                raise ActorNotFound(f"actor {name!r} on node {remote.get('node')} is {remote.get('state')}{why}")
+            waiting = placement_state(self.directory, self.spec, name)
+            if waiting is not None:
+                return {"state": waiting}
+            raise ActorNotFound(f"no actor named {name!r} in the mesh (asked node {self.name})")
+        if inst.state == "running" and inst.endpoint:
+            return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name,
+                    "max_frame": inst.max_frame or self.spec.max_message}
+        if inst.state in ("failed", "stopped"):
+            raise ActorNotFound(f"actor {name!r} is {inst.state}{': ' + inst.reason if inst.reason else ''}")
+        return {"state": inst.state}
+
+    def _reach(self, name: str, entry: dict) -> dict:
+        """How to reach an actor running on another node, from its directory entry."""
+        return {"endpoint": entry["endpoint"], "incarnation": entry.get("incarnation", 0), "state": "running",
+                "name": name, "node": entry.get("node"), "max_frame": entry.get("max_frame") or self.spec.max_message}
+
+    # -- the directory --------------------------------------------------------------------------
+
+    def remote_agent(self, name: str) -> dict | None:
+        """The directory entry of ``name`` if a live node other than this one lists it."""
+        entry = self.directory.get(AGENTS_PREFIX + name)
+        if isinstance(entry, dict) and entry.get("node") != self.name:
+            if self.directory.is_live(entry.get("node")):
+                return entry
+        return None
+
+    def publish(self) -> None:
+        """Keep ``$agents/NAME`` in the shared state in step with what runs here."""
+        want = {}
+        if not self.supervisor.stopping:
+            for inst in self.instances.values():
+                if inst.state == "running" and inst.endpoint:
+                    want[inst.name] = {"node": self.name, "endpoint": inst.endpoint, "incarnation": inst.incarnation,
+                                       "pid": inst.pid, "max_frame": inst.max_frame or self.spec.max_message,
+                                       "state": "running", "budget": budget_of(inst.spec),
+                                       "intentions": inst.hears_intentions}
+                elif not inst.embedded:
+                    # Not reachable right now, but ours: senders elsewhere wait for a restart,
+                    # and learn why when it has failed.
+                    want[inst.name] = {"node": self.name, "endpoint": None, "state": inst.state,
+                                       "reason": inst.reason}
+        for name, entry in want.items():
+            if self._published.get(name) != entry:
+                self.directory.write(AGENTS_PREFIX + name, entry, system=True)
+        for name in list(self._published):
+            if name not in want:
+                self.directory.delete(AGENTS_PREFIX + name, system=True)
+        self._published = want
+
+    def publish_record(self) -> None:
+        """``$node/NAME``: whether this node votes, the agents its spec declares, its pools and
+        limits, its capacity and load (for the leader). Rewritten only when it changes."""
+        cpu, memory = self.spec.capacity()
+        used_cpu, used_memory = self.supervisor.enforcer.load()
+        record = {"voter": self.spec.voter, "address": self.address,
+                  "agents": [agent_to_wire(a, self.spec) for a in self.spec.agents],
+                  "pools": [list(p) for p in self.spec.pools], "limits": [list(x) for x in self.spec.limits],
+                  "capacity": {"cpu": cpu, "memory": memory},
+                  "load": {"cpu": round(used_cpu, 1), "memory": used_memory // 10_000_000 * 10_000_000},
+                  "stopping": self.supervisor.stopping}
+        if record != self._record:
+            self._record = record
+            self.directory.write(NODE_PREFIX + self.name, record, system=True)

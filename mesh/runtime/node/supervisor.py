@@ -1,0 +1,340 @@
+"""The supervisor: starts the agents this node runs, reaps them, restarts them by their
+policy, stops them, and kills what they leave behind.
+
+Every agent runs as ``python -m mesh.runtime.agent`` in a session of its own (so a signal to the
+terminal reaches the node only, and the node can kill an agent together with everything it
+forked). New agents start in waves: the next wave starts when the current one has registered,
+or after the spec's wave timeout. An agent that exits is handled by :mod:`mesh.core.restart`,
+unless it was being retired (taken off this node) or the node is stopping. Embedded actors (in
+processes the node did not start) are only listed, and dropped when their heartbeats stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from ...core.restart import describe_exit
+from ...errors import ActorNotFound, WireError
+from ...spec import NodeSpec
+from ..budgets import Enforcer
+from ..containment import kill_descendants, sweep_orphans
+from ..gossiper import Directory
+from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
+from .instance import Instance
+from .killswitch import clock, pulled_kill_switch
+from .logs import read_chunk, with_last_error
+
+#: Why an agent stopped by the kill switch is retiring.
+KILL_SWITCH = "kill switch"
+
+
+class Supervisor:
+    def __init__(self, spec: NodeSpec, node_address: str, logs_dir: Path, directory: Directory, enforcer: Enforcer,
+                 on_event: Callable[[str], None], own_process: bool):
+        self.spec = spec
+        self.name = spec.name
+        self.node_address = node_address  # what agents connect to
+        self.logs_dir = logs_dir
+        self.directory = directory
+        self.on_event = on_event
+        #: The process is the node's own: every child that is not an agent is an orphan of a dead agent.
+        self.own_process = own_process
+        self.enforcer = enforcer  # samples the agents' CPU and memory, throttles and ends them
+        self.instances: dict[str, Instance] = {}
+        self.stop_deadline: float | None = None  # when the node stops waiting for its agents (monotonic)
+        self._queue: list[str] = []
+        self._wave: list[str] = []
+        self._wave_deadline = 0.0
+        self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_deadline is not None
+
+    def log_path_of(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def admit(self, inst: Instance) -> None:
+        """Run ``inst`` here: it starts with the next wave."""
+        self.instances[inst.name] = inst
+        self._queue.append(inst.name)
+
+    def replicas_of(self, group: str) -> list[str]:
+        """The replicas of group ``group`` that this node runs (empty for a plain name)."""
+        return sorted(n for n, i in self.instances.items() if i.group == group and n != group and not i.embedded)
+
+    def live(self) -> list[Instance]:
+        return [i for i in self.instances.values() if i.popen is not None]
+
+    def read_log(self, body: dict) -> dict:
+        """The ``logs`` op: a chunk of an agent's log (its field ``name`` is checked by the op table)."""
+        name = body["name"]
+        inst = self.instances.get(name)
+        if inst is None:
+            raise ActorNotFound(f"no actor named {name!r} on node {self.name}")
+        if inst.log_path is None:
+            raise WireError(f"{name!r} is embedded in pid {inst.pid}: its output stays in that process")
+        return read_chunk(inst.log_path, max(0, int(body.get("offset") or 0)), body.get("tail"))
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def start_due(self, now: float) -> None:
+        # Waves: the next wave starts when the current one has registered (or timed out).
+        if self._wave:
+            settled = all(self.instances[n].state != "starting" for n in self._wave)
+            if settled or now >= self._wave_deadline:
+                self._wave = []
+        if not self._wave and self._queue:
+            self._wave, self._queue = self._queue[: self.spec.wave_size], self._queue[self.spec.wave_size :]
+            self._wave_deadline = now + self.spec.wave_timeout
+            for name in self._wave:
+                self._spawn(self.instances[name], now)
+        for inst in self.instances.values():
+            if inst.state == "restarting" and inst.popen is None and now >= inst.restart_at:
+                self._spawn(inst, now)
+
+    def _spawn(self, inst: Instance, now: float) -> None:
+        spec, log_path = inst.spec, inst.log_path
+        assert spec is not None and log_path is not None  # only agents of a spec are spawned, never embedded ones
+        env = dict(os.environ)
+        env.update(
+            MESH_NODE=self.node_address,
+            MESH_AGENT_NAME=inst.name,
+            MESH_AGENT_CLASS=spec.cls,
+            MESH_AGENT_PATH=os.pathsep.join(inst.import_path or self.spec.import_path()),
+            MESH_AGENT_CONFIG=json.dumps(spec.config, default=str),
+            MESH_AGENT_MAILBOX=str(spec.mailbox),
+            MESH_AGENT_MAILBOX_BYTES=str(spec.mailbox_bytes),
+            MESH_MAX_FRAME=str(self.spec.max_message),
+            MESH_SUPERVISED="1",
+            MESH_NODE_PID=str(os.getpid()),
+            PYTHONUNBUFFERED="1",
+        )
+        with open(log_path, "ab") as out:
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {inst.name} ---\n".encode())
+            out.flush()
+            inst.popen = subprocess.Popen(
+                [sys.executable, "-m", "mesh.runtime.agent"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=inst.cwd if inst.cwd and os.path.isdir(inst.cwd) else self.spec.base_dir,
+                start_new_session=True,
+            )
+        inst.pid = inst.popen.pid
+        self.enforcer.track(inst.name, inst.pid, spec.budget_cpu, spec.budget_memory)
+        inst.state = "starting"
+        inst.endpoint = None
+        inst.started_at = now
+        inst.term_sent_at = None
+
+    # -- exits --------------------------------------------------------------------------------
+
+    def reap(self, now: float) -> None:
+        for inst in list(self.instances.values()):
+            popen = inst.popen
+            if popen is None:
+                continue
+            try:
+                exited = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:
+                exited = True
+            if not exited:
+                continue
+            # Kill what the agent forked while its pid still names the group, then reap it. (What
+            # left the group was re-parented to the node when the agent died: the sweep ends it.)
+            why = self.enforcer.untrack(inst.name)
+            kill_group(popen.pid)
+            code = popen.wait()
+            self._next_sweep = 0.0
+            inst.popen = None
+            inst.endpoint = None
+            if inst.retiring == KILL_SWITCH and not self.stopping:
+                pulled = pulled_kill_switch(self.directory)
+                if pulled is None and inst.placed_by:  # released meanwhile: the leader's assignment places it again
+                    self.forget(inst)
+                    continue
+                pulled = pulled or {}
+                inst.state, inst.retiring = "stopped", ""
+                inst.reason = f"kill switch pulled by {pulled.get('by', '?')} at {clock(pulled.get('at'))}"
+                continue
+            if inst.retiring and not self.stopping:
+                self.on_event(f"{inst.name} stopped ({describe_exit(code)}): {inst.retiring}")
+                self.forget(inst)
+                continue
+            if self.stopping:
+                inst.state = "stopped"
+                inst.reason = "node stopped"
+                continue
+            assert inst.tracker is not None  # every spawned agent has one
+            decision = inst.tracker.on_exit(now, code, why)
+            inst.reason = with_last_error(decision.reason, code, why, inst.log_path)
+            if why:
+                inst.budget_kills += 1
+                self.directory.write(BUDGET_PREFIX + inst.name, {"agent": inst.name, "node": self.name, "reason": why,
+                                                                 "kills": inst.budget_kills, "at": time.time()},
+                                     system=True)
+            if decision.action == "restart":
+                inst.state = "restarting"
+                inst.restarts += 1
+                inst.restart_at = now + decision.delay
+                self.on_event(f"{inst.name} {decision.reason}; restarting in {decision.delay:g} s")
+            else:
+                inst.state = "stopped" if decision.action == "stop" else "failed"
+                self.on_event(f"{inst.name} {inst.state}: {decision.reason}")
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self.sweep()
+
+    def sweep(self) -> list[int]:
+        """End the orphans of dead agents: every child of the node that is not an agent."""
+        if not self.own_process:
+            return []
+        ended = sweep_orphans({i.popen.pid for i in self.instances.values() if i.popen is not None})
+        if ended:
+            self.on_event(f"ended {len(ended)} process(es) left behind by agents that exited (pids {ended[:10]})")
+        return ended
+
+    def expire_embedded(self, now: float) -> None:
+        gone = [n for n, i in self.instances.items() if i.embedded and now - i.last_heard > EMBEDDED_TTL_S]
+        for name in gone:
+            del self.instances[name]
+            self.on_event(f"{name} dropped (embedded, no heartbeat for {EMBEDDED_TTL_S:g} s)")
+
+    # -- taking agents off this node ---------------------------------------------------------
+
+    def retire(self, inst: Instance, why: str, now: float, grace: float | None) -> None:
+        """Stop an agent for good on this node: it runs elsewhere now, or may soon."""
+        if inst.retiring:
+            return
+        inst.retiring = why
+        self.on_event(f"{inst.name} stopping: {why}")
+        if inst.name in self._queue:
+            self._queue.remove(inst.name)
+        if inst.popen is None:
+            self.forget(inst)
+            return
+        self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
+        _stop_term(inst)
+        inst.term_sent_at = now
+        if grace is not None:
+            inst.stop_grace = grace
+
+    def forget(self, inst: Instance) -> None:
+        self.instances.pop(inst.name, None)
+        if inst.name in self._wave:
+            self._wave.remove(inst.name)
+
+    def kill_all(self, reason: str) -> None:
+        """The kill switch: every agent of this node ends now, without grace; nothing starts."""
+        self._queue = []
+        self._wave = []
+        for inst in list(self.instances.values()):
+            if inst.embedded:
+                continue
+            if inst.popen is None:
+                if inst.state in ("starting", "restarting"):
+                    inst.state, inst.reason = "stopped", reason
+                continue
+            self.enforcer.untrack(inst.name)
+            inst.retiring = KILL_SWITCH
+            kill_group(inst.popen.pid)  # now: no grace
+
+    def forget_stopped_placements(self) -> None:
+        """Forget the stopped agents the leader placed here: its assignment places them again."""
+        for inst in list(self.instances.values()):
+            if inst.placed_by and inst.popen is None and inst.state == "stopped":
+                self.forget(inst)
+
+    # -- the node stops -------------------------------------------------------------------------
+
+    def stop_timeout_of(self, inst: Instance) -> float:
+        if inst.stop_grace is not None:
+            return inst.stop_grace
+        if inst.spec is not None and inst.spec.stop_timeout is not None:
+            return inst.spec.stop_timeout
+        return self.spec.stop_timeout
+
+    def begin_stop(self, now: float) -> float:
+        """Nothing starts any more; returns how long the agents get to stop, in seconds."""
+        longest = max([self.stop_timeout_of(i) for i in self.instances.values() if i.popen is not None] or [0.0])
+        window = max(self.spec.stop_timeout, longest)
+        # A little beyond the longest stop timeout, so the per-agent SIGKILLs happen first.
+        self.stop_deadline = now + window + 1.0
+        self._queue = []
+        return window
+
+    def terminate_all(self, now: float, window: float) -> None:
+        """SIGTERM every agent: it finishes its message, runs on_stop and exits."""
+        for inst in self.instances.values():
+            if inst.popen is not None:
+                self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
+                _stop_term(inst)
+                inst.term_sent_at = now
+            elif inst.state in ("restarting", "starting"):
+                inst.state = "stopped"
+                inst.reason = "node stopped"
+        self.on_event(f"stopping {len(self.live())} agent(s), at most {window:g} s")
+
+    def kill_overdue(self, now: float) -> None:
+        """An agent still running after its own stop timeout is SIGKILLed with its group."""
+        for inst in self.instances.values():
+            if inst.popen is not None and inst.term_sent_at is not None:
+                if now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.popen.poll() is None:
+                    self.on_event(f"{inst.name} did not stop in time: SIGKILL (stop timeout {self.stop_timeout_of(inst):g} s)")
+                    kill_tree(inst.popen.pid)
+                    inst.term_sent_at = None  # killed once is enough; reap collects it
+
+    def kill_everything(self) -> None:
+        """Last line of defence: no agent process, nor anything it forked, outlives the node."""
+        for inst in self.instances.values():
+            popen = inst.popen
+            if popen is None:
+                continue
+            if popen.poll() is None:
+                self.on_event(f"{inst.name} did not stop in time: SIGKILL")
+            kill_tree(popen.pid)
+            try:
+                popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            inst.popen = None
+            inst.state = "stopped"
+            inst.endpoint = None
+            if not inst.reason or inst.reason == "node stopped":
+                inst.reason = "node stopped"
+        # And whatever the agents left behind (re-parented to the node): again until none is left,
+        # since each one killed re-parents its own children here (bounded: a second at most).
+        deadline = time.monotonic() + 1.0
+        while self.sweep() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _stop_term(inst: Instance) -> None:
+    if inst.popen is not None:
+        try:
+            inst.popen.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a live agent with everything it started: its tree (the agent is the subreaper of
+    its descendants, so those in sessions of their own are in it too), then its process group."""
+    kill_descendants(pid)
+    kill_group(pid)
