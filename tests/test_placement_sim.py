@@ -4,9 +4,10 @@ Over many seeds of partitions, one-way link losses, crashes, restarts and paused
 no replica ever runs on two nodes at once (counting time), and once the network is whole
 again every replica runs somewhere within a bounded time.
 
-1000 seeds per suite run (about 35 s on a loaded 2-core machine). ``MESH_SOAK=1`` runs
-10,000; ``MESH_SOAK_SEEDS=N`` any number; ``python -m mesh.sim.placement --seeds 10000``
-is the same soak from the command line.
+1000 seeds per suite run: 26 s on the 2-core machine this was written on, 51 s with two
+CPU hogs beside it. ``MESH_SOAK=1`` runs 10,000 (about 4 minutes); ``MESH_SOAK_SEEDS=N``
+any number; ``python -m mesh.sim.placement --seeds 10000`` is the same soak from the
+command line.
 """
 
 from __future__ import annotations
@@ -40,21 +41,19 @@ def test_many_seeds_never_run_a_replica_twice_and_run_every_replica_after_healin
 
 
 # Seeds on which the simulation finds a replica running twice when one rule is left out
-# (found with `python -m mesh.sim.placement --without RULE`): each rule is needed, and the
-# simulation is able to see what it prevents.
-NEEDED = [
-    ("evidence", 97), ("evidence", 136),
-    ("leader_lease", None),
-    ("handoff", None),
-    ("newer_term", None),
-    ("catch_up", None),
-    ("watchdog", None),
-]
+# (found with `python -m mesh.sim.placement --without RULE` and `--evidence heard`): each of
+# these rules is needed, and the simulation sees what it prevents. Two rules of
+# mesh.core.fencing are not here: the leader's majority guard and refusing to act once a
+# newer term's assignment is in view. Their removal showed nothing in 2000 seeds each; they are
+# what the safety argument of the module note rests on (the first) and defence in depth (the
+# second), and the fencing scenarios show what each decides.
+NEEDED = [("evidence", 46), ("evidence", 97), ("handoff", 149), ("handoff", 165), ("catch_up", 37),
+          ("catch_up", 536), ("watchdog", 1), ("watchdog", 17)]
 
 
 @pytest.mark.fast_check
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("rule, seed", [(r, s) for r, s in NEEDED if s is not None])
+@pytest.mark.parametrize("rule, seed", NEEDED)
 def test_without_each_rule_the_simulation_finds_a_replica_running_twice(rule, seed):
     weaker = Rules.without([], evidence="heard") if rule == "evidence" else Rules.without([rule])
     assert run_seed(seed, weaker).overlaps, f"seed {seed} no longer shows what {rule} prevents: pick another"
@@ -64,7 +63,7 @@ def test_without_each_rule_the_simulation_finds_a_replica_running_twice(rule, se
 @pytest.mark.fast_check
 @pytest.mark.timeout(60)
 def test_the_same_seed_replays_the_same_run():
-    for seed in (3, 58, 500):
+    for seed in (3, 37, 149):
         a, b = run_seed(seed), run_seed(seed)
         assert a.runs == b.runs and a.faults == b.faults and a.recovered_in == b.recovered_in
         assert a.runs  # something ran

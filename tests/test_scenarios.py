@@ -8,7 +8,8 @@ proposers, the :mod:`~mesh.core.fencing` rules, the placement simulation) and co
 what they print. ``MESH_REWRITE_SCENARIOS=1 pytest tests/test_scenarios.py`` writes the
 actual output back into the files instead, so a change of behaviour is reviewed as a diff.
 
-Commands every protocol knows (a small network that delivers only when told):
+Commands of the message protocols, election and intentions (a small network that delivers
+only when told):
 
 * ``advance SECONDS``: move the clock on and tick every live node (name order);
 * ``tick NODE...``: tick those nodes now;
@@ -18,7 +19,8 @@ Commands every protocol knows (a small network that delivers only when told):
 * ``cut A B`` (both ways), ``cut A->B`` (one way), ``isolate A``, ``heal``;
 * ``crash A`` (it loses all but its storage), ``restart A``.
 
-Each protocol adds its own (see the driver classes below and the files themselves).
+Each protocol adds its own; fencing (the rules one call at a time) and placement (the whole
+loop in the simulator, scripted) have their own commands: see the driver classes below.
 """
 
 from __future__ import annotations
@@ -580,6 +582,7 @@ def replay(path: Path) -> tuple[list[Case], list[list[str]]]:
 
 
 FILES = sorted(SCENARIOS.glob("*/*.txt"))
+pytestmark = pytest.mark.fast_check  # the whole module takes about 2 s
 
 
 @pytest.mark.timeout(60)

@@ -12,8 +12,8 @@ The rules, each a function or a small machine here (time in, decisions out):
    heartbeat announced, and only while no newer term's assignment is in view.
    (:class:`StaleDecisions` counts the older ones it sees, once settled.)
 2. The lease (:class:`Lease`). A node holds its lease while the voters it is in touch
-   with *block any majority* (:func:`mesh.core.quorum.blocks_majority`: the others could
-   not elect a leader without it). Being in touch is a round trip: the evidence for voter
+   with *block any majority* (:func:`mesh.core.quorum.fewest_blocking` of them: the others
+   could not elect a leader without it). Being in touch is a round trip: the evidence for voter
    v is when this node issued the newest of its heartbeats that v has shown it has seen
    (:class:`HeartbeatLedger`); it is older than ``LEASE_S`` when v has not. When the lease
    lapses, every replica a leader placed here and could place elsewhere stops, with
@@ -78,11 +78,11 @@ losses that change every second or so and has not hit the gap (see its note).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .quorum import blocks_majority, majority
+from .quorum import fewest_blocking, majority
 
 #: The lease, in seconds: a node whose evidence of being in touch with the voters is older
 #: than this for too many of them (see :meth:`Lease.check`) stops what the leader could move.
@@ -130,8 +130,8 @@ def accept(entry: object, leader: str | None, term: int, need_seq: int,
     the newest term of any assignment in view. Only the current leader's assignment of the
     current term is accepted, only once it is at least as new as ``need_seq`` (a node coming
     back from a partition never acts on what it saw before), and only while no newer term's
-    assignment is in view (a node that the election has not told yet of a newer term still
-    stops acting for a leader that has been replaced).
+    assignment is in view (a node not yet told of a newer term by the election stops acting
+    for a leader that has been replaced).
     """
     if leader is None or not isinstance(entry, dict):
         return None
@@ -187,23 +187,21 @@ class Lease:
         self.fenced = False
         self.since = float("inf")  # when the current holding period began
 
-    def _fresh_until(self, voters: Iterable[str], evidence: Mapping[str, float], enough: Callable[[int, int], bool]
-                     ) -> float:
-        members = sorted(set(voters))
-        if not members:
-            return float("inf")
-        # Most recent first; this node is always in touch with itself.
-        times = sorted((float("inf") if v == self.name else evidence.get(v, float("-inf")) for v in members),
-                       reverse=True)
-        for count in range(1, len(members) + 1):
-            if enough(len(members), count):
-                return times[count - 1] + self.config.lease
-        return float("-inf")
+    def _freshest(self, voters: Iterable[str], evidence: Mapping[str, float]) -> list[float]:
+        """Each voter's evidence, most recent first; this node is always in touch with itself."""
+        return sorted((float("inf") if v == self.name else evidence.get(v, float("-inf")) for v in set(voters)),
+                      reverse=True)
 
     def until(self, voters: Iterable[str], evidence: Mapping[str, float]) -> float:
         """When the lease lapses if no more evidence comes: the time by which so many voters
         have been silent for ``lease`` seconds that they could form a majority without this node."""
-        return self._fresh_until(voters, evidence, blocks_majority)
+        return self._until(self._freshest(voters, evidence))
+
+    def _until(self, times: list[float]) -> float:
+        return times[fewest_blocking(len(times)) - 1] + self.config.lease if times else float("inf")
+
+    def _decides(self, times: list[float], now: float) -> bool:
+        return not times or now < times[majority(len(times)) - 1] + self.config.lease
 
     def check(self, voters: Iterable[str], evidence: Mapping[str, float], now: float,
               movable: Iterable[str] = ()) -> LeaseCheck:
@@ -214,8 +212,8 @@ class Lease:
         as never heard. ``movable`` names the replicas running here that a leader placed and
         could place elsewhere: while the lease does not hold, all of them are in ``stop``.
         """
-        voters = list(voters)
-        until = self.until(voters, evidence)
+        times = self._freshest(voters, evidence)
+        until = self._until(times)
         holds = now < until
         lapsed = not holds and not self.fenced
         regained = holds and self.fenced
@@ -225,13 +223,12 @@ class Lease:
             self.since = float("inf")
         self.fenced = not holds
         stop = () if holds else tuple(sorted(movable))
-        return LeaseCheck(holds, until, lapsed, regained, self.may_decide(voters, evidence, now), self.since, stop,
-                          self.config.grace)
+        return LeaseCheck(holds, until, lapsed, regained, self._decides(times, now), self.since, stop, self.config.grace)
 
     def may_decide(self, voters: Iterable[str], evidence: Mapping[str, float], now: float) -> bool:
         """Whether a leader may make a decision now: a majority of voters (itself included) is
         in touch with it (a stricter test than the lease's with an even number of voters)."""
-        return now < self._fresh_until(voters, evidence, lambda n, k: k >= majority(n))
+        return self._decides(self._freshest(voters, evidence), now)
 
     def may_start(self, leader: str | None, evidence: Mapping[str, float]) -> bool:
         """Whether this node may start replicas its leader gave it: the lease holds and the leader
@@ -437,8 +434,9 @@ class Handoff:
                 listing: Mapping[str, Collection[str]], usable: Collection[str]) -> dict[str, dict[str, Any]]:
         """The replicas of the decision numbered ``seq`` in ``term``, with ``hold`` set where
         the start must wait. ``acted[N]``: ``(term, seq)`` of the decision node N last acted
-        on (as its record says); ``listing[N]``: the replicas N's directory lists (running or
-        stopping); ``usable``: the nodes heard within ``replace_after``."""
+        on and ``listing[N]`` the replicas N runs (stopping ones too), both from one record N
+        wrote after acting (so that one can be trusted with the other); ``usable``: the nodes
+        heard within ``replace_after``."""
         if term != self.term:
             self.term, self.given = term, {}
         out: dict[str, dict[str, Any]] = {}

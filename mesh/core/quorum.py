@@ -28,10 +28,16 @@ def has_quorum(voters: Collection[str], present: Iterable[str]) -> bool:
     return len(members.intersection(present)) >= majority(len(members)) if members else False
 
 
+def fewest_blocking(n: int) -> int:
+    """The fewest of ``n`` voters that leave too few others for a majority: ``n - majority(n) + 1``
+    (a majority of an odd list, half of an even one)."""
+    return n - majority(n) + 1
+
+
 def blocks_majority(n: int, count: int) -> bool:
     """Whether ``count`` of ``n`` voters leave too few others to form a majority without them.
 
     Once that many voters refused an intention, no majority can approve it; while a node hears
     that many voters, no leader can be elected or keep its term among the voters it cannot hear
     (for odd ``n`` this is a majority, for even ``n`` half suffices)."""
-    return n - count < majority(n)
+    return count >= fewest_blocking(n)
