@@ -60,3 +60,14 @@ def test_the_layering_check_finds_what_it_must():
 def test_wire_and_sim_never_import_the_runtime_or_the_cli(path):
     bad = [(line, mod) for line, mod in imported_modules(path) if mod.startswith(("mesh.runtime", "mesh.cli"))]
     assert not bad, f"{path.relative_to(MESH.parent)} imports {bad}"
+
+
+RUNTIME_FILES = sorted((MESH / "runtime").rglob("*.py"))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("path", RUNTIME_FILES, ids=lambda p: str(p.relative_to(MESH / "runtime")))
+def test_no_runtime_module_holds_more_than_500_lines(path):
+    """One concept per module (issue 12): a module past 500 lines is a room with several."""
+    lines = len(path.read_text().splitlines())
+    assert lines <= 500, f"{path.relative_to(MESH.parent)} has {lines} lines"
