@@ -4,11 +4,6 @@ Each peer is a Gossiper with the transport and clock it is given, and a listener
 pumps as a node's loop would: every step the clock moves ``STEP_S`` and each peer reads
 what arrived and ticks. Time is the fake clock's alone (join waits, rounds, suspicion);
 ZeroMQ frames still cross real sockets, so each step also gives them a moment to arrive.
-
-On the twin these fail for now, and are marked so: the gossip core takes only addresses of
-the form tcp://HOST:PORT (``mesh.core.gossip.valid_address``) and refuses a join that gives
-a mem:// one. They pass once the core accepts the twin's addresses, as the node's move onto
-the transport interface needs.
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ import time
 import pytest
 
 from mesh import wire
+from mesh.core.gossip import valid_address
 from mesh.runtime.clock import FakeClock
 from mesh.runtime.gossiper import Gossiper
 from mesh.runtime.intake import BadFrames
@@ -99,11 +95,7 @@ class Mesh:
                 peer.crash()
 
 
-TWIN_ADDRESSES = pytest.mark.xfail(raises=ValueError, strict=True,
-                                   reason="mesh.core.gossip.valid_address takes only tcp://HOST:PORT, not mem:// addresses")
-
-
-@pytest.fixture(params=[pytest.param("memory", marks=TWIN_ADDRESSES), "zmq"])
+@pytest.fixture(params=["memory", "zmq"])
 def mesh_of(request):
     made = Mesh(request.param)
     yield made
@@ -131,7 +123,6 @@ def test_a_peer_that_crashes_is_suspected_then_dead_and_the_others_stay_alive(me
     assert a.knows("b") == b.knows("a") == "alive"
 
 
-@TWIN_ADDRESSES
 @pytest.mark.timeout(60)
 def test_on_the_twin_an_isolated_peer_is_suspected_and_back_once_healed():
     made = Mesh("memory")
@@ -146,3 +137,14 @@ def test_on_the_twin_an_isolated_peer_is_suspected_and_back_once_healed():
         made.run_until(lambda: made.all_know_each_other(["a", "b", "c"]), 20, "c alive to all again")
     finally:
         made.close()
+
+
+@pytest.mark.parametrize("address", ["mem://a:1", "mem://node-2.x_y:65535", "tcp://127.0.0.1:7700", "tcp://[::1]:5"])
+def test_the_gossip_core_takes_the_addresses_of_both_transports(address):
+    assert valid_address(address)
+
+
+@pytest.mark.parametrize("address", ["mem://a", "mem://:1", "mem://a:0", "mem://a:99999", "mem://-a:1", "mem://a b:1",
+                                     "mem://a:1;b:2", "mem://*:1", "memx://a:1", "inproc://a:1", "mem://" + "a" * 300 + ":1"])
+def test_the_gossip_core_refuses_what_neither_transport_can_connect_to(address):
+    assert not valid_address(address)

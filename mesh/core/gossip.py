@@ -101,8 +101,10 @@ NAME_MAX = 128
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
 #: The longest address a peer may give, in characters.
 ADDRESS_MAX = 300
-#: A member's address: tcp://HOST:PORT, HOST a DNS name, an IPv4 address or [an IPv6 address].
-_ADDRESS_RE = re.compile(r"tcp://(?:[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*)|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.\-]+)?\]):([0-9]{1,5})")
+#: A member's address: tcp://HOST:PORT, HOST a DNS name, an IPv4 address or [an IPv6 address]; or
+#: mem://NAME:PORT, an address of the in-memory transport (a whole mesh in one process).
+_ADDRESS_RE = re.compile(r"(?:tcp://(?:[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*)|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.\-]+)?\])"
+                         r"|mem://[A-Za-z0-9_][A-Za-z0-9_.\-]*):([0-9]{1,5})")
 _KINDS = ("push", "syn", "ack", "ack2")
 #: Arrays and maps of a message besides its entries (envelope, body, digest, live, delta list), counted
 #: at the start of every message: what a message costs against the density rule before its entries.
@@ -122,7 +124,8 @@ def valid_name(name: object) -> TypeGuard[str]:
 
 
 def valid_address(address: object) -> bool:
-    """Whether ``address`` is one a socket may connect to: ``tcp://HOST:PORT``, port 1-65535."""
+    """Whether ``address`` is one a transport may connect to: ``tcp://HOST:PORT`` or ``mem://NAME:PORT``,
+    port 1-65535."""
     if type(address) is not str or len(address) > ADDRESS_MAX:
         return False
     m = _ADDRESS_RE.fullmatch(address)
