@@ -208,7 +208,9 @@ def test_a_malformed_proposal_is_refused_with_its_reason_and_leaves_nothing_in_t
 
     assert client.control("intents")["intents"] == []
     after = origin_entries(node.address)
-    written = sorted(k[:60] for k in after.keys() - before.keys())
+    # Placement bookkeeping ($assign/ from the new leader, $acted/ from its follower) may land between the
+    # two looks: a node with no agents writes it too. What a proposal would write is anything else.
+    written = sorted(k[:60] for k in after.keys() - before.keys() if not k.startswith(("$assign/", "$acted/")))
     assert written == [], f"refused proposals wrote {written} to the shared state"
     # A good proposal still goes through, and its listing is small whatever it claims.
     claims = [f"{i:03d}" + "c" * 400 for i in range(256)]
