@@ -12,6 +12,7 @@ import pytest
 
 from mesh.core.effects import Send
 from mesh.core.election import LEADER, ElectionConfig, Elector
+from mesh.core.fencing import accept
 from mesh.sim import Network, Simulation
 
 SEEDS = int(os.environ.get("MESH_SOAK_SEEDS", "1000"))
@@ -20,9 +21,9 @@ CFG = ElectionConfig(election_min=0.150, election_max=0.300, heartbeat=0.050)
 
 
 class Conducting(Elector):
-    """An elector whose leader makes a decision every tick, fenced the way the runtime fences:
-    a node acts on a decision only from the leader it follows, of its current term, and at
-    least as new as that leader's last heartbeat announced."""
+    """An elector whose leader makes a decision every tick, fenced by the rule the runtime calls
+    (:func:`mesh.core.fencing.accept`): a node acts on a decision only from the leader it
+    follows, of its current term, and at least as new as that leader's last heartbeat announced."""
 
     accepted: list  # (node, term, seq, node's persisted term when it accepted)
 
@@ -36,7 +37,8 @@ class Conducting(Elector):
     def step(self, sender, message, now):
         if isinstance(message, dict) and message.get("t") == "decide":
             term, seq = message["term"], message["seq"]
-            if sender == self.leader and term == self.term and seq >= self.leader_seq:
+            decision = {"term": term, "leader": sender, "seq": seq, "replicas": {}}
+            if accept(decision, self.leader, self.term, self.leader_seq) is not None:
                 self.accepted.append((self.name, term, seq, self.storage.get("term", 0)))
                 self.leader_seq = seq
             return []

@@ -105,6 +105,16 @@ def test_the_lease_lapses_when_the_evidence_is_older_than_the_lease_and_holds_ag
     assert back.holds and back.regained and back.since == 11.8
 
 
+def test_the_voters_in_touch_are_those_the_lease_counts_and_the_node_itself():
+    lease = Lease("n1")
+    voters = ["n3", "n1", "n2", "n4"]
+    evidence = {"n2": 10.0, "n3": 8.0}
+    assert lease.in_touch(voters, evidence, 11.0) == ["n1", "n2"]
+    assert lease.in_touch(voters, evidence, 9.0) == ["n3", "n1", "n2"]
+    assert lease.in_touch(voters, evidence, 11.5) == ["n1"]  # exactly `lease` old: out of touch, as check counts
+    assert lease.check(voters, evidence, 11.5).holds is False
+
+
 def test_a_node_alone_or_without_voters_always_holds_its_lease():
     assert Lease("n1").check(["n1"], {}, 1e9).holds
     assert Lease("n1").check([], {}, 1e9).holds

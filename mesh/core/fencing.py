@@ -238,6 +238,11 @@ class Lease:
         stop = () if holds else tuple(sorted(movable))
         return LeaseCheck(holds, until, lapsed, regained, self._decides(times, now), self.since, stop, self.config.grace)
 
+    def in_touch(self, voters: Iterable[str], evidence: Mapping[str, float], now: float) -> list[str]:
+        """The voters (in the order given) whose evidence is newer than ``lease`` seconds, this
+        node included: the ones :meth:`check` counts as in touch at ``now``."""
+        return [v for v in voters if v == self.name or now < evidence.get(v, float("-inf")) + self.config.lease]
+
     def may_decide(self, voters: Iterable[str], evidence: Mapping[str, float], now: float) -> bool:
         """Whether a leader may make a decision now: a majority of voters (itself included) is
         in touch with it (a stricter test than the lease's with an even number of voters)."""

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The lease (seconds), a fenced agent's grace before SIGKILL, and the silence after which the
+# leader re-places a node's agents: the fencing rules' timings, defined with them in the core.
+from ...core.fencing import FENCE_GRACE_S as FENCE_GRACE_S, LEASE_S as LEASE_S, REPLACE_AFTER_S as REPLACE_AFTER_S
+
 AGENTS_PREFIX = "$agents/"  #: $agents/NAME: where an agent runs and how to reach it (the directory)
 ASSIGN_PREFIX = "$assign/"  #: $assign/TERM: the leader's assignment of replicas to nodes in that term
 KILL_KEY = "$kill"  #: the kill switch: {"pulled", "at", "by", "id"}
@@ -18,14 +22,6 @@ PLACEMENT_STATES = ("waiting", "assigned", "unplaced", "draining")
 HOUSEKEEPING_S = 0.1
 #: How long the node's loop waits for a request before it ticks the election, in seconds.
 LOOP_S = 0.01
-#: The lease, in seconds: a node that has heard (through gossip) from too few voters for a
-#: majority to be impossible elsewhere for this long stops the agents the leader could move.
-LEASE_S = 1.5
-#: Seconds a lease-expired agent gets to stop before SIGKILL.
-FENCE_GRACE_S = 0.5
-#: The leader re-places a node's agents only after hearing nothing from it for this long
-#: (seconds): longer than LEASE_S + FENCE_GRACE_S, so the node has stopped them by then.
-REPLACE_AFTER_S = 3.0
 #: An embedded actor that has not sent a heartbeat for this long is dropped, in seconds.
 EMBEDDED_TTL_S = 3.0
 #: The largest chunk of a log file one `logs` request returns, in bytes.

@@ -5,15 +5,16 @@ records declare on the usable nodes (:func:`mesh.core.conductor.conduct`) and pu
 assignment as ``$assign/TERM`` with its term and a sequence number, which its next heartbeats
 announce. Every node follows: it runs the replicas assigned to it and retires the others.
 
-Fencing: a node acts only on the current leader's assignment of the current term, and only
-once it is at least as new as the leader's heartbeats said (``seq``), so a node coming back
-from a partition never acts on what it saw before. A decision of an older term first seen once
-the node has settled is refused, counted and logged.
-
-The lease: a node that has not heard (through gossip) from enough voters within LEASE_S for
-a majority to be impossible elsewhere stops, within FENCE_GRACE_S, every agent the leader could
-place elsewhere. The leader re-places a node's agents only after REPLACE_AFTER_S of silence,
-longer than both together, so an agent does not run on two nodes at once.
+The rules are the core's (:mod:`mesh.core.fencing`, which says what they guarantee and
+assume); this module feeds them the node's views and does what they decide. Fencing
+(:func:`~mesh.core.fencing.accept`): a node acts only on the current leader's assignment of
+the current term, at least as new as the leader's heartbeats said (``seq``); a decision of an
+older term first seen once the node has settled is refused, counted and logged
+(:class:`~mesh.core.fencing.StaleDecisions`). The lease (:class:`~mesh.core.fencing.Lease`):
+a node out of touch with so many voters that they could form a majority without it stops,
+within FENCE_GRACE_S, every agent the leader could place elsewhere; the evidence of being in
+touch with a voter is when gossip last heard it. The leader re-places a node's agents only
+after REPLACE_AFTER_S of silence (:func:`~mesh.core.fencing.may_replace`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import time
 from typing import Callable
 
+from ...core import fencing
 from ...core.conductor import conduct
 from ...core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker
 from ...errors import MeshError
@@ -29,7 +31,7 @@ from ...spec import agent_from_wire
 from ..gossiper import Directory
 from ..leadership import Leadership
 from .assignments import assignments, latest_assignment
-from .constants import AGENTS_PREFIX, ASSIGN_PREFIX, FENCE_GRACE_S, LEASE_S, REPLACE_AFTER_S
+from .constants import AGENTS_PREFIX, ASSIGN_PREFIX
 from .instance import Instance
 from .killswitch import pulled_kill_switch
 from .supervisor import Supervisor
@@ -43,10 +45,10 @@ def member_states(directory: Directory) -> dict[str, dict]:
     return {m["name"]: m for m in directory.current_members()}
 
 
-def heard_recently(name: str, member: str, states: dict[str, dict], now: float) -> bool:
-    """Whether node ``name`` has heard from ``member`` (itself, or live and heard within LEASE_S)."""
-    return member == name or (member in states and states[member]["state"] in ("alive", "suspect")
-                              and now - states[member]["last_heard"] < LEASE_S)
+def last_heard(states: dict[str, dict]) -> dict[str, float]:
+    """The lease's evidence of being in touch with each member: when gossip last heard it, for the
+    live ones (wall clock, as gossip keeps it)."""
+    return {n: m["last_heard"] for n, m in states.items() if m["state"] in ("alive", "suspect")}
 
 
 class Follower:
@@ -57,106 +59,79 @@ class Follower:
         self.directory = directory
         self.supervisor = supervisor
         self.on_event = on_event
-        self.stale_decisions = 0  #: decisions from an older term this node refused
+        self.fence = fencing.Follower(name)  # the lease and the stale decisions seen
         self.decisions_issued = 0  #: assignments this node published as leader
         self.last_decision: dict | None = None
-        self.fenced = False  #: the lease is lost: this node runs nothing the leader could move
-        self.ever_led_by: float | None = None  # when this node first followed (or was) a leader
-        self._stale_seen: set[tuple] = set()
         self._written_assignment: dict | None = None
         self._spec_problems: dict[str, str] = {}
 
     @property
     def settled(self) -> bool:
         """A leader has been followed for over a second: decisions seen now are news, not history."""
-        return self.ever_led_by is not None and time.monotonic() - self.ever_led_by > 1.0
+        return self.fence.stale.settled(time.monotonic())
+
+    @property
+    def stale_decisions(self) -> int:
+        """Decisions from an older term this node refused."""
+        return self.fence.stale.refused
+
+    @property
+    def fenced(self) -> bool:
+        """The lease is lost: this node runs nothing the leader could move."""
+        return self.fence.lease.fenced
+
+    def voters_heard(self, states: dict[str, dict]) -> list[str]:
+        """The voters the lease counts as in touch now, this node included."""
+        return self.fence.lease.in_touch(self.leadership.elector.voters, last_heard(states), time.time())
 
     # -- every node ---------------------------------------------------------------------------
 
-    def accepted(self) -> dict | None:
-        """The assignment this node may act on now, or None.
-
-        Fencing: only the current leader's assignment of the current term, and only once
-        it is at least as new as the leader's last heartbeat said (``seq``), so a node
-        coming back from a partition never acts on what it saw before."""
+    def accepted(self, found: dict[int, dict]) -> dict | None:
+        """The assignment this node may act on now (of ``found``, every one in view), or None."""
         lead = self.leadership
-        if lead.leader is None:
-            return None
-        entry = self.directory.get(f"{ASSIGN_PREFIX}{lead.term}")
-        if not isinstance(entry, dict) or entry.get("term") != lead.term or entry.get("leader") != lead.leader:
-            return None
-        seq = entry.get("seq")
         need = lead.elector.seq if lead.is_leader else lead.elector.leader_seq
-        if type(seq) is not int or seq < need or not isinstance(entry.get("replicas"), dict):
-            return None
-        return entry
+        return fencing.accept(found.get(lead.term), lead.leader, lead.term, need)
 
-    def refuse_stale(self) -> None:
-        """Log and count each decision first seen when its term was already over (fencing)."""
-        term = self.leadership.term
-        if self.leadership.leader is not None and self.ever_led_by is None:
-            self.ever_led_by = time.monotonic()
-        # Decisions already in the view while a (re)started node catches up are history, not refusals.
-        settled = self.settled
-        found = assignments(self.directory)
-        if len(self._stale_seen) > 4 * len(found) + 64:  # forget what is no longer in view
-            self._stale_seen = {m for m in self._stale_seen if m[0] in found}
-        for t, entry in found.items():
-            mark = (t, str(entry.get("leader")), str(entry.get("seq")))
-            if mark in self._stale_seen:
-                continue
-            self._stale_seen.add(mark)
-            if t < term and settled:
-                self.stale_decisions += 1
-                self.on_event(f"refused a decision of term {t} (seq {entry.get('seq')}) from {entry.get('leader')}:"
-                              f" term {term} is current")
-
-    def quorum_visible(self, states: dict[str, dict]) -> bool:
-        """False when the voters this node cannot hear could form a majority without it."""
-        voters = self.leadership.elector.voters
-        if not voters:
-            return True
-        now = time.time()
-        seen = sum(1 for v in voters if heard_recently(self.name, v, states, now))
-        return len(voters) - seen < len(voters) // 2 + 1
+    def refuse_stale(self, found: dict[int, dict]) -> None:
+        """Log each decision first seen when its term was already over (counted by the core)."""
+        lead = self.leadership
+        for r in self.fence.stale.observe(found, lead.term, lead.leader is not None, time.monotonic()):
+            self.on_event(f"refused a decision of term {r.term} (seq {r.seq}) from {r.leader}: term {r.current} is current")
 
     def follow(self, states: dict[str, dict], now: float) -> None:
         """Refuse stale decisions, keep the lease, and run what the accepted assignment puts here."""
-        self.refuse_stale()
+        found = assignments(self.directory)
+        self.refuse_stale(found)
         instances = self.supervisor.instances
-        if not self.quorum_visible(states):
-            if not self.fenced:
-                self.fenced = True
-                if any(i.placed_by and i.movable for i in instances.values()):
-                    self.on_event(f"lease lost: cannot hear enough voters ({', '.join(self.leadership.elector.voters)});"
-                                  " stopping the agents the leader could place elsewhere")
-            for inst in list(instances.values()):
-                if inst.placed_by and inst.movable:
-                    self.supervisor.retire(inst, "lease lost (this node cannot hear a majority of voters)", now,
-                                           FENCE_GRACE_S)
+        placed = {i.name: i.movable for i in instances.values() if i.placed_by}
+        check = self.fence.lease.check(self.leadership.elector.voters, last_heard(states), time.time(),
+                                       [r for r, movable in placed.items() if movable])
+        if not check.holds:
+            if check.lapsed and check.stop:
+                self.on_event(f"lease lost: cannot hear enough voters ({', '.join(self.leadership.elector.voters)});"
+                              " stopping the agents the leader could place elsewhere")
+            for replica in check.stop:
+                self.supervisor.retire(instances[replica], "lease lost (this node cannot hear a majority of voters)",
+                                       now, check.grace)
             return
-        if self.fenced:
-            self.fenced = False
-            if self.ever_led_by is not None:
-                self.on_event("lease regained: following the leader's assignment again")
-        accepted = self.accepted()
+        if check.regained and self.fence.stale.first_led_at is not None:
+            self.on_event("lease regained: following the leader's assignment again")
+        accepted = self.accepted(found)
         if accepted is None or pulled_kill_switch(self.directory) is not None:
             return
         stamp = f"{accepted['leader']}@{accepted['term']}"
-        mine = {r: e for r, e in accepted["replicas"].items() if isinstance(e, dict) and e.get("node") == self.name}
-        for inst in list(instances.values()):
-            if inst.placed_by and inst.name not in mine:
-                elsewhere = accepted["replicas"].get(inst.name, {})
-                where = elsewhere.get("node") if isinstance(elsewhere, dict) else None
-                why = f"moved to {where}" if where else "taken off this node"
-                self.supervisor.retire(inst, f"{why} by {accepted['leader']} (term {accepted['term']})", now, None)
-        for replica, entry in sorted(mine.items()):
-            known = instances.get(replica)
-            if known is not None:
-                if known.placed_by:
-                    known.placed_by = stamp
-                continue
-            self._place(replica, entry, stamp)
+        stop, start = fencing.carry_out(accepted, self.name, placed)
+        for replica in stop:
+            elsewhere = accepted["replicas"].get(replica, {})
+            where = elsewhere.get("node") if isinstance(elsewhere, dict) else None
+            why = f"moved to {where}" if where else "taken off this node"
+            self.supervisor.retire(instances[replica], f"{why} by {accepted['leader']} (term {accepted['term']})", now, None)
+        for replica in placed:
+            if replica not in stop:
+                instances[replica].placed_by = stamp
+        for replica in start:
+            if replica not in instances:  # an agent of this node's own spec keeps its name
+                self._place(replica, accepted["replicas"][replica], stamp)
 
     def _place(self, replica: str, entry: dict, stamp: str) -> None:
         try:
@@ -184,8 +159,8 @@ class Follower:
         lead = self.leadership
         now = time.time()
         state_of = {n: m["state"] for n, m in states.items()}
-        usable = {n for n, m in states.items() if m["state"] in ("alive", "suspect") and now - m["last_heard"] < REPLACE_AFTER_S
-                  and n in records and not records[n].get("stopping")}
+        usable = {n for n, m in states.items() if m["state"] in ("alive", "suspect")
+                  and not fencing.may_replace(m["last_heard"], now) and n in records and not records[n].get("stopping")}
         if not self.supervisor.stopping:
             usable.add(self.name)
         else:

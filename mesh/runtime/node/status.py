@@ -7,11 +7,12 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from ...core.quorum import majority
 from ..gossiper import Directory
 from ..leadership import NODE_PREFIX
 from .assignments import assignments, latest_assignment
 from .constants import AGENTS_PREFIX, LEASE_S, REPLACE_AFTER_S
-from .follower import heard_recently, member_states
+from .follower import member_states
 
 if TYPE_CHECKING:
     from .daemon import Node
@@ -102,11 +103,9 @@ def status(node: Node) -> dict:
 def election_status(node: Node) -> dict:
     lead = node.leadership
     follower = node.follower
-    states = member_states(node.directory)
     voters = lead.elector.voters
-    now = time.time()
-    heard = [v for v in voters if heard_recently(node.name, v, states, now)]
-    quorum = len(voters) // 2 + 1 if voters else 0
+    heard = follower.voters_heard(member_states(node.directory))
+    quorum = majority(len(voters)) if voters else 0
     out = {"role": lead.elector.role if lead.elector.voter else "observer", "voter": lead.elector.voter,
            "voters": voters, "voters_heard": heard, "quorum": quorum,
            "leader_since": lead.leader_since if lead.is_leader else None, "candidacies": lead.candidacies,
