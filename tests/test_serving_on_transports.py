@@ -1,234 +1,66 @@
 """An embedded actor and a client, the same tests over ZeroMQ and over the in-memory twin.
 
-Each test gets ``world`` (once per transport): a stand-in node that answers what a served
-actor and a client ask of their node (ping, register, unregister, heartbeat, resolve),
-actors served in threads by the real :class:`~mesh.runtime.server.Server`, and real
-clients, all given the world's transport. ``world.cut()`` stops delivery between the
-clients and the actors served ``cuttable`` (a TCP relay in front of the actor for ZeroMQ,
-the network's own cut between hosts for the twin), ``world.heal()`` resumes it.
+Each test gets ``world`` (once per transport): a real node (``n``) running in this process,
+actors served in threads by the real :class:`~mesh.runtime.server.Server` (host ``b``) and
+real clients (host ``a``), all on the world's transport (:class:`node_mesh.NodeMesh`).
+``world.cut()`` stops delivery between the clients and the actors (a cut relay on every
+link between the two hosts for ZeroMQ, the network's own cut between hosts for the twin),
+``world.heal()`` resumes it; the node stays reachable from both.
 
-The real node is not on the transport interface yet, hence the stand-in: what is tested
-here is the server's loop, the client, references and reliable delivery.
+What is tested here is the server's loop, the client, references and reliable delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 
 import pytest
 
 from conftest import wait_until
-from mesh import wire
 from mesh.actor import Actor
-from mesh.errors import ActorDied, ActorNotFound, AskTimeout, MailboxFull, RemoteError, WireError, to_wire
+from mesh.errors import ActorDied, ActorNotFound, AskTimeout, MailboxFull, RemoteError
 from mesh.runtime.client import Client
 from mesh.runtime.clock import Clock, FakeClock
-from mesh.runtime.intake import BadFrames
-from mesh.runtime.memory import MemoryNetwork
 from mesh.runtime.server import Server
-from mesh.runtime.transport import Listener, NothingYet, Transport
-from mesh.runtime.zeromq import ZMQ
-from relay import Relays
+from node_mesh import KINDS, NodeMesh
 
 pytestmark = pytest.mark.fast_check
 
-CONTROL = int(wire.Kind.CONTROL)
-REPLY = int(wire.Kind.REPLY)
-FAIL = int(wire.Kind.FAIL)
-
-
-class StandInNode:
-    """Answers the node operations a served actor and a client use, on any transport.
-
-    ``routes`` maps an actor's endpoint to the address clients are told (a relay's)."""
-
-    def __init__(self, transport: Transport, address: str):
-        self.listener: Listener = transport.listen(address, mailbox=1000, replies=1000, max_bytes=wire.MAX_FRAME_BYTES,
-                                                   linger_ms=0, wait_ms=25, any_port=True)
-        self.address = self.listener.address
-        self.actors: dict[str, tuple[str, int]] = {}  # name -> (endpoint, the largest frame it takes)
-        self.routes: dict[str, str] = {}
-        self._bad = BadFrames("stand-in node")
-        self._ids = iter(range(1, 1 << 40))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-stand-in-node", daemon=True)
-        self._thread.start()
-
-    def _answer(self, op: object, body: dict) -> object:
-        name = body.get("name")
-        if op == "ping":
-            return {"node": "stand-in", "pid": os.getpid(), "address": self.address, "max_frame": wire.MAX_FRAME_BYTES}
-        if op == "register":
-            self.actors[name] = (body["endpoint"], body["max_frame"])
-            return {"incarnation": 0, "node": "stand-in"}
-        if op == "unregister":
-            if name in self.actors and self.actors[name][0] == body.get("endpoint"):
-                del self.actors[name]
-            return None
-        if op == "heartbeat":
-            return {"known": name in self.actors}
-        if op == "resolve":
-            if name not in self.actors:
-                return {"state": "not running"}
-            endpoint, max_frame = self.actors[name]
-            return {"endpoint": self.routes.get(endpoint, endpoint), "incarnation": 0, "max_frame": max_frame}
-        raise WireError(f"the stand-in node has no operation {op!r}")
-
-    def _run(self) -> None:
-        listener = self.listener
-        while not self._stop.is_set():
-            try:
-                got = listener.receive(self._bad)
-            except NothingYet:
-                continue
-            if got is None:
-                continue
-            ident, frame = got
-            for env in wire.decode(frame):
-                if env[wire.KIND] != CONTROL:
-                    continue
-                body = env[wire.BODY]
-                try:
-                    kind, answer = REPLY, self._answer(body.get("op"), body)
-                except WireError as exc:
-                    kind, answer = FAIL, to_wire(exc)
-                listener.reply(ident, wire.encode(kind, next(self._ids), env[wire.MSG_ID], "$node", env[wire.SENDER],
-                                                  answer))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.listener.close(0)
-
 
 class World:
-    """A stand-in node, served actors and clients on one transport; all closed at teardown.
+    """A real node, served actors and clients on one transport; all closed at teardown.
 
-    Hosts (for the twin's cuts): clients on "a", actors on "b", the node on "n"."""
+    Hosts (for the cuts): clients on "a", actors on "b", the node on "n"."""
 
-    kind = ""
+    def __init__(self, kind: str, home) -> None:
+        self.kind = kind
+        self.mesh = NodeMesh(kind, home)
+        self.node = self.mesh.start("n")
+        self.crashes = self.mesh.crashes  # actor name -> what ended its server's thread
 
-    def __init__(self) -> None:
-        self.node = StandInNode(self.transport("n"), self.node_bind())
-        self._servers: list[tuple[Server, threading.Thread]] = []
-        self._clients: list[Client] = []
-        self.crashes: dict[str, BaseException] = {}  # actor name -> what ended its server's thread
-
-    def transport(self, host: str) -> Transport:
-        raise NotImplementedError
-
-    def node_bind(self) -> str:
-        raise NotImplementedError
-
-    def actor_bind(self) -> str | None:
-        return None
-
-    def route(self, endpoint: str) -> str:
-        """The address clients are told for an actor that ``cut`` must reach."""
-        return endpoint
-
-    def cut(self) -> None:
-        raise NotImplementedError
-
-    def heal(self) -> None:
-        raise NotImplementedError
-
-    def serve(self, actor: Actor, name: str, *, cuttable: bool = False, clock: Clock | None = None,
-              **options: object) -> Server:
+    def serve(self, actor: Actor, name: str, *, clock: Clock | None = None, **options: object) -> Server:
         """Run ``actor`` in a thread (as ``mesh.serve`` embeds one) until it is registered."""
-        server = Server(actor, name, self.node.address, transport=self.transport("b"), clock=clock,
-                        bind=self.actor_bind(), **options)  # type: ignore[arg-type]
-
-        def run() -> None:
-            try:
-                server.run()
-            except BaseException as exc:  # a handler that ended the actor: recorded for the test
-                self.crashes[name] = exc
-
-        thread = threading.Thread(target=run, name=f"test-serve-{name}", daemon=True)
-        thread.start()
-        self._servers.append((server, thread))
-        wait_until(lambda: name in self.node.actors, 10, f"{name} to register")
-        if cuttable:
-            endpoint = self.node.actors[name][0]
-            self.node.routes[endpoint] = self.route(endpoint)
-        return server
+        return self.mesh.serve(actor, name, self.node, host="b", clock=clock, **options)
 
     def client(self, **options: object) -> Client:
-        client = Client(self.node.address, transport=self.transport("a"), **options)  # type: ignore[arg-type]
-        self._clients.append(client)
-        return client
-
-    def close(self) -> None:
-        self.heal()
-        for client in self._clients:
-            client.close()
-        for server, _ in self._servers:
-            server.request_stop()
-        for _, thread in self._servers:
-            thread.join(10)
-        self.node.close()
-
-
-class ZmqWorld(World):
-    kind = "zmq"
-
-    def __init__(self) -> None:
-        self.relays = Relays()
-        super().__init__()
-
-    def transport(self, host: str) -> Transport:
-        return ZMQ
-
-    def node_bind(self) -> str:
-        return "tcp://127.0.0.1"
-
-    def route(self, endpoint: str) -> str:
-        return self.relays.add(int(endpoint.rsplit(":", 1)[1])).address
+        return self.mesh.client(self.node, host="a", **options)
 
     def cut(self) -> None:
-        self.relays.cut()
+        self.mesh.cut("a", "b")
 
     def heal(self) -> None:
-        self.relays.heal()
+        self.mesh.heal()
 
     def close(self) -> None:
-        super().close()
-        self.relays.close()
+        self.mesh.close()
 
 
-class MemoryWorld(World):
-    kind = "memory"
-
-    def __init__(self) -> None:
-        self.network = MemoryNetwork()
-        super().__init__()
-
-    def transport(self, host: str) -> Transport:
-        return self.network.transport(host)
-
-    def node_bind(self) -> str:
-        return "mem://node"
-
-    def actor_bind(self) -> str:
-        return "mem://actors"
-
-    def cut(self) -> None:
-        self.network.cut("a", "b")
-
-    def heal(self) -> None:
-        self.network.heal()
-
-
-WORLDS = {"zmq": ZmqWorld, "memory": MemoryWorld}
-
-
-@pytest.fixture(params=sorted(WORLDS))
-def world(request):
-    made = WORLDS[request.param]()
+@pytest.fixture(params=KINDS)
+def world(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("MESH_HOME", str(tmp_path / "home"))
+    made = World(request.param, tmp_path)
     yield made
     made.close()
 
@@ -353,7 +185,7 @@ def test_an_ask_in_flight_when_the_actor_goes_away_fails_at_once_and_the_next_fi
 @pytest.mark.timeout(60)
 def test_a_cut_delivers_nothing_until_healed_and_then_everything_in_order(world):
     recorder = Recorder()
-    world.serve(recorder, "recorder", cuttable=True)
+    world.serve(recorder, "recorder")
     ref = world.client().actor("recorder")
     assert ref.ask("before") == "before"
     world.cut()
@@ -404,7 +236,7 @@ def test_an_acknowledged_tell_is_handled_once_and_acknowledged(world):
 @pytest.mark.timeout(60)
 def test_acknowledged_tells_are_resent_across_a_cut_and_handled_once_each_after_it_heals(world):
     recorder = Recorder()
-    world.serve(recorder, "recorder", cuttable=True)
+    world.serve(recorder, "recorder")
     client = world.client()
     ref = client.actor("recorder")
     assert ref.ask("before") == "before"
@@ -433,8 +265,9 @@ def test_an_acknowledged_tell_to_an_actor_that_never_comes_fails_at_its_deadline
 
 
 @pytest.mark.timeout(30)
-def test_the_asyncio_forms_refuse_a_transport_other_than_zeromq_clearly():
-    world = MemoryWorld()
+def test_the_asyncio_forms_refuse_a_transport_other_than_zeromq_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("MESH_HOME", str(tmp_path / "home"))
+    world = World("memory", tmp_path)
     try:
         world.serve(Recorder(), "recorder")
         ref = world.client().actor("recorder")

@@ -21,12 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
-
-import zmq
 
 from ... import wire
 from ...core.effects import Emit
@@ -35,11 +32,14 @@ from ...core.gossip import GossipConfig
 from ...errors import MeshError, WireError
 from ...spec import NodeSpec
 from ..budgets import Enforcer
+from ..clock import REAL_CLOCK, Clock
 from ..containment import become_subreaper
 from ..gossiper import GOSSIP_RECIPIENT, Directory, Gossiper
 from ..intents import INTENT_RECIPIENT, NodeIntents
 from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
-from ..transport import BadFrames, context, recv_request, tune_socket
+from ..intake import BadFrames
+from ..transport import NOWAIT, AddressError, Listener, NothingYet, Transport
+from ..zeromq import ZMQ
 from .constants import (GOSSIP_DIGEST_BYTES, HOUSEKEEPING_S, INTAKE_BURST, INTAKE_BURST_S, INTAKE_CONNECTION_BYTES,
                         INTAKE_FRAMES_MAX, LOOP_S, mesh_home)
 from .escalations import Escalations
@@ -76,10 +76,15 @@ class Node:
     #: not one of its agents is an orphan of a dead agent, ended by the sweep. A node run inside
     #: another program's process leaves that program's children alone.
     own_process: bool = False
+    #: How the node listens and reaches its peers (ZeroMQ; the in-memory twin runs a mesh in one process).
+    transport: Transport = ZMQ
+    #: Where the node reads the time: its housekeeping, the lease, heartbeats' ages, stamps. (The
+    #: election's timers and the intentions' votes keep the system's monotonic clock.)
+    clock: Clock = REAL_CLOCK
 
     # What the node makes when it binds: the parts that hold a socket, a file or a thread, and
     # the parts made of them. (Declared here, set by bind(): a node serves only once bound.)
-    router: zmq.Socket = field(init=False, repr=False, compare=False)
+    router: Listener = field(init=False, repr=False, compare=False)
     leadership: Leadership = field(init=False, repr=False, compare=False)
     enforcer: Enforcer = field(init=False, repr=False, compare=False)
     intents: NodeIntents = field(init=False, repr=False, compare=False)
@@ -98,7 +103,7 @@ class Node:
         self.name = self.spec.name
         self.address = self.spec.listen
         self.bad = BadFrames(f"node {self.name}")
-        self.started = time.time()
+        self.started = self.clock.time()
         self.run_dir = mesh_home() / "nodes" / f"{self.name}-{self.address.rsplit(':', 1)[-1]}"
         self._stop_requested = False
         self._bound = False
@@ -115,6 +120,8 @@ class Node:
             self.gossip_config,
             max_bytes=self.spec.max_message,
             on_event=self._on_gossip_event,
+            transport=self.transport,
+            clock=self.clock,
         )
         self.directory = Directory(self.gossip)
         self._guard_logged: dict[str, float] = {}
@@ -132,19 +139,15 @@ class Node:
     # -- set-up --------------------------------------------------------------------
 
     def bind(self) -> None:
-        router = context().socket(zmq.ROUTER)
         gossip = self.gossip.config
         #: The largest frame this node takes, in bytes (see GOSSIP_DIGEST_BYTES).
         self.max_frame = min(self.spec.max_message, gossip.max_delta_bytes + gossip.max_value_bytes + GOSSIP_DIGEST_BYTES)
         frames = max(2, min(INTAKE_FRAMES_MAX, INTAKE_CONNECTION_BYTES // self.max_frame))
-        tune_socket(router, hwm=frames, max_bytes=self.max_frame)
-        router.setsockopt(zmq.SNDHWM, 10000)  # answers: the ROUTER drops what a peer leaves unread beyond this
-        router.setsockopt(zmq.LINGER, 500)
-        router.setsockopt(zmq.RCVTIMEO, int(LOOP_S * 1000))
         try:
-            router.bind(self.address)
-        except zmq.ZMQError as exc:
-            router.close(0)
+            # replies: answers a peer leaves unread beyond this are dropped (as a ROUTER drops them)
+            router = self.transport.listen(self.address, mailbox=frames, replies=10000, max_bytes=self.max_frame,
+                                           linger_ms=500, wait_ms=int(LOOP_S * 1000))
+        except AddressError as exc:
             raise MeshError(f"cannot listen on {self.address}: {exc.strerror} (is another node running there?)") from None
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         config = ElectionConfig(self.spec.election_timeout_min, self.spec.election_timeout_max, self.spec.heartbeat)
@@ -167,16 +170,17 @@ class Node:
 
     def _assemble(self) -> None:
         """The node's parts, each with what it needs of the others."""
-        name, directory, on_event = self.name, self.directory, self.on_event
+        name, directory, on_event, clock = self.name, self.directory, self.on_event, self.clock
         self.replies = Replies(self.router)
         self.supervisor = Supervisor(self.spec, self.connect_address, self.run_dir / "logs", directory, self.enforcer,
-                                     on_event, self.own_process)
-        self.registry = Registry(self.spec, self.advertise or self.connect_address, directory, self.supervisor, on_event)
-        self.kill_switch = KillSwitch(name, directory, self.supervisor, on_event)
-        self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event)
-        self.pools = Pools(name, self.leadership, self.replies, self.supervisor, on_event)
-        self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor)
-        self.escalations = Escalations(self.spec, self.leadership, directory, self.replies, on_event)
+                                     on_event, self.own_process, clock=clock)
+        self.registry = Registry(self.spec, self.advertise or self.connect_address, directory, self.supervisor, on_event,
+                                 clock=clock)
+        self.kill_switch = KillSwitch(name, directory, self.supervisor, on_event, clock=clock)
+        self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
+        self.pools = Pools(name, self.leadership, self.replies, self.supervisor, on_event, clock=clock)
+        self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor, clock=clock)
+        self.escalations = Escalations(self.spec, self.leadership, directory, self.replies, on_event, clock=clock)
         self.shared = Shared(name, directory)
         self.control = Control(name, control_ops(self), self.replies)
 
@@ -236,8 +240,8 @@ class Node:
             if self.gossip.refused is not None or self._stop_requested:
                 return False
             try:
-                got = recv_request(self.router, self.bad)
-            except zmq.Again:
+                got = self.router.receive(self.bad)
+            except NothingYet:
                 got = None
             if got is not None:
                 self._handle(*got)
@@ -247,43 +251,46 @@ class Node:
     def _serve(self) -> None:
         router = self.router
         supervisor = self.supervisor
+        clock = self.clock
         next_housekeeping = 0.0
         next_tick = 0.0
         wait_ms = int(LOOP_S * 1000)
         bad = self.bad
         while True:
             try:
-                got = recv_request(router, bad)
-            except zmq.Again:
+                got = router.receive(bad)
+            except NothingYet:
                 got = None
             if got is not None:
                 self._handle(*got)
                 # Take what else is queued, within bounds, so a flood cannot outrun the loop and fill
-                # libzmq's queues; the timers below still run at least every INTAKE_BURST_S.
-                until = time.monotonic() + INTAKE_BURST_S
+                # the transport's queues; the timers below still run at least every INTAKE_BURST_S.
+                until = REAL_CLOCK.monotonic() + INTAKE_BURST_S  # the loop's own pace: real time
                 for _ in range(INTAKE_BURST):
                     try:
-                        got = recv_request(router, bad, zmq.NOBLOCK)
-                    except zmq.Again:
+                        got = router.receive(bad, NOWAIT)
+                    except NothingYet:
                         break
                     if got is not None:
                         self._handle(*got)
-                    if time.monotonic() >= until:
+                    if REAL_CLOCK.monotonic() >= until:
                         break
             # Sleep until the next thing to do (an election timer, a waiting request, housekeeping),
-            # at most HOUSEKEEPING_S: an idle node does not wake 100 times a second.
-            wake = min(self.leadership.elector.wake_at(), next_housekeeping)
+            # at most HOUSEKEEPING_S: an idle node does not wake 100 times a second. The election's
+            # timers are on the system's clock (Leadership reads it), housekeeping on the node's.
+            wake_in = min(self.leadership.elector.wake_at() - REAL_CLOCK.monotonic(),
+                          next_housekeeping - clock.monotonic())
             if self.pools.waiting or self.intentions.busy:
-                wake = 0.0
-            ms = max(1, min(int(HOUSEKEEPING_S * 1000), int((wake - time.monotonic()) * 1000) + 1))
+                wake_in = -1.0
+            ms = max(1, min(int(HOUSEKEEPING_S * 1000), int(wake_in * 1000) + 1))
             if ms != wait_ms:
                 wait_ms = ms
-                router.setsockopt(zmq.RCVTIMEO, ms if ms > int(LOOP_S * 1000) else int(LOOP_S * 1000))
+                router.set_wait(ms if ms > int(LOOP_S * 1000) else int(LOOP_S * 1000))
             if not supervisor.stopping:
                 self._guarded("election", self.leadership.tick)
                 self._guarded("pools", self.pools.tick)
                 self._guarded("intentions", self.intentions.tick)
-            now = time.monotonic()
+            now = clock.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_S
                 if self._stop_requested and not supervisor.stopping:
@@ -341,7 +348,7 @@ class Node:
 
     def _log_failure(self, what: str, of: str) -> None:
         """Log the exception being handled, at most every 10 s per ``what``."""
-        now = time.monotonic()
+        now = REAL_CLOCK.monotonic()  # rate-limits the log, in real time
         if now - self._guard_logged.get(what, -1e9) >= 10.0:
             self._guard_logged[what] = now
             log.exception("node %s: %s %s failed; carrying on", self.name, what, of)
@@ -400,7 +407,7 @@ class Node:
         return status(self)
 
     def members(self) -> list[dict]:
-        return members(self.directory)
+        return members(self.directory, self.clock)
 
     def election_status(self) -> dict:
         return election_status(self)

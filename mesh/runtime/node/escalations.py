@@ -10,11 +10,11 @@ leader changes meanwhile, it is denied.
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable
 
 from ...errors import NotLeader, ResourceError, UnknownEscalation, WireError
 from ...spec import NodeSpec
+from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..intents import ESCALATIONS_PREFIX, LISTED_CHARS, LISTED_CLAIMS, MAX_ESCALATIONS
 from ..leadership import Leadership
@@ -29,8 +29,9 @@ def _weight(value: object) -> float:
 
 class Escalations:
     def __init__(self, spec: NodeSpec, leadership: Leadership, directory: Directory, replies: Replies,
-                 on_event: Callable[[str], None]):
+                 on_event: Callable[[str], None], *, clock: Clock = REAL_CLOCK):
         self.spec = spec
+        self.clock = clock
         self.name = spec.name
         self.leadership = leadership
         self.directory = directory
@@ -76,9 +77,10 @@ class Escalations:
                                                         "claims": [str(c)[:LISTED_CHARS] for c in claims[:LISTED_CLAIMS]],
                                                         "proposer": str(body.get("proposer"))[:200],
                                                         "objections": objections, "evidence": evidence,
-                                                        "state": "pending", "leader": self.name, "since": time.time()},
+                                                        "state": "pending", "leader": self.name,
+                                                        "since": self.clock.time()},
                              system=True)
-        self._waiting[iid] = (waiter, time.monotonic() + timeout)
+        self._waiting[iid] = (waiter, self.clock.monotonic() + timeout)
         self.on_event(f"escalation {iid} waits for a person: mesh approve {iid} / mesh deny {iid}")
         return DEFER
 
@@ -98,7 +100,7 @@ class Escalations:
 
     def expire(self) -> None:
         """Deny what nobody decided in time, and everything once this node no longer leads."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for iid, (waiter, deadline) in list(self._waiting.items()):
             if now >= deadline or not self.leadership.is_leader:
                 del self._waiting[iid]

@@ -20,7 +20,6 @@ after REPLACE_AFTER_S of silence (:func:`~mesh.core.fencing.may_replace`).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
 from ...core import fencing
@@ -28,6 +27,7 @@ from ...core.conductor import conduct
 from ...core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker
 from ...errors import MeshError
 from ...spec import agent_from_wire
+from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import Leadership
 from .assignments import assignments, latest_assignment
@@ -53,8 +53,9 @@ def last_heard(states: dict[str, dict]) -> dict[str, float]:
 
 class Follower:
     def __init__(self, name: str, leadership: Leadership, directory: Directory, supervisor: Supervisor,
-                 on_event: Callable[[str], None]):
+                 on_event: Callable[[str], None], *, clock: Clock = REAL_CLOCK):
         self.name = name
+        self.clock = clock
         self.leadership = leadership
         self.directory = directory
         self.supervisor = supervisor
@@ -68,7 +69,7 @@ class Follower:
     @property
     def settled(self) -> bool:
         """A leader has been followed for over a second: decisions seen now are news, not history."""
-        return self.fence.stale.settled(time.monotonic())
+        return self.fence.stale.settled(self.clock.monotonic())
 
     @property
     def stale_decisions(self) -> int:
@@ -82,7 +83,7 @@ class Follower:
 
     def voters_heard(self, states: dict[str, dict]) -> list[str]:
         """The voters the lease counts as in touch now, this node included."""
-        return self.fence.lease.in_touch(self.leadership.elector.voters, last_heard(states), time.time())
+        return self.fence.lease.in_touch(self.leadership.elector.voters, last_heard(states), self.clock.time())
 
     # -- every node ---------------------------------------------------------------------------
 
@@ -95,7 +96,7 @@ class Follower:
     def refuse_stale(self, found: dict[int, dict]) -> None:
         """Log each decision first seen when its term was already over (counted by the core)."""
         lead = self.leadership
-        for r in self.fence.stale.observe(found, lead.term, lead.leader is not None, time.monotonic()):
+        for r in self.fence.stale.observe(found, lead.term, lead.leader is not None, self.clock.monotonic()):
             self.on_event(f"refused a decision of term {r.term} (seq {r.seq}) from {r.leader}: term {r.current} is current")
 
     def follow(self, states: dict[str, dict], now: float) -> None:
@@ -104,7 +105,7 @@ class Follower:
         self.refuse_stale(found)
         instances = self.supervisor.instances
         placed = {i.name: i.movable for i in instances.values() if i.placed_by}
-        check = self.fence.lease.check(self.leadership.elector.voters, last_heard(states), time.time(),
+        check = self.fence.lease.check(self.leadership.elector.voters, last_heard(states), self.clock.time(),
                                        [r for r, movable in placed.items() if movable])
         if not check.holds:
             if check.lapsed and check.stop:
@@ -157,7 +158,7 @@ class Follower:
     def conduct(self, states: dict[str, dict], records: dict[str, dict]) -> None:
         """The leader's part: place every wanted agent, publish the assignment with its term."""
         lead = self.leadership
-        now = time.time()
+        now = self.clock.time()
         state_of = {n: m["state"] for n, m in states.items()}
         usable = {n for n, m in states.items() if m["state"] in ("alive", "suspect")
                   and not fencing.may_replace(m["last_heard"], now) and n in records and not records[n].get("stopping")}

@@ -13,6 +13,7 @@ import time
 from typing import cast
 
 from ...errors import NotLeader, WireError
+from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..intents import ESCALATIONS_PREFIX, INTENT_RECIPIENT, INTENTS_PREFIX, LISTED_CHARS, LISTED_CLAIMS, NodeIntents
 from .constants import AGENTS_PREFIX
@@ -32,8 +33,10 @@ def send_intent(directory: Directory, to: str, message: dict) -> None:
 
 
 class Intentions:
-    def __init__(self, name: str, intents: NodeIntents, directory: Directory, replies: Replies, supervisor: Supervisor):
+    def __init__(self, name: str, intents: NodeIntents, directory: Directory, replies: Replies, supervisor: Supervisor,
+                 *, clock: Clock = REAL_CLOCK):
         self.name = name
+        self.clock = clock  # stamps of the listings (the votes keep the system's clock: see NodeIntents)
         self.intents = intents
         self.directory = directory
         self.replies = replies
@@ -66,7 +69,7 @@ class Intentions:
         iid = cast(str, iid)  # intents.check refuses anything else
         listing = {"id": iid, "action": action, "claims": [c[:LISTED_CHARS] for c in claims[:LISTED_CLAIMS]],
                    "claims_count": len(claims), "proposer": proposer[:200], "node": self.name, "priority": priority,
-                   "state": "pending", "since": time.time()}
+                   "state": "pending", "since": self.clock.time()}
         try:  # listed first: a listing the shared state refuses refuses the proposal, nothing is held
             self.directory.write(INTENTS_PREFIX + iid, listing, system=True)
         except ValueError as exc:
@@ -129,6 +132,7 @@ class Intentions:
                     until = ev.data.get("until")
                     body = {"id": iid, "outcome": outcome, "reasons": ev.data.get("reasons", []),
                             "holders": ev.data.get("holders", []),
+                            # ``until`` is NodeIntents' deadline, on the system's monotonic clock
                             "until_in": max(0.0, until - time.monotonic()) if isinstance(until, (int, float)) else None}
                     self.replies.reply(waiter, body)
                 entry = self.directory.get(INTENTS_PREFIX + iid)

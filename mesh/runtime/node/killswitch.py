@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable
 
+from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from .constants import KILL_KEY
 
@@ -34,8 +35,10 @@ def clock(at: object) -> str:
 
 
 class KillSwitch:
-    def __init__(self, name: str, directory: Directory, supervisor: Supervisor, on_event: Callable[[str], None]):
+    def __init__(self, name: str, directory: Directory, supervisor: Supervisor, on_event: Callable[[str], None], *,
+                 clock: Clock = REAL_CLOCK):
         self._name = name
+        self._clock = clock
         self._directory = directory
         self._supervisor = supervisor
         self._on_event = on_event
@@ -48,7 +51,9 @@ class KillSwitch:
         """Pull (or, with release, let go of) the kill switch: every node stops every agent now."""
         release = bool(body.get("release"))
         by = str(body.get("by") or "mesh kill")[:200]
-        entry = {"pulled": not release, "at": time.time(), "by": f"{by} via node {self._name}",
+        # The id is the system's nanoseconds, not the clock's: a pull and its release in the same
+        # instant of a clock held still are still two entries to obey.
+        entry = {"pulled": not release, "at": self._clock.time(), "by": f"{by} via node {self._name}",
                  "id": f"{self._name}-{time.time_ns()}"}
         self._directory.write(KILL_KEY, entry, system=True)
         self.obey()

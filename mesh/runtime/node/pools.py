@@ -8,11 +8,11 @@ and with NotLeader if this node stops leading meanwhile.
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 from ...core.pools import Granted, Refused
 from ...errors import AcquireTimeout, NotLeader, ResourceError, WireError
+from ..clock import REAL_CLOCK, Clock
 from ..leadership import Leadership
 from ..resources import Resources, declared_resources
 from .replies import DEFER, Replies, Waiter
@@ -21,8 +21,9 @@ from .supervisor import Supervisor
 
 class Pools:
     def __init__(self, name: str, leadership: Leadership, replies: Replies, supervisor: Supervisor,
-                 on_event: Callable[[str], None]):
+                 on_event: Callable[[str], None], *, clock: Clock = REAL_CLOCK):
         self.name = name
+        self.clock = clock  # the coordinators' time: lines, leases, rates
         self.leadership = leadership
         self.replies = replies
         self.supervisor = supervisor
@@ -53,14 +54,14 @@ class Pools:
         if request_id in self._waiting:
             raise WireError(f"request {request_id!r} is already waiting")
         self._waiting[request_id] = waiter
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self._deliver(res, res.acquire(request_id, holder, name, n, now + min(float(timeout), 86400.0), now))
         return DEFER
 
     def renew(self, body: dict) -> dict:
         res = self.require_leading()
         lease_id, name = body["lease_id"], body["name"]
-        effects = res.renew(lease_id, body["holder"], name, body.get("n"), time.monotonic())
+        effects = res.renew(lease_id, body["holder"], name, body.get("n"), self.clock.monotonic())
         self._deliver(res, effects)
         for e in effects:
             if type(e) is Refused and e.request_id == lease_id:
@@ -69,7 +70,7 @@ class Pools:
 
     def release(self, body: dict) -> dict:
         res = self.require_leading()
-        self._deliver(res, res.release(body["lease_id"], body["name"], time.monotonic()))
+        self._deliver(res, res.release(body["lease_id"], body["name"], self.clock.monotonic()))
         return {"released": True}
 
     # -- time and leadership ------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class Pools:
     def tick(self) -> None:
         res = self.resources
         if res is not None:
-            self._deliver(res, res.tick(time.monotonic()))
+            self._deliver(res, res.tick(self.clock.monotonic()))
 
     def _deliver(self, res: Resources, effects: list) -> None:
         """Answer the waiting acquire requests the coordinator decided."""
@@ -108,7 +109,7 @@ class Pools:
             if why not in self._clashes:
                 self._clashes.add(why)
                 self.on_event(why)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self.resources is None or self._term != lead.term:
             if self.resources is not None:
                 self.drop("a new term")
@@ -130,4 +131,4 @@ class Pools:
         self.resources = None
 
     def snapshot(self) -> dict | None:
-        return self.resources.snapshot(time.monotonic()) if self.resources is not None else None
+        return self.resources.snapshot(self.clock.monotonic()) if self.resources is not None else None

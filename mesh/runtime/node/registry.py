@@ -11,11 +11,11 @@ or to an ActorNotFound that says why.
 from __future__ import annotations
 
 import random
-import time
 from typing import Callable
 
 from ...errors import ActorNotFound, NameConflict, WireError
 from ...spec import NodeSpec, agent_to_wire
+from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import NODE_PREFIX
 from .assignments import latest_assignment, placement_state
@@ -26,7 +26,7 @@ from .supervisor import Supervisor
 
 class Registry:
     def __init__(self, spec: NodeSpec, address: str, directory: Directory, supervisor: Supervisor,
-                 on_event: Callable[[str], None]):
+                 on_event: Callable[[str], None], *, clock: Clock = REAL_CLOCK):
         self.spec = spec
         self.name = spec.name
         self.address = address  # the address other nodes reach this one at
@@ -34,6 +34,7 @@ class Registry:
         self.supervisor = supervisor
         self.instances = supervisor.instances
         self.on_event = on_event
+        self.clock = clock  # heartbeats' ages, as the loop's expire_embedded reads them
         self._published: dict[str, dict] = {}  # what this node last wrote under $agents/
         self._record: dict | None = None  # what this node last wrote as $node/NAME
 
@@ -42,7 +43,7 @@ class Registry:
     def register(self, body: dict) -> dict:
         name, endpoint, pid = body["name"], body["endpoint"], body["pid"]
         inst = self.instances.get(name)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if body.get("supervised"):
             if inst is None or inst.embedded or inst.pid != pid:
                 raise WireError(f"no agent {name!r} with pid {pid} was started by node {self.name}")
@@ -83,7 +84,7 @@ class Registry:
         inst = self.instances.get(body["name"])
         if inst is None or inst.endpoint != body.get("endpoint"):
             return {"known": False}
-        inst.last_heard = time.monotonic()
+        inst.last_heard = self.clock.monotonic()
         inst.messages = body["messages"]
         inst.bad_frames = int(body.get("bad_frames") or 0)
         return {"known": True}

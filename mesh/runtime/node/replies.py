@@ -9,12 +9,13 @@ A frame refused before it could be decoded is answered too when it opens like a 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
-import zmq
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ... import wire
 from ...errors import MeshError, WireError, to_wire
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..transport import Listener
 
 _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
@@ -27,14 +28,14 @@ DEFER = object()
 class Waiter(NamedTuple):
     """A request that waits for its answer: the ROUTER identity it came from, its id, its sender."""
 
-    ident: Any  # the identity frame as the ROUTER gave it
+    ident: Any  # the peer's identity as the node's listener gave it
     corr: int
     sender: str
 
 
 class Replies:
-    def __init__(self, router: zmq.Socket) -> None:
-        self.router = router  # the node's ROUTER
+    def __init__(self, router: "Listener") -> None:
+        self.router = router  # the node's listener (a ROUTER on ZeroMQ)
         self._ids = iter(range(1, 1 << 62))
 
     def answer(self, to: Waiter, result: object) -> bytes:
@@ -46,8 +47,8 @@ class Replies:
         return wire.encode(_FAIL, next(self._ids), to.corr, NODE_SENDER, to.sender, to_wire(exc))
 
     def send(self, ident: Any, frame: bytes) -> None:
-        """The one way out: every answer frame of the node goes to the ROUTER here."""
-        self.router.send_multipart((ident, frame))
+        """The one way out: every answer frame of the node leaves through its listener here."""
+        self.router.reply(ident, frame)
 
     def reply(self, to: Waiter, result: object) -> None:
         self.send(to.ident, self.answer(to, result))

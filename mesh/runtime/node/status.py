@@ -4,10 +4,10 @@ what the leader assigned but nobody runs yet, the election, and the members."""
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING
 
 from ...core.quorum import majority
+from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import NODE_PREFIX
 from .assignments import assignments, latest_assignment
@@ -25,8 +25,8 @@ def _placeholder(name: str, node: str | None, state: str, reason: str, group: st
             "memory_bytes": None, "throttled_s": None, "throttled": None}
 
 
-def members(directory: Directory) -> list[dict]:
-    now = time.time()
+def members(directory: Directory, clock: Clock = REAL_CLOCK) -> list[dict]:
+    now = clock.time()  # the gossiper's clock: last_heard is on it
     latest = member_states(directory)
     return [
         {"name": m["name"], "address": m["address"], "state": m["state"], "incarnation": m["incarnation"],
@@ -85,7 +85,7 @@ def status(node: Node) -> dict:
             "name": node.name,
             "address": node.address,
             "pid": os.getpid(),
-            "uptime_s": round(time.time() - node.started, 3),
+            "uptime_s": round(node.clock.time() - node.started, 3),
             "stopping": node.stop_requested,
             "bad_frames": node.bad.total,
         },
@@ -96,7 +96,7 @@ def status(node: Node) -> dict:
         "resources": node.pools.snapshot(),
         "election": election,
         "agents": agents,
-        "members": members(directory),
+        "members": members(directory, node.clock),
     }
 
 

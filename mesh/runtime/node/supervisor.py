@@ -24,6 +24,7 @@ from ...core.restart import describe_exit
 from ...errors import ActorNotFound, WireError
 from ...spec import NodeSpec
 from ..budgets import Enforcer
+from ..clock import REAL_CLOCK, Clock
 from ..containment import kill_descendants, sweep_orphans
 from ..gossiper import Directory
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
@@ -37,8 +38,9 @@ KILL_SWITCH = "kill switch"
 
 class Supervisor:
     def __init__(self, spec: NodeSpec, node_address: str, logs_dir: Path, directory: Directory, enforcer: Enforcer,
-                 on_event: Callable[[str], None], own_process: bool):
+                 on_event: Callable[[str], None], own_process: bool, *, clock: Clock = REAL_CLOCK):
         self.spec = spec
+        self.clock = clock
         self.name = spec.name
         self.node_address = node_address  # what agents connect to
         self.logs_dir = logs_dir
@@ -180,7 +182,7 @@ class Supervisor:
             if why:
                 inst.budget_kills += 1
                 self.directory.write(BUDGET_PREFIX + inst.name, {"agent": inst.name, "node": self.name, "reason": why,
-                                                                 "kills": inst.budget_kills, "at": time.time()},
+                                                                 "kills": inst.budget_kills, "at": self.clock.time()},
                                      system=True)
             if decision.action == "restart":
                 inst.state = "restarting"
