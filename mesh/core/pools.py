@@ -322,9 +322,10 @@ class Coordinator:
         out += self._serve(name)
         return out + self._time_out()
 
-    def renew(self, lease_id: str, holder: str, name: str, n: int, now: float) -> list[Outcome]:
+    def renew(self, lease_id: str, holder: str, name: str, n: object, now: float) -> list[Outcome]:
         """Extend a lease to ``now + lease_ttl``. In the grace after a leader change, a lease
-        this coordinator does not know is adopted if it fits."""
+        this coordinator does not know is adopted if it fits. ``n`` is as the holder sent it:
+        anything but the lease's own count is refused."""
         out = self._advance(now)
         now = self.now
 

@@ -80,7 +80,7 @@ class Resources:
             return [Refused(request_id, holder, name, f"no pool or limit named {name!r} (known: {known})")]
         return c.acquire(request_id, holder, name, n, deadline, now)
 
-    def renew(self, lease_id: str, holder: str, name: str, n: int, now: float) -> list[Outcome]:
+    def renew(self, lease_id: str, holder: str, name: str, n: object, now: float) -> list[Outcome]:
         c = self._route.get(name)
         if c is None:
             return [Refused(lease_id, holder, name, f"no pool named {name!r}")]
