@@ -165,6 +165,20 @@ def test_a_restarted_counter_starts_the_ledger_afresh():
     assert ledger.evidence == {"n2": 2.0}
 
 
+def test_the_voter_to_sync_with_next_is_the_one_longest_out_of_touch_taken_in_turn():
+    ledger = HeartbeatLedger()
+    for counter, at in enumerate([1.0, 2.0, 3.0], start=1):
+        ledger.issued(counter, at)
+    ledger.confirmed("n2", 1)
+    ledger.confirmed("n3", 2)
+    ledger.confirmed("n4", 3)
+    assert ledger.sync_next(["n2", "n3", "n4"], 3.2, every=0.5) == "n2"  # n4 is not due
+    assert ledger.sync_next(["n2", "n3", "n4"], 3.3, every=0.5) == "n3"  # n2 was just asked
+    assert ledger.sync_next(["n2", "n3", "n4"], 3.4, every=0.5) == "n2"  # neither answered: in turn
+    assert ledger.sync_next(["n4"], 3.4, every=0.5) is None  # nobody due: any peer will do
+    assert ledger.sync_next(["n5"], 3.4, every=0.5) == "n5"  # never confirmed: due
+
+
 # -- the leader's side --------------------------------------------------------------------------------------
 
 

@@ -281,6 +281,7 @@ class HeartbeatLedger:
         self.keep = keep
         self._order: deque[int] = deque()
         self._issued: dict[int, float] = {}
+        self._picked: dict[str, float] = {}  # voter -> when sync_next last picked it
         self.evidence: dict[str, float] = {}
 
     def issued(self, counter: int, now: float) -> None:
@@ -297,6 +298,20 @@ class HeartbeatLedger:
         at = self._issued.get(counter)
         if at is not None and at > self.evidence.get(voter, float("-inf")):
             self.evidence[voter] = at
+
+    def sync_next(self, voters: Iterable[str], now: float, every: float) -> str | None:
+        """The voter to exchange digests with next, or None (any peer will do): of ``voters`` (the
+        live ones but this node) whose evidence is ``every`` seconds old or older, the one whose
+        evidence, or the last time it was picked here, is oldest. Picking in turn keeps one voter
+        that does not answer from taking every exchange from the others."""
+        due = [(max(self.evidence.get(v, float("-inf")), self._picked.get(v, float("-inf"))), v)
+               for v in set(voters) if now - self.evidence.get(v, float("-inf")) >= every]
+        self._picked = {v: t for v, t in self._picked.items() if now - t < self.keep}
+        if not due:
+            return None
+        voter = min(due)[1]
+        self._picked[voter] = now
+        return voter
 
 
 # -- refused decisions ---------------------------------------------------------------------------

@@ -325,6 +325,11 @@ class GossipNode:
         #: Other incarnations of this name -> reporter -> [the last heartbeat it gave, when it first rose].
         self._rivals: dict[str, dict[str, list[Any]]] = {}
         self.rounds = 0
+        #: Peer name -> the newest heartbeat of this node's own origin that the peer's own digest (a syn or
+        #: an ack) listed: the peer has seen it. The round trip the lease counts (:mod:`mesh.core.fencing`).
+        self.seen_by: dict[str, int] = {}
+        #: A peer to run the next full exchange with, if it is live (set by the runtime, used once).
+        self.sync_first: str | None = None
         self._events: list[Effect] = []  # only Events, returned with the Sends of the call that made them
         self._become(incarnation, now)
 
@@ -694,6 +699,8 @@ class GossipNode:
                 continue
             if known is not None:
                 known[oid] = version
+                if o is self.me and isinstance(heartbeat, int) and heartbeat > self.seen_by.get(sender, -1):
+                    self.seen_by[sender] = heartbeat
             if isinstance(heartbeat, int) and heartbeat > o.heartbeat:
                 o.heartbeat = heartbeat
                 o.last_heard = now
@@ -861,8 +868,9 @@ class GossipNode:
     def _sync_target(self, peers: list[str]) -> str | None:
         # Mostly live peers; sometimes a seed or a dead member, so partitions heal and joins happen.
         others = sorted({o.name for o in self.origins.values() if o.name != self.name} | set(self.seeds))
+        first, self.sync_first = self.sync_first, None
         if peers and (self.rng.random() < 0.9 or len(others) == len(peers)):
-            return self.rng.choice(peers)
+            return first if first in peers else self.rng.choice(peers)
         return self.rng.choice(others) if others else None
 
     # -- garbage collection ------------------------------------------------------------------------
@@ -911,6 +919,8 @@ class GossipNode:
         # Peers' digests: only of members still known.
         for peer in [p for p in self.peer_digest if p not in self._named]:
             del self.peer_digest[peer]
+        for peer in [p for p in self.seen_by if p not in self.peer_digest]:
+            del self.seen_by[peer]
 
     def _held_elsewhere(self, entry: Entry, dead: Origin) -> bool:
         for o in self.origins.values():

@@ -244,6 +244,18 @@ class Directory:
         """Each member's current incarnation: name, address, state, incarnation, id, last_heard (wall clock)."""
         return self._gossiper.node.current_members()
 
+    def own_heartbeat(self) -> int:
+        """The heartbeat this node's gossip sent last (it rises by one each round)."""
+        return self._gossiper.node.me.heartbeat
+
+    def heartbeats_seen(self) -> dict[str, int]:
+        """Each peer's newest heartbeat of this node that the peer's own digest showed (the lease's evidence)."""
+        return dict(self._gossiper.node.seen_by)
+
+    def sync_first(self, member: str | None) -> None:
+        """Run the next full exchange of digests with ``member`` if it is live (None: a random peer)."""
+        self._gossiper.node.sync_first = member
+
     def write(self, key: str, value: object, *, system: bool = False) -> None:
         self._gossiper.write(key, value, system=system)
 

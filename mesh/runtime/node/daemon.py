@@ -328,7 +328,7 @@ class Node:
         self.pools.keep(records)
         self.intents.set_voters(self.leadership.elector.voters)
         self.escalations.expire()
-        self.follower.follow(states, now)
+        self.follower.follow(now)
 
     def _begin_stop(self, now: float) -> None:
         window = self.supervisor.begin_stop(now)

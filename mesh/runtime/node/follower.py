@@ -12,9 +12,12 @@ the current term, at least as new as the leader's heartbeats said (``seq``); a d
 older term first seen once the node has settled is refused, counted and logged
 (:class:`~mesh.core.fencing.StaleDecisions`). The lease (:class:`~mesh.core.fencing.Lease`):
 a node out of touch with so many voters that they could form a majority without it stops,
-within FENCE_GRACE_S, every agent the leader could place elsewhere; the evidence of being in
-touch with a voter is when gossip last heard it. The leader re-places a node's agents only
-after REPLACE_AFTER_S of silence (:func:`~mesh.core.fencing.may_replace`).
+within FENCE_GRACE_S, every agent the leader could place elsewhere. Being in touch with a voter
+is a round trip (:class:`~mesh.core.fencing.HeartbeatLedger`): the voter's own gossip digest
+showed a heartbeat this node issued, and the evidence is when it issued it (on the node's
+monotonic clock); gossip runs its next full exchange with the voter longest out of touch. The
+leader decides only while a majority of voters is in touch with it, and re-places a node's
+agents only after REPLACE_AFTER_S of silence (:func:`~mesh.core.fencing.may_replace`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import Leadership
 from .assignments import assignments, latest_assignment
-from .constants import AGENTS_PREFIX, ASSIGN_PREFIX
+from .constants import AGENTS_PREFIX, ASSIGN_PREFIX, LEASE_S
 from .instance import Instance
 from .killswitch import pulled_kill_switch
 from .supervisor import Supervisor
@@ -45,10 +48,9 @@ def member_states(directory: Directory) -> dict[str, dict]:
     return {m["name"]: m for m in directory.current_members()}
 
 
-def last_heard(states: dict[str, dict]) -> dict[str, float]:
-    """The lease's evidence of being in touch with each member: when gossip last heard it, for the
-    live ones (wall clock, as gossip keeps it)."""
-    return {n: m["last_heard"] for n, m in states.items() if m["state"] in ("alive", "suspect")}
+#: How often this node wants a round trip with each voter, in seconds: a third of the lease, so a
+#: lost exchange or two does not cost it.
+SYNC_VOTERS_S = LEASE_S / 3
 
 
 class Follower:
@@ -60,7 +62,8 @@ class Follower:
         self.directory = directory
         self.supervisor = supervisor
         self.on_event = on_event
-        self.fence = fencing.Follower(name)  # the lease and the stale decisions seen
+        self.fence = fencing.Follower(name)  # the lease, its ledger, and the stale decisions seen
+        self._stamped = -1  # the last heartbeat number given an issue time in the ledger
         self.decisions_issued = 0  #: assignments this node published as leader
         self.last_decision: dict | None = None
         self._written_assignment: dict | None = None
@@ -81,9 +84,27 @@ class Follower:
         """The lease is lost: this node runs nothing the leader could move."""
         return self.fence.lease.fenced
 
-    def voters_heard(self, states: dict[str, dict]) -> list[str]:
+    def voters_heard(self) -> list[str]:
         """The voters the lease counts as in touch now, this node included."""
-        return self.fence.lease.in_touch(self.leadership.elector.voters, last_heard(states), self.clock.time())
+        return self.fence.lease.in_touch(self.leadership.elector.voters, self.fence.ledger.evidence,
+                                         self.clock.monotonic())
+
+    def keep_in_touch(self, now: float) -> None:
+        """Feed the lease's ledger, and ask gossip to sync next with the voter longest out of touch.
+
+        Gossip raises the node's heartbeat by one in each round, after this pass (the daemon ticks
+        it after following): the next one is stamped now, no later than it goes out, so the evidence
+        is never younger than it is. A heartbeat never stamped (sent before the node's first pass)
+        counts for nothing when a peer confirms it."""
+        ledger = self.fence.ledger
+        upcoming = self.directory.own_heartbeat() + 1
+        if upcoming > self._stamped:
+            ledger.issued(upcoming, now)
+            self._stamped = upcoming
+        for peer, heartbeat in self.directory.heartbeats_seen().items():
+            ledger.confirmed(peer, heartbeat)
+        voters = [v for v in self.leadership.elector.voters if v != self.name and self.directory.is_live(v)]
+        self.directory.sync_first(ledger.sync_next(voters, now, SYNC_VOTERS_S))
 
     # -- every node ---------------------------------------------------------------------------
 
@@ -99,13 +120,15 @@ class Follower:
         for r in self.fence.stale.observe(found, lead.term, lead.leader is not None, self.clock.monotonic()):
             self.on_event(f"refused a decision of term {r.term} (seq {r.seq}) from {r.leader}: term {r.current} is current")
 
-    def follow(self, states: dict[str, dict], now: float) -> None:
-        """Refuse stale decisions, keep the lease, and run what the accepted assignment puts here."""
+    def follow(self, now: float) -> None:
+        """Refuse stale decisions, keep the lease, and run what the accepted assignment puts here
+        (``now``: the node's monotonic clock)."""
+        self.keep_in_touch(now)
         found = assignments(self.directory)
         self.refuse_stale(found)
         instances = self.supervisor.instances
         placed = {i.name: i.movable for i in instances.values() if i.placed_by}
-        check = self.fence.lease.check(self.leadership.elector.voters, last_heard(states), self.clock.time(),
+        check = self.fence.lease.check(self.leadership.elector.voters, self.fence.ledger.evidence, now,
                                        [r for r, movable in placed.items() if movable])
         if not check.holds:
             if check.lapsed and check.stop:
@@ -158,6 +181,8 @@ class Follower:
     def conduct(self, states: dict[str, dict], records: dict[str, dict]) -> None:
         """The leader's part: place every wanted agent, publish the assignment with its term."""
         lead = self.leadership
+        if not self.fence.lease.may_decide(lead.elector.voters, self.fence.ledger.evidence, self.clock.monotonic()):
+            return  # a majority of voters may have moved on without this leader: decide nothing
         now = self.clock.time()
         state_of = {n: m["state"] for n, m in states.items()}
         usable = {n for n, m in states.items() if m["state"] in ("alive", "suspect")

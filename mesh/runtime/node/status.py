@@ -104,7 +104,7 @@ def election_status(node: Node) -> dict:
     lead = node.leadership
     follower = node.follower
     voters = lead.elector.voters
-    heard = follower.voters_heard(member_states(node.directory))
+    heard = follower.voters_heard()
     quorum = majority(len(voters)) if voters else 0
     out = {"role": lead.elector.role if lead.elector.voter else "observer", "voter": lead.elector.voter,
            "voters": voters, "voters_heard": heard, "quorum": quorum,
