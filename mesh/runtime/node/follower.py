@@ -15,9 +15,12 @@ a node out of touch with so many voters that they could form a majority without 
 within FENCE_GRACE_S, every agent the leader could place elsewhere. Being in touch with a voter
 is a round trip (:class:`~mesh.core.fencing.HeartbeatLedger`): the voter's own gossip digest
 showed a heartbeat this node issued, and the evidence is when it issued it (on the node's
-monotonic clock); gossip runs its next full exchange with the voter longest out of touch. The
-leader decides only while a majority of voters is in touch with it, and re-places a node's
-agents only after REPLACE_AFTER_S of silence (:func:`~mesh.core.fencing.may_replace`).
+monotonic clock); gossip runs its next full exchange with the voter longest out of touch. A
+node whose lease has just begun to hold (started, regained) starts nothing until its leader
+has confirmed a heartbeat it issued since, and no node acts for a leader once a newer term's
+assignment is in view. The leader decides only while a majority of voters is in touch with it,
+and re-places a node's agents only after REPLACE_AFTER_S of silence
+(:func:`~mesh.core.fencing.may_replace`).
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ class Follower:
                                          self.clock.monotonic())
 
     def keep_in_touch(self, now: float) -> None:
-        """Feed the lease's ledger, and ask gossip to sync next with the voter longest out of touch.
+        """Feed the lease's ledger, and ask gossip to sync next with the leader while this node catches
+        up (:meth:`~mesh.core.fencing.Lease.may_start`), else with the voter longest out of touch.
 
         Gossip raises the node's heartbeat by one in each round, after this pass (the daemon ticks
         it after following): the next one is stamped now, no later than it goes out, so the evidence
@@ -103,57 +107,52 @@ class Follower:
             self._stamped = upcoming
         for peer, heartbeat in self.directory.heartbeats_seen().items():
             ledger.confirmed(peer, heartbeat)
+        leader = self.leadership.leader
+        if (leader not in (None, self.name) and self.directory.is_live(leader)
+                and ledger.evidence.get(leader, float("-inf")) < self.fence.lease.since < float("inf")):
+            self.directory.sync_first(leader)  # catching up: nothing starts here before the leader confirms
+            return
         voters = [v for v in self.leadership.elector.voters if v != self.name and self.directory.is_live(v)]
         self.directory.sync_first(ledger.sync_next(voters, now, SYNC_VOTERS_S))
 
     # -- every node ---------------------------------------------------------------------------
 
-    def accepted(self, found: dict[int, dict]) -> dict | None:
-        """The assignment this node may act on now (of ``found``, every one in view), or None."""
-        lead = self.leadership
-        need = lead.elector.seq if lead.is_leader else lead.elector.leader_seq
-        return fencing.accept(found.get(lead.term), lead.leader, lead.term, need)
-
-    def refuse_stale(self, found: dict[int, dict]) -> None:
-        """Log each decision first seen when its term was already over (counted by the core)."""
-        lead = self.leadership
-        for r in self.fence.stale.observe(found, lead.term, lead.leader is not None, self.clock.monotonic()):
-            self.on_event(f"refused a decision of term {r.term} (seq {r.seq}) from {r.leader}: term {r.current} is current")
-
     def follow(self, now: float) -> None:
         """Refuse stale decisions, keep the lease, and run what the accepted assignment puts here
         (``now``: the node's monotonic clock)."""
         self.keep_in_touch(now)
-        found = assignments(self.directory)
-        self.refuse_stale(found)
+        lead = self.leadership
         instances = self.supervisor.instances
-        placed = {i.name: i.movable for i in instances.values() if i.placed_by}
-        check = self.fence.lease.check(self.leadership.elector.voters, self.fence.ledger.evidence, now,
-                                       [r for r, movable in placed.items() if movable])
-        if not check.holds:
-            if check.lapsed and check.stop:
-                self.on_event(f"lease lost: cannot hear enough voters ({', '.join(self.leadership.elector.voters)});"
+        orders = self.fence.step(now, voters=lead.elector.voters, leader=lead.leader, term=lead.term,
+                                 need_seq=lead.elector.seq if lead.is_leader else lead.elector.leader_seq,
+                                 assignments=assignments(self.directory),
+                                 placed={i.name: i.movable for i in instances.values() if i.placed_by})
+        for r in orders.refusals:
+            self.on_event(f"refused a decision of term {r.term} (seq {r.seq}) from {r.leader}: term {r.current} is current")
+        check = orders.check
+        if orders.fenced:
+            if check.lapsed and orders.stop:
+                self.on_event(f"lease lost: out of touch with too many voters ({', '.join(lead.elector.voters)});"
                               " stopping the agents the leader could place elsewhere")
-            for replica in check.stop:
-                self.supervisor.retire(instances[replica], "lease lost (this node cannot hear a majority of voters)",
-                                       now, check.grace)
+            for replica in orders.stop:
+                self.supervisor.retire(instances[replica], "lease lost (this node is out of touch with a majority of"
+                                       " voters)", now, check.grace)
             return
         if check.regained and self.fence.stale.first_led_at is not None:
             self.on_event("lease regained: following the leader's assignment again")
-        accepted = self.accepted(found)
+        accepted = orders.accepted
         if accepted is None or pulled_kill_switch(self.directory) is not None:
             return
         stamp = f"{accepted['leader']}@{accepted['term']}"
-        stop, start = fencing.carry_out(accepted, self.name, placed)
-        for replica in stop:
+        for replica in orders.stop:
             elsewhere = accepted["replicas"].get(replica, {})
             where = elsewhere.get("node") if isinstance(elsewhere, dict) else None
             why = f"moved to {where}" if where else "taken off this node"
             self.supervisor.retire(instances[replica], f"{why} by {accepted['leader']} (term {accepted['term']})", now, None)
-        for replica in placed:
-            if replica not in stop:
-                instances[replica].placed_by = stamp
-        for replica in start:
+        for inst in instances.values():
+            if inst.placed_by and inst.name not in orders.stop:
+                inst.placed_by = stamp
+        for replica in orders.start:
             if replica not in instances:  # an agent of this node's own spec keeps its name
                 self._place(replica, accepted["replicas"][replica], stamp)
 
