@@ -203,6 +203,19 @@ def test_a_replica_is_given_only_once_every_other_usable_node_let_it_go():
     assert "hold" not in h.release(3, 5, move, {"n2": (3, 4), "n3": (3, 4)}, {}, usable)["a"]
 
 
+def test_a_decision_computed_but_not_published_gives_nothing_so_a_move_is_released_after_one_round():
+    h = Handoff()
+    give, usable = {"a": {"node": "n1"}}, ["n1", "n2"]
+    h.record(1, 2, h.holds(1, give, {"n2": (1, 1)}, {}, usable))  # published as seq 2: n1 may start it
+    assert h.given == {"a": {"n1": 2}}
+    assert h.holds(1, give, {"n1": (1, 2), "n2": (1, 2)}, {"n1": ["a"]}, usable) == give  # unchanged: not published
+    move = {"a": {"node": "n2"}}
+    held = h.holds(1, move, {"n1": (1, 2), "n2": (1, 2)}, {"n1": ["a"]}, usable)
+    assert held["a"]["hold"] == ["n1"]
+    h.record(1, 3, held)  # published as seq 3: n1 acts on it and lets go
+    assert "hold" not in h.holds(1, move, {"n1": (1, 3), "n2": (1, 3)}, {}, usable)["a"]
+
+
 def test_handoff_ignores_unusable_nodes_drained_replicas_and_forgets_the_last_term():
     h = Handoff()
     assert h.release(1, 1, {"a": {"node": None, "draining": "n2"}}, {}, {}, ["n1", "n2"]) == {

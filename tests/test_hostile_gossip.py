@@ -23,6 +23,8 @@ POISON = [
     ("$assign/999999", {"replicas": {"w": "not a dict"}, "unplaced": [1], "term": 999999, "leader": "ghost", "seq": 1}),
     ("$agents/evil", {"node": ["x"], "state": "running"}),
     ("$kill", {"pulled": "yes", "id": "z", "at": 1e300}),
+    ("$acted/ghost", {"term": "1", "seq": [2], "runs": "echo"}),
+    ("$acted/t", {"term": 2 ** 62, "seq": 1, "runs": [5]}),
     ("$node/" + "v" * 300, {"voter": True, "agents": "not a list", "pools": 5, "limits": [[1, 2, 3]]}),
     ("$node/ghost", {"voter": "maybe", "agents": [{"name": 5}], "pools": [["db", "x", 1]], "capacity": "big"}),
     ("$subs/ALERT/evil", "x"),

@@ -455,8 +455,10 @@ class Handoff:
     nor what nodes started just before the election. A node that is not usable is not asked:
     its lease has lapsed (see the module note).
 
-    The leader calls :meth:`release` with each assignment before it publishes it; memory is
-    the last seq each replica was given to each node in the current term.
+    The leader calls :meth:`release` with each assignment it publishes; memory is the last
+    seq each replica was given to each node in the current term. A leader that publishes only
+    what changed asks :meth:`holds` first (it remembers nothing) and :meth:`record` what it
+    publishes: a decision it computed but did not publish gave nothing to anybody.
     """
 
     def __init__(self) -> None:
@@ -466,16 +468,22 @@ class Handoff:
     def release(self, term: int, seq: int, replicas: Mapping[str, dict[str, Any]], acted: Mapping[str, object],
                 listing: Mapping[str, Collection[str]], usable: Collection[str]) -> dict[str, dict[str, Any]]:
         """The replicas of the decision numbered ``seq`` in ``term``, with ``hold`` set where
-        the start must wait. ``acted[N]``: ``(term, seq)`` of the decision node N last acted
-        on and ``listing[N]`` the replicas N runs (stopping ones too), both from one record N
-        wrote after acting (so that one can be trusted with the other); ``usable``: the nodes
-        heard within ``replace_after``."""
-        if term != self.term:
-            self.term, self.given = term, {}
+        the start must wait, remembered as published (:meth:`holds`, then :meth:`record`)."""
+        out = self.holds(term, replicas, acted, listing, usable)
+        self.record(term, seq, out)
+        return out
+
+    def holds(self, term: int, replicas: Mapping[str, dict[str, Any]], acted: Mapping[str, object],
+              listing: Mapping[str, Collection[str]], usable: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The replicas of a decision in ``term``, with ``hold`` set where the start must wait.
+        ``acted[N]``: ``(term, seq)`` of the decision node N last acted on and ``listing[N]`` the
+        replicas N runs (stopping ones too), both from one record N wrote after acting (so that
+        one can be trusted with the other); ``usable``: the nodes heard within ``replace_after``."""
+        given_in_term = self.given if term == self.term else {}
         out: dict[str, dict[str, Any]] = {}
         for replica, entry in replicas.items():
             node = entry.get("node")
-            given = self.given.get(replica, {})
+            given = given_in_term.get(replica, {})
             waiting = [] if node is None else sorted(
                 n for n in usable if n != node and not _let_go(n, replica, term, given.get(n, 0), acted, listing))
             if node is None:
@@ -484,9 +492,18 @@ class Handoff:
                 out[replica] = {**entry, "hold": waiting}
             else:
                 out[replica] = {k: v for k, v in entry.items() if k != "hold"}
+        return out
+
+    def record(self, term: int, seq: int, replicas: Mapping[str, Mapping[str, Any]]) -> None:
+        """Remember the decision numbered ``seq`` in ``term`` as published: each replica it gives
+        (not held) was last given to its node at ``seq``."""
+        if term != self.term:
+            self.term, self.given = term, {}
+        for replica, entry in replicas.items():
+            node = entry.get("node")
+            if node is not None and not entry.get("hold"):
                 self.given.setdefault(replica, {})[node] = seq
         self.given = {r: g for r, g in self.given.items() if r in replicas}
-        return out
 
 
 def _let_go(node: str, replica: str, term: int, given: int, acted: Mapping[str, object],

@@ -400,10 +400,11 @@ class PlacementNode:
             listing: dict[str, Collection[str]] = {o: v.record.directory for o, v in g.view.items()}
             acted[self.name] = self.record.acted
             listing[self.name] = self.instances
-            replicas = self.handoff.release(term, seq, replicas, acted, listing, usable)
+            replicas = self.handoff.holds(term, replicas, acted, listing, usable)
         body = {"replicas": replicas, "unplaced": decision["unplaced"]}
         if body == self.written and mine is not None and mine["term"] == term:
             return
+        self.handoff.record(term, seq, replicas)
         self.written = body
         self.record = replace(self.record, assign={"term": term, "leader": self.name, "seq": seq, **body})
         g.write(self.record)

@@ -11,6 +11,8 @@ from ...core.fencing import FENCE_GRACE_S as FENCE_GRACE_S, LEASE_S as LEASE_S, 
 
 AGENTS_PREFIX = "$agents/"  #: $agents/NAME: where an agent runs and how to reach it (the directory)
 ASSIGN_PREFIX = "$assign/"  #: $assign/TERM: the leader's assignment of replicas to nodes in that term
+#: $acted/NODE: the assignment NODE last acted on and the replicas it runs: {"term", "seq", "runs"}
+ACTED_PREFIX = "$acted/"
 KILL_KEY = "$kill"  #: the kill switch: {"pulled", "at", "by", "id"}
 BUDGET_PREFIX = "$budget/"  #: $budget/AGENT: the last time the node ended AGENT for its budget, and why
 

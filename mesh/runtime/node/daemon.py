@@ -310,6 +310,7 @@ class Node:
                     supervisor.start_due(now)
                     supervisor.expire_embedded(now)
                     self.registry.publish()
+                    self.follower.publish_acted()  # after the directory: the leader's handoff relies on the order
                     self._guarded("gossip", self.gossip.tick)
                 if self.on_tick is not None and now >= next_tick:
                     next_tick = now + 1.0

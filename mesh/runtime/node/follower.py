@@ -37,7 +37,7 @@ from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import Leadership
 from .assignments import assignments, latest_assignment
-from .constants import AGENTS_PREFIX, ASSIGN_PREFIX, LEASE_S
+from .constants import ACTED_PREFIX, AGENTS_PREFIX, ASSIGN_PREFIX, LEASE_S
 from .instance import Instance
 from .killswitch import pulled_kill_switch
 from .supervisor import Supervisor
@@ -70,6 +70,9 @@ class Follower:
         self.decisions_issued = 0  #: assignments this node published as leader
         self.last_decision: dict | None = None
         self._written_assignment: dict | None = None
+        self.handoff = fencing.Handoff()  # the leader's: a replica starts once every other node let it go
+        self.acted: tuple[int, int] | None = None  #: (term, seq) of the assignment this node last acted on
+        self._acted_written: dict | None = None
         self._spec_problems: dict[str, str] = {}
 
     @property
@@ -155,6 +158,22 @@ class Follower:
         for replica in orders.start:
             if replica not in instances:  # an agent of this node's own spec keeps its name
                 self._place(replica, accepted["replicas"][replica], stamp)
+        if orders.acted is not None:
+            self.acted = orders.acted
+
+    def runs(self) -> list[str]:
+        """The replicas a leader placed here that run, or may run again, here (stopping ones too)."""
+        return sorted(i.name for i in self.supervisor.instances.values() if i.placed_by)
+
+    def publish_acted(self) -> None:
+        """``$acted/NAME``: the assignment this node last acted on and the replicas it runs, one record
+        written after the directory shows what acting did (the leader's handoff reads both together)."""
+        if self.acted is None:
+            return
+        record = {"term": self.acted[0], "seq": self.acted[1], "runs": self.runs()}
+        if record != self._acted_written:
+            self.directory.write(ACTED_PREFIX + self.name, record, system=True)
+            self._acted_written = record
 
     def _place(self, replica: str, entry: dict, stamp: str) -> None:
         try:
@@ -214,7 +233,13 @@ class Follower:
         except (KeyError, TypeError, ValueError) as exc:  # a malformed record from some node
             log.warning("cannot place agents: %s", exc)
             return
-        body = {"replicas": decision["replicas"], "unplaced": decision["unplaced"], "conflicts": decision["conflicts"]}
+        # Handoff: a replica given to a node waits (hold) until every other node heard lately let it go,
+        # stopping ones too (only a node, one with a record, runs agents).
+        heard = {n for n, m in states.items() if m["state"] in ("alive", "suspect")
+                 and not fencing.may_replace(m["last_heard"], now) and n in records} | {self.name}
+        acted, listing = self._acted_records()
+        replicas = self.handoff.holds(lead.term, decision["replicas"], acted, listing, heard)
+        body = {"replicas": replicas, "unplaced": decision["unplaced"], "conflicts": decision["conflicts"]}
         if body == self._written_assignment and isinstance(mine, dict) and mine.get("leader") == self.name:
             return
         for why in decision["conflicts"]:
@@ -222,6 +247,7 @@ class Follower:
                 self.on_event(why)
         self._written_assignment = body
         seq = lead.elector.seq + 1
+        self.handoff.record(lead.term, seq, replicas)
         self.decisions_issued += 1
         self.last_decision = {"term": lead.term, "seq": seq}
         self.directory.write(f"{ASSIGN_PREFIX}{lead.term}", {"term": lead.term, "leader": self.name, "seq": seq, **body},
@@ -230,3 +256,21 @@ class Follower:
         for t in assignments(self.directory):
             if t < lead.term:
                 self.directory.delete(f"{ASSIGN_PREFIX}{t}", system=True)
+
+    def _acted_records(self) -> tuple[dict[str, tuple[int, int]], dict[str, set[str]]]:
+        """What each node last acted on and what it runs, from its ``$acted`` record (this node's
+        own from now); a malformed record counts as none, so that node lets go of nothing."""
+        acted: dict[str, tuple[int, int]] = {}
+        listing: dict[str, set[str]] = {}
+        for key, value in self.directory.items(ACTED_PREFIX).items():
+            if not isinstance(value, dict):
+                continue
+            term, seq, runs = value.get("term"), value.get("seq"), value.get("runs")
+            if type(term) is int and type(seq) is int and isinstance(runs, list) and all(type(r) is str for r in runs):
+                acted[key[len(ACTED_PREFIX):]] = (term, seq)
+                listing[key[len(ACTED_PREFIX):]] = set(runs)
+        acted.pop(self.name, None)
+        listing.pop(self.name, None)
+        if self.acted is not None:
+            acted[self.name], listing[self.name] = self.acted, set(self.runs())
+        return acted, listing
