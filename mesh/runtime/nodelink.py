@@ -7,6 +7,14 @@ started (``supervised``) stops when the node dies: SIGTERM starts a graceful sto
 kernel's parent-death signal resumes an agent the node had throttled, and the thread
 notices the lost parent within 0.25 s; an ``on_stop`` that hangs is cut short after
 ``ORPHAN_GRACE_S`` by ending the agent's whole process tree.
+
+The watchdog (:mod:`mesh.core.fencing`, rule 2): a replica that a leader placed on the node and
+could place elsewhere is given a deadline, at spawn (``MESH_LEASE_UNTIL``) and in each heartbeat's
+answer (``lease_s``, counted from when the heartbeat was sent): when the node's lease lapses
+unless renewed. If the deadline passes without a renewal (the node is paused, hung, or cut off
+and too slow to stop it), the agent stops itself: a graceful stop, cut short after
+``FENCE_GRACE_S``, and the exit status ``LEASE_EXIT``, which tells its node to start it again at
+once if the lease holds by then. Heartbeats come sooner while the deadline is near.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Callable
 
 from ..actor import Actor
+from ..core.fencing import FENCE_GRACE_S
 from ..errors import MeshError
 from . import rpc
 
@@ -32,12 +41,20 @@ log = logging.getLogger("mesh.server")
 HEARTBEAT_S = 0.5
 #: How long an orphaned agent may take to stop gracefully before it is killed, in seconds.
 ORPHAN_GRACE_S = 3.0
+#: The environment variable that gives a spawned agent its first watchdog deadline: seconds on the
+#: system's monotonic clock (``time.monotonic()``), absent when it has none.
+LEASE_UNTIL_ENV = "MESH_LEASE_UNTIL"
+#: The exit status of an agent its watchdog stopped (EX_TEMPFAIL): not a failure of the agent.
+LEASE_EXIT = 75
 
 
 class NodeLink:
     def __init__(self, server: "Server"):
         self.server = server
         self.registered = False
+        #: The watchdog's deadline (the server's monotonic clock), or None: none (not a movable replica).
+        self.lease_until = _first_lease() if server.supervised else None
+        self.lease_ran_out = False  #: the watchdog stopped the agent
 
     def install_signals(self) -> Callable[[], object]:
         """SIGTERM stops the actor gracefully (unless the program handles SIGTERM itself); returns
@@ -67,7 +84,7 @@ class NodeLink:
         self.registered = True
 
     def unregister(self) -> None:
-        if not self.registered:
+        if not self.registered or self.lease_ran_out:  # a node that let the lease run out may not answer
             return
         try:
             rpc.unregister(self.server.client, self.server.name, self.server.endpoint)
@@ -89,18 +106,38 @@ class NodeLink:
             if server.supervised and os.getppid() != parent:
                 self._orphaned()
                 return
-            if server.stopping.is_set() or not self.registered:
-                continue
             now = server.clock.monotonic()
-            if now - last_beat < HEARTBEAT_S:
+            if self.lease_until is not None and now >= self.lease_until:
+                self._lease_ran_out()
+                return
+            # While stopping, heartbeats only renew the lease (a stop may take its stop timeout).
+            if not self.registered or (server.stopping.is_set() and self.lease_until is None):
+                continue
+            near = self.lease_until is not None and self.lease_until - now < HEARTBEAT_S + 0.25
+            if now - last_beat < HEARTBEAT_S and not near:
                 continue
             last_beat = now
             try:
-                known = rpc.heartbeat(server.client, server.name, server.endpoint, server.handled, server.bad.total)
-                if not known and not server.supervised:
-                    self.register()
+                beat = rpc.heartbeat(server.client, server.name, server.endpoint, server.handled, server.bad.total)
             except MeshError:
                 continue
+            if not beat.get("known", True) and not server.supervised and not server.stopping.is_set():
+                self.register()
+            if server.supervised:
+                lease = beat.get("lease_s")
+                self.lease_until = now + float(lease) if isinstance(lease, (int, float)) else None
+
+    def _lease_ran_out(self) -> None:
+        server = self.server
+        log.warning("%s: its node did not renew its lease in time; stopping (a leader may run it elsewhere)",
+                    server.name)
+        self.lease_ran_out = True
+        server.stopping.set()
+        if server.stopped.wait(FENCE_GRACE_S):
+            return
+        from .containment import end_own_tree
+
+        end_own_tree()
 
     def _orphaned(self) -> None:
         server = self.server
@@ -117,6 +154,15 @@ class NodeLink:
         from .containment import end_own_tree
 
         end_own_tree()
+
+
+def _first_lease() -> float | None:
+    """The deadline the node gave at spawn, on this process's clock (the system's monotonic one)."""
+    given = os.environ.get(LEASE_UNTIL_ENV)
+    try:
+        return float(given) if given else None
+    except ValueError:
+        return None
 
 
 def _die_with_parent() -> None:

@@ -20,7 +20,7 @@ None of this is on the message path: asks and tells go straight to the actor.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from ..errors import NodeUnavailable, NotLeader
 
@@ -118,6 +118,15 @@ class Resolved(TypedDict, total=False):
     max_frame: int  #: the largest frame the actor accepts, in bytes
 
 
+class Beat(TypedDict, total=False):
+    """The node's answer to a served actor's heartbeat."""
+
+    known: bool  #: False: the node does not know it (say it restarted); absent: it does
+    #: Seconds from when the heartbeat was sent until the agent must stop unless renewed (its
+    #: node's lease, for a replica a leader could place elsewhere); absent: no such deadline.
+    lease_s: float
+
+
 class Stopping(TypedDict):
     stopping: bool
     pid: int
@@ -211,11 +220,11 @@ def unregister(client: "Client", name: str, endpoint: str | None, timeout: float
 
 
 def heartbeat(client: "Client", name: str, endpoint: str | None, messages: int, bad_frames: int,
-              timeout: float = 2.0) -> bool:
-    """Report a served actor alive; False if the node does not know it (say it restarted)."""
+              timeout: float = 2.0) -> Beat:
+    """Report a served actor alive: whether the node knows it, and the agent's lease if it has one."""
     answer = _node(client, "heartbeat", timeout, name=name, endpoint=endpoint, messages=messages,
                    bad_frames=bad_frames)
-    return not isinstance(answer, dict) or bool(answer.get("known", True))
+    return cast(Beat, answer) if isinstance(answer, dict) else Beat()
 
 
 # -- the shared state -----------------------------------------------------------------------

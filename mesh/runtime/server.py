@@ -47,7 +47,7 @@ from .context import ActorContext
 from .delivery import Seen
 from .flusher import FLUSHER
 from .intake import BadFrames
-from .nodelink import NodeLink
+from .nodelink import LEASE_EXIT, NodeLink
 from .ref import ACTING, ACTING_TASK
 from .transport import SEND_BYTES, Listener, NothingYet, Transport, frames_within
 
@@ -188,6 +188,8 @@ class Server:
             if self._aloop is not None and self.run_coroutine == self._run_coroutine_here:
                 self._aloop.close()
             restore()
+        if self.link.lease_ran_out:
+            raise SystemExit(LEASE_EXIT)  # tells the node: not a failure, start it again if the lease holds
 
     # -- the loop --------------------------------------------------------------------
 

@@ -178,6 +178,7 @@ class Node:
                                  clock=clock)
         self.kill_switch = KillSwitch(name, directory, self.supervisor, on_event, clock=clock)
         self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
+        self.supervisor.lease_left = self.follower.lease_left  # each movable agent's watchdog deadline
         self.pools = Pools(name, self.leadership, self.replies, self.supervisor, on_event, clock=clock)
         self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor, clock=clock)
         self.escalations = Escalations(self.spec, self.leadership, directory, self.replies, on_event, clock=clock)

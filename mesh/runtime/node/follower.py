@@ -72,6 +72,7 @@ class Follower:
         self._written_assignment: dict | None = None
         self.handoff = fencing.Handoff()  # the leader's: a replica starts once every other node let it go
         self.acted: tuple[int, int] | None = None  #: (term, seq) of the assignment this node last acted on
+        self.lease_until = float("inf")  #: when the lease lapses unless renewed (the clock's monotonic time)
         self._acted_written: dict | None = None
         self._spec_problems: dict[str, str] = {}
 
@@ -133,6 +134,7 @@ class Follower:
         for r in orders.refusals:
             self.on_event(f"refused a decision of term {r.term} (seq {r.seq}) from {r.leader}: term {r.current} is current")
         check = orders.check
+        self.lease_until = check.until
         if orders.fenced:
             if check.lapsed and orders.stop:
                 self.on_event(f"lease lost: out of touch with too many voters ({', '.join(lead.elector.voters)});"
@@ -160,6 +162,14 @@ class Follower:
                 self._place(replica, accepted["replicas"][replica], stamp)
         if orders.acted is not None:
             self.acted = orders.acted
+
+    def lease_left(self) -> float | None:
+        """Seconds until this node's lease lapses unless renewed (None: it cannot lapse, or the node
+        is stopping and stops its agents itself): what each agent a leader could move elsewhere is
+        given for its watchdog."""
+        if self.lease_until == float("inf") or self.supervisor.stopping:
+            return None
+        return self.lease_until - self.clock.monotonic()
 
     def runs(self) -> list[str]:
         """The replicas a leader placed here that run, or may run again, here (stopping ones too)."""

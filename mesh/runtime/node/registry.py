@@ -87,7 +87,8 @@ class Registry:
         inst.last_heard = self.clock.monotonic()
         inst.messages = body["messages"]
         inst.bad_frames = int(body.get("bad_frames") or 0)
-        return {"known": True}
+        lease = self.supervisor.lease_of(inst)
+        return {"known": True} if lease is None else {"known": True, "lease_s": max(0.0, lease)}
 
     def resolve(self, body: dict) -> dict:
         name = body["name"]

@@ -27,6 +27,7 @@ from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
 from ..containment import kill_descendants, sweep_orphans
 from ..gossiper import Directory
+from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
 from .instance import Instance
 from .killswitch import clock, pulled_kill_switch
@@ -55,10 +56,17 @@ class Supervisor:
         self._wave: list[str] = []
         self._wave_deadline = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
+        #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
+        self.lease_left: Callable[[], float | None] = lambda: None
 
     @property
     def stopping(self) -> bool:
         return self.stop_deadline is not None
+
+    def lease_of(self, inst: Instance) -> float | None:
+        """Seconds ``inst`` may run before it must stop unless its node renews the lease (its
+        watchdog), for a replica a leader placed here and could place elsewhere; else None."""
+        return self.lease_left() if inst.placed_by and inst.movable else None
 
     def log_path_of(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -119,6 +127,9 @@ class Supervisor:
             MESH_NODE_PID=str(os.getpid()),
             PYTHONUNBUFFERED="1",
         )
+        lease = self.lease_of(inst)
+        if lease is not None:  # the watchdog's deadline, on the system's monotonic clock (the agent's)
+            env[LEASE_UNTIL_ENV] = repr(time.monotonic() + lease)
         with open(log_path, "ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {inst.name} ---\n".encode())
             out.flush()
@@ -175,6 +186,12 @@ class Supervisor:
             if self.stopping:
                 inst.state = "stopped"
                 inst.reason = "node stopped"
+                continue
+            if code == LEASE_EXIT and inst.placed_by and inst.movable:
+                # Its watchdog stopped it: this node did not renew its lease in time (stalled). Not a
+                # failure: it starts again at once if the lease holds (else the follower retires it).
+                inst.state, inst.restart_at = "restarting", now
+                self.on_event(f"{inst.name} stopped itself: this node did not renew its lease in time; starting again")
                 continue
             assert inst.tracker is not None  # every spawned agent has one
             decision = inst.tracker.on_exit(now, code, why)
