@@ -73,18 +73,24 @@ one-way losses (a node that can send but not hear, or hear but not send, in any
 combination that stays put) are covered: the round trip makes a node that nobody hears
 lose its lease. The placement simulation (:mod:`mesh.sim.placement`) injects one-way
 losses that change every second or so and has not hit the gap (see its note).
+Liveness, not safety: the handoff waits for every node the leader hears, so a node that
+can send but not hear (its lease lapsed: it acts on nothing) and has not acted in the
+current term holds up every new start until it is repaired, stopped, or silent for
+``replace_after``.
 
 How a node uses it. One :class:`Follower` per node. Feed its ledger: ``ledger.issued(n,
 now)`` each time gossip raises the node's own heartbeat to ``n``, ``ledger.confirmed(peer,
 n)`` when a digest from ``peer`` (its own view: a syn or an ack) lists this node's heartbeat
-``n``; exchange digests with every voter within about a third of ``LEASE_S`` (pick the voter
-whose evidence is oldest as the sync target). Every pass (0.1 s): if it leads and
+``n``; exchange digests with every voter within about a third of ``LEASE_S`` (the sync target
+:meth:`HeartbeatLedger.sync_next` picks). Every pass (0.1 s): if it leads and
 ``follower.lease.may_decide(...)``, conduct, passing the decision through a
-:class:`Handoff` before publishing it; then ``orders = follower.step(...)`` and do what the
-:class:`Orders` say: stop ``orders.stop`` (with ``check.grace`` if ``orders.fenced``),
-start ``orders.start``, give each agent ``check.until`` for its watchdog, and once the
-directory shows all that, publish ``orders.acted`` with the replicas the node runs, as one
-record (the leader reads ``acted`` and ``runs`` of every node for :meth:`Handoff.release`).
+:class:`Handoff` (:meth:`Handoff.holds`, then :meth:`Handoff.record` once published);
+then ``orders = follower.step(...)`` and do what the :class:`Orders` say: stop
+``orders.stop`` (with ``check.grace`` if ``orders.fenced``), start ``orders.start``, give
+each agent ``check.until`` for its watchdog, and once the directory shows all that,
+publish ``orders.acted`` with the replicas the node runs, as one record (the leader reads
+``acted`` and ``runs`` of every node for the handoff). The runtime's node does all this in
+:mod:`mesh.runtime.node.follower`.
 The leader counts as usable the nodes ``may_replace`` does not give up on.
 """
 
