@@ -31,6 +31,7 @@ from ...core.election import ElectionConfig
 from ...core.gossip import GossipConfig
 from ...errors import MeshError, WireError
 from ...spec import NodeSpec
+from ...wire import BODY, KIND, RECIPIENT, SENDER
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
 from ..containment import become_subreaper
@@ -367,9 +368,9 @@ class Node:
                 self.bad.record(ident, exc, len(frame))
             return
         for env in envelopes:
-            if env[1] == _EVENT and env[5] in _PEER_RECIPIENTS:
+            if env[KIND] == _EVENT and env[RECIPIENT] in _PEER_RECIPIENTS:
                 self._from_peer(ident, env)
-            elif env[1] != _CONTROL or not isinstance(env[6], dict) or not isinstance(env[6].get("op"), str):
+            elif env[KIND] != _CONTROL or not isinstance(env[BODY], dict) or not isinstance(env[BODY].get("op"), str):
                 self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
             else:
                 self.control.handle(ident, env)
@@ -378,14 +379,14 @@ class Node:
         """A gossip, election or intention message from another node. The machines ignore or refuse
         what they cannot read; whatever still fails is counted as a bad frame and logged (rate-limited):
         nothing a peer sends ends the node."""
-        what = env[5][1:]
+        what = env[RECIPIENT][1:]
         try:
-            if env[5] == GOSSIP_RECIPIENT:
-                self.gossip.receive(env[4], env[6])
-            elif env[5] == ELECTION_RECIPIENT:
-                self.leadership.receive(env[4], env[6])
+            if env[RECIPIENT] == GOSSIP_RECIPIENT:
+                self.gossip.receive(env[SENDER], env[BODY])
+            elif env[RECIPIENT] == ELECTION_RECIPIENT:
+                self.leadership.receive(env[SENDER], env[BODY])
             else:
-                self.intentions.receive(env[4], env[6])
+                self.intentions.receive(env[SENDER], env[BODY])
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             self.bad.record(ident, f"bad {what} message: {exc}")
         except Exception as exc:

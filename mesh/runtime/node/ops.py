@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ...errors import MeshError, ReservedKey, WireError
 from ...topics import check_topic
+from ...wire import BODY, MSG_ID, SENDER
 from .replies import DEFER, Replies, Waiter
 from .status import leader_info
 
@@ -184,9 +185,9 @@ class Control:
 
     def handle(self, ident: bytes, env: list) -> None:
         """``env``: a CONTROL envelope whose body is a dict with a string ``op``."""
-        body = env[6]
+        body = env[BODY]
         name = body["op"]
-        waiter = Waiter(ident, env[2], env[4])
+        waiter = Waiter(ident, env[MSG_ID], env[SENDER])
         op = self.ops.get(name)
         try:
             if op is None:
