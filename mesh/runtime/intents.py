@@ -50,6 +50,7 @@ from ..core.intentions import (APPROVED, PROPOSER_KINDS, VOTER_KINDS, IntentionP
                                 check_proposal, storage_key)
 from ..errors import MeshError, NotLeader, ResourceError
 from ..intentions import Decision, Intention, Objection
+from .clock import REAL_CLOCK, Clock
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -169,8 +170,10 @@ def _upgrade(storage: object) -> dict[str, Any]:
 class NodeIntents:
     """A node's voter (if it votes) and proposer, their durable storage and their messages."""
 
-    def __init__(self, name: str, voter: bool, run_dir: Path, send: Callable[[str, Any], None], voters: list[str]):
+    def __init__(self, name: str, voter: bool, run_dir: Path, send: Callable[[str, Any], None], voters: list[str],
+                 clock: Clock = REAL_CLOCK):
         self.name = name
+        self.clock = clock
         self.send = send  # send(node_name, message)
         self.path = run_dir / "intentions.json"
         self.storage: dict[str, Any] = {}
@@ -180,7 +183,7 @@ class NodeIntents:
             except ValueError:
                 raise RuntimeError(f"{self.path} is not readable (remove it to start afresh)") from None
         self._saved = json.dumps(self.storage, sort_keys=True)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.voter = IntentionVoter(name, self.storage, now) if voter else None
         self.voters = sorted(voters)
         self.proposer = _proposer(name, self.voters, now)
@@ -191,9 +194,9 @@ class NodeIntents:
         # Only between proposals: quorums of the old and new voter lists need not intersect while
         # an intention decided under the old list is still held (its hold bounds how long).
         if voters != self.voters and (self.proposer is None or not (self.proposer.pending() or self.proposer.holding(
-                time.monotonic()))):
+                self.clock.monotonic()))):
             self.voters = voters
-            self.proposer = _proposer(self.name, voters, time.monotonic())
+            self.proposer = _proposer(self.name, voters, self.clock.monotonic())
 
     def busy(self) -> bool:
         """Anything the state machines must tick for soon: proposals in flight, or commits held here."""
@@ -219,24 +222,24 @@ class NodeIntents:
     def propose(self, iid: str, claims: list[str], priority: float, window: float, hold: float) -> None:
         if self.proposer is None:
             raise NotLeader("no voters are known yet: intentions cannot be voted on")
-        self._apply(self.proposer.propose(iid, claims, priority, time.time(), window, hold, time.monotonic()))
+        self._apply(self.proposer.propose(iid, claims, priority, self.clock.time(), window, hold, self.clock.monotonic()))
 
     def done(self, iid: str) -> None:
         if self.proposer is not None:
-            self._apply(self.proposer.done(iid, time.monotonic()))
+            self._apply(self.proposer.done(iid, self.clock.monotonic()))
 
     def receive(self, sender: str, body: object) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("t"), str):
             return  # untrusted: anything malformed is ignored
         kind = body.get("t")
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if kind in VOTER_KINDS and self.voter is not None:
             self._apply(self.voter.step(sender, body, now))
         elif kind in PROPOSER_KINDS and self.proposer is not None:
             self._apply(self.proposer.step(sender, body, now))
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         out: list[Effect] = []
         if self.voter is not None:
             out += self.voter.tick(now)

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from .. import wire
 from ..core.effects import Event, Send
 from ..core.election import LEADER, ElectionConfig, Elector
 from ..spec import _name_problem
+from .clock import REAL_CLOCK, Clock
 
 if TYPE_CHECKING:
     from .gossiper import Gossiper
@@ -47,8 +47,10 @@ _EVENT = int(wire.Kind.EVENT)
 
 class Leadership:
     def __init__(self, name: str, voter: bool, config: ElectionConfig, run_dir: Path, gossiper: Gossiper, seeded: bool,
-                 on_event: Callable[[str], None] = lambda line: None):
+                 on_event: Callable[[str], None] = lambda line: None, clock: Clock = REAL_CLOCK,
+                 rng: random.Random | None = None):
         self.name = name
+        self.clock = clock
         self.voter = voter
         self.config = config
         self.path = run_dir / "election.json"
@@ -65,7 +67,7 @@ class Leadership:
         self.storage["voters"] = sorted(voters)
         self._saved = dict(self.storage)
         self._write()
-        self.elector = Elector(name, self.storage["voters"], config, random.Random(), self.storage, time.monotonic())
+        self.elector = Elector(name, self.storage["voters"], config, rng or random.Random(), self.storage, clock.monotonic())
         self.leader_since: float | None = None  # wall-clock time this node last became leader
         self.candidacies = 0
         self.terms_led = 0
@@ -112,7 +114,7 @@ class Leadership:
     def receive(self, sender: str, body: object) -> None:
         if not self.gossiper.announced:
             return  # until the name is settled, this node takes no part
-        self._apply(self.elector.step(sender, body, time.monotonic()))
+        self._apply(self.elector.step(sender, body, self.clock.monotonic()))
 
     def tick(self) -> None:
         if not self._learned:
@@ -123,7 +125,7 @@ class Leadership:
             if not any(v != self.name for v in self.elector.voters):
                 return
             self.joined = True
-        self._apply(self.elector.tick(time.monotonic()))
+        self._apply(self.elector.tick(self.clock.monotonic()))
 
     def learn(self, records: dict[str, dict[str, object]], states: dict[str, str]) -> None:
         """Update the voter set from the gossiped node records and member states."""
@@ -150,12 +152,12 @@ class Leadership:
             if wanted != self.elector.voters:
                 self.on_event(f"voters: {', '.join(wanted) or '(none)'}")
             self.storage["voters"] = wanted
-            self.elector.set_voters(wanted, sorted(observers), time.monotonic())
+            self.elector.set_voters(wanted, sorted(observers), self.clock.monotonic())
             self._apply([])
 
     def transfer(self) -> None:
         """Hand leadership over before a graceful stop."""
-        self._apply(self.elector.transfer(time.monotonic()))
+        self._apply(self.elector.transfer(self.clock.monotonic()))
 
     # -- what the node reads ---------------------------------------------------------------
 
@@ -186,7 +188,7 @@ class Leadership:
 
     def _event(self, ev: Event) -> None:
         if ev.name == "leader":
-            self.leader_since = time.time()
+            self.leader_since = self.clock.time()
             self.terms_led += 1
             self.on_event(f"elected leader of term {ev.data['term']}")
         elif ev.name == "candidate":

@@ -79,8 +79,8 @@ class Node:
     own_process: bool = False
     #: How the node listens and reaches its peers (ZeroMQ; the in-memory twin runs a mesh in one process).
     transport: Transport = ZMQ
-    #: Where the node reads the time: its housekeeping, the lease, heartbeats' ages, stamps. (The
-    #: election's timers and the intentions' votes keep the system's monotonic clock.)
+    #: Where the node reads the time: its housekeeping, the election's timers, the lease, the
+    #: intentions' votes, heartbeats' ages, stamps. (The loop's own intake pace stays on real time.)
     clock: Clock = REAL_CLOCK
 
     # What the node makes when it binds: the parts that hold a socket, a file or a thread, and
@@ -154,7 +154,7 @@ class Node:
         config = ElectionConfig(self.spec.election_timeout_min, self.spec.election_timeout_max, self.spec.heartbeat)
         try:
             self.leadership = Leadership(self.name, self.spec.voter, config, self.run_dir, self.gossip, bool(self.join),
-                                         on_event=self.on_event)
+                                         on_event=self.on_event, clock=self.clock)
         except RuntimeError as exc:
             router.close(0)
             raise MeshError(str(exc)) from None
@@ -162,7 +162,7 @@ class Node:
         self.enforcer = Enforcer(on_event=self.on_event)
         try:
             self.intents = NodeIntents(self.name, self.spec.voter, self.run_dir, partial(send_intent, self.directory),
-                                       self.leadership.elector.voters)
+                                       self.leadership.elector.voters, clock=self.clock)
         except (RuntimeError, ValueError) as exc:
             raise MeshError(f"cannot start the intentions of node {self.name}: {exc}") from None
         self._assemble()
@@ -278,9 +278,8 @@ class Node:
                     if REAL_CLOCK.monotonic() >= until:
                         break
             # Sleep until the next thing to do (an election timer, a waiting request, housekeeping),
-            # at most HOUSEKEEPING_S: an idle node does not wake 100 times a second. The election's
-            # timers are on the system's clock (Leadership reads it), housekeeping on the node's.
-            wake_in = min(self.leadership.elector.wake_at() - REAL_CLOCK.monotonic(),
+            # at most HOUSEKEEPING_S: an idle node does not wake 100 times a second.
+            wake_in = min(self.leadership.elector.wake_at() - clock.monotonic(),
                           next_housekeeping - clock.monotonic())
             if self.pools.waiting or self.intentions.busy:
                 wake_in = -1.0

@@ -9,7 +9,6 @@ until its proposer is done with it (or its hold ends).
 from __future__ import annotations
 
 import json
-import time
 from typing import cast
 
 from ...errors import NotLeader, WireError
@@ -36,7 +35,7 @@ class Intentions:
     def __init__(self, name: str, intents: NodeIntents, directory: Directory, replies: Replies, supervisor: Supervisor,
                  *, clock: Clock = REAL_CLOCK):
         self.name = name
-        self.clock = clock  # stamps of the listings (the votes keep the system's clock: see NodeIntents)
+        self.clock = clock  # stamps of the listings
         self.intents = intents
         self.directory = directory
         self.replies = replies
@@ -130,10 +129,11 @@ class Intentions:
                 waiter = self._waiting.pop(iid, None)
                 if waiter is not None:
                     until = ev.data.get("until")
+                    left = until - self.intents.clock.monotonic() if isinstance(until, (int, float)) else None
                     body = {"id": iid, "outcome": outcome, "reasons": ev.data.get("reasons", []),
                             "holders": ev.data.get("holders", []),
-                            # ``until`` is NodeIntents' deadline, on the system's monotonic clock
-                            "until_in": max(0.0, until - time.monotonic()) if isinstance(until, (int, float)) else None}
+                            # ``until`` is NodeIntents' deadline, on its clock (the node's)
+                            "until_in": None if left is None else max(0.0, left)}
                     self.replies.reply(waiter, body)
                 entry = self.directory.get(INTENTS_PREFIX + iid)
                 if outcome == "approved" and isinstance(entry, dict):
