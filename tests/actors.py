@@ -362,6 +362,11 @@ class Listener(mesh.Actor):
                                 "corr": event.corr, "sender": event.sender}) + "\n")
 
     def on_message(self, message):
+        if "subscribed_nodes" in message:
+            return self.mesh.subscribed_nodes()
+        if "subscribe" in message:
+            self.mesh.subscribe(message["subscribe"])
+            return True
         return self.mesh.publish(message["publish"], message.get("data"), message.get("corr"))
 
 
@@ -390,16 +395,23 @@ class Contender(mesh.Actor):
             return {"outcome": d.outcome, "reasons": d.reasons, "escalated": d.escalated, "decided_by": d.decided_by,
                     "objections": [[o.by, o.reason, o.weight, o.kind] for o in d.objections]}
         approved = 0
+        backoff = message.get("backoff", 0.03)
+        options = {"wait": message["wait"]} if message.get("wait") else {}
         for _ in range(message["rounds"]):
-            d = self.mesh.propose("work", claims=[message["claim"]], priority=message.get("priority", 0), window=0.5)
+            d = self.mesh.propose("work", claims=[message["claim"]], priority=message.get("priority", 0),
+                                  window=message.get("window", 0.5), **options)
             if d.approved:
                 self._note("approve", d.id)
-                time.sleep(0.002)
+                time.sleep(message.get("hold", 0.002))
                 self._note("done", d.id)
                 d.done()
                 approved += 1
-            else:  # contention lost: the intention does not queue; back off a little and try again
-                time.sleep(random.uniform(0.0, 0.03))
+            else:
+                if self.journal:
+                    with open(self.journal + ".why", "a") as f:
+                        f.write(f"{time.time():.6f} {d.id} {d.outcome} {' | '.join(d.reasons)}\n")
+                if backoff:  # contention lost: back off a little and try again
+                    time.sleep(random.uniform(0.0, backoff))
         return approved
 
 

@@ -37,6 +37,7 @@ from mesh.core.intentions import (
     RELEASE,
     RELEASED,
     VOTER_KINDS,
+    WAIT,
     WITHDRAWN,
     Intention,
     IntentionProposer,
@@ -263,18 +264,20 @@ def kinds(effects):
     return [(e.to, e.message["t"]) for e in effects]
 
 
-def test_a_voter_revokes_a_promise_of_lower_precedence_and_tells_its_proposer():
+def test_a_voter_revokes_a_promise_of_lower_precedence_and_the_revoked_one_waits_in_line():
     v = voter()
     assert kinds(v.step("a", prepare("low", ["db", "x"], prio=1), 0.0)) == [("a", PROMISE)]
     out = v.step("b", prepare("high", ["db", "y"], prio=2), 0.1)
-    assert kinds(out) == [("a", NO), ("b", PROMISE)]
+    assert kinds(out) == [("a", WAIT), ("b", PROMISE)]
     assert out[0].message["outranked"] == [["high", "b", ["db"]]]
     assert v.owners()["db"]["id"] == "high" and "x" not in v.owners()  # all of "low" is dropped
-    # The loser asks again: refused, naming who outranks it; nothing changes.
+    assert [w["id"] for w in v.waiting()] == ["low"]  # it still wants its claims
+    # The loser asks again: still in line, naming who outranks it; nothing changes.
     (again,) = v.step("a", prepare("low", ["db", "x"], prio=1), 0.2)
-    assert again.message == {"t": NO, "id": "low", "outranked": [["high", "b", ["db"]]]}
+    assert again.message == {"t": WAIT, "id": "low", "outranked": [["high", "b", ["db"]]]}
+    # A COMMIT of an intention that only waits is refused (no promise), and it leaves the line.
     (commit,) = v.step("a", {"t": COMMIT, "id": "low", "hold": 1.0}, 0.2)
-    assert commit.message["t"] == NO
+    assert commit.message["t"] == NO and "waits in line" in commit.message["why"] and v.waiting() == []
     assert kinds(v.step("b", {"t": COMMIT, "id": "high", "hold": 1.0}, 0.3)) == [("b", ACK)]
     # A committed claim is never taken, not even by higher precedence.
     (held,) = v.step("c", prepare("top", ["y", "z"], prio=99), 0.4)
@@ -303,11 +306,12 @@ def test_duplicates_are_idempotent_and_stale_messages_of_a_finished_intention_ar
     assert v.owners()["db"]["id"] == "a2"
 
 
-def test_a_promise_expires_after_two_windows_and_a_commit_after_its_hold():
+def test_a_promise_expires_at_the_proposers_deadline_and_a_commit_after_its_hold():
     v = voter()
     v.step("a", prepare("a1", ["db"], window=0.5), 0.0)
-    assert v.tick(0.99) == [] and "db" in v.owners()
-    v.tick(1.0)
+    v.step("a", prepare("a1", ["db"], window=0.5), 0.3)  # a retransmission does not lengthen it
+    assert v.tick(0.49) == [] and "db" in v.owners()
+    v.tick(0.5)  # the proposer decided by then: a stale promise blocks nobody after
     assert v.owners() == {}
     v.step("a", prepare("a2", ["db"], window=0.5), 1.0)
     v.step("a", {"t": COMMIT, "id": "a2", "hold": 2.0}, 1.1)

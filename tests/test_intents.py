@@ -253,3 +253,46 @@ def test_a_node_keeps_at_most_a_bounded_number_of_intentions_and_refuses_more_wi
     assert len(approved) == MAX_KEPT and len(refused) == 20, (len(approved), refused[:1])
     assert all(f"keeps {MAX_KEPT} intentions already" in str(e) for e in refused), refused[0]
     assert len(node.client().control("intents")["intents"]) == MAX_KEPT
+
+
+# -- contention: somebody proceeds (issue 13) ----------------------------------------------------
+
+
+def overlaps(journal) -> list[str]:
+    """Approved holds (from the contenders' journals) that began before the previous one ended."""
+    events = sorted((float(t), what, iid) for t, what, iid in (line.split() for line in journal.read_text().splitlines()))
+    found, holding = [], None
+    for _, what, iid in events:
+        if what == "approve":
+            if holding is not None:
+                found.append(f"{iid} approved while {holding} held the claim")
+            holding = iid
+        elif holding == iid:
+            holding = None
+    return found
+
+
+def five_contenders(start_node, journal):
+    a, b = two_nodes(start_node, contenders(journal, 5))
+    wait_until(lambda: sorted({x["node"] for x in a.status()["agents"] if x["name"].startswith("c.")
+                               and x["state"] == "running"}) == ["a", "b"] and
+               len([x for x in a.status()["agents"] if x["state"] == "running"]) == 5, 30, "five contenders on two nodes")
+    return a, b
+
+
+@pytest.mark.parametrize("wait,least", [(None, 30), (2.0, 150)], ids=["at-once", "wait-2s"])
+def test_five_agents_on_two_voter_nodes_contending_for_one_claim_get_it_in_turn(start_node, tmp_path, wait, least):
+    """The issue's user program: 5 agents, 40 proposals each on one claim, window 0.1 s, 2 ms holds,
+    no back-off. Without waiting at least 30 of 200 are approved (11 before the fix); waiting up to
+    2 s in line, at least 150; never two holds at once."""
+    journal = tmp_path / "holds"
+    a, b = five_contenders(start_node, journal)
+    client = a.client()
+    ask = {"rounds": 40, "claim": "printer", "window": 0.1, "hold": 0.002, "backoff": 0, "wait": wait}
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        approved = list(pool.map(lambda i: client.actor(f"c.{i}").ask(ask, timeout=150), range(5)))
+    assert overlaps(journal) == []
+    if os.environ.get("MESH_WHY"):
+        print(open(str(journal) + ".why").read())
+    print(f"\n200 proposals on one claim (wait={wait}): {sum(approved)} approved {approved}")
+    assert sum(approved) >= least, f"only {sum(approved)} of 200 approved: {approved}"

@@ -321,8 +321,9 @@ class ElectionNet(Net):
 
 
 class IntentionsNet(Net):
-    """``voters V...``; ``proposer P`` [settle= retry=]; ``propose P id= claims=A,B prio= ts= window= hold=``;
-    ``done P ID``; ``owners V``; ``holding P``. A node may be a voter and a proposer: messages go by kind."""
+    """``voters V...``; ``proposer P`` [settle= retry=]; ``propose P id= claims=A,B prio= ts= window= hold=``
+    [wait=]; ``done P ID``; ``owners V``; ``waiting V``; ``holding P``. A node may be a voter and a proposer:
+    messages go by kind."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -367,7 +368,8 @@ class IntentionsNet(Net):
     def do_propose(self, plain: list[str], named: dict) -> list[str]:
         p = self.proposer_of[plain[0]]
         effects = p.propose(named["id"], names(named["claims"]), float(named.get("prio", 0)), float(named.get("ts", 0)),
-                            float(named.get("window", 5)), float(named.get("hold", 10)), self.now)
+                            float(named.get("window", 5)), float(named.get("hold", 10)), self.now,
+                            float(named.get("wait", 0)))
         return self.emit(plain[0], effects)
 
     def do_done(self, plain: list[str], named: dict) -> list[str]:
@@ -376,6 +378,11 @@ class IntentionsNet(Net):
     def do_owners(self, plain: list[str], named: dict) -> list[str]:
         owners = self.voter_of[plain[0]].owners()
         return [f"{claim}: {show(info)}" for claim, info in owners.items()] or ["nothing owned"]
+
+    def do_waiting(self, plain: list[str], named: dict) -> list[str]:
+        line = self.voter_of[plain[0]].waiting()
+        return [f"{e['id']} of {e['proposer']}: {show({k: v for k, v in e.items() if k not in ('id', 'proposer')})}"
+                for e in line] or ["nobody waiting"]
 
     def do_holding(self, plain: list[str], named: dict) -> list[str]:
         held = self.proposer_of[plain[0]].holding(self.now)

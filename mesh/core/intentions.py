@@ -129,9 +129,9 @@ from .quorum import blocks_majority, majority
 APPROVED, OBJECTED, WITHDRAWN = "approved", "objected", "withdrawn"
 
 PREPARE, COMMIT, RELEASE = "i.prepare", "i.commit", "i.release"
-PROMISE, ACK, NO, RELEASED = "i.promise", "i.ack", "i.no", "i.released"
+PROMISE, ACK, NO, RELEASED, WAIT = "i.promise", "i.ack", "i.no", "i.released", "i.wait"
 VOTER_KINDS = frozenset({PREPARE, COMMIT, RELEASE})  #: messages for the IntentionVoter
-PROPOSER_KINDS = frozenset({PROMISE, ACK, NO, RELEASED})  #: messages for the IntentionProposer
+PROPOSER_KINDS = frozenset({PROMISE, ACK, NO, RELEASED, WAIT})  #: messages for the IntentionProposer
 
 MAX_ID = 200  #: characters in an intention id or a node name
 MAX_CLAIM = 500  #: characters in a claim
@@ -140,9 +140,11 @@ MAX_REPORT = 8  #: intentions named in one refusal
 MAX_WHY = 300  #: characters of a refusal's ``why``
 MAX_WINDOW = 300.0  #: seconds: the longest window a proposal may ask for (and a voter's default)
 MAX_HOLD = 3600.0  #: seconds: the longest hold a proposal may ask for (and a voter's default)
+MAX_WAITING = 1000  #: intentions waiting in line at one voter at once (its default); more are refused
 
 _FINISHED = "the intention was already finished (released, objected or expired)"
 _NO_PROMISE = "no promise to commit (it was revoked, expired, or lost in a restart)"
+_IN_LINE = "no promise to commit: it waits in line (its promise was revoked)"
 
 
 # -- intentions ----------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def _shown(x: object) -> str:
 
 def check_proposal(intention_id: object, claims: object, priority: object, timestamp: object, window: object,
                    hold: object, *, settle: float = 0.0, max_window: float = MAX_WINDOW,
-                   max_hold: float = MAX_HOLD) -> frozenset[str]:
+                   max_hold: float = MAX_HOLD, wait: object = 0.0) -> frozenset[str]:
     """What a proposal must be, checked before anything of it is kept or sent anywhere: returns
     its claims as a frozenset; raises ValueError naming the first field that is wrong (quoting
     at most a few dozen characters of it, whatever its size)."""
@@ -260,6 +262,8 @@ def check_proposal(intention_id: object, claims: object, priority: object, times
     if not _positive(window) or window <= settle or window > max_window:
         raise ValueError(f"window must be a number of seconds above settle ({settle:g}) and at most {max_window:g},"
                          f" not {_shown(window)}")
+    if not _number(wait) or not 0 <= wait <= max_window:
+        raise ValueError(f"wait must be a number of seconds from 0 to {max_window:g}, not {_shown(wait)}")
     return checked
 
 
@@ -286,6 +290,26 @@ class _Vote:
     committed: bool
     expires: float  #: the voter's clock
     hold: float = 0.0
+    wait: float = 0.0  #: seconds it may wait in line, should it be revoked
+
+
+@dataclass(eq=False)
+class _InLine:
+    """An intention waiting at a voter: deferred (``wait`` 0: behind a promise of higher
+    precedence only) or queued (``wait`` > 0: behind a hold too)."""
+
+    intention: IntentionRecord
+    wait: float
+    expires: float  #: the voter's clock: the proposer's deadline at the latest
+    rank: tuple[float, float, str, str] = ()  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        self.rank = precedence(self.intention)
+
+
+#: What stands in a PREPARE's way at one voter: holders, promises of higher precedence,
+#: intentions of higher precedence in line before it, and promises it would revoke.
+_Blockers: TypeAlias = tuple[Holders, Holders, Holders, set[tuple[str, str]]]
 
 
 def storage_key(key: tuple[str, str]) -> str:
@@ -308,27 +332,34 @@ def _parse_storage_key(skey: object) -> tuple[str, str] | None:
 
 
 class IntentionVoter:
-    """One voter's promises and commits. Durable state (the commits) lives in ``storage``
-    under ``"commits"``, JSON-friendly; the runtime must write it to disk before it sends what
-    a :meth:`step` returns.
+    """One voter's promises, commits and line of waiting intentions. Durable state (the
+    commits) lives in ``storage`` under ``"commits"``, JSON-friendly; the runtime must write it
+    to disk before it sends what a :meth:`step` returns.
 
-    ``max_window`` and ``max_hold`` (seconds) bound what a proposer may ask for; more is
-    refused with the reason. ``remember`` is how long a finished intention is remembered, to
-    refuse its stale messages."""
+    ``max_window`` and ``max_hold`` (seconds) bound what a proposer may ask for (``max_window``
+    bounds ``wait`` too); more is refused with the reason. ``max_waiting`` bounds how many
+    intentions wait in line at this voter at once; more are refused with the reason.
+    ``remember`` is how long a finished intention is remembered, to refuse its stale messages."""
 
-    def __init__(self, name: str, storage: dict[str, Any], now: float, *, max_window: float = 300.0,
-                 max_hold: float = 3600.0, remember: float = 60.0):
+    def __init__(self, name: str, storage: dict[str, Any], now: float, *, max_window: float = MAX_WINDOW,
+                 max_hold: float = MAX_HOLD, remember: float = 60.0, max_waiting: int = MAX_WAITING):
         for label, value in (("max_window", max_window), ("max_hold", max_hold), ("remember", remember)):
             if not _positive(value):
                 raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
+        if type(max_waiting) is not int or max_waiting < 0:
+            raise ValueError(f"max_waiting must be a count >= 0, not {max_waiting!r}")
         self.name = name
         self.storage = storage
         self.now = now
         self.max_window = max_window
         self.max_hold = max_hold
         self.remember = remember
+        self.max_waiting = max_waiting
         self._votes: dict[tuple[str, str], _Vote] = {}
         self._owner: dict[str, tuple[str, str]] = {}  # claim -> the intention promised or committed it
+        self._line: dict[tuple[str, str], _InLine] = {}  # intentions waiting for their claims
+        self._line_of: dict[str, set[tuple[str, str]]] = {}  # claim -> the keys in line for it
+        self._freed: set[str] = set()  # claims an owner or a waiting intention left: see who may go next
         self._expiries: list[tuple[float, tuple[str, str]]] = []  # heap; stale entries skipped
         self._finished: dict[tuple[str, str], float] = {}  # -> when to forget it; in time order
         self._load()
@@ -375,69 +406,70 @@ class IntentionVoter:
                           "state": "committed" if vote.committed else "promised"}
         return out
 
+    def waiting(self) -> list[dict[str, object]]:
+        """The intentions in line, in precedence order: ``[{"id", "proposer", "claims", "wait",
+        "expires"}]`` (read only)."""
+        return [{"id": e.intention.id, "proposer": e.intention.proposer, "claims": sorted(e.intention.claims),
+                 "wait": e.wait, "expires": e.expires} for e in sorted(self._line.values(), key=lambda e: e.rank)]
+
     # -- inputs -------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Effect]:
         self._advance(now)
-        return []
+        return self._promote()
 
     def step(self, sender: str, message: object, now: float) -> list[Effect]:
         self._advance(now)
+        out = self._promote()  # what expired may let others go
         if not _text(sender) or not isinstance(message, dict):
-            return []
+            return out
         kind, iid = message.get("t"), message.get("id")
         if type(kind) is not str or kind not in VOTER_KINDS or not _text(iid):
-            return []
+            return out
         key = (sender, iid)
         if kind == PREPARE:
-            return self._prepare(key, message)
-        if kind == COMMIT:
-            return self._commit(key, message)
-        return self._release(key)
+            out += self._prepare(key, message)
+        elif kind == COMMIT:
+            out += self._commit(key, message)
+        else:
+            out += self._release(key)
+        return out + self._promote()
 
     def _prepare(self, key: tuple[str, str], message: dict[str, Any]) -> list[Effect]:
         claims = _claims(message.get("claims"))
-        prio, ts, window = message.get("prio"), message.get("ts"), message.get("window")
+        prio, ts, window, wait = message.get("prio"), message.get("ts"), message.get("window"), message.get("wait", 0)
         if claims is None or not _number(prio) or not _number(ts) or not _positive(window):
+            return []
+        if not _number(wait) or wait < 0:
             return []
         sender, iid = key
         me = IntentionRecord(iid, sender, claims, prio, ts)
         if key in self._finished:
             return [self._no(key, why=_FINISHED)]
-        mine = self._votes.get(key)
-        if mine is not None:
-            if mine.intention != me:
+        known = self._votes.get(key) or self._line.get(key)
+        if known is not None:
+            if known.intention != me:
                 return [self._no(key, why="the id names another intention of this proposer")]
-            if mine.committed:
-                return [Send(sender, {"t": ACK, "id": iid})]
-            self._set_expiry(mine, max(mine.expires, self.now + 2 * window))
-            return [Send(sender, {"t": PROMISE, "id": iid})]
-        if window > self.max_window:
-            return [self._no(key, why=f"a window of {_secs(window)} exceeds this voter's limit of {_secs(self.max_window)}")]
-        held: Holders = {}
-        outranked: Holders = {}
-        losers: set[tuple[str, str]] = set()
-        for claim in claims:
-            other = self._owner.get(claim)
-            if other is None:
-                continue
-            vote = self._votes[other]
-            if vote.committed:
-                held[other] = held.get(other, frozenset()) | {claim}
-            elif precedence(vote.intention) < precedence(me):
-                outranked[other] = outranked.get(other, frozenset()) | {claim}
-            else:
-                losers.add(other)
-        if held or outranked:
-            return [self._no(key, held=held, outranked=outranked)]
-        out: list[Effect] = []
-        for other in sorted(losers):
-            lost = self._votes[other].intention
-            self._drop(other)
-            out.append(self._no(other, outranked={key: claims & lost.claims}))
-        vote = _Vote(me, False, self.now + 2 * window)
-        self._install(vote)
-        return out + [Send(sender, {"t": PROMISE, "id": iid})]
+            if key in self._line:  # still in line: say so again (the first answer may be lost)
+                held, outranked, ahead, _ = self._blockers(me, key)
+                return [self._reply(WAIT, key, held=held, outranked=outranked, ahead=ahead)]
+            return [Send(sender, {"t": ACK if self._votes[key].committed else PROMISE, "id": iid})]
+        for label, value in (("window", window), ("wait", wait)):
+            if value > self.max_window:
+                return [self._no(key, why=f"a {label} of {_secs(value)} exceeds this voter's limit of"
+                                          f" {_secs(self.max_window)}")]
+        # The proposer decides by max(window, wait) after it proposed, which is no later than now:
+        # nothing of this intention outlives that here (stale promises never block live ones long).
+        expires = self.now + max(window, wait)
+        held, outranked, ahead, _ = self._blockers(me, key)
+        if held and not wait:
+            return [self._no(key, held=held, outranked=outranked, ahead=ahead)]
+        if held or outranked or ahead:
+            if len(self._line) >= self.max_waiting:
+                return [self._no(key, held=held, outranked=outranked, ahead=ahead, why=self._full())]
+            self._enqueue(_InLine(me, wait, expires))
+            return [self._reply(WAIT, key, held=held, outranked=outranked, ahead=ahead)]
+        return self._grant(me, wait, expires)
 
     def _commit(self, key: tuple[str, str], message: dict[str, Any]) -> list[Effect]:
         hold = message.get("hold")
@@ -445,7 +477,11 @@ class IntentionVoter:
             return []
         vote = self._votes.get(key)
         if vote is None:
+            if key in self._line:  # in line, not promised: the proposer counts this voter out
+                self._unline(key)
+                return [self._no(key, why=_IN_LINE)]
             return [self._no(key, why=_FINISHED if key in self._finished else _NO_PROMISE)]
+        out: list[Effect] = []
         if not vote.committed:
             if hold > self.max_hold:
                 return [self._no(key, why=f"a hold of {_secs(hold)} exceeds this voter's limit of {_secs(self.max_hold)}")]
@@ -455,19 +491,88 @@ class IntentionVoter:
             i = vote.intention
             self.storage["commits"][storage_key(key)] = {"claims": sorted(i.claims), "prio": i.priority,
                                                           "ts": i.timestamp, "expires": vote.expires, "hold": hold}
-        return [Send(key[0], {"t": ACK, "id": key[1]})]
+            # Those in line behind it now wait for a holder: tell them who (their reasons, should
+            # their deadline come first). They stay in line: it may be done long before its hold ends.
+            for other in sorted({k for c in i.claims for k in self._line_of.get(c, ())}):
+                out.append(self._reply(WAIT, other, held={key: i.claims & self._line[other].intention.claims}))
+        return [Send(key[0], {"t": ACK, "id": key[1]})] + out
 
     def _release(self, key: tuple[str, str]) -> list[Effect]:
         if key in self._votes:
             self._drop(key)
+        if key in self._line:
+            self._unline(key)
         self._finish(key)
         return [Send(key[0], {"t": RELEASED, "id": key[1]})]
 
+    # -- who goes next ----------------------------------------------------------------------
+
+    def _blockers(self, me: IntentionRecord, key: tuple[str, str]) -> _Blockers:
+        held: Holders = {}
+        outranked: Holders = {}
+        ahead: Holders = {}
+        losers: set[tuple[str, str]] = set()
+        rank = precedence(me)
+        for claim in me.claims:
+            other = self._owner.get(claim)
+            if other is not None and other != key:
+                vote = self._votes[other]
+                if vote.committed:
+                    held[other] = held.get(other, frozenset()) | {claim}
+                elif precedence(vote.intention) < rank:
+                    outranked[other] = outranked.get(other, frozenset()) | {claim}
+                else:
+                    losers.add(other)
+            for waiting in self._line_of.get(claim, ()):
+                if waiting != key and self._line[waiting].rank < rank:
+                    ahead[waiting] = ahead.get(waiting, frozenset()) | {claim}
+        return held, outranked, ahead, losers
+
+    def _grant(self, me: IntentionRecord, wait: float, expires: float) -> list[Effect]:
+        """Promise ``me`` (nothing holds or outranks it here): promises of lower precedence on its
+        claims are revoked, and go back in line (they still want their claims)."""
+        key = me.key
+        out: list[Effect] = []
+        for other in sorted(self._blockers(me, key)[3]):
+            lost = self._votes[other]
+            self._drop(other)
+            taken = {key: me.claims & lost.intention.claims}
+            if len(self._line) < self.max_waiting:
+                self._enqueue(_InLine(lost.intention, lost.wait, lost.expires))
+                out.append(self._reply(WAIT, other, outranked=taken))
+            else:
+                out.append(self._no(other, outranked=taken, why=self._full()))
+        self._install(_Vote(me, False, expires, wait=wait))
+        return out + [Send(key[0], {"t": PROMISE, "id": key[1]})]
+
+    def _promote(self) -> list[Effect]:
+        """Promise, in precedence order, the intentions in line that nothing holds or outranks any
+        longer, among those waiting for claims that were freed."""
+        out: list[Effect] = []
+        while self._freed:
+            freed, self._freed = self._freed, set()
+            candidates = {k for c in freed for k in self._line_of.get(c, ())}
+            for key in sorted(candidates, key=lambda k: self._line[k].rank):
+                entry = self._line.get(key)
+                if entry is None:
+                    continue
+                held, outranked, ahead, _ = self._blockers(entry.intention, key)
+                if held or outranked or ahead:
+                    continue
+                self._unline(key)
+                out += self._grant(entry.intention, entry.wait, entry.expires)
+        return out
+
+    def _full(self) -> str:
+        return f"{len(self._line)} intentions wait in line at this voter already, the most it keeps"
+
     # -- state ----------------------------------------------------------------------------
 
-    def _no(self, key: tuple[str, str], held: Holders | None = None, outranked: Holders | None = None,
-            why: str | None = None) -> Send:
-        message: dict[str, Any] = {"t": NO, "id": key[1]}
+    def _reply(self, kind: str, key: tuple[str, str], held: Holders | None = None, outranked: Holders | None = None,
+               ahead: Holders | None = None, why: str | None = None) -> Send:
+        message: dict[str, Any] = {"t": kind, "id": key[1]}
+        if ahead:
+            message["ahead"] = _reported(ahead)
         if held:
             message["held"] = _reported(held)
         if outranked:
@@ -476,12 +581,32 @@ class IntentionVoter:
             message["why"] = why
         return Send(key[0], message)
 
+    def _no(self, key: tuple[str, str], held: Holders | None = None, outranked: Holders | None = None,
+            ahead: Holders | None = None, why: str | None = None) -> Send:
+        return self._reply(NO, key, held, outranked, ahead, why)
+
     def _install(self, vote: _Vote) -> None:
         key = vote.intention.key
         self._votes[key] = vote
         for claim in vote.intention.claims:
             self._owner[claim] = key
         heapq.heappush(self._expiries, (vote.expires, key))
+
+    def _enqueue(self, entry: _InLine) -> None:
+        key = entry.intention.key
+        self._line[key] = entry
+        for claim in entry.intention.claims:
+            self._line_of.setdefault(claim, set()).add(key)
+        heapq.heappush(self._expiries, (entry.expires, key))
+
+    def _unline(self, key: tuple[str, str]) -> None:
+        entry = self._line.pop(key)
+        for claim in entry.intention.claims:
+            keys = self._line_of[claim]
+            keys.discard(key)
+            if not keys:
+                del self._line_of[claim]
+        self._freed |= entry.intention.claims  # those behind it in line may go now
 
     def _set_expiry(self, vote: _Vote, expires: float) -> None:
         vote.expires = expires
@@ -494,6 +619,7 @@ class IntentionVoter:
                 del self._owner[claim]
         if vote.committed:
             self.storage["commits"].pop(storage_key(key), None)
+        self._freed |= vote.intention.claims
 
     def _finish(self, key: tuple[str, str]) -> None:
         self._finished.pop(key, None)
@@ -509,6 +635,9 @@ class IntentionVoter:
                 self._drop(key)
                 if vote.committed:
                     self._finish(key)
+            entry = self._line.get(key)
+            if entry is not None and entry.expires <= self.now:
+                self._unline(key)  # its proposer has decided by now (objected at its deadline)
         while self._finished:
             key, until = next(iter(self._finished.items()))
             if until > self.now:
@@ -519,7 +648,7 @@ class IntentionVoter:
 # -- the proposer --------------------------------------------------------------------------
 
 PREPARING, COMMITTING, HELD, CLOSING = "preparing", "committing", "held", "closing"
-_PROMISED, _ACKED, _REFUSED = "promised", "acked", "refused"
+_PROMISED, _ACKED, _REFUSED, _WAITING = "promised", "acked", "refused", "waiting"
 
 
 @dataclass(eq=False)
@@ -528,12 +657,14 @@ class _Proposal:
     window: float
     hold: float
     proposed_at: float
-    deadline: float  #: end of the window
+    deadline: float  #: the window's end, or the wait's if later
+    wait: float = 0.0
     phase: str = PREPARING
-    votes: dict[str, str] = field(default_factory=dict)  #: voter -> _PROMISED | _ACKED | _REFUSED
+    votes: dict[str, str] = field(default_factory=dict)  #: voter -> _PROMISED | _ACKED | _REFUSED | _WAITING
     hold_end: float = math.inf  #: set when COMMIT is first sent
     held: Holders = field(default_factory=dict)  #: (proposer, id) -> claims, as voters reported
     outranked: Holders = field(default_factory=dict)
+    ahead: Holders = field(default_factory=dict)
     whys: Counter[str] = field(default_factory=Counter)
     next_retry: float = 0.0
     released: set[str] = field(default_factory=set)  #: closing: voters that confirmed the release
@@ -568,16 +699,18 @@ class IntentionProposer:
     # -- the caller's side ----------------------------------------------------------------
 
     def propose(self, intention_id: str, claims: Collection[str], priority: float, timestamp: float, window: float, hold: float,
-                now: float) -> list[Effect]:
+                now: float, wait: float = 0.0) -> list[Effect]:
         """Propose an intention; it is decided (one ``decided`` event) within ``window``
-        seconds. If approved it is held for ``hold`` seconds at most. Raises ValueError for
-        bad arguments or an id still in use (ids must never be reused)."""
+        seconds, or ``wait`` seconds if longer: with ``wait`` it may wait in line at the voters
+        for claims held by others (see above). If approved it is held for ``hold`` seconds at
+        most. Raises ValueError for bad arguments or an id still in use (ids must never be
+        reused)."""
         self._advance(now)
-        claims = check_proposal(intention_id, claims, priority, timestamp, window, hold, settle=self.settle)
+        claims = check_proposal(intention_id, claims, priority, timestamp, window, hold, settle=self.settle, wait=wait)
         if intention_id in self._proposals:
             raise ValueError(f"intention {_shown(intention_id)} is still in use; ids must never be reused")
         p = _Proposal(IntentionRecord(intention_id, self.name, claims, priority, timestamp), window, hold, self.now,
-                      self.now + window, next_retry=self.now + self.retry)
+                      self.now + max(window, wait), wait, next_retry=self.now + self.retry)
         self._proposals[intention_id] = p
         return [Send(v, self._prepare_message(p)) for v in self.voters]
 
@@ -624,7 +757,8 @@ class IntentionProposer:
                     out += self._start_commit(p)
                 elif now >= p.next_retry:
                     p.next_retry = now + self.retry
-                    out += [Send(v, self._prepare_message(p)) for v in self.voters if v not in p.votes]
+                    out += [Send(v, self._prepare_message(p)) for v in self.voters
+                            if p.votes.get(v) in (None, _WAITING)]  # a waiting voter's promise may be lost
                     if p.phase == COMMITTING:
                         out += [Send(v, self._commit_message(p)) for v, s in p.votes.items() if s == _PROMISED]
             elif p.phase == HELD:
@@ -656,7 +790,7 @@ class IntentionProposer:
             return []
         state = p.votes.get(sender)
         if kind == PROMISE:
-            if state is None:
+            if state is None or state == _WAITING:
                 p.votes[sender] = _PROMISED
                 if p.phase == COMMITTING:
                     return [Send(sender, self._commit_message(p))]
@@ -670,19 +804,21 @@ class IntentionProposer:
                     and self.now < p.hold_end and self.now < p.deadline):
                 return self._decide(p, APPROVED, [])
             return []
-        if kind == NO:
-            held, outranked, why = _report(message.get("held")), _report(message.get("outranked")), message.get("why")
-            if held is None or outranked is None or not (why is None or _text(why, MAX_WHY)):
+        if kind in (NO, WAIT):
+            held, outranked, ahead = (_report(message.get(k)) for k in ("held", "outranked", "ahead"))
+            why = message.get("why")
+            if held is None or outranked is None or ahead is None or not (why is None or _text(why, MAX_WHY)):
                 return []
             if p.phase == HELD or state in (_ACKED, _REFUSED):
-                return []  # stale (an acknowledgement is final), or said already
-            p.votes[sender] = _REFUSED
-            for mine, theirs in ((p.held, held), (p.outranked, outranked)):
+                return []  # stale (an acknowledgement is final, and so is a refusal), or said already
+            # Waiting: the voter may still promise (a revoked promise waits in line again).
+            p.votes[sender] = _REFUSED if kind == NO else _WAITING
+            for mine, theirs in ((p.held, held), (p.outranked, outranked), (p.ahead, ahead)):
                 for k, claims in theirs.items():
                     mine[k] = mine.get(k, frozenset()) | (claims & p.intention.claims)
             if why:
                 p.whys[why] += 1
-            if blocks_majority(len(self.voters), p.count(_REFUSED)):
+            if kind == NO and blocks_majority(len(self.voters), p.count(_REFUSED)):
                 return self._decide(p, OBJECTED, self._reasons(p, timed_out=False))
         return []  # RELEASED of an intention not closing: stale
 
@@ -694,8 +830,11 @@ class IntentionProposer:
 
     def _prepare_message(self, p: _Proposal) -> dict[str, Any]:
         i = p.intention
-        return {"t": PREPARE, "id": i.id, "claims": sorted(i.claims), "prio": i.priority, "ts": i.timestamp,
-                "window": p.window}
+        message = {"t": PREPARE, "id": i.id, "claims": sorted(i.claims), "prio": i.priority, "ts": i.timestamp,
+                   "window": p.window}
+        if p.wait:
+            message["wait"] = p.wait
+        return message
 
     def _commit_message(self, p: _Proposal) -> dict[str, Any]:
         return {"t": COMMIT, "id": p.intention.id, "hold": p.hold}
@@ -714,7 +853,8 @@ class IntentionProposer:
     def _decide(self, p: _Proposal, outcome: str, reasons: list[str]) -> list[Effect]:
         data = {"id": p.intention.id, "outcome": outcome, "reasons": reasons,
                 "holders": sorted({iid for _, iid in p.held}) if outcome == OBJECTED else [],
-                "outranked_by": sorted({iid for _, iid in p.outranked}) if outcome == OBJECTED else [],
+                "outranked_by": sorted({iid for _, iid in (p.outranked.keys() | p.ahead.keys()) - p.held.keys()})
+                if outcome == OBJECTED else [],
                 "until": p.hold_end if outcome == APPROVED else None}
         out: list[Effect] = [Event("decided", data)]
         if outcome == APPROVED:
@@ -725,21 +865,30 @@ class IntentionProposer:
     def _close(self, p: _Proposal) -> list[Effect]:
         p.phase = CLOSING
         p.next_retry = self.now + self.retry
-        # By then every voter has freed the intention on its own (promises last two windows).
-        p.forget_at = self.now + 2 * p.window + p.hold
+        # By then every voter has freed the intention on its own (promises and places in line
+        # last max(window, wait) from when the voter heard of it; a commit its hold).
+        p.forget_at = self.now + 2 * max(p.window, p.wait) + p.hold
         return [Send(v, {"t": RELEASE, "id": p.intention.id}) for v in self.voters]
+
+    @staticmethod
+    def _outranked(p: _Proposal) -> Holders:
+        """Promised ones that outranked it and did not come to hold its claims (those are holders)."""
+        return {k: claims for k, claims in p.outranked.items() if k not in p.held}
 
     def _reasons(self, p: _Proposal, timed_out: bool) -> list[str]:
         reasons = []
         for (proposer, iid), claims in sorted(p.held.items()):
             reasons.append(f"{_quote(claims)} held by intention {iid!r} of {proposer!r}")
-        for (proposer, iid), claims in sorted(p.outranked.items()):
+        for (proposer, iid), claims in sorted(self._outranked(p).items()):
             reasons.append(f"{_quote(claims)} promised to intention {iid!r} of {proposer!r}, which takes precedence")
+        for (proposer, iid), claims in sorted((k, c) for k, c in p.ahead.items() if k not in p.held and k not in p.outranked):
+            reasons.append(f"{_quote(claims)} wanted by intention {iid!r} of {proposer!r}, which is ahead in line")
         for why, n in sorted(p.whys.items()):
             reasons.append(f"{n} voter{'s' if n > 1 else ''}: {why}")
         n, promised, acked, refused = len(self.voters), p.count(_PROMISED), p.count(_ACKED), p.count(_REFUSED)
-        silent = n - len(p.votes)
-        tally = f"{refused} refused, {silent} did not answer (quorum {self.quorum} of {n})"
+        waiting, silent = p.count(_WAITING), n - len(p.votes)
+        tally = f"{refused} refused, " + (f"{waiting} waiting in line, " if waiting else "")
+        tally += f"{silent} did not answer (quorum {self.quorum} of {n})"
         if not timed_out:
             reasons.append(f"a majority is impossible: {tally}")
         elif p.phase == COMMITTING and self.now >= p.hold_end:
@@ -748,6 +897,8 @@ class IntentionProposer:
         elif p.phase == COMMITTING:
             reasons.append(f"no majority acknowledged the commit within the {_secs(p.window)} window:"
                            f" {acked} acknowledged, {promised} promised, {tally}")
+        elif p.wait > p.window:
+            reasons.append(f"no majority promised within its {_secs(p.wait)} wait: {promised} promised, {tally}")
         else:
             reasons.append(f"no majority promised within the {_secs(p.window)} window: {promised} promised, {tally}")
         return reasons

@@ -10,7 +10,9 @@ import logging
 from typing import TYPE_CHECKING, Iterable
 
 from . import rpc
+from ..topics import check_topic
 from .aio import async_twin
+from .broadcast import event_topic
 from .intents import propose
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,11 +54,12 @@ class ActorContext:
         return self._client.actor(name)
 
     def propose(self, action: object, *, claims: Iterable[str] = (), priority: float = 0, window: float = 0.2, hold: float = 30.0,
-                evidence: float = 1.0, escalation_timeout: float = 60.0) -> "Decision":
+                evidence: float = 1.0, escalation_timeout: float = 60.0, wait: float = 0.0) -> "Decision":
         """Announce ``action`` before doing it; returns a :class:`mesh.Decision` within about
-        ``window`` seconds (longer if escalated). See :mod:`mesh.runtime.intents`."""
+        ``window`` seconds (``wait`` if longer: up to that long in line for claims others hold;
+        longer if escalated). See :mod:`mesh.runtime.intents`."""
         return propose(self._client, self.name, action, claims=claims, priority=priority, window=window, hold=hold,
-                       evidence=evidence, escalation_timeout=escalation_timeout)
+                       evidence=evidence, escalation_timeout=escalation_timeout, wait=wait)
 
     propose_async = async_twin(propose)
 
@@ -65,11 +68,22 @@ class ActorContext:
         return self._client.publish(topic, data, corr)
 
     def subscribe(self, topic: str) -> None:
-        """Receive the events published on ``topic`` in ``on_event``, from now on."""
-        rpc.subscribe(self._client, topic, self.name)
+        """Receive the events published on ``topic`` in ``on_event``, from now on: when this
+        returns, every live node's forwarder has the subscription in place, so an event published
+        anywhere after it is delivered (see :mod:`mesh.runtime.broadcast`)."""
+        check_topic(topic)
+        rpc.subscribe(self._client, topic, self.name)  # listed in the shared state ($subs/TOPIC/ACTOR)
+        self._server.subscriptions().subscribe(event_topic(topic))
+
+    def subscribed_nodes(self) -> list[str]:
+        """The nodes whose forwarders have this actor's subscriptions in place (all live nodes,
+        a few milliseconds after one joins): events published there reach it."""
+        return self._server.subscriptions().confirmed()
 
     def unsubscribe(self, topic: str) -> None:
+        check_topic(topic)
         rpc.unsubscribe(self._client, topic, self.name)
+        self._server.subscriptions().unsubscribe(event_topic(topic))
 
     def acquire(self, name: str, *, n: int = 1, timeout: float = 10.0) -> "Lease":
         """Wait for ``n`` units of the mesh-wide pool ``name`` (or permits of rate limit ``name``),

@@ -70,7 +70,8 @@ LISTED_CHARS = 200
 
 
 def propose(client: "Client", proposer: str, action: object, *, claims: Iterable[str] = (), priority: float = 0,
-            window: float = 0.2, hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0) -> Decision:
+            window: float = 0.2, hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0,
+            wait: float = 0.0) -> Decision:
     """Vote and objections at once, then the rules of the module note."""
     claimed = sorted(set(claims or []))
     started = time.monotonic()
@@ -79,7 +80,7 @@ def propose(client: "Client", proposer: str, action: object, *, claims: Iterable
                  "window": window}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         vote = pool.submit(rpc.intent_propose, client, intention_id, action, claimed, priority, window, hold,
-                           proposer) if claimed else None
+                           proposer, wait) if claimed else None
         listeners = rpc.intent_listeners(client)
         asks = [pool.submit(_hear, client, name, intention, window) for name in listeners if name != proposer]
         objections = [o for f in asks for o in [f.result()] if o is not None]
@@ -205,13 +206,14 @@ class NodeIntents:
             return True
         return bool(self.voter is not None and self.voter._votes)
 
-    def check(self, iid: object, claims: object, priority: object, window: object, hold: object) -> list[str]:
+    def check(self, iid: object, claims: object, priority: object, window: object, hold: object,
+              wait: object = 0.0) -> list[str]:
         """Everything :meth:`propose` would refuse, checked before anything of the proposal is written
         anywhere: returns its claims, sorted. Raises NotLeader (no voters known yet), ValueError (a
         field is wrong, or the id is taken) or ResourceError (this node keeps too many already)."""
         if self.proposer is None:
             raise NotLeader("no voters are known yet: intentions cannot be voted on")
-        claims = sorted(check_proposal(iid, claims, priority, 0.0, window, hold, settle=self.proposer.settle))
+        claims = sorted(check_proposal(iid, claims, priority, 0.0, window, hold, settle=self.proposer.settle, wait=wait))
         if self.proposer.in_use(iid):
             raise ValueError(f"intention {_shown(iid)} is still in use; ids must never be reused")
         if self.proposer.kept() >= MAX_KEPT:
@@ -219,10 +221,12 @@ class NodeIntents:
                                 f" keeps: release some (done()) or wait for their holds to end")
         return claims
 
-    def propose(self, iid: str, claims: list[str], priority: float, window: float, hold: float) -> None:
+    def propose(self, iid: str, claims: list[str], priority: float, window: float, hold: float,
+                wait: float = 0.0) -> None:
         if self.proposer is None:
             raise NotLeader("no voters are known yet: intentions cannot be voted on")
-        self._apply(self.proposer.propose(iid, claims, priority, self.clock.time(), window, hold, self.clock.monotonic()))
+        self._apply(self.proposer.propose(iid, claims, priority, self.clock.time(), window, hold, self.clock.monotonic(),
+                                          wait))
 
     def done(self, iid: str) -> None:
         if self.proposer is not None:

@@ -76,6 +76,16 @@ class Vote(TypedDict):
     until_in: float | None  #: seconds until the claims' hold ends, if approved
 
 
+class Forwarder(TypedDict):
+    out: str  #: where subscribers connect (the node's PUB)
+    address: str  #: the node's own address (where a subscriber asks it for hellos)
+
+
+#: ``in``: where the node's own processes publish (its forwarder's PULL); ``nodes``: every live
+#: node's forwarder, by node name. (Functional form: ``in`` is a keyword.)
+Broadcast = TypedDict("Broadcast", {"in": str, "nodes": dict[str, Forwarder]})
+
+
 class Ruling(TypedDict):
     """How the leader (or a person) decided an escalated intention."""
 
@@ -267,6 +277,17 @@ def subscribers(client: "Client", topic: str, timeout: float = 5.0) -> list[str]
     return list(answer.get("actors", [])) if isinstance(answer, dict) else []
 
 
+def broadcast(client: "Client", timeout: float = 5.0) -> Broadcast:
+    """Where the client's node takes broadcasts (``in``), and every live node's forwarder."""
+    return _node(client, "broadcast", timeout)
+
+
+def broadcast_hello(client: "Client", address: str, subscriber: str, seq: int, timeout: float = 1.0) -> None:
+    """Ask the node at ``address`` to publish hello ``seq`` to ``subscriber`` (the handshake of
+    :mod:`mesh.runtime.broadcast`)."""
+    client._control_at(address, "broadcast_hello", timeout, subscriber=subscriber, seq=seq)
+
+
 # -- pools and rate limits (at the leader) --------------------------------------------------
 
 
@@ -292,10 +313,12 @@ def release(client: "Client", lease_id: str, name: str, timeout: float = 5.0) ->
 
 
 def intent_propose(client: "Client", id: str, action: object, claims: list[str], priority: float, window: float,
-                   hold: float, proposer: str) -> Vote:
-    """Have the voters vote on an intention's claims; answers once decided (within about ``window``)."""
-    return _node(client, "intent_propose", window + 2.0, id=id, action=action, claims=claims, priority=priority,
-                 window=window, hold=hold, proposer=proposer)
+                   hold: float, proposer: str, wait: float = 0.0) -> Vote:
+    """Have the voters vote on an intention's claims; answers once decided (within about ``window``,
+    or ``wait`` if longer: it may wait in line that long)."""
+    options = {"wait": wait} if wait else {}
+    return _node(client, "intent_propose", max(window, wait) + 2.0, id=id, action=action, claims=claims,
+                 priority=priority, window=window, hold=hold, proposer=proposer, **options)
 
 
 def intent_done(client: "Client", id: str, timeout: float = 5.0) -> None:

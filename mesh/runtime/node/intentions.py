@@ -56,9 +56,10 @@ class Intentions:
         if isinstance(iid, str) and iid in self._waiting:
             raise WireError(f"intention {iid[:200]!r} is already being decided")
         priority, window, hold = body.get("priority", 0), body.get("window", 0.2), body.get("hold", 30.0)
+        wait = body.get("wait", 0.0)
         proposer = body.get("proposer")
         try:
-            claims = self.intents.check(iid, body.get("claims"), priority, window, hold)
+            claims = self.intents.check(iid, body.get("claims"), priority, window, hold, wait)
             if not isinstance(proposer, str):
                 raise ValueError(f"proposer must be an actor name, not a {type(proposer).__name__}")
             action = shown(body.get("action"))
@@ -74,7 +75,7 @@ class Intentions:
         except ValueError as exc:
             raise WireError(f"bad intention: {exc}") from None
         try:
-            self.intents.propose(iid, claims, priority, window, hold)
+            self.intents.propose(iid, claims, priority, window, hold, wait)
         except (ValueError, NotLeader) as exc:  # checked above: not expected
             self.directory.delete(INTENTS_PREFIX + iid, system=True)
             if isinstance(exc, NotLeader):

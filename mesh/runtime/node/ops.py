@@ -158,13 +158,15 @@ def control_ops(node: Node) -> dict[str, Op]:
         "subscribe": Op(shared.subscribe, (check_topic_field, Text("actor"))),
         "unsubscribe": Op(shared.unsubscribe, (check_topic_field, Text("actor"))),
         "subscribers": Op(shared.subscribers, (check_topic_field,)),
+        "broadcast": Op(node.broadcasts.broadcast),
+        "broadcast_hello": Op(node.broadcasts.hello, (Text("subscriber"), Integer("seq"))),
         # pools and rate limits: the leader answers
         "acquire": Op(pools.acquire, (leading, Text("request_id"), Text("holder"), Text("name"), Seconds("timeout")),
                       deferred=True),
         "renew": Op(pools.renew, (leading, Text("lease_id"), Text("name"), Text("holder"))),
         "release": Op(pools.release, (leading, Text("lease_id"), Text("name"))),
         # intentions and escalations
-        "intent_propose": Op(intentions.propose, deferred=True),
+        "intent_propose": Op(intentions.propose, (Seconds("wait"),), deferred=True),
         "intent_done": Op(intentions.done, (Text("id"),)),
         "intent_listeners": Op(intentions.listeners),
         "intents": Op(intentions.listing),
