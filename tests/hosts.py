@@ -117,5 +117,15 @@ class HostTransport:
     def is_address(self, address: str) -> bool:
         return self.hosts.base.is_address(address)
 
+    # Broadcasts go straight, not through the relays: cutting hosts apart does not stop them.
+    def broadcaster(self, host: str, **options: Any) -> Any:
+        return self.hosts.base.broadcaster(host, **options)
+
+    def publisher(self, endpoint: str, **options: Any) -> Any:
+        return self.hosts.base.publisher(endpoint, **options)
+
+    def subscriber(self, **options: Any) -> Any:
+        return self.hosts.base.subscriber(**options)
+
     def __repr__(self) -> str:
         return f"HostTransport({self.host!r})"

@@ -29,6 +29,11 @@ def test_publish_reaches_every_subscriber_on_any_node_with_ids_and_correlation(s
     # gossiped to node a) to get one. A subscription can arrive before that entry does.
     for name in ("la", "lb"):
         wait_until(lambda name=name: client.endpoint_of(name, timeout=0.0), 30, f"{name} reachable from node a")
+    # Events travel on PUB/SUB: each subscriber connects to every live node's forwarder, a node
+    # that joined later within moments of its being known alive (a node tells its subscribers).
+    for name in ("la", "lb"):
+        wait_until(lambda name=name: client.actor(name).ask({"subscribed_nodes": True}, timeout=5) == ["a", "b"], 10,
+                   f"{name} subscribed at both nodes")
     first = client.publish(mesh.ALERT, {"disk": "full"})
     events = lambda: [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []  # noqa: E731
     got = wait_until(lambda: (lambda ev: ev if len(ev) == 2 else None)(events()), 10, "both subscribers")
@@ -49,3 +54,23 @@ def test_a_bad_topic_is_refused(start_node):
         client.publish("a/b", 1)
     with pytest.raises(mesh.WireError):
         client.control("subscribe", topic="", actor="x")
+
+
+def test_a_subscriber_gets_an_event_published_the_moment_its_subscribe_returned_200_times(start_node, tmp_path):
+    """No slow-joiner loss: ``subscribe()`` returns only once every live node's forwarder has the
+    subscription (a hello echoed through it), so an event published right after, on the
+    subscriber's node or on another one, arrives. 200 fresh topics, alternating the two nodes."""
+    journal = tmp_path / "events"
+    a = start_node(listener("sj", "a", journal, []), name="a")
+    b = start_node("", name="b", args=("--join", a.address))
+    on_a, on_b = a.client(), b.client()
+    sj = on_a.actor("sj")
+    wait_until(lambda: sj.ask({"subscribed_nodes": True}, timeout=5) == ["a", "b"], 30, "sj connected to both nodes")
+    ids = {}
+    for i in range(200):
+        topic = f"fresh-{i}"
+        assert sj.ask({"subscribe": topic}, timeout=10) is True
+        ids[topic] = (on_b if i % 2 else on_a).publish(topic, i)
+    events = lambda: [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []  # noqa: E731
+    got = wait_until(lambda: (lambda ev: ev if len(ev) >= 200 else None)(events()), 30, "200 events")
+    assert sorted((e["topic"], e["id"], e["data"]) for e in got) == sorted((t, ids[t], int(t.split("-")[1])) for t in ids)

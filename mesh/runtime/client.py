@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import wire
 from ..errors import AcquireTimeout, ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, NotLeader
+from ..topics import CACHE_S, check_topic
 from . import rpc
 from .aio import async_twin
 from .asynclink import AsyncLink
+from .broadcast import Publishers, encode_event, event_topic
 from .clock import Clock
 from .flusher import FLUSHER, snapshot
 from .ref import ActorRef
@@ -132,6 +134,7 @@ class Client:
         self._leader_address: str | None = None  # kept by rpc: where the leader listens, while it leads
         self._deliverer: Deliverer | None = None
         self._subscribers: dict[str, tuple[float, list[str]]] = {}
+        self._publishers: Publishers | None = None
         if check:
             try:
                 answer = rpc.ping(self, connect_timeout)
@@ -192,9 +195,18 @@ class Client:
     # -- topics --------------------------------------------------------------------------
 
     def publish(self, topic: str, data: object = None, corr: str | None = None) -> str:
-        """Send an event to every subscriber of ``topic`` (see :mod:`mesh.topics`); returns its id."""
-        from ..topics import CACHE_S, check_topic
+        """Send an event to every subscriber of ``topic``, once, through this node's forwarder
+        (PUB/SUB, see :mod:`mesh.runtime.broadcast`); returns its id. Fire-and-forget."""
+        check_topic(topic)
+        event_id, frame = encode_event(self, topic, data, corr)
+        if self._publishers is None:
+            self._publishers = Publishers(self)
+        self._publishers.publish(event_topic(topic), frame)
+        return event_id
 
+    def _publish_each(self, topic: str, data: object = None, corr: str | None = None) -> str:
+        """The way events went before PUB/SUB: one send per subscriber, looked up in the shared
+        state (``$subs/``). Kept for ``benchmarks/events.py``, which measures both."""
         check_topic(topic)
         now = self.clock.monotonic()
         cached = self._subscribers.get(topic)
@@ -367,6 +379,8 @@ class Client:
             self._renewer.stop()
         if self._deliverer is not None:
             self._deliverer.close()
+        if self._publishers is not None:
+            self._publishers.close()
         self._closed = True
         for ch in snapshot(self._channels):
             with ch.lock:

@@ -53,6 +53,7 @@ import itertools
 import threading
 
 from .clock import REAL_CLOCK, Clock
+from .memory_broadcast import BroadcastRegistry, MemoryBroadcaster, MemoryPublisher, MemorySubscriber
 from .memory_endpoints import MemoryChannel, MemoryListener, MemoryPoller, MemorySocket
 from .transport import CONNECTED, DISCONNECTED, RETRIED, SEND_BYTES, AddressError
 
@@ -103,6 +104,7 @@ class MemoryNetwork:
         self._cut: set[tuple[str, str]] = set()  # (from host, to host)
         self._idents = itertools.count(1)
         self._ports = itertools.count(1)
+        self.broadcasters = BroadcastRegistry()
 
     def transport(self, host: str = "local") -> "MemoryTransport":
         """The transport of one host (a process, or a machine): its links can be cut from others'."""
@@ -300,6 +302,15 @@ class MemoryTransport:
         except AddressError:
             return False
         return True
+
+    def broadcaster(self, host: str, *, hwm: int, max_bytes: int) -> MemoryBroadcaster:
+        return MemoryBroadcaster(self.network, self.host, host)
+
+    def publisher(self, endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float) -> MemoryPublisher:
+        return MemoryPublisher(self.network, self.host, endpoint)
+
+    def subscriber(self, *, hwm: int, max_bytes: int) -> MemorySubscriber:
+        return MemorySubscriber(self.network, self.host, hwm)
 
     def __repr__(self) -> str:
         return f"MemoryTransport(host={self.host!r})"

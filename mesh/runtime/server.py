@@ -42,6 +42,7 @@ from ..intentions import Intention, Objection
 from ..topics import Event as TopicEvent
 from ..wire import BODY, KIND, MSG_ID, SENDER, WAITING
 from .client import Client
+from .broadcast import EVENT_PREFIX, Subscriptions
 from .clock import Clock
 from .context import ActorContext
 from .delivery import Seen
@@ -132,6 +133,8 @@ class Server:
         self.run_coroutine = self._run_coroutine_here
         self.router: Listener | None = None
         self.link = NodeLink(self)
+        self._subscriptions: Subscriptions | None = None
+        self._subscriptions_lock = threading.Lock()
 
     # -- public controls ---------------------------------------------------------
 
@@ -144,6 +147,19 @@ class Server:
         if self.router is not None and self._timers[0][0] == due:
             # The earliest timer now: wake in time for it, not at the end of the idle slice.
             self.router.set_wait(max(1, min(IDLE_SLICE_MS, int(delay * 1000) + 1)))
+
+    def subscriptions(self) -> Subscriptions:
+        """The actor's broadcasts (events on topics), received on a thread of their own and handed
+        to its ROUTER, so ``on_event`` runs on the actor's loop in order with its messages."""
+        with self._subscriptions_lock:
+            if self._subscriptions is None:
+                self._subscriptions = Subscriptions(self.client, self._broadcast, self.name)
+            return self._subscriptions
+
+    def _broadcast(self, topic: bytes, frame: bytes) -> None:
+        """A broadcast, on the subscriptions' thread: an event goes to this actor's own ROUTER."""
+        if topic.startswith(EVENT_PREFIX) and self.endpoint is not None and not self.stopping.is_set():
+            self.client._channel(self.endpoint).tell(frame, FLUSHER)
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -182,6 +198,8 @@ class Server:
                 except Exception:
                     log.exception("on_stop of %s raised", self.name)
             self.link.unregister()
+            if self._subscriptions is not None:
+                self._subscriptions.close()
             self.stopped.set()
             router.close(0 if crashed else 200)
             self.client.close()

@@ -200,3 +200,80 @@ def outlet(endpoint: str, *, hwm: int, max_bytes: int, linger_ms: int = 0, immed
         sock.close(0)
         raise AddressError(exc.errno, exc.strerror) from None
     return sock
+
+
+# -- broadcasts (events and intentions on PUB/SUB) ------------------------------------------
+
+
+def _bind_any(sock: zmq.Socket[Any], host: str) -> str:
+    try:
+        port = sock.bind_to_random_port(host)
+    except zmq.ZMQBindError as exc:
+        raise AddressError(0, str(exc)) from None
+    except zmq.ZMQError as exc:
+        raise AddressError(exc.errno, exc.strerror) from None
+    return f"{host}:{port}"
+
+
+def forwarder_sockets(host: str, *, hwm: int, max_bytes: int) -> tuple[zmq.SyncSocket, zmq.SyncSocket, str, str]:
+    """A node's broadcast forwarder: a PULL its publishers push to, and a PUB its subscribers
+    connect to, each bound on a free port of ``host`` (``tcp://HOST``). Returns both sockets and
+    their addresses. The PUB drops what a subscriber leaves unread beyond ``hwm`` (pub/sub's
+    rule: a slow subscriber never holds up the others)."""
+    ctx = context()
+    pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
+    try:
+        tune_socket(pull, hwm=hwm, max_bytes=max_bytes)
+        tune_socket(pub, hwm=hwm, max_bytes=max_bytes)
+        for sock in (pull, pub):
+            sock.setsockopt(zmq.LINGER, 0)
+        return pull, pub, _bind_any(pull, host), _bind_any(pub, host)
+    except BaseException:
+        pull.close(0)
+        pub.close(0)
+        raise
+
+
+def proxy_control() -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
+    """A PAIR the forwarder's proxy listens to for TERMINATE, and the PAIR that sends it."""
+    address = _monitor_address("proxy-control")
+    inside, outside = context().socket(zmq.PAIR), context().socket(zmq.PAIR)
+    for sock in (inside, outside):
+        sock.setsockopt(zmq.LINGER, 0)
+    inside.bind(address)
+    outside.connect(address)
+    return inside, outside
+
+
+def push_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float) -> zmq.SyncSocket:
+    """A PUSH to a forwarder's PULL: what a publisher sends its events with. It queues from the
+    first send (no slow joiner on this side); a full queue blocks a send ``send_timeout`` s."""
+    sock = context().socket(zmq.PUSH)
+    try:
+        tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise AddressError(exc.errno, exc.strerror) from None
+    return sock
+
+
+def sub_socket(*, hwm: int, max_bytes: int) -> zmq.SyncSocket:
+    """A SUB, connected to nothing yet, subscribed to nothing yet."""
+    sock = context().socket(zmq.SUB)
+    tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
+    sock.setsockopt(zmq.LINGER, 0)
+    return sock
+
+
+def wake_pair() -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
+    """A PULL a thread polls beside its other sockets, and the PUSH other threads wake it with."""
+    address = _monitor_address("wake")
+    pull, push = context().socket(zmq.PULL), context().socket(zmq.PUSH)
+    for sock in (pull, push):
+        sock.setsockopt(zmq.LINGER, 0)
+    pull.bind(address)
+    push.connect(address)
+    return pull, push

@@ -1,6 +1,6 @@
 """The transport: what the runtime needs from a network, as an interface with two implementations.
 
-A transport moves frames (bytes) between processes. The runtime asks four things of it:
+A transport moves frames (bytes) between processes. The runtime asks five things of it:
 
 * :class:`Listener`: listen on an address and receive ``(identity, frame)`` pairs from any
   number of peers, with a bounded wait; answer a peer by its identity (a node's or an
@@ -10,6 +10,8 @@ A transport moves frames (bytes) between processes. The runtime asks four things
   still there (connected, disconnected, refused: the ZeroMQ monitor events);
 * :class:`Outlet`: a connection for fire-and-forget traffic that never blocks (gossip,
   the resends of reliable delivery), read with a :class:`Poller`;
+* broadcasts (:class:`Broadcaster`, :class:`Publisher`, :class:`Subscriber`): a publisher
+  sends once, the node's forwarder fans out to the subscribers whose topic prefixes match;
 * bounded queues everywhere: a send to a peer whose queues are full waits for the send
   timeout and then raises MailboxFull; nothing is dropped silently on the sending side.
 
@@ -188,6 +190,59 @@ class Poller(Protocol):
 
 
 @runtime_checkable
+class Broadcaster(Protocol):
+    """A node's forwarder of broadcasts: publishers send each broadcast once to ``in_address``,
+    and it fans out to every subscriber connected to ``out_address`` whose prefixes match its
+    topic (ZeroMQ: a PULL and a PUB joined by libzmq's proxy, on a thread of their own)."""
+
+    in_address: str
+    out_address: str
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """A connection to one broadcaster's ``in_address``; owned by one thread."""
+
+    def publish(self, topic: bytes, frame: bytes) -> None:
+        """Send ``frame`` under ``topic`` once. Raises MailboxFull if the queue stays full for the
+        send timeout (the forwarder is gone or far behind)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """Subscriptions to any number of broadcasters. ``connect``, ``disconnect``, ``subscribe``
+    and ``unsubscribe`` may be called from any thread (they take effect in the receiving
+    thread, in order); ``receive`` only from the one thread that receives."""
+
+    def connect(self, address: str) -> None:
+        ...
+
+    def disconnect(self, address: str) -> None:
+        ...
+
+    def subscribe(self, prefix: bytes) -> None:
+        ...
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        ...
+
+    def receive(self, timeout_ms: int) -> tuple[bytes, bytes] | None:
+        """The next ``(topic, frame)``, waiting up to ``timeout_ms``; None if nothing came (or the
+        wait was cut short by a change of subscriptions)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
 class Transport(Protocol):
     """Makes listeners, links and outlets. Pass one to the node, the server and the client."""
 
@@ -221,6 +276,16 @@ class Transport(Protocol):
 
     def is_address(self, address: str) -> bool:
         """Whether ``address`` is one this transport can listen on or connect to (HOST:PORT form)."""
+        ...
+
+    def broadcaster(self, host: str, *, hwm: int, max_bytes: int) -> Broadcaster:
+        """A forwarder of broadcasts listening on two free ports of ``host`` (``tcp://HOST``)."""
+        ...
+
+    def publisher(self, endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float) -> Publisher:
+        ...
+
+    def subscriber(self, *, hwm: int, max_bytes: int) -> Subscriber:
         ...
 
 

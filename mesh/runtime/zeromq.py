@@ -14,6 +14,7 @@ from .channel import Channel
 from .clock import REAL_CLOCK, Clock
 from .sockets import OutletSocket, RouterSocket, outlet, router
 from .transport import POLLIN, SEND_BYTES
+from .zeromq_broadcast import ZmqBroadcaster, ZmqPublisher, ZmqSubscriber
 
 
 class ZmqPoller(zmq.Poller):
@@ -53,6 +54,15 @@ class ZmqTransport:
         scheme, _, rest = address.partition("://")
         host, _, port = rest.rpartition(":")
         return scheme == "tcp" and bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+    def broadcaster(self, host: str, *, hwm: int, max_bytes: int) -> ZmqBroadcaster:
+        return ZmqBroadcaster(host, hwm=hwm, max_bytes=max_bytes)
+
+    def publisher(self, endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float) -> ZmqPublisher:
+        return ZmqPublisher(endpoint, hwm=hwm, max_bytes=max_bytes, send_timeout=send_timeout)
+
+    def subscriber(self, *, hwm: int, max_bytes: int) -> ZmqSubscriber:
+        return ZmqSubscriber(hwm=hwm, max_bytes=max_bytes)
 
     def __repr__(self) -> str:
         return "ZmqTransport()"

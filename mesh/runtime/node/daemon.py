@@ -37,7 +37,9 @@ from ..clock import REAL_CLOCK, Clock
 from ..containment import become_subreaper
 from ..gossiper import GOSSIP_RECIPIENT, Directory, Gossiper
 from ..intents import INTENT_RECIPIENT, NodeIntents
+from ..broadcast import NodeBroadcast, host_of
 from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
+from .broadcasts import Broadcasts
 from ..intake import BadFrames
 from ..transport import NOWAIT, AddressError, Listener, NothingYet, Transport
 from ..zeromq import ZMQ
@@ -87,6 +89,7 @@ class Node:
     # the parts made of them. (Declared here, set by bind(): a node serves only once bound.)
     router: Listener = field(init=False, repr=False, compare=False)
     leadership: Leadership = field(init=False, repr=False, compare=False)
+    broadcasts: Broadcasts = field(init=False, repr=False, compare=False)
     enforcer: Enforcer = field(init=False, repr=False, compare=False)
     intents: NodeIntents = field(init=False, repr=False, compare=False)
     replies: Replies = field(init=False, repr=False, compare=False)
@@ -159,6 +162,14 @@ class Node:
             router.close(0)
             raise MeshError(str(exc)) from None
         self.router = router
+        try:
+            forwarder = NodeBroadcast(self.name, self.transport, self.address, self.advertise or self.connect_address,
+                                      self.max_frame)
+        except AddressError as exc:
+            router.close(0)
+            raise MeshError(f"cannot listen for broadcasts on {host_of(self.address)}: {exc.strerror}") from None
+        local_in = host_of(self.connect_address) + ":" + forwarder.in_address.rsplit(":", 1)[1]
+        self.broadcasts = Broadcasts(self.name, forwarder, local_in, self.directory)
         self.enforcer = Enforcer(on_event=self.on_event)
         try:
             self.intents = NodeIntents(self.name, self.spec.voter, self.run_dir, partial(send_intent, self.directory),
@@ -166,6 +177,7 @@ class Node:
         except (RuntimeError, ValueError) as exc:
             raise MeshError(f"cannot start the intentions of node {self.name}: {exc}") from None
         self._assemble()
+        self.registry.broadcast = forwarder.out_address
         self._bound = True
         self.registry.publish_record()
 
@@ -226,6 +238,7 @@ class Node:
             except Exception:  # leaving is a courtesy; peers find out anyway
                 log.exception("could not announce leaving")
             self.gossip.close()
+            self.broadcasts.close()
             self.router.close(0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -313,6 +326,7 @@ class Node:
                     self.registry.publish()
                     self.follower.publish_acted()  # after the directory: the leader's handoff relies on the order
                     self._guarded("gossip", self.gossip.tick)
+                    self._guarded("broadcasts", self.broadcasts.tick)
                 if self.on_tick is not None and now >= next_tick:
                     next_tick = now + 1.0
                     self.on_tick(self)

@@ -37,6 +37,7 @@ class Registry:
         self.clock = clock  # heartbeats' ages, as the loop's expire_embedded reads them
         self._published: dict[str, dict] = {}  # what this node last wrote under $agents/
         self._record: dict | None = None  # what this node last wrote as $node/NAME
+        self.broadcast: str | None = None  # where subscribers reach this node's forwarder (set once bound)
 
     # -- control ops (their fields are checked by the op table) ----------------------------------
 
@@ -180,7 +181,7 @@ class Registry:
                   "pools": [list(p) for p in self.spec.pools], "limits": [list(x) for x in self.spec.limits],
                   "capacity": {"cpu": cpu, "memory": memory},
                   "load": {"cpu": round(used_cpu, 1), "memory": used_memory // 10_000_000 * 10_000_000},
-                  "stopping": self.supervisor.stopping}
+                  "stopping": self.supervisor.stopping, "broadcast": self.broadcast}
         if record != self._record:
             self._record = record
             self.directory.write(NODE_PREFIX + self.name, record, system=True)
