@@ -234,15 +234,20 @@ def forwarder_sockets(host: str, *, hwm: int, max_bytes: int) -> tuple[zmq.SyncS
         raise
 
 
-def proxy_control() -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
-    """A PAIR the forwarder's proxy listens to for TERMINATE, and the PAIR that sends it."""
-    address = _monitor_address("proxy-control")
-    inside, outside = context().socket(zmq.PAIR), context().socket(zmq.PAIR)
+def _inproc_pair(kind: str, bound: int, connected: int) -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
+    """Two sockets joined over inproc (no linger): the bound one, then the connected one."""
+    address = _monitor_address(kind)
+    inside, outside = context().socket(bound), context().socket(connected)
     for sock in (inside, outside):
         sock.setsockopt(zmq.LINGER, 0)
     inside.bind(address)
     outside.connect(address)
     return inside, outside
+
+
+def proxy_control() -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
+    """A PAIR the forwarder's proxy listens to for TERMINATE, and the PAIR that sends it."""
+    return _inproc_pair("proxy-control", zmq.PAIR, zmq.PAIR)
 
 
 def push_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float) -> zmq.SyncSocket:
@@ -270,10 +275,4 @@ def sub_socket(*, hwm: int, max_bytes: int) -> zmq.SyncSocket:
 
 def wake_pair() -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
     """A PULL a thread polls beside its other sockets, and the PUSH other threads wake it with."""
-    address = _monitor_address("wake")
-    pull, push = context().socket(zmq.PULL), context().socket(zmq.PUSH)
-    for sock in (pull, push):
-        sock.setsockopt(zmq.LINGER, 0)
-    pull.bind(address)
-    push.connect(address)
-    return pull, push
+    return _inproc_pair("wake", zmq.PULL, zmq.PUSH)
