@@ -144,7 +144,6 @@ MAX_WAITING = 1000  #: intentions waiting in line at one voter at once (its defa
 
 _FINISHED = "the intention was already finished (released, objected or expired)"
 _NO_PROMISE = "no promise to commit (it was revoked, expired, or lost in a restart)"
-_IN_LINE = "no promise to commit: it waits in line (its promise was revoked)"
 
 
 # -- intentions ----------------------------------------------------------------------------
@@ -477,9 +476,10 @@ class IntentionVoter:
             return []
         vote = self._votes.get(key)
         if vote is None:
-            if key in self._line:  # in line, not promised: the proposer counts this voter out
-                self._unline(key)
-                return [self._no(key, why=_IN_LINE)]
+            entry = self._line.get(key)
+            if entry is not None:  # revoked after its proposer counted the promise: not refused, in line still
+                held, outranked, ahead, _ = self._blockers(entry.intention, key)
+                return [self._reply(WAIT, key, held=held, outranked=outranked, ahead=ahead)]
             return [self._no(key, why=_FINISHED if key in self._finished else _NO_PROMISE)]
         out: list[Effect] = []
         if not vote.committed:
