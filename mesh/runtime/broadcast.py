@@ -29,7 +29,8 @@ earlier subscriptions are in place at that forwarder: a broadcast published afte
 Guarantees (events): fire-and-forget, like a tell: no acknowledgement, no retry. Order is
 kept per publisher thread and node (one PUSH, one forwarder, one PUB, one SUB: FIFO all
 along). A subscriber that leaves more than ``BROADCAST_HWM`` broadcasts unread loses the
-excess (the PUB drops them, so that a slow subscriber never holds up the others). A node
+excess (the PUB drops them, so that a slow subscriber never holds up the others). A
+broadcast carries at most ``BROADCAST_MAX_BYTES`` (a larger publish raises WireError). A node
 that restarts loses what its forwarder held; its subscribers reconnect on their own (the
 SUB resubscribes) and the nodes that join are connected within ``REFRESH_S``.
 """
@@ -47,7 +48,7 @@ import msgpack
 
 from .. import wire
 from . import rpc
-from ..errors import MeshError
+from ..errors import MeshError, WireError
 from .transport import Broadcaster, Publisher, Subscriber, Transport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,8 +56,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("mesh.broadcast")
 
-#: Broadcasts queued per subscriber connection (at the PUB) and per publisher, at most.
-BROADCAST_HWM = 10_000
+#: Broadcasts queued per subscriber connection (at the PUB, and at the SUB) and per publisher, at most.
+BROADCAST_HWM = 1000
+#: The largest broadcast, in bytes (envelope included): with BROADCAST_HWM, what bounds each queue
+#: (256 MiB at worst; events are usually tens of bytes). Larger data belongs in a tell or the state.
+BROADCAST_MAX_BYTES = 256 * 1024
 #: Seconds between a subscriber's looks at which nodes are alive (to connect to new ones).
 REFRESH_S = 2.0
 #: Seconds between a subscriber's hello requests while it waits for the echoes.
@@ -93,6 +97,7 @@ class NodeBroadcast:
 
     def __init__(self, name: str, transport: Transport, listen: str, advertise: str, max_bytes: int):
         self.name = name
+        max_bytes = min(max_bytes, BROADCAST_MAX_BYTES)
         self.broadcaster: Broadcaster = transport.broadcaster(host_of(listen), hwm=BROADCAST_HWM, max_bytes=max_bytes)
         # Others reach the ports on the host they reach the node at.
         advertised = host_of(advertise)
@@ -136,7 +141,7 @@ class Publishers:
         if address is None:
             address = self.address = rpc.broadcast(self.client)["in"]
         if pub is None or getattr(self._local, "address", None) != address:
-            pub = self.client.transport.publisher(address, hwm=BROADCAST_HWM, max_bytes=self.client.max_frame_bytes,
+            pub = self.client.transport.publisher(address, hwm=BROADCAST_HWM, max_bytes=BROADCAST_MAX_BYTES,
                                                   send_timeout=self.client.send_timeout)
             self._local.pub, self._local.address = pub, address
             with self._lock:
@@ -144,6 +149,9 @@ class Publishers:
         return pub
 
     def publish(self, topic: bytes, frame: bytes) -> None:
+        if len(frame) > BROADCAST_MAX_BYTES:
+            raise WireError(f"a broadcast carries at most {BROADCAST_MAX_BYTES // 1024} KiB; this one is {len(frame)} bytes"
+                            " (send large data with a tell, or put it in the shared state and publish its key)")
         try:
             self._publisher().publish(topic, frame)
         except MeshError:
@@ -176,7 +184,7 @@ class Subscriptions:
         self.client = client
         self.deliver = deliver
         self.id = f"{name or client.name}-{uuid.uuid4().hex[:12]}"
-        self.subscriber: Subscriber = client.transport.subscriber(hwm=BROADCAST_HWM, max_bytes=client.max_frame_bytes)
+        self.subscriber: Subscriber = client.transport.subscriber(hwm=BROADCAST_HWM, max_bytes=BROADCAST_MAX_BYTES)
         self._hello = hello_topic(self.id)
         self.subscriber.subscribe(MEMBERSHIP_TOPIC)
         self.subscriber.subscribe(self._hello)
