@@ -29,6 +29,8 @@ class Actor:
     * ``on_stop()``: runs once when the actor is stopped gracefully.
     * ``on_event(event)``: an event on a topic this actor subscribed to
       (:class:`mesh.topics.Event`: topic, data, id, corr, sender).
+    * ``on_intention(intention)``: another actor's intention; runs beside ``on_message``
+      (on its own thread, see there).
     """
 
     mesh: "ActorContext"
@@ -47,5 +49,12 @@ class Actor:
 
     def on_intention(self, intention: "Intention") -> object:
         """Another actor proposes ``intention``: return None to approve, or
-        ``mesh.Objection(reason, weight=1.0, kind="finding" | "strategy")`` to object."""
+        ``mesh.Objection(reason, weight=1.0, kind="finding" | "strategy")`` to object.
+
+        Runs on a thread of its own, beside ``on_message`` (not after it), so that a busy actor
+        still answers within the proposal's window; an ``async def`` hook runs on an event loop
+        of that thread. It runs *concurrently* with the other hooks: read state mostly, or guard
+        what it shares with them with a lock (``threading.Lock``). An answer that comes after
+        the window is ignored (silence: no objection, unless the proposer required this actor's
+        answer). An actor does not hear its own intentions."""
         return None

@@ -436,3 +436,44 @@ class SlowSink(mesh.Actor):
 
     def on_message(self, message):
         time.sleep(self.delay)
+
+
+class Proposer(mesh.Actor):
+    """On {"propose": ACTION, "claims", "window", "require"}: one proposal, answered as a dict with
+    how long it took to decide (``took``, seconds)."""
+
+    def on_message(self, message):
+        started = time.monotonic()
+        d = self.mesh.propose(message["propose"], claims=message.get("claims", []), window=message.get("window", 0.2),
+                              require=message.get("require", ()))
+        took = time.monotonic() - started
+        d.done()
+        return {"outcome": d.outcome, "reasons": d.reasons, "decided_by": d.decided_by, "took": took,
+                "objections": [[o.by, o.reason, o.weight, o.kind] for o in d.objections]}
+
+
+class BusyObjector(Objector):
+    """An Objector whose handler is busy: a tell {"busy": SECONDS} notes "busy" in ``journal`` and
+    sleeps that long; its on_intention still answers meanwhile."""
+
+    def __init__(self, rules: dict, journal: str):
+        super().__init__(rules)
+        self.journal = journal
+
+    def on_message(self, message):
+        with open(self.journal, "a") as f:
+            f.write("busy\n")
+        time.sleep(message["busy"])
+        with open(self.journal, "a") as f:
+            f.write("idle\n")
+
+
+class SilentListener(mesh.Actor):
+    """Hears intentions but takes ``delay`` seconds to think about each (longer than a window)."""
+
+    def __init__(self, delay: float = 2.0):
+        self.delay = delay
+
+    def on_intention(self, intention):
+        time.sleep(self.delay)
+        return None

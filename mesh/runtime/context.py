@@ -54,12 +54,14 @@ class ActorContext:
         return self._client.actor(name)
 
     def propose(self, action: object, *, claims: Iterable[str] = (), priority: float = 0, window: float = 0.2, hold: float = 30.0,
-                evidence: float = 1.0, escalation_timeout: float = 60.0, wait: float = 0.0) -> "Decision":
+                evidence: float = 1.0, escalation_timeout: float = 60.0, wait: float = 0.0,
+                require: Iterable[str] = ()) -> "Decision":
         """Announce ``action`` before doing it; returns a :class:`mesh.Decision` within about
         ``window`` seconds (``wait`` if longer: up to that long in line for claims others hold;
-        longer if escalated). See :mod:`mesh.runtime.intents`."""
+        longer if escalated), sooner once every listener has answered. ``require``: actors whose
+        silence (or not listening) objects. See :mod:`mesh.runtime.intents`."""
         return propose(self._client, self.name, action, claims=claims, priority=priority, window=window, hold=hold,
-                       evidence=evidence, escalation_timeout=escalation_timeout, wait=wait)
+                       evidence=evidence, escalation_timeout=escalation_timeout, wait=wait, require=require)
 
     propose_async = async_twin(propose)
 

@@ -19,8 +19,17 @@ Two things happen at once, and both must be settled within ``window`` seconds:
 * Every actor that defines ``on_intention(intention)`` (anywhere in the mesh) hears
   the intention and may answer ``mesh.Objection(reason, weight=1.0, kind="finding")``.
 
+Both go through the proposer's node, in one request: the node publishes the intention once
+on its broadcast forwarder (PUB/SUB, topic ``i/``), runs the vote, and answers when the vote
+has decided and every listener has answered, or the window has ended. A listener's hook
+runs beside its handler, so a busy listener still answers in time
+(:mod:`mesh.runtime.hearer`). Silence is no objection, unless the proposer named the
+listener in ``require=[...]``: then its silence (or its not listening at all) objects
+(kind ``"silence"``, ``decided_by`` ``"require"``), whatever the weights.
+
 The decision, in the playbook's three kinds of conflict:
 
+* a required listener silent: ``objected``, each reason naming one;
 * resource contention (claims overlap): the vote decides, higher priority wins; the
   loser is ``objected`` with reasons naming the intentions that hold or outrank it;
 * contradictory findings (objections of kind ``"finding"``, the default): the
@@ -36,7 +45,6 @@ The decision, in the playbook's three kinds of conflict:
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import os
@@ -64,6 +72,9 @@ MAX_KEPT = 1000  #: intentions a node keeps at once for its agents (pending, hel
 MAX_ESCALATIONS = 100  #: escalations a leader keeps waiting for a person at once; more are refused
 LISTED_CLAIMS = 16  #: claims shown in an intention's listing (``$intents/ID``), each cut to LISTED_CHARS
 LISTED_CHARS = 200
+#: The kind of the objection a required listener's silence counts as (``propose(require=[...])``).
+SILENCE = "silence"
+NO_CLAIM = "-"
 
 
 # -- the proposer's side (in the actor's process) ----------------------------------------------
@@ -71,26 +82,26 @@ LISTED_CHARS = 200
 
 def propose(client: "Client", proposer: str, action: object, *, claims: Iterable[str] = (), priority: float = 0,
             window: float = 0.2, hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0,
-            wait: float = 0.0) -> Decision:
-    """Vote and objections at once, then the rules of the module note."""
+            wait: float = 0.0, require: Iterable[str] = ()) -> Decision:
+    """One request to the node, which runs the vote and hears the listeners at once; then the rules
+    of the module note."""
     claimed = sorted(set(claims or []))
     started = time.monotonic()
     intention_id = f"{proposer}-{os.getpid()}-{time.time_ns()}"
-    intention = {"id": intention_id, "action": action, "claims": claimed, "priority": priority, "proposer": proposer,
-                 "window": window}
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        vote = pool.submit(rpc.intent_propose, client, intention_id, action, claimed, priority, window, hold,
-                           proposer, wait) if claimed else None
-        listeners = rpc.intent_listeners(client)
-        asks = [pool.submit(_hear, client, name, intention, window) for name in listeners if name != proposer]
-        objections = [o for f in asks for o in [f.result()] if o is not None]
-        voted: Mapping[str, Any] = vote.result() if vote is not None else {"outcome": APPROVED, "reasons": [],
-                                                                             "until_in": hold}
+    voted = rpc.intent_propose(client, intention_id, action, claimed or None, priority, window, hold, proposer, wait,
+                               require=sorted(set(require or [])))
+    objections = [_objection(o) for o in voted.get("objections") or [] if isinstance(o, dict)]
     until = started + float(voted.get("until_in") or 0.0)
     approved = voted["outcome"] == APPROVED
     decision = Decision(intention_id, voted["outcome"], objections, list(voted.get("reasons") or []),
                         until=until if approved else None, _release=_releaser(client, intention_id) if approved else None)
     if not approved:
+        return decision
+    silent = [o for o in objections if o.kind == SILENCE]
+    if silent:  # a required listener's silence always objects
+        decision.outcome, decision.decided_by = "objected", "require"
+        decision.reasons += [o.reason for o in silent]
+        decision.done()
         return decision
     strategy = [o for o in objections if o.kind == "strategy"]
     findings = [o for o in objections if o.kind != "strategy"]
@@ -117,6 +128,12 @@ def propose(client: "Client", proposer: str, action: object, *, claims: Iterable
     return decision
 
 
+def _objection(o: Mapping[str, Any]) -> Objection:
+    weight = o.get("weight", 1.0)
+    return Objection(str(o.get("reason", "")), float(weight) if isinstance(weight, (int, float)) else 1.0,
+                     str(o.get("kind", "finding")), str(o.get("by", "")))
+
+
 def _releaser(client: "Client", intention_id: str) -> Callable[[], None]:
     def release() -> None:
         try:
@@ -125,20 +142,6 @@ def _releaser(client: "Client", intention_id: str) -> Callable[[], None]:
             log.info("done(%s) not confirmed: %s", intention_id, exc)
 
     return release
-
-
-def _hear(client: "Client", name: str, intention: dict[str, Any], window: float) -> Objection | None:
-    try:
-        endpoint = client.endpoint_of(name, timeout=0.0)
-        answer = rpc.intention(client, endpoint, intention, window)
-    except MeshError:
-        return None  # silent within the window: no objection
-    o = answer.get("objection") if isinstance(answer, dict) else None
-    if isinstance(o, dict):
-        weight = o.get("weight", 1.0)
-        return Objection(str(o.get("reason", "")), float(weight) if isinstance(weight, (int, float)) else 1.0,
-                         str(o.get("kind", "finding")), name)
-    return None
 
 
 # -- the node's side -------------------------------------------------------------------------
@@ -210,7 +213,14 @@ class NodeIntents:
               wait: object = 0.0) -> list[str]:
         """Everything :meth:`propose` would refuse, checked before anything of the proposal is written
         anywhere: returns its claims, sorted. Raises NotLeader (no voters known yet), ValueError (a
-        field is wrong, or the id is taken) or ResourceError (this node keeps too many already)."""
+        field is wrong, or the id is taken) or ResourceError (this node keeps too many already).
+
+        ``claims`` None: a proposal with nothing to vote on (its listeners only); its other fields
+        are checked the same, and it needs no voters."""
+        if claims is None:
+            # The core checks claims with the rest; a stand-in claim lets it check the rest alone.
+            check_proposal(iid, [NO_CLAIM], priority, 0.0, window, hold, wait=wait)
+            return []
         if self.proposer is None:
             raise NotLeader("no voters are known yet: intentions cannot be voted on")
         claims = sorted(check_proposal(iid, claims, priority, 0.0, window, hold, settle=self.proposer.settle, wait=wait))

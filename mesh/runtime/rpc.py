@@ -11,7 +11,8 @@ answer holds (a TypedDict: the node's dict as it comes, nothing copied) and wher
   asked of the node once and kept on the client until a request finds that node no longer
   leads or gone (:class:`~mesh.errors.NotLeader`, :class:`~mesh.errors.NodeUnavailable`);
   the next request asks again. Callers that must ride out an election retry;
-* to an actor's own socket (``intention``: what ``on_intention`` answers).
+* to another node (``intent_answer``: what a listener's ``on_intention`` answers, to the node
+  that published the intention; ``broadcast_hello``).
 
 On the wire a request is a CONTROL envelope with the body ``{"op": NAME, **fields}``; its
 answer is the REPLY's body, or the FAIL's error raised as the mesh exception it names.
@@ -74,6 +75,8 @@ class Vote(TypedDict):
     reasons: list[str]
     holders: list[str]  #: ids of the intentions holding overlapping claims, if objected
     until_in: float | None  #: seconds until the claims' hold ends, if approved
+    #: the listeners' objections ({by, reason, weight, kind}), then the required listeners' silence
+    objections: list[dict[str, Any]]
 
 
 class Forwarder(TypedDict):
@@ -153,8 +156,8 @@ class Found(TypedDict):
     value: NotRequired[object]
 
 
-class Heard(TypedDict):
-    objection: dict[str, Any] | None
+class Counted(TypedDict):
+    counted: bool  #: False: dropped (late, for an intention the node does not know, or malformed)
 
 
 # -- how a request travels ------------------------------------------------------------------
@@ -312,13 +315,22 @@ def release(client: "Client", lease_id: str, name: str, timeout: float = 5.0) ->
 # -- intentions -----------------------------------------------------------------------------
 
 
-def intent_propose(client: "Client", id: str, action: object, claims: list[str], priority: float, window: float,
-                   hold: float, proposer: str, wait: float = 0.0) -> Vote:
-    """Have the voters vote on an intention's claims; answers once decided (within about ``window``,
-    or ``wait`` if longer: it may wait in line that long)."""
-    options = {"wait": wait} if wait else {}
-    return _node(client, "intent_propose", max(window, wait) + 2.0, id=id, action=action, claims=claims,
-                 priority=priority, window=window, hold=hold, proposer=proposer, **options)
+def intent_propose(client: "Client", id: str, action: object, claims: list[str] | None, priority: float,
+                   window: float, hold: float, proposer: str, wait: float = 0.0, *, listen: bool = True,
+                   require: list[str] | None = None) -> Vote:
+    """Have the voters vote on an intention's claims (None: no vote) and the listeners hear it
+    (unless ``listen`` is False; ``require``: the listeners whose silence objects); answers once
+    the vote has decided and the listeners have answered (within about ``window``, or ``wait`` if
+    longer: it may wait in line that long)."""
+    options: dict[str, object] = {"wait": wait} if wait else {}
+    if claims is not None:
+        options["claims"] = claims
+    if not listen:
+        options["listen"] = False
+    if require:
+        options["require"] = require
+    return _node(client, "intent_propose", max(window, wait) + 2.0, id=id, action=action, priority=priority,
+                 window=window, hold=hold, proposer=proposer, **options)
 
 
 def intent_done(client: "Client", id: str, timeout: float = 5.0) -> None:
@@ -331,10 +343,11 @@ def intent_listeners(client: "Client", timeout: float = 5.0) -> list[str]:
     return _node(client, "intent_listeners", timeout)["actors"]
 
 
-def intention(client: "Client", endpoint: str, body: dict[str, Any], timeout: float) -> Heard:
-    """Tell the actor listening at ``endpoint`` of an intention (``body``: id, action, claims,
-    priority, proposer, window): its ``on_intention`` may object."""
-    return client._control_at(endpoint, "intention", timeout, intention=body)
+def intent_answer(client: "Client", address: str, id: str, listener: str, objection: dict[str, Any] | None,
+                  timeout: float) -> Counted:
+    """A listener's answer to intention ``id``, to the node at ``address`` that published it:
+    ``objection`` ({reason, weight, kind}) or None."""
+    return client._control_at(address, "intent_answer", timeout, id=id, listener=listener, objection=objection)
 
 
 def intent_escalate(client: "Client", id: str, action: object, claims: list[str], priority: float, proposer: str,

@@ -38,15 +38,15 @@ from typing import Any
 from .. import wire
 from ..actor import Actor
 from ..errors import DeadlockDetected, MailboxFull, WireError, to_wire
-from ..intentions import Intention, Objection
 from ..topics import Event as TopicEvent
 from ..wire import BODY, KIND, MSG_ID, SENDER, WAITING
 from .client import Client
-from .broadcast import EVENT_PREFIX, Subscriptions
+from .broadcast import EVENT_PREFIX, INTENTION_TOPIC, Subscriptions
 from .clock import Clock
 from .context import ActorContext
 from .delivery import Seen
 from .flusher import FLUSHER
+from .hearer import Hearer, hears_intentions
 from .intake import BadFrames
 from .nodelink import LEASE_EXIT, NodeLink
 from .ref import ACTING, ACTING_TASK
@@ -135,6 +135,7 @@ class Server:
         self.link = NodeLink(self)
         self._subscriptions: Subscriptions | None = None
         self._subscriptions_lock = threading.Lock()
+        self.hearer: Hearer | None = None  # on_intention's thread, if the actor defines it
 
     # -- public controls ---------------------------------------------------------
 
@@ -157,9 +158,21 @@ class Server:
             return self._subscriptions
 
     def _broadcast(self, topic: bytes, frame: bytes) -> None:
-        """A broadcast, on the subscriptions' thread: an event goes to this actor's own ROUTER."""
+        """A broadcast, on the subscriptions' thread: an event goes to this actor's own ROUTER, an
+        intention to the hearer's thread (``on_intention`` runs beside the handler)."""
         if topic.startswith(EVENT_PREFIX) and self.endpoint is not None and not self.stopping.is_set():
             self.client._channel(self.endpoint).tell(frame, FLUSHER)
+        elif topic == INTENTION_TOPIC and self.hearer is not None:
+            self.hearer.take(frame)
+
+    def _listen_for_intentions(self) -> None:
+        """Before registering as a listener: the intentions' subscription in place at every live
+        node (see :mod:`.hearer`)."""
+        if hears_intentions(self.actor):
+            self.hearer = Hearer(self.actor, self.name, self.client, self.stopping)
+            missing = self.subscriptions().subscribe(INTENTION_TOPIC)
+            if missing:
+                log.warning("%s hears no intentions proposed through %s yet", self.name, ", ".join(missing))
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -183,6 +196,7 @@ class Server:
             watchdog = threading.Thread(target=self.link.watch, name="mesh-node-link", daemon=True)
             watchdog.start()
             self._call_hook(self.actor.on_start)
+            self._listen_for_intentions()
             self.link.register()
             self._loop(router)
         except KeyboardInterrupt:
@@ -322,29 +336,8 @@ class Server:
         if op == "ping":
             answer = {"name": self.name, "pid": os.getpid(), "messages": self.handled}
             return wire.encode(_REPLY, next(self._ids), asked, self.name, asker, answer)
-        if op == "intention":
-            return wire.encode(_REPLY, next(self._ids), asked, self.name, asker, self._hear(body.get("intention")))
         err = to_wire(WireError(f"unknown control op {op!r:.40}"))
         return wire.encode(_FAIL, next(self._ids), asked, self.name, asker, err)
-
-    def _hear(self, data: object) -> dict[str, Any]:
-        """An intention announced by another actor: ``on_intention`` may object."""
-        if not isinstance(data, dict):
-            return {"objection": None}
-        try:
-            listed = data.get("claims")
-            claims = listed if isinstance(listed, list) else []
-            intention = Intention(str(data.get("id")), data.get("action"), tuple(map(str, claims)),
-                                  data.get("priority", 0), str(data.get("proposer")), data.get("window", 0))
-            result = self.actor.on_intention(intention)
-            if inspect.iscoroutine(result):
-                result = self.run_coroutine(result)
-        except Exception:
-            log.exception("%s: on_intention raised; no objection", self.name)
-            return {"objection": None}
-        if isinstance(result, Objection):
-            return {"objection": {"reason": result.reason, "weight": result.weight, "kind": result.kind}}
-        return {"objection": None}
 
     def _fire_timers(self) -> None:
         timers = self._timers

@@ -193,7 +193,9 @@ class Node:
         self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
         self.supervisor.lease_left = self.follower.lease_left  # each movable agent's watchdog deadline
         self.pools = Pools(name, self.leadership, self.replies, self.supervisor, on_event, clock=clock)
-        self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor, clock=clock)
+        self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor, clock=clock,
+                                     publish=self.broadcasts.forwarder.publish,
+                                     address=self.advertise or self.connect_address)
         self.escalations = Escalations(self.spec, self.leadership, directory, self.replies, on_event, clock=clock)
         self.shared = Shared(name, directory)
         self.control = Control(name, control_ops(self), self.replies)

@@ -168,6 +168,7 @@ def control_ops(node: Node) -> dict[str, Op]:
         # intentions and escalations
         "intent_propose": Op(intentions.propose, (Seconds("wait"),), deferred=True),
         "intent_done": Op(intentions.done, (Text("id"),)),
+        "intent_answer": Op(intentions.answer, (Text("id"), Text("listener"), Present("objection"))),
         "intent_listeners": Op(intentions.listeners),
         "intents": Op(intentions.listing),
         "intent_escalate": Op(escalations.escalate, (escalations.require_leader, Text("id")), deferred=True),

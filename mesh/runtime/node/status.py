@@ -88,6 +88,7 @@ def status(node: Node) -> dict:
             "uptime_s": round(node.clock.time() - node.started, 3),
             "stopping": node.stop_requested,
             "bad_frames": node.bad.total,
+            "answers_dropped": node.intentions.answers_dropped,  # listeners' answers: late, unknown, malformed
         },
         "leader": node.leadership.leader,
         "term": node.leadership.term,
