@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.util
+import inspect
 import json
 import os
 import signal
@@ -111,6 +113,7 @@ class Proposer(mesh.Actor):
 
     def contend(self, m):
         claim, window, hold, backoff = m["contend"], m["window"], m["hold"], m["backoff"]
+        options = {"wait": m["wait"]} if m.get("wait") else {}
         time.sleep(max(0.0, m["start_at"] - time.time()))
         perf = time.perf_counter
         outcomes, approved_ms, objected_ms, reasons, why_counts = {}, [], [], [], {}
@@ -118,7 +121,7 @@ class Proposer(mesh.Actor):
         with open(m["journal"], "a", buffering=1) as journal:  # line-buffered: each line written at once
             while time.time() < m["end_at"]:
                 t0 = perf()
-                d = self.mesh.propose("work", claims=[claim], window=window)
+                d = self.mesh.propose("work", claims=[claim], window=window, **options)
                 took = (perf() - t0) * 1000.0
                 outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
                 if d.approved:
@@ -147,6 +150,8 @@ def why_not(decision):
         return "held"
     if "takes precedence" in text:
         return "outranked"
+    if "ahead in line" in text:
+        return "in line"
     return "other"
 '''
 
@@ -223,8 +228,9 @@ class Mesh:
             self.addresses[name] = f"tcp://127.0.0.1:{port}"
             agents = ""
             if i == 0:
-                agents = ('\n[[agents]]\nname = "lat"\nclass = "intent_actors:Proposer"\nnode = "n0"\n'
-                          f'\n[[agents]]\nname = "c"\nclass = "intent_actors:Proposer"\nreplicas = {self.contenders}\n')
+                agents = '\n[[agents]]\nname = "lat"\nclass = "intent_actors:Proposer"\nnode = "n0"\n'
+                if self.contenders:
+                    agents += f'\n[[agents]]\nname = "c"\nclass = "intent_actors:Proposer"\nreplicas = {self.contenders}\n'
             spec = self.root / f"{name}-{self.n}.toml"
             spec.write_text(f'[node]\nname = "{name}"\nlisten = "{self.addresses[name]}"\npath = ["{self.root}"]\n{agents}')
             join = ["--join", self.addresses["n0"]] if i else []
@@ -440,17 +446,21 @@ def read_journals(paths: list[Path]) -> dict:
             "gap_p50_ms": pct(gaps_ms, 50) if gaps_ms else None}
 
 
-def run_contention(m: Mesh, args: argparse.Namespace) -> dict:
+def run_contention(m: Mesh, args: argparse.Namespace, contenders: int, wait: float, ideal_per_s: float | None) -> dict:
+    """``contenders`` of the ``c`` replicas propose on one claim of their own (fresh for this run) for
+    ``--duration`` seconds, with ``wait=`` if above 0; approvals/s beside ``ideal_per_s``."""
     client = m.clients["n0"]
-    names = [f"c.{i}" for i in range(args.contenders)]
-    journals = [m.root / f"journal-{m.n}-{name}" for name in names]
+    names = [f"c.{i}" for i in range(contenders)]
+    run = f"{m.n}-{contenders}-w{wait:g}"
+    journals = [m.root / f"journal-{run}-{name}" for name in names]
     start_at = time.time() + 1.0  # every contender gets the ask before it starts
     end_at = start_at + args.duration
-    base = {"contend": f"res{m.n}", "window": args.window, "hold": args.hold_ms / 1000, "backoff": args.backoff_ms / 1000,
-            "start_at": start_at, "end_at": end_at}
+    base = {"contend": f"res{run}", "window": args.window, "wait": wait, "hold": args.hold_ms / 1000,
+            "backoff": args.backoff_ms / 1000, "start_at": start_at, "end_at": end_at}
     busy0, t0 = machine_busy(), time.monotonic()
+    timeout = args.duration + max(args.window, wait) + 120
     with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
-        futures = [pool.submit(client.actor(name).ask, {**base, "journal": str(path)}, args.duration + args.window + 120)
+        futures = [pool.submit(client.actor(name).ask, {**base, "journal": str(path)}, timeout)
                    for name, path in zip(names, journals, strict=True)]
         replies = [f.result() for f in futures]
     elapsed_machine = time.monotonic() - t0
@@ -470,10 +480,12 @@ def run_contention(m: Mesh, args: argparse.Namespace) -> dict:
                            "proposals": sum(r["outcomes"].values())} for name, r in zip(names, replies, strict=True)}
     approved_ms = [x for r in replies for x in r["approved_ms"]]
     objected_ms = [x for r in replies for x in r["objected_ms"]]
-    return {"contenders": len(names), "duration_s": elapsed, "outcomes": outcomes, "proposals": sum(outcomes.values()),
-            "not_approved_because": dict(sorted(why_not.items())),
+    return {"contenders": len(names), "wait_s": wait, "duration_s": elapsed, "outcomes": outcomes,
+            "proposals": sum(outcomes.values()), "not_approved_because": dict(sorted(why_not.items())),
             "decisions": decisions, "approved": approved, "decisions_per_s": decisions / elapsed,
-            "approvals_per_s": approved / elapsed, "approval_share": approved / decisions if decisions else None,
+            "approvals_per_s": approved / elapsed, "ideal_approvals_per_s": ideal_per_s,
+            "of_ideal": approved / elapsed / ideal_per_s if ideal_per_s else None,
+            "approval_share": approved / decisions if decisions else None,
             "approvals_per_contender_min": min(per_agent), "approvals_per_contender_max": max(per_agent),
             "approved_latency_p50_ms": pct(approved_ms, 50) if approved_ms else None,
             "objected_latency_p50_ms": pct(objected_ms, 50) if objected_ms else None,
@@ -482,13 +494,54 @@ def run_contention(m: Mesh, args: argparse.Namespace) -> dict:
             "machine_busy_cores": (machine_busy() - busy0) / elapsed_machine, "load_avg_1m_after": os.getloadavg()[0]}
 
 
+# -- (3) listeners -------------------------------------------------------------------------------
+
+
+def run_listeners(args: argparse.Namespace, progress) -> dict:
+    """Decision latency with ``--listeners`` on_intention actors, measured by
+    benchmarks/intention_listeners.py's ``listener_latency`` (its own one-node mesh per count);
+    {"skipped": why} when that module or function is not there."""
+    path = HERE / "intention_listeners.py"
+    try:
+        spec = importlib.util.spec_from_file_location("intention_listeners", path)
+        if spec is None or not path.exists():
+            raise ImportError(f"{path.name} not found")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        measure = module.listener_latency
+    except (ImportError, AttributeError, OSError) as exc:
+        progress(f"listeners: skipped ({exc})")
+        return {"skipped": f"benchmarks/intention_listeners.py has no listener_latency: {exc}"}
+    accepted = inspect.signature(measure).parameters
+    options = {k: v for k, v in {"proposals": args.listener_proposals}.items() if k in accepted}
+    runs, failures = [], []
+    for count in sorted(set(args.listeners)):
+        try:
+            runs.append(measure(count, **options))
+        except (RuntimeError, mesh.MeshError) as exc:
+            failures.append({"listeners": count, "error": f"{type(exc).__name__}: {exc}"})
+            progress(f"{count} listeners FAILED: {exc}")
+            continue
+        r = runs[-1]
+        progress(f"{count} listeners: p50 {r.get('p50_ms')} ms p99 {r.get('p99_ms')} ms (goal {r.get('goal_ms')} ms)")
+    return {"runs": runs, "failures": failures}
+
+
 # -- the run -------------------------------------------------------------------------------------
 
 
+def ideal(latency: dict | None, hold_ms: float) -> float | None:
+    """One approval per vote round: 1 / (uncontended approval latency p50 + hold), per second."""
+    if not latency or not latency["approved"]:
+        return None
+    return 1000.0 / (latency["p50_ms"] + hold_ms)
+
+
 def run_size(root: Path, n: int, args: argparse.Namespace, latency: bool, contention: bool, progress) -> dict:
-    out: dict = {"voters": n, "nodes": n, "agent_processes": args.contenders + 1}
+    replicas = max(args.contenders) if contention else 0  # a latency-only mesh runs no contenders
+    out: dict = {"voters": n, "nodes": n, "agent_processes": replicas + 1}
     t0 = time.monotonic()
-    with Mesh(root, n, args.contenders) as m:
+    with Mesh(root, n, replicas) as m:
         leader, term = m.wait_ready()
         placed = m.where()
         out["ready_s"] = time.monotonic() - t0
@@ -503,11 +556,15 @@ def run_size(root: Path, n: int, args: argparse.Namespace, latency: bool, conten
             progress(f"{n} voters: latency p50 {out['latency']['p50_ms']:.1f} ms p99 {out['latency']['p99_ms']:.1f} ms, "
                      f"{out['latency']['approved']}/{out['latency']['proposals']} approved")
         if contention:
-            out["contention"] = run_contention(m, args)
-            out["contention"]["view_after"] = m.view()
-            c = out["contention"]
-            progress(f"{n} voters: {c['decisions_per_s']:.1f} decisions/s, {c['approvals_per_s']:.1f} approvals/s, "
-                     f"overlaps {c['overlaps']}")
+            per_s = ideal(out.get("latency"), args.hold_ms)
+            out["contention"] = []
+            for count in sorted(set(args.contenders)):
+                for wait in sorted(set(args.wait)):
+                    c = run_contention(m, args, count, wait, per_s)
+                    c["view_after"] = m.view()
+                    out["contention"].append(c)
+                    progress(f"{n} voters, {count} contenders, wait {wait:g} s: {c['decisions_per_s']:.1f} decisions/s,"
+                             f" {c['approvals_per_s']:.1f} approvals/s (ideal {per_s or 0:.1f}), overlaps {c['overlaps']}")
         out["agents_moved"] = sorted(name for name, place in m.where().items() if placed.get(name) != place)
         time.sleep(1.0)  # releases and gossip settle
         st = status(m.clients["n0"]) or {}
@@ -520,11 +577,11 @@ def run_size(root: Path, n: int, args: argparse.Namespace, latency: bool, conten
 def leader_changes(leader: str, term: int, out: dict) -> list[str]:
     """What the nodes saw after each part, where it differs from the leader and term the mesh was ready with."""
     changes = []
-    for part in ("latency", "contention"):
-        if part not in out:
-            continue
+    parts = [("latency", out["latency"])] if "latency" in out else []
+    parts += [(f"contention ({c['contenders']} contenders, wait {c['wait_s']:g} s)", c) for c in out.get("contention", [])]
+    for part, figures in parts:
         views: dict[str, list[str]] = {}
-        for node, view in out[part]["view_after"].items():
+        for node, view in figures["view_after"].items():
             key = "no answer" if view is None else f"{view[0]} term {view[1]}"
             views.setdefault(key, []).append(node)
         if set(views) != {f"{leader} term {term}"}:
@@ -539,8 +596,8 @@ def run(args: argparse.Namespace, progress) -> dict:
     results: dict = {"machine": {"cores": psutil.cpu_count(), "available_mb": psutil.virtual_memory().available / 2**20,
                                  "load_avg_1m_start": os.getloadavg()[0]},
                      "settings": {"proposals": args.proposals, "warmup": args.warmup, "window_s": args.window,
-                                  "contenders": args.contenders, "duration_s": args.duration, "hold_ms": args.hold_ms,
-                                  "backoff_ms": args.backoff_ms},
+                                  "contenders": args.contenders, "wait_s": args.wait, "duration_s": args.duration,
+                                  "hold_ms": args.hold_ms, "backoff_ms": args.backoff_ms, "listeners": args.listeners},
                      "sizes": []}
     failures = []
     with tempfile.TemporaryDirectory(prefix="mesh-intentions-bench-") as tmp_name:
@@ -549,15 +606,24 @@ def run(args: argparse.Namespace, progress) -> dict:
         try:
             for n in sorted(set(voters) | set(contended)):
                 try:
-                    results["sizes"].append(run_size(root, n, args, n in voters, n in contended, progress))
+                    # the contention's ideal needs the uncontended latency of the same mesh
+                    results["sizes"].append(run_size(root, n, args, n in voters or n in contended, n in contended,
+                                                     progress))
                 except (RuntimeError, mesh.MeshError) as exc:
                     failures.append({"voters": n, "error": f"{type(exc).__name__}: {exc}"})
                     progress(f"{n} voters FAILED: {exc}")
         finally:
             results["leftover_processes"] = LEFTOVERS
+    if args.listeners:
+        results["listeners"] = run_listeners(args, progress)
     results["failures"] = failures
     results["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
-    contention = [s["contention"] for s in results["sizes"] if "contention" in s]
+    contention = [c for s in results["sizes"] for c in s.get("contention", [])]
+    results["contention_summary"] = [
+        {"voters": s["voters"], "contenders": c["contenders"], "wait_s": c["wait_s"], "approvals_per_s": c["approvals_per_s"],
+         "ideal_approvals_per_s": c["ideal_approvals_per_s"], "of_ideal": c["of_ideal"],
+         "approval_share": c["approval_share"], "overlaps": c["overlaps"]}
+        for s in results["sizes"] for c in s.get("contention", [])]
     results["targets_met"] = {
         "no overlap": bool(contention) and all(c["overlaps"] == 0 and c["unfinished"] == 0 for c in contention)
                       and not any(f["voters"] in contended for f in failures),
@@ -578,7 +644,6 @@ def rounded(value: object) -> object:
 
 
 def table(r: dict) -> str:
-    s = r["settings"]
     rows: list[tuple[str, str, str, str] | str] = []  # a string is a line of its own (a note)
     for size in r["sizes"]:
         n = size["voters"]
@@ -590,12 +655,13 @@ def table(r: dict) -> str:
                          f"p99 {lat['p99_ms']:.1f} ms",
                          f"{lat['approved']}/{lat['proposals']} approved, max {lat['max_ms']:.1f} ms,"
                          f" machine busy {lat['machine_busy_cores']:.2f} cores, load avg {lat['load_avg_1m_after']:.2f}"))
-        if "contention" in size:
-            c = size["contention"]
+        for c in size.get("contention", []):
             share = f"{c['approval_share']:.3f}" if c["approval_share"] is not None else "-"
-            rows.append((f"  one claim, {c['contenders']} contenders, {c['duration_s']:.1f} s",
-                         f"{c['decisions_per_s']:.1f} decisions/s", f"{c['approvals_per_s']:.1f} approvals/s",
-                         f"approval share {share}, approvals per contender {c['approvals_per_contender_min']}-"
+            per_s = (f"ideal {c['ideal_approvals_per_s']:.1f}/s (x{c['of_ideal']:.2f}), "
+                     if c["ideal_approvals_per_s"] else "")
+            rows.append((f"  one claim, {c['contenders']} contenders, {waited(c['wait_s'])}, {c['duration_s']:.1f} s",
+                         f"{c['approvals_per_s']:.1f} approvals/s", f"{c['decisions_per_s']:.1f} decisions/s",
+                         f"{per_s}approval share {share}, approvals per contender {c['approvals_per_contender_min']}-"
                          f"{c['approvals_per_contender_max']}, machine busy {c['machine_busy_cores']:.2f} cores,"
                          f" load avg {c['load_avg_1m_after']:.2f}"))
             why = ", ".join(f"{k} {v}" for k, v in c["not_approved_because"].items()) or "-"
@@ -620,12 +686,14 @@ def table(r: dict) -> str:
              for row in rows]
     m = r["machine"]
     biggest = max((x["voters"] for x in r["sizes"]), default=0)
-    lines.append(f"note: {m['cores']} cores; the {biggest}-voter mesh runs {biggest} node processes and {s['contenders'] + 1}"
+    agents = max((x["agent_processes"] for x in r["sizes"] if x["voters"] == biggest), default=0)
+    lines.append(f"note: {m['cores']} cores; the {biggest}-voter mesh runs {biggest} node processes and {agents}"
                  f" agent processes on them, so the figures include CPU contention (load average 1 min: "
                  f"{m['load_avg_1m_start']:.2f} at the start, {m['load_avg_1m_end']:.2f} at the end)")
     for f in r["failures"]:
         lines.append(f"FAILED with {f['voters']} voters: {f['error']}")
-    overlaps = sum(x["contention"]["overlaps"] for x in r["sizes"] if "contention" in x)
+    lines += summary(r)
+    overlaps = sum(c["overlaps"] for c in r["contention_summary"])
     lines.append(f"overlaps: {overlaps}")
     lat = ", ".join(f"{n} voters p50 {v['p50']:.1f} / p99 {v['p99']:.1f} ms" for n, v in r["latency_ms_by_voters"].items())
     lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["targets_met"].items())
@@ -633,6 +701,58 @@ def table(r: dict) -> str:
     if r["leftover_processes"]:
         lines.append(f"processes that outlived their node (killed): {r['leftover_processes']}")
     return "\n".join(lines)
+
+
+def waited(wait: float) -> str:
+    return f"wait={wait:g}" if wait else "no wait"
+
+
+def summary(r: dict) -> list[str]:
+    """Approvals/s under contention beside the ideal, one line per mesh size and count; then the listeners."""
+    lines = []
+    waits = sorted({c["wait_s"] for c in r["contention_summary"]})
+    for size in r["sizes"]:
+        runs = {(c["contenders"], c["wait_s"]): c for c in size.get("contention", [])}
+        if not runs:
+            continue
+        lat = size.get("latency") or {}
+        per_s = next(iter(runs.values()))["ideal_approvals_per_s"]
+        ideal_text = (f"ideal {per_s:.1f}/s = 1 / (uncontended p50 {lat['p50_ms']:.1f} ms + hold {r['settings']['hold_ms']:g} ms)"
+                      if per_s else "ideal unknown (no uncontended approval)")
+        lines.append(f"approvals/s on one claim, {size['voters']} voters, {ideal_text}:")
+        for count in sorted({k for k, _ in runs}):
+            cells = []
+            for wait in waits:
+                c = runs.get((count, wait))
+                if c is None:
+                    continue
+                of = f" (x{c['of_ideal']:.2f} ideal)" if c["of_ideal"] is not None else ""
+                share = f"{c['approval_share']:.2f}" if c["approval_share"] is not None else "-"
+                cells.append(f"{waited(wait)}: {c['approvals_per_s']:.1f}/s{of}, share {share}, overlaps {c['overlaps']}")
+            lines.append(f"  {count:>3} contenders  " + "; ".join(cells))
+    listeners = r.get("listeners")
+    if listeners is not None:
+        if "skipped" in listeners:
+            lines.append(f"listeners: skipped: {listeners['skipped']}")
+        for x in listeners.get("runs", []):
+            goal = x.get("goal_ms")
+            met = "" if goal is None else f", goal p50 <= {goal:g} ms: {'met' if x['p50_ms'] <= goal else 'MISSED'}"
+            lines.append(f"decision latency, {x['listeners']} on_intention listeners ({x.get('proposals')} proposals,"
+                         f" window {x.get('window_ms', 0):g} ms): p50 {x['p50_ms']:.1f} ms, p99 {x['p99_ms']:.1f} ms,"
+                         f" max {x.get('max_ms', 0):.1f} ms{met}; outcomes {x.get('outcomes')}, dropped {x.get('dropped')}")
+        for f in listeners.get("failures", []):
+            lines.append(f"listeners FAILED with {f['listeners']}: {f['error']}")
+    return lines
+
+
+def seconds(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of seconds: {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError("waits must be >= 0")
+    return values
 
 
 def sizes(text: str) -> list[int]:
@@ -651,19 +771,24 @@ def main() -> None:
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--both", action="store_true", help="print the table, then the JSON object on one line")
     parser.add_argument("--voters", type=sizes, default=[3, 5, 10], help="mesh sizes for the latency (default 3,5,10)")
-    parser.add_argument("--contention-voters", type=sizes, default=None,
-                        help="mesh sizes for the contention part (default: the same as --voters)")
+    parser.add_argument("--contention-voters", type=sizes, default=[3],
+                        help="mesh sizes for the contention part (default 3; its latency is measured too, for the ideal)")
     parser.add_argument("--proposals", type=int, default=200, help="timed uncontended proposals per mesh size")
     parser.add_argument("--warmup", type=int, default=5, help="untimed proposals before them")
     parser.add_argument("--window", type=float, default=0.3, help="every proposal's window, in seconds")
-    parser.add_argument("--contenders", type=int, default=10, help="agents proposing on the one claim")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of contention per mesh size")
+    parser.add_argument("--contenders", type=sizes, default=[2, 5, 10],
+                        help="counts of agents proposing on the one claim, one run each (default 2,5,10)")
+    parser.add_argument("--wait", type=seconds, default=[0.0, 2.0],
+                        help="the contenders' wait= in seconds, one run each; 0 is without (default 0,2)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each contention run")
     parser.add_argument("--hold-ms", type=float, default=2.0, help="how long an approved contender holds the claim")
     parser.add_argument("--backoff-ms", type=float, default=30.0, help="a lost contender waits uniform(0, this)")
+    parser.add_argument("--listeners", type=sizes, default=[],
+                        help="also decision latency with this many on_intention listeners, e.g. 10,50"
+                             " (benchmarks/intention_listeners.py; default none)")
+    parser.add_argument("--listener-proposals", type=int, default=100, help="timed proposals per listener count")
     parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args()
-    if args.contention_voters is None:
-        args.contention_voters = args.voters
 
     def interrupted(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the nodes are being stopped
