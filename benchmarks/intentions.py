@@ -1,57 +1,76 @@
-"""Intentions: how long a vote on claims takes, and how many decisions one contended claim gets, on this machine.
+"""Intentions: how long a vote on claims takes, and how many approvals one contended claim gets, on this machine.
 
-    python benchmarks/intentions.py                         # a table (3, 5 and 10 voters; ~3 min)
+    python benchmarks/intentions.py                         # a table (latency: 3, 5 and 10 voters; contention: 3)
     python benchmarks/intentions.py --json                  # one JSON object
     python benchmarks/intentions.py --both                  # the table, then the JSON object on one line
-    python benchmarks/intentions.py --voters 3 --proposals 50 --duration 3   # a quick run
+    python benchmarks/intentions.py --listeners 10,50       # also decision latency with 10 and 50 listeners
+    python benchmarks/intentions.py --voters 3 --proposals 50 --contenders 2,5 --duration 3   # a quick run (~40 s)
 
-For each mesh size N in ``--voters`` (default 3,5,10) the benchmark starts N `mesh up`
-processes on loopback (n0 alone, the others with ``--join`` n0; every node is a voter,
-so N nodes = N voters), with MESH_HOME, the specs and the actors' module in a temporary
-folder, and waits until every node sees N alive members and N voters, all agree on one
-leader and term, and the agents run. n0's spec declares them: ``lat``, pinned to n0, and
-``c``, ``--contenders`` replicas (default 10) spread over the nodes. (If n0 leads alone
+For each mesh size N in ``--voters`` (default 3,5,10) and ``--contention-voters`` (default
+3) the benchmark starts N `mesh up` processes on loopback (n0 alone, the others with
+``--join`` n0; every node is a voter, so N nodes = N voters), with MESH_HOME, the specs and
+the actors' module in a temporary folder, and waits until every node sees N alive members
+and N voters, all agree on one leader and term, and the agents run. n0's spec declares
+them: ``lat``, pinned to n0, and, where contention is measured, ``c``: as many replicas as
+the largest of ``--contenders`` (default 2,5,10), spread over the nodes. (If n0 leads alone
 for a moment it places every replica on itself, and the leader moves them once the others
 have joined, so the benchmark also waits until the replicas are on every node, or on as
 many as there are replicas, and nothing has moved for 2 s.) Then:
 
-(1) Latency, uncontended. ``lat`` makes ``--warmup`` untimed proposals, then
+(1) Latency, uncontended (every mesh size). ``lat`` makes ``--warmup`` untimed proposals, then
     ``--proposals`` (default 200) one after another, each on its own fresh claim, and
     times each ``self.mesh.propose(...)`` with time.perf_counter inside the actor (so the
     benchmark's ask to the actor is left out), calling ``done()`` after the clock stops.
     Printed: p50 and p99 in ms, and how many were approved (all should be). The protocol
     waits ``settle`` (50 ms) after the proposal before it commits, and the node works in
     10 ms loop slices: expect a floor of about 50-60 ms.
-(2) Throughput under contention. All ``c`` replicas start at the same moment (a wall-clock
-    start time sent with the ask) and, for ``--duration`` seconds (default 10), propose
-    on ONE claim in a loop: an approved intention is held ~2 ms (``--hold-ms``) and then
-    released with ``done()``; a lost one backs off a random 0-30 ms (``--backoff-ms``).
-    Printed: decisions/s (approved + objected, over the time from the first start to the
-    last decision), approvals/s, the approval share, the spread of approvals among the
-    contenders, why the others were not approved (``held``: the claim was committed to
-    another intention; ``outranked``: promised to one of higher precedence, i.e. an earlier
-    one still in its settle delay; ``window``: no majority in time), and the safety
-    check: every contender journals ``approve`` (after propose returned) and ``done``
-    (before done() is called) with time.time() per approved intention; the benchmark
-    merges the journals and counts the approved intervals that begin before an earlier
-    one ended: printed as "overlaps: 0". Since every winner waits out the settle delay
-    while the others are refused, approvals/s cannot exceed about 1 / (approval latency
-    + hold), ~16/s: the claim changes hands once per vote.
+(2) Approvals under contention (``--contention-voters``). For each count K in ``--contenders``
+    and each W in ``--wait`` (default 0 and 2 s; 0 is without ``wait=``), one run: the first
+    K ``c`` replicas start at the same moment (a wall-clock start time sent with the ask)
+    and, for ``--duration`` seconds (default 10), propose on ONE claim (fresh for the run) in
+    a loop, with ``wait=W`` if W > 0: an approved intention is held ~2 ms (``--hold-ms``)
+    and then released with ``done()``; a lost one backs off a random 0-30 ms
+    (``--backoff-ms``). Printed: approvals/s (over the time from the first start to the last
+    decision) beside the *ideal*, one approval per vote round: 1 / (the uncontended p50 of
+    (1) on the same mesh + the hold), and their ratio; decisions/s (approved + objected), the
+    approval share (approved / decisions), the spread of approvals among the contenders, why
+    the others were not approved (``held``: the claim was committed to another intention;
+    ``outranked``: promised to one of higher precedence; ``in line``: another was ahead in
+    line; ``window``: the window or wait ran out first), and the safety check: every
+    contender journals ``approve`` (after propose returned) and ``done`` (before done() is
+    called) with time.time() per approved intention; the benchmark merges the journals and
+    counts the approved intervals that begin before an earlier one ended: printed as
+    "overlaps: 0". A summary gives approvals/s per K, without and with wait, beside the ideal.
+
+    What to expect now (issue 13: deferral and lines). A contender outranked by a concurrent
+    one is no longer refused at once: it waits in line at the voters and is promised as soon
+    as the claim is free, and since its ``settle`` has run out while it waited, it commits
+    one round trip later. So the claim changes hands faster than one vote round, and
+    approvals/s exceeds the ideal once there are two contenders or more (2 contenders: about
+    1.8x; 5: about 3.5x, on 2 busy cores); the old ceiling of about 1 / (approval latency +
+    hold), ~16/s, no longer holds. Without ``wait=`` the losses are proposals that met the
+    claim *held* (a holder is not waited for); with ``wait=2`` every proposal waits its turn
+    and the approval share is 1.0 (then the approvals/s is what the claim's hand-over costs).
+(3) Listeners (``--listeners 10,50``; none by default). Decision latency p50/p99 with that
+    many ``on_intention`` listeners, measured by ``listener_latency`` of
+    benchmarks/intention_listeners.py (its own one-node mesh per count, ``--listener-proposals``
+    proposals each); skipped, with a printed note, if that module or function is missing.
 
 Every proposal uses ``window = --window`` (default 0.3 s) and priority 0. The leader and
 term are read before and after each part (a change means an election happened under
 the load) and the intentions still listed mesh-wide after the run are counted.
 
-This machine has few cores (2 where these figures were taken): 10 node processes,
-11 agent processes and this benchmark share them, so the larger meshes measure CPU
-contention as much as the protocol. The load average and the cores the whole machine
-kept busy during each part are printed beside the figures.
+This machine has few cores (2 where these figures were taken): the 10-voter mesh runs 10
+node processes, and the contention mesh 3 nodes and 11 agent processes, beside this
+benchmark, so the figures measure CPU contention as much as the protocol. The load average
+and the cores the whole machine kept busy during each part are printed beside the figures.
+The default run takes about 4 minutes.
 
-Targets: none for speed (p50/p99 per voter count are printed for the record); the one
-hard target is safety: no two approved intentions on the claim overlap. Figures are
-printed, never asserted. Every node is stopped (SIGTERM, then SIGKILL after 20 s) with
-everything it started before the next mesh starts; processes that outlived their node
-are killed and listed.
+Targets: none for speed (p50/p99 per voter count and approvals/s beside the ideal are
+printed for the record); the one hard target is safety: no two approved intentions on the
+claim overlap. Figures are printed, never asserted. Every node is stopped (SIGTERM, then
+SIGKILL after 20 s) with everything it started before the next mesh starts; processes that
+outlived their node are killed and listed.
 """
 
 from __future__ import annotations
@@ -745,24 +764,21 @@ def summary(r: dict) -> list[str]:
     return lines
 
 
-def seconds(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of seconds: {text!r}") from None
-    if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError("waits must be >= 0")
-    return values
+def listed(convert, least: float, what: str):
+    """An argparse type: a comma-separated list of ``what``, each converted and at least ``least``."""
+    def parse(text: str) -> list:
+        try:
+            values = [convert(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {what}: {text!r}") from None
+        if any(v < least for v in values):
+            raise argparse.ArgumentTypeError(f"{what} must be >= {least:g}")
+        return values
+    return parse
 
 
-def sizes(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("voter counts must be >= 1")
-    return values
+sizes = listed(int, 1, "counts")
+seconds = listed(float, 0, "seconds")
 
 
 def main() -> None:
