@@ -204,7 +204,7 @@ def settle(client: mesh.Client, subs: list[str], want: int, quiet_s: float = 2.0
     last_change = time.monotonic()
     while True:
         changed = False
-        for m, r in zip(merged, reports(client, subs)):
+        for m, r in zip(merged, reports(client, subs), strict=True):
             if r["count"]:
                 changed = True
                 m["count"] += r["count"]

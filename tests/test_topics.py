@@ -8,7 +8,7 @@ import json
 import pytest
 
 import mesh
-from conftest import wait_until
+from conftest import stop_node, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,3 +74,33 @@ def test_a_subscriber_gets_an_event_published_the_moment_its_subscribe_returned_
     events = lambda: [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []  # noqa: E731
     got = wait_until(lambda: (lambda ev: ev if len(ev) >= 200 else None)(events()), 30, "200 events")
     assert sorted((e["topic"], e["id"], e["data"]) for e in got) == sorted((t, ids[t], int(t.split("-")[1])) for t in ids)
+
+
+def test_a_publisher_whose_node_restarted_reaches_the_subscribers_again(start_node, tmp_path):
+    """A restarted node's forwarder listens on new ports: the publisher's events must go there, not
+    into a queue for the old ports that nothing reads (fire-and-forget would hide that forever)."""
+    journal = tmp_path / "events"
+    a = start_node("", name="a")
+    port = int(a.address.rsplit(":", 1)[1])
+    b = start_node(listener("lr", "b", journal, ["RESTART"]), name="b", args=("--join", a.address))
+    lr = b.client().actor("lr")
+    wait_until(lambda: lr.ask({"subscribed_nodes": True}, timeout=5) == ["a", "b"], 30, "lr subscribed at both nodes")
+    publisher = mesh.connect(a.address, send_timeout=0.5)
+    try:
+        events = lambda: [json.loads(x)["data"] for x in journal.read_text().splitlines()] if journal.exists() else []  # noqa: E731
+        publisher.publish("RESTART", 0)
+        wait_until(lambda: 0 in events(), 10, "the event before the restart")
+        stop_node(a)
+        start_node("", name="a", port=port, args=("--join", b.address))
+        sent = iter(range(1, 1_000_000))
+
+        def a_later_event_arrived() -> bool:
+            try:
+                publisher.publish("RESTART", next(sent))
+            except mesh.MeshError:
+                pass  # the node not back yet, or its forwarder not yet told apart
+            return any(d >= 1 for d in events())
+
+        wait_until(a_later_event_arrived, 30, "an event published through the restarted node")
+    finally:
+        publisher.close()

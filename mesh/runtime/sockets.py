@@ -251,13 +251,18 @@ def proxy_control() -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
 
 
 def push_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float) -> zmq.SyncSocket:
-    """A PUSH to a forwarder's PULL: what a publisher sends its events with. It queues from the
-    first send (no slow joiner on this side); a full queue blocks a send ``send_timeout`` s."""
+    """A PUSH to a forwarder's PULL: what a publisher sends its events with. It queues once
+    connected (no slow joiner on this side); a full queue, or no connection, blocks a send
+    ``send_timeout`` s."""
     sock = context().socket(zmq.PUSH)
     try:
         tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
+        # Queue only on a live connection: when the forwarder goes (its node restarted, on new
+        # ports) a send blocks and times out, so the publisher asks where it is now, instead of
+        # queueing for an address that nothing will read again.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
         sock.close(0)
