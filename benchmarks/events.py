@@ -23,8 +23,8 @@ went before, one send per subscriber, straight to its process).
 
 Subscribers are ordinary agents, each in its own process, started by ``mesh up`` from a spec
 (agent class :class:`Subscriber` of this file). A hundred of them fit this 2-core machine:
-measured, their start takes about 10-20 s and each costs about 3 MB of PSS (forked from the
-node's zygote), so they are not packed into fewer processes. At most ``max(--subscribers)``
+measured, they start in about 20 s and each costs about 19 MB of PSS (24 GB of memory here),
+so they are not packed into fewer processes (the table's last lines give both per run). At most ``max(--subscribers)``
 subscriber processes run at once: the one-node placement's nodes are stopped before the
 two-node placement's start. Subscriber ``i`` listens to topic ``nK`` for every size ``K > i``,
 so a publish on ``n10`` reaches exactly the first ten. Every node is stopped at the end and

@@ -1,10 +1,10 @@
 """Events on named topics: ``self.mesh.publish(topic, data)`` and ``self.mesh.subscribe(topic)``.
 
-A subscription is an entry ``$subs/TOPIC/ACTOR`` in the shared state, written by the
-subscriber's node (so any node knows every subscriber). ``publish`` looks the
-subscribers up (through the publisher's node, cached for ``CACHE_S``) and sends each
-of them one EVENT envelope, straight to its process; the subscriber's
-``on_event(event)`` hook runs with a :class:`Event`. Events are fire-and-forget, like
+Events ride PUB/SUB: ``publish`` sends an EVENT envelope once, to the publisher's node's
+forwarder, which fans it out to the subscribers of its topic (see
+:mod:`mesh.runtime.broadcast`); the subscriber's ``on_event(event)`` hook runs with a
+:class:`Event`. A subscription is also listed as ``$subs/TOPIC/ACTOR`` in the shared
+state, written by the subscriber's node (so any node knows every subscriber). Events are fire-and-forget, like
 tells, and carry an id and a correlation id (``corr``: the id of the event or
 message they answer, for the playbook's request/response over topics).
 

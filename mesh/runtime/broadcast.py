@@ -32,7 +32,9 @@ along). A subscriber that leaves more than ``BROADCAST_HWM`` broadcasts unread l
 excess (the PUB drops them, so that a slow subscriber never holds up the others). A
 broadcast carries at most ``BROADCAST_MAX_BYTES`` (a larger publish raises WireError). A node
 that restarts loses what its forwarder held; its subscribers reconnect on their own (the
-SUB resubscribes) and the nodes that join are connected within ``REFRESH_S``.
+SUB resubscribes) and the nodes that join are connected within ``REFRESH_S``. A publisher's
+PUSH queues only on a live connection, so once its node's forwarder is gone a publish times
+out and asks the node where the forwarder is now (:meth:`Publishers.publish`).
 """
 
 from __future__ import annotations
