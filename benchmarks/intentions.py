@@ -366,21 +366,26 @@ class Mesh:
         return dict(sorted(counts.items()))
 
     def scan_logs(self) -> dict:
-        """Tracebacks and ERROR lines in the nodes' output and the agents' logs."""
+        """Tracebacks and ERROR lines in the nodes' output and the agents' logs, and agents that stopped
+        themselves (a lease not renewed in time on a starved machine, say: ActorDied for the ask)."""
         files = [self.root / f"{name}-{self.n}.log" for name in self.names]
         files += sorted((self.home / "nodes").glob("*/logs/*.log")) if (self.home / "nodes").exists() else []
-        errors, examples = 0, []
+        errors, examples, stops = 0, [], []
         for path in files:
             try:
                 lines = path.read_text(errors="replace").splitlines()
             except OSError:
                 continue
-            for line in lines:
+            for i, line in enumerate(lines):
+                if "; stopping" in line and path.parent.name == "logs" and len(stops) < 5:  # agents' logs only
+                    stops.append(f"{path.name}: {line.strip()[:200]}")
                 if "Traceback" in line or " ERROR " in line or "ERROR:" in line:
                     errors += 1
                     if len(examples) < 5:
-                        examples.append(f"{path.name}: {line.strip()[:200]}")
-        return {"error_lines": errors, "examples": examples}
+                        # a traceback is shown by its exception: the first line after it that is not indented
+                        raised = next((x for x in lines[i + 1:] if x and not x[0].isspace()), "") if "Traceback" in line else ""
+                        examples.append(f"{path.name}: {line.strip()[:200]}{' -> ' + raised[:200] if raised else ''}")
+        return {"error_lines": errors, "examples": examples, "agents_stopped": stops}
 
     def stop(self) -> None:
         """SIGTERM every node (SIGKILL after STOP_TIMEOUT), then kill whatever they left behind."""
@@ -576,10 +581,17 @@ def run_size(root: Path, n: int, args: argparse.Namespace, latency: bool, conten
                      f"{out['latency']['approved']}/{out['latency']['proposals']} approved")
         if contention:
             per_s = ideal(out.get("latency"), args.hold_ms)
-            out["contention"] = []
+            out["contention"], out["contention_failures"] = [], []
             for count in sorted(set(args.contenders)):
                 for wait in sorted(set(args.wait)):
-                    c = run_contention(m, args, count, wait, per_s)
+                    try:
+                        c = run_contention(m, args, count, wait, per_s)
+                    except mesh.MeshError as exc:  # one run lost (an agent died...): the others still count
+                        out["contention_failures"].append({"contenders": count, "wait_s": wait,
+                                                           "error": f"{type(exc).__name__}: {exc}"})
+                        progress(f"{n} voters, {count} contenders, wait {wait:g} s: FAILED: {exc}")
+                        m.wait_ready()  # the dead agent restarted and placed again before the next run
+                        continue
                     c["view_after"] = m.view()
                     out["contention"].append(c)
                     progress(f"{n} voters, {count} contenders, wait {wait:g} s: {c['decisions_per_s']:.1f} decisions/s,"
@@ -645,7 +657,8 @@ def run(args: argparse.Namespace, progress) -> dict:
         for s in results["sizes"] for c in s.get("contention", [])]
     results["targets_met"] = {
         "no overlap": bool(contention) and all(c["overlaps"] == 0 and c["unfinished"] == 0 for c in contention)
-                      and not any(f["voters"] in contended for f in failures),
+                      and not any(f["voters"] in contended for f in failures)
+                      and not any(s.get("contention_failures") for s in results["sizes"]),
     }
     results["latency_ms_by_voters"] = {str(s["voters"]): {"p50": s["latency"]["p50_ms"], "p99": s["latency"]["p99_ms"]}
                                        for s in results["sizes"] if "latency" in s}
@@ -696,9 +709,12 @@ def table(r: dict) -> str:
             notes.append(f"agents moved during the run: {', '.join(size['agents_moved'])}")
         if size["intents_listed_after"]:
             notes.append(f"{size['intents_listed_after']} intentions still listed after the run")
+        notes += [f"an agent stopped itself: {line}" for line in size["logs"].get("agents_stopped", [])]
         if size["logs"]["error_lines"]:
             notes.append(f"{size['logs']['error_lines']} error lines in the logs, e.g. {size['logs']['examples'][0]}")
         rows += [f"  note: {note}" for note in notes]
+        rows += [f"  FAILED: one claim, {f['contenders']} contenders, {waited(f['wait_s'])}: {f['error']}"
+                 for f in size.get("contention_failures", [])]
     cells = [row for row in rows if isinstance(row, tuple)]
     w = [max((len(row[i]) for row in cells), default=0) for i in range(4)]
     lines = [row if isinstance(row, str) else "  ".join(col.ljust(w[i]) for i, col in enumerate(row)).rstrip()
