@@ -88,3 +88,10 @@ def test_late_and_unknown_answers_are_dropped_and_counted(start_node):
     assert d["outcome"] == "approved" and [o["by"] for o in d["objections"]] == ["ghost"], d
     assert client.control("intent_answer", id="lonely", listener="ghost", objection=None) == {"counted": False}
     assert node.status()["node"]["answers_dropped"] == 3
+    import mesh
+
+    for bad, named in (({"require": "ghost"}, "require"), ({"listen": False, "require": ["ghost"]}, "require needs listen"),
+                       ({"listen": "yes"}, "listen")):
+        with pytest.raises(mesh.WireError, match=named):
+            client.control("intent_propose", 10, id="bad", action="read", priority=0, window=0.3, hold=5.0,
+                           proposer="p", **bad)
