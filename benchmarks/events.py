@@ -197,7 +197,7 @@ def reports(client: mesh.Client, subs: list[str]) -> list[dict]:
     return [client.actor(s).ask({"report": True}, timeout=30) for s in subs]
 
 
-def settle(client: mesh.Client, subs: list[str], want: int, quiet_s: float = 2.0) -> list[dict]:
+def settle(client: mesh.Client, subs: list[str], want: int, quiet_s: float = 5.0) -> list[dict]:
     """Reports once every subscriber counted ``want`` events, or nothing new came for ``quiet_s``.
     Counts accumulate (a report resets the subscriber), so reports are merged here."""
     merged = [{"count": 0, "last_ns": 0, "samples": []} for _ in subs]
