@@ -95,3 +95,21 @@ def test_late_and_unknown_answers_are_dropped_and_counted(start_node):
         with pytest.raises(mesh.WireError, match=named):
             client.control("intent_propose", 10, id="bad", action="read", priority=0, window=0.3, hold=5.0,
                            proposer="p", **bad)
+
+
+@pytest.mark.timeout(60)
+def test_an_intention_too_large_to_broadcast_is_refused_whole_and_a_too_large_event_too(start_node, tmp_path):
+    """Listeners hear at most BROADCAST_MAX_BYTES of action and claims: a larger proposal is refused
+    before anything of it is kept (not voted on unheard); a larger event raises at publish."""
+    import mesh
+    from mesh.runtime.broadcast import BROADCAST_MAX_BYTES
+
+    node = start_node(agents(tmp_path / "critic"), name="a")
+    client = listening(node, ["critic", "reviewer"])
+    big = "x" * (BROADCAST_MAX_BYTES + 1)
+    with pytest.raises(mesh.WireError, match="listeners hear at most 256 KiB"):
+        client.control("intent_propose", id="big-1", action=big, claims=["c"], proposer="p", window=0.2)
+    assert client.intents()["intents"] == []
+    with pytest.raises(mesh.WireError, match="a broadcast carries at most 256 KiB"):
+        client.publish("ALERT", big)
+    client.publish("ALERT", "small")  # the publisher still works

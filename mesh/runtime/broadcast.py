@@ -59,9 +59,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("mesh.broadcast")
 
 #: Broadcasts queued per subscriber connection (at the PUB, and at the SUB) and per publisher, at most.
-BROADCAST_HWM = 1000
+BROADCAST_HWM = 10_000
 #: The largest broadcast, in bytes (envelope included): with BROADCAST_HWM, what bounds each queue
-#: (256 MiB at worst; events are usually tens of bytes). Larger data belongs in a tell or the state.
+#: (2.5 GiB at worst, for a stuck subscriber of a publisher of the largest events at full speed;
+#: events are usually tens of bytes). Larger data belongs in a tell or the shared state.
 BROADCAST_MAX_BYTES = 256 * 1024
 #: Seconds between a subscriber's looks at which nodes are alive (to connect to new ones).
 REFRESH_S = 2.0
@@ -109,7 +110,12 @@ class NodeBroadcast:
                                                    send_timeout=0.0)
 
     def publish(self, topic: bytes, frame: bytes) -> bool:
-        """Broadcast from the node itself; False if the forwarder's queue is full (dropped)."""
+        """Broadcast from the node itself; False if the forwarder's queue is full or the frame is
+        over BROADCAST_MAX_BYTES (dropped: the forwarder would cut a sender of a larger one)."""
+        if len(frame) > BROADCAST_MAX_BYTES:
+            log.warning("node %s: a broadcast of %d bytes not sent (at most %d)", self.name, len(frame),
+                        BROADCAST_MAX_BYTES)
+            return False
         try:
             self._own.publish(topic, frame)
         except MeshError:

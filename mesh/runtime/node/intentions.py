@@ -25,7 +25,7 @@ import msgpack
 
 from ...core.intentions import APPROVED
 from ...errors import NotLeader, ResourceError, WireError
-from ..broadcast import INTENTION_TOPIC
+from ..broadcast import BROADCAST_MAX_BYTES, INTENTION_TOPIC
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..intents import (ESCALATIONS_PREFIX, INTENT_RECIPIENT, INTENTS_PREFIX, LISTED_CHARS, LISTED_CLAIMS, MAX_KEPT,
@@ -148,6 +148,11 @@ class Intentions:
                 raise ValueError(f"require must be a list of at most {MAX_REQUIRED} actor names")
             if required and not listen:
                 raise ValueError("require needs listen: answers are asked of listeners only")
+            if listen:
+                size = len(msgpack.packb(body.get("action"))) + sum(len(c) + 5 for c in claims) + 1024
+                if size > BROADCAST_MAX_BYTES:
+                    raise ValueError(f"listeners hear at most {BROADCAST_MAX_BYTES // 1024} KiB of action and claims,"
+                                     f" this one is about {size // 1024} KiB (send less, or listen=False)")
             action = shown(body.get("action"))
         except (ValueError, TypeError, RecursionError) as exc:  # json.dumps: bytes keys, nesting
             why = exc if isinstance(exc, ValueError) else f"action cannot be shown as JSON ({type(exc).__name__})"
