@@ -46,8 +46,8 @@ many as there are replicas, and nothing has moved for 2 s.) Then:
     as the claim is free, and since its ``settle`` has run out while it waited, it commits
     one round trip later. So the claim changes hands faster than one vote round, and
     approvals/s exceeds the ideal once there are two contenders or more (measured on 2 busy
-    cores: 2 contenders about 1.8-1.9x the ideal of ~16/s, 5 about 3.4-3.8x, 10 with wait
-    about 6x, ~100/s); the old ceiling of about 1 / (approval latency + hold), ~16/s, no
+    cores, three runs: 2 contenders about 1.8-1.95x the ideal of ~16/s, 5 about 3.4-4.7x,
+    10 about 6-8x, 100-130/s); the old ceiling of about 1 / (approval latency + hold), ~16/s, no
     longer holds. Without ``wait=`` the losses are mostly proposals that met the claim
     *held* (a holder is not waited for); with ``wait=2`` every proposal waits its turn and
     the approval share is 1.0. On a starved machine a node may miss its lease renewal and
