@@ -34,6 +34,7 @@ from .errors import (
     ReservedKey,
     ResourceError,
     SpecError,
+    UnknownAlert,
     UnknownEscalation,
     WireError,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "ReservedKey",
     "ResourceError",
     "SpecError",
+    "UnknownAlert",
     "UnknownEscalation",
     "WireError",
     "connect",

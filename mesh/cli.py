@@ -261,6 +261,7 @@ def render_status(status: dict[str, Any]) -> str:
     if kill:
         at = time.strftime("%H:%M:%S", time.localtime(kill["at"])) if isinstance(kill.get("at"), (int, float)) else "?"
         lines.append(f"KILL SWITCH PULLED at {at} by {kill.get('by')}: no agent runs (mesh kill --release)")
+    lines += _render_alerts(status.get("alerts") or {})
     held = [i for i in status.get("intents") or [] if i.get("state") == "held"]
     pending = [i for i in status.get("intents") or [] if i.get("state") != "held"]
     escalations = status.get("escalations") or []
@@ -386,6 +387,116 @@ def kill(node: str | None, release: bool) -> None:
         click.echo(f"kill switch pulled ({answer['by']}): every node stops every agent now; `mesh kill --release` undoes it")
     else:
         click.echo("kill switch released: the leader's assignment runs again")
+
+
+def _person() -> str:
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or "someone"
+
+
+def _clock(at: object) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else "?"
+
+
+def _render_alerts(alerts: dict[str, Any]) -> list[str]:
+    """`mesh status`'s lines on alerts that wait for a person (none when none waits)."""
+    waiting = alerts.get("unacknowledged") or 0
+    if not waiting:
+        return []
+    lines = [f"ALERTS: {waiting} waiting for a person (mesh alerts lists them; mesh ack ID acknowledges one)"]
+    for a in alerts.get("newest") or []:
+        lines.append(f"  {a.get('id')}  {_clock(a.get('at'))}  {a.get('by')}: {a.get('reason')}")
+    return lines
+
+
+def _agent_line(info: dict[str, Any]) -> str:
+    why = f" ({info['reason']})" if info.get("reason") else ""
+    return (f"{info['name']} on node {info['node']}: {info['state']}, pid {_dash(info.get('pid'))},"
+            f" incarnation {info['incarnation']}{why}")
+
+
+def _control_agent(node: str | None, name: str, stop: bool, grace: float | None, wait: bool, timeout: float,
+                   as_json: bool) -> None:
+    by = f"{_person()} with mesh {'stop' if stop else 'restart'}"
+
+    def act(client: Client) -> dict[str, Any]:
+        call = client.stop_agent if stop else client.restart_agent
+        return dict(call(name, grace=grace, wait=wait, timeout=timeout, by=by))
+
+    info = _with_client(node, act)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(_agent_line(info))
+    if not stop and info["state"] == "failed":
+        raise click.ClickException(f"{name} failed right after its restart: {info.get('reason')}")
+
+
+_grace_option = click.option("--grace", type=click.FloatRange(min=0), default=None,
+                             help="Seconds between SIGTERM and SIGKILL (default: the agent's stop timeout).")
+_wait_option = click.option("--wait/--no-wait", default=True, show_default=True,
+                            help="Wait until it has stopped (restart: until the fresh process runs).")
+_timeout_option = click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+                               help="Seconds to wait, with --wait.")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+@main.command()
+@click.argument("agent")
+@node_option
+@_grace_option
+@_wait_option
+@_timeout_option
+@_json_option
+def stop(agent: str, node: str | None, grace: float | None, wait: bool, timeout: float, as_json: bool) -> None:
+    """Stop AGENT (a replica's name) on whichever node runs it; it stays stopped until `mesh restart`."""
+    _control_agent(node, agent, True, grace, wait, timeout, as_json)
+
+
+@main.command()
+@click.argument("agent")
+@node_option
+@_grace_option
+@_wait_option
+@_timeout_option
+@_json_option
+def restart(agent: str, node: str | None, grace: float | None, wait: bool, timeout: float, as_json: bool) -> None:
+    """Start a fresh process of AGENT now (the running one is stopped first), wherever it runs."""
+    _control_agent(node, agent, False, grace, wait, timeout, as_json)
+
+
+@main.command()
+@node_option
+@click.option("--unacknowledged", "-u", is_flag=True, help="Only the alerts that still wait for a person.")
+@_json_option
+def alerts(node: str | None, unacknowledged: bool, as_json: bool) -> None:
+    """List the alerts kept (oldest first) and whether a person acknowledged each (`mesh ack ID`)."""
+    found = _with_client(node, lambda client: client.alerts(unacknowledged=unacknowledged))
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=_jsonable))
+        return
+    if not found:
+        click.echo("(no alerts waiting)" if unacknowledged else "(no alerts)")
+        return
+    rows = [("ID", "RAISED", "BY", "NODE", "ACKNOWLEDGED", "REASON")]
+    for a in found:
+        acked = f"{a['acknowledged_by']} at {_clock(a['acknowledged_at'])}" if a.get("acknowledged") else "WAITING"
+        rows.append((a["id"], _clock(a.get("at")), str(a.get("by")), str(a.get("node")), acked, str(a.get("reason"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5]).rstrip())
+
+
+@main.command()
+@click.argument("alert_id", metavar="ID")
+@node_option
+@_json_option
+def ack(alert_id: str, node: str | None, as_json: bool) -> None:
+    """Acknowledge alert ID (from `mesh alerts`): it no longer waits for a person."""
+    found = _with_client(node, lambda client: client.ack_alert(alert_id, by=f"{_person()} with mesh ack"))
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=_jsonable))
+        return
+    click.echo(f"{found['id']}: acknowledged by {found['acknowledged_by']} ({found['reason']})")
 
 
 @main.command()

@@ -99,6 +99,11 @@ class UnknownEscalation(ActorNotFound):
     ActorNotFound before, so ``except ActorNotFound`` still catches it.)"""
 
 
+class UnknownAlert(ActorNotFound):
+    """``mesh ack`` (``Client.ack_alert``) named no alert that is kept: never raised, or dropped
+    (the oldest acknowledged ones go first); ``mesh alerts`` lists those kept."""
+
+
 # Errors that travel in FAIL envelopes carry one of these codes; anything else
 # (an exception raised by user code) travels as "remote".
 _CODES: dict[str, type[MeshError]] = {
@@ -114,6 +119,7 @@ _CODES: dict[str, type[MeshError]] = {
     "name_conflict": NameConflict,
     "reserved_key": ReservedKey,
     "unknown_escalation": UnknownEscalation,
+    "unknown_alert": UnknownAlert,
 }
 _NAMES: dict[type[BaseException], str] = {cls: code for code, cls in _CODES.items()}
 

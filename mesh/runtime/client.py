@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .. import wire
 from ..errors import AcquireTimeout, ActorDied, ActorNotFound, AskTimeout, NodeUnavailable, NotLeader
 from ..topics import CACHE_S, check_topic
-from . import rpc
+from . import agent_control, alerting, rpc
 from .aio import async_twin
 from .asynclink import AsyncLink
 from .broadcast import Publishers, encode_event, event_topic
 from .clock import Clock
 from .flusher import FLUSHER, snapshot
 from .ref import ActorRef
+from .topic_callbacks import Callback, TopicCallbacks
 from .transport import SEND_BYTES, Link, Transport, Unreachable
 from .zeromq import ZMQ
 
@@ -135,6 +136,7 @@ class Client:
         self._deliverer: Deliverer | None = None
         self._subscribers: dict[str, tuple[float, list[str]]] = {}
         self._publishers: Publishers | None = None
+        self._topics = TopicCallbacks(self)  # subscribe(topic, callback): its thread starts on first use
         if check:
             try:
                 answer = rpc.ping(self, connect_timeout)
@@ -360,6 +362,25 @@ class Client:
         exits. Returns at once (``stopping``, the node's ``pid``)."""
         return rpc.down(self)
 
+    def subscribe(self, topic: str, callback: Callback) -> None:
+        """Call ``callback(event)`` (a :class:`mesh.Event`) for every event published on ``topic``
+        from now on, anywhere in the mesh: when this returns, every live node has the subscription in
+        place. Callbacks run one at a time on this client's subscriptions thread (keep them short; one
+        that raises is logged). Subscribing again to a topic replaces its callback. See
+        :mod:`mesh.runtime.topic_callbacks`."""
+        self._topics.subscribe(topic, callback)
+
+    def unsubscribe(self, topic: str) -> None:
+        """No more events on ``topic`` for this client."""
+        self._topics.unsubscribe(topic)
+
+    # A person's controls: one agent (mesh stop/restart), alerts (mesh alerts/ack). Each documented where defined.
+    stop_agent = agent_control.stop_agent
+    restart_agent = agent_control.restart_agent
+    alert = alerting.alert
+    alerts = alerting.alerts
+    ack_alert = alerting.ack_alert
+
     def flush(self) -> None:
         """Send every tell this process still holds back for batching."""
         for ch in snapshot(self._channels):
@@ -381,6 +402,7 @@ class Client:
             self._deliverer.close()
         if self._publishers is not None:
             self._publishers.close()
+        self._topics.close()
         self._closed = True
         for ch in snapshot(self._channels):
             with ch.lock:

@@ -87,6 +87,12 @@ class ActorContext:
         rpc.unsubscribe(self._client, topic, self.name)
         self._server.subscriptions().unsubscribe(event_topic(topic))
 
+    def alert(self, reason: str, data: object = None, *, by: str | None = None) -> "rpc.Alert":
+        """Raise an alert that waits for a person: kept in the shared state until acknowledged
+        (``mesh ack ID``), shown by ``mesh status`` and ``mesh alerts``, and published on the HELP
+        topic. ``by`` defaults to this actor's name. See :meth:`mesh.Client.alert`."""
+        return self._client.alert(reason, data, by=by or self.name)
+
     def acquire(self, name: str, *, n: int = 1, timeout: float = 10.0) -> "Lease":
         """Wait for ``n`` units of the mesh-wide pool ``name`` (or permits of rate limit ``name``),
         at most ``timeout`` seconds; returns a Lease, a context manager that releases them."""

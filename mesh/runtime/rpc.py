@@ -365,3 +365,76 @@ def intent_decide(client: "Client", id: str, approve: bool, by: str, timeout: fl
 
 def intents(client: "Client", timeout: float = 5.0) -> Listing:
     return _node(client, "intents", timeout)
+
+
+# -- a person's controls: one agent, and alerts ---------------------------------------------
+
+
+class AgentInfo(TypedDict):
+    """Where one agent stands, as the node that runs it says."""
+
+    name: str
+    node: str
+    state: str  #: starting, running, restarting, stopped or failed
+    pid: int | None  #: its process (the last one, once stopped)
+    incarnation: int
+    reason: str  #: why it is in that state ("stopped by ...")
+
+
+class Alert(TypedDict):
+    """An alert kept in the shared state until a person acknowledges it."""
+
+    id: str
+    reason: str
+    data: object
+    by: str  #: who raised it
+    node: str  #: the node that keeps it
+    at: float  #: time.time() when raised
+    acknowledged: bool
+    acknowledged_by: str | None
+    acknowledged_at: float | None
+
+
+def _at_agent(client: "Client", op: str, timeout: float, /, **fields: object) -> tuple[str, Any]:
+    """Send ``op`` to the client's node; if the agent runs on another node, that node's answer says
+    where (``elsewhere``, ``address``) and the request goes there once. (address, answer)."""
+    answer = _node(client, op, timeout, **fields)
+    if isinstance(answer, dict) and "elsewhere" in answer and isinstance(answer.get("address"), str):
+        address = answer["address"]
+        return address, client._control_at(address, op, timeout, forwarded=True, **fields)
+    return client.node, answer
+
+
+def agent_stop(client: "Client", name: str, by: str, grace: float | None = None,
+               timeout: float = 5.0) -> tuple[str, AgentInfo]:
+    """Stop agent ``name`` where it runs (SIGTERM, SIGKILL after ``grace`` s or its stop timeout);
+    it stays stopped. Answers at once: the acting node's address, and the agent as it was asked."""
+    fields: dict[str, object] = {} if grace is None else {"grace": grace}
+    return _at_agent(client, "agent_stop", timeout, name=name, by=by, **fields)
+
+
+def agent_restart(client: "Client", name: str, by: str, grace: float | None = None,
+                  timeout: float = 5.0) -> tuple[str, AgentInfo]:
+    """Start a fresh process of agent ``name`` where it runs (the running one ended first)."""
+    fields: dict[str, object] = {} if grace is None else {"grace": grace}
+    return _at_agent(client, "agent_restart", timeout, name=name, by=by, **fields)
+
+
+def agent_info(client: "Client", address: str, name: str, timeout: float = 5.0) -> AgentInfo:
+    """Agent ``name`` as the node at ``address`` (the one that runs it) sees it now."""
+    return client._control_at(address, "agent_info", timeout, name=name)
+
+
+def alert(client: "Client", reason: str, data: object, by: str, timeout: float = 5.0) -> Alert:
+    """Keep a new alert in the shared state (``$alerts/ID``); answers it whole."""
+    return _node(client, "alert", timeout, reason=reason, data=data, by=by)
+
+
+def alerts(client: "Client", unacknowledged: bool = False, timeout: float = 5.0) -> list[Alert]:
+    """The alerts kept, oldest first (``unacknowledged``: only those that wait for a person)."""
+    return _node(client, "alerts", timeout, all=not unacknowledged)["alerts"]
+
+
+def alert_ack(client: "Client", id: str, by: str, timeout: float = 5.0) -> Alert:
+    """Mark alert ``id`` acknowledged by ``by`` (UnknownAlert if none is kept under that id)."""
+    return _node(client, "alert_ack", timeout, id=id, by=by)

@@ -41,6 +41,10 @@ class Instance:
     stop_grace: float | None = None  # seconds before SIGKILL when retiring, if not the stop timeout
     budget_kills: int = 0
     hears_intentions: bool = False
+    #: Why a person stopped it (`mesh stop`): it stays stopped, whatever its restart policy, until
+    #: `mesh restart`. Empty: not held.
+    held: str = ""
+    respawn: str = ""  #: why a person restarted it (`mesh restart`): when it has exited, it starts at once
 
     @property
     def embedded(self) -> bool:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable
 from ...errors import MeshError, ReservedKey, WireError
 from ...topics import check_topic
 from ...wire import BODY, MSG_ID, SENDER
+from .agent_ops import AgentOps
+from .alerts import Alerts
 from .replies import DEFER, Replies, Waiter
 from .status import leader_info
 
@@ -138,6 +140,8 @@ def control_ops(node: Node) -> dict[str, Op]:
     pools, intentions, escalations = node.pools, node.intentions, node.escalations
     registry, shared, supervisor = node.registry, node.shared, node.supervisor
     leading = pools.require_leading
+    agent_ops = AgentOps(node.name, node.directory, supervisor, clock=node.clock)
+    alerts = Alerts(node.name, node.directory, clock=node.clock)
     return {
         # the node itself
         "ping": Op(partial(_ping, node)),
@@ -175,6 +179,13 @@ def control_ops(node: Node) -> dict[str, Op]:
         "intent_decide": Op(escalations.decide, (Text("id"),)),
         # the kill switch
         "kill": Op(node.kill_switch.op_kill),
+        # a person stops or restarts one agent; alerts that wait for a person
+        "agent_stop": Op(agent_ops.stop, (Text("name"), Seconds("grace"))),
+        "agent_restart": Op(agent_ops.restart, (Text("name"), Seconds("grace"))),
+        "agent_info": Op(agent_ops.info, (Text("name"),)),
+        "alert": Op(alerts.raise_alert, (Text("reason"),)),
+        "alerts": Op(alerts.listing),
+        "alert_ack": Op(alerts.acknowledge, (Text("id"),)),
     }
 
 

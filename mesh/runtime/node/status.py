@@ -10,6 +10,7 @@ from ...core.quorum import majority
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import NODE_PREFIX
+from .alerts import summary as alert_summary
 from .assignments import assignments, latest_assignment
 from .constants import AGENTS_PREFIX, LEASE_S, REPLACE_AFTER_S
 from .follower import member_states
@@ -93,6 +94,7 @@ def status(node: Node) -> dict:
         "leader": node.leadership.leader,
         "term": node.leadership.term,
         "kill_switch": node.kill_switch.pulled(),
+        "alerts": alert_summary(directory),  # what waits for a person: {unacknowledged, newest}
         **node.intentions.listing(),
         "resources": node.pools.snapshot(),
         "election": election,

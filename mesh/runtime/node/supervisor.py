@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ...core.restart import describe_exit
+from ...core.restart import RestartTracker, describe_exit
 from ...errors import ActorNotFound, WireError
 from ...spec import NodeSpec
 from ..budgets import Enforcer
@@ -170,6 +170,11 @@ class Supervisor:
             self._next_sweep = 0.0
             inst.popen = None
             inst.endpoint = None
+            if inst.held and inst.retiring in ("", KILL_SWITCH) and not self.stopping:
+                # A person stopped it (`mesh stop`): it stays stopped, whatever its restart policy.
+                self.on_event(f"{inst.name} stopped ({describe_exit(code)}): {inst.held}")
+                inst.state, inst.reason, inst.retiring, inst.respawn = "stopped", inst.held, "", ""
+                continue
             if inst.retiring == KILL_SWITCH and not self.stopping:
                 pulled = pulled_kill_switch(self.directory)
                 if pulled is None and inst.placed_by:  # released meanwhile: the leader's assignment places it again
@@ -186,6 +191,12 @@ class Supervisor:
             if self.stopping:
                 inst.state = "stopped"
                 inst.reason = "node stopped"
+                continue
+            if inst.respawn:  # a person restarted it (`mesh restart`): a fresh process now, not by policy
+                self.on_event(f"{inst.name} {describe_exit(code)}: {inst.respawn}; starting again now")
+                inst.state, inst.reason, inst.restart_at, inst.respawn = "restarting", inst.respawn, now, ""
+                inst.stop_grace = None  # the grace was for that stop
+                inst.restarts += 1
                 continue
             if code == LEASE_EXIT and inst.placed_by and inst.movable:
                 # Its watchdog stopped it: this node did not renew its lease in time (stalled). Not a
@@ -209,6 +220,7 @@ class Supervisor:
             else:
                 inst.state = "stopped" if decision.action == "stop" else "failed"
                 self.on_event(f"{inst.name} {inst.state}: {decision.reason}")
+        self._kill_overdue_by_person(now)
         if now >= self._next_sweep:
             self._next_sweep = now + 1.0
             self.sweep()
@@ -247,6 +259,53 @@ class Supervisor:
         if grace is not None:
             inst.stop_grace = grace
 
+    # -- a person stops or restarts one agent (`mesh stop`, `mesh restart`) ----------------------
+
+    def stop_by_person(self, inst: Instance, why: str, now: float, grace: float | None) -> None:
+        """End ``inst``'s process (SIGTERM, then SIGKILL after ``grace`` or its stop timeout); it stays
+        stopped, with ``why`` as its reason, until :meth:`restart_by_person` (or the node restarts)."""
+        inst.held, inst.respawn = why, ""
+        self.on_event(f"{inst.name} stopping: {why}")
+        if inst.name in self._queue:
+            self._queue.remove(inst.name)
+        if inst.popen is None:
+            inst.state, inst.reason = "stopped", why
+            return
+        self._terminate(inst, now, grace)
+
+    def restart_by_person(self, inst: Instance, why: str, now: float, grace: float | None) -> None:
+        """A fresh process for ``inst`` now: the running one is ended first (as by
+        :meth:`stop_by_person`); a stopped or failed one starts at once, its restart history cleared."""
+        inst.held = ""
+        if inst.tracker is not None:
+            inst.tracker = RestartTracker(inst.tracker.policy)  # a person's restart: the policy starts over
+        if inst.popen is None:
+            if inst.name not in self._queue and inst.name not in self._wave:
+                inst.state, inst.reason, inst.restart_at = "restarting", why, now
+                self.on_event(f"{inst.name} starting: {why}")
+            return
+        inst.respawn = why
+        self.on_event(f"{inst.name} restarting: {why}")
+        self._terminate(inst, now, grace)
+
+    def _terminate(self, inst: Instance, now: float, grace: float | None) -> None:
+        if inst.term_sent_at is not None:
+            return  # already ending: its first grace holds
+        self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
+        _stop_term(inst)
+        inst.term_sent_at = now
+        if grace is not None:
+            inst.stop_grace = grace
+
+    def _kill_overdue_by_person(self, now: float) -> None:
+        """An agent a person stopped or restarted that is still running after its grace: SIGKILL."""
+        for inst in self.instances.values():
+            if (inst.held or inst.respawn) and inst.popen is not None and inst.term_sent_at is not None \
+                    and now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.popen.poll() is None:
+                self.on_event(f"{inst.name} did not stop within {self.stop_timeout_of(inst):g} s: SIGKILL")
+                kill_tree(inst.popen.pid)
+                inst.term_sent_at = None
+
     def forget(self, inst: Instance) -> None:
         self.instances.pop(inst.name, None)
         if inst.name in self._wave:
@@ -268,9 +327,10 @@ class Supervisor:
             kill_group(inst.popen.pid)  # now: no grace
 
     def forget_stopped_placements(self) -> None:
-        """Forget the stopped agents the leader placed here: its assignment places them again."""
+        """Forget the stopped agents the leader placed here: its assignment places them again (not
+        those a person stopped: they stay stopped until `mesh restart`)."""
         for inst in list(self.instances.values()):
-            if inst.placed_by and inst.popen is None and inst.state == "stopped":
+            if inst.placed_by and inst.popen is None and inst.state == "stopped" and not inst.held:
                 self.forget(inst)
 
     # -- the node stops -------------------------------------------------------------------------
