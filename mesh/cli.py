@@ -440,25 +440,23 @@ _timeout_option = click.option("--timeout", default=30.0, show_default=True, typ
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
 
+def _agent_options(command: Callable[..., None]) -> Callable[..., None]:
+    """What `mesh stop` and `mesh restart` take."""
+    for option in reversed((click.argument("agent"), node_option, _grace_option, _wait_option, _timeout_option,
+                            _json_option)):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.argument("agent")
-@node_option
-@_grace_option
-@_wait_option
-@_timeout_option
-@_json_option
+@_agent_options
 def stop(agent: str, node: str | None, grace: float | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Stop AGENT (a replica's name) on whichever node runs it; it stays stopped until `mesh restart`."""
     _control_agent(node, agent, True, grace, wait, timeout, as_json)
 
 
 @main.command()
-@click.argument("agent")
-@node_option
-@_grace_option
-@_wait_option
-@_timeout_option
-@_json_option
+@_agent_options
 def restart(agent: str, node: str | None, grace: float | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Start a fresh process of AGENT now (the running one is stopped first), wherever it runs."""
     _control_agent(node, agent, False, grace, wait, timeout, as_json)

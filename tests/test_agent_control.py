@@ -12,18 +12,11 @@ import pytest
 
 import mesh
 from conftest import pid_gone, run_cli, wait_until
+from test_two_nodes import two_nodes
 
 pytestmark = pytest.mark.timeout(120)
 
 CRASHER_ON_B = '[[agents]]\nname = "crasher"\nclass = "actors:Crasher"\nrestart = "always"\nnode = "b"\n'
-
-
-def two_nodes(start_node, agents_b: str):
-    a = start_node('[[agents]]\nname = "echo"\nclass = "actors:Echo"\nnode = "a"\n', name="a")
-    b = start_node(agents_b, name="b", args=("--join", a.address))
-    wait_until(lambda: all(len([m for m in n.status()["members"] if m["state"] == "alive"]) == 2 for n in (a, b)),
-               15, "the two nodes to meet")
-    return a, b
 
 
 def cli_json(*args: str) -> dict:
