@@ -6,6 +6,7 @@ deadline (or its bound on rounds) when the objective cannot be reached."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,10 @@ def test_an_unreachable_objective_ends_the_loop_at_its_deadline_or_its_rounds(st
     bounded = AdaptiveMesh(AGENTS, client).run(deadline=30, max_rounds=2)
     assert {r["status"] for r in bounded["agents"].values()} == {"max_rounds"}, bounded
     assert bounded["status"] == "max_rounds" and all(r["rounds"] == 2 for r in bounded["agents"].values())
+
+
+@pytest.mark.fast_check
+def test_the_readme_shows_the_adaptive_example_as_it_is_in_examples():
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "examples/adaptive.py").read_text()
+    assert example.split('"""', 2)[2].strip() in (root / "README.md").read_text()

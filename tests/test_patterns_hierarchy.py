@@ -6,6 +6,7 @@ decide; an aborted mission raises an alert."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,10 @@ def test_a_squad_leader_that_overruns_its_time_is_detected_and_the_commander_dec
     assert decisions == [("timeout", "retry"), ("timeout", "skip")], summary["escalations"]
     assert summary["escalations"][0]["leader"] == "security"
     assert [o["status"] for o in summary["objectives"][:2]] == ["done", "done"]
+
+
+@pytest.mark.fast_check
+def test_the_readme_shows_the_hierarchy_example_as_it_is_in_examples():
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "examples/hierarchy.py").read_text()
+    assert example.split('"""', 2)[2].strip() in (root / "README.md").read_text()
