@@ -1,0 +1,9 @@
+"""The playbook's orchestration patterns, built on mesh's public API only (each module says
+when to use its pattern, and its pros and cons)."""
+
+from .adaptive import Action, AdaptiveAgent, AdaptiveMesh
+from .hierarchy import Commander, Failure, Hierarchy, Squad, SquadLeader, Worker
+from .pipeline import Pipeline, Stage
+
+__all__ = ["Action", "AdaptiveAgent", "AdaptiveMesh", "Commander", "Failure", "Hierarchy", "Pipeline", "Squad",
+           "SquadLeader", "Stage", "Worker"]
