@@ -477,3 +477,47 @@ class SilentListener(mesh.Actor):
     def on_intention(self, intention):
         time.sleep(self.delay)
         return None
+
+
+class BurstWorker(mesh.Actor):
+    """A task of a parallel burst: {"n": N} answers {"square": N*N, "by": NAME} after "sleep"
+    seconds (default 0); {"raise": True} raises, {"exit": True} ends its process mid-task.
+    Each task's start and end are noted in ``journal`` ("TIME start|end NAME"), when given."""
+
+    def __init__(self, journal: str = ""):
+        self.journal = journal
+
+    def _note(self, what: str) -> None:
+        if self.journal:
+            with open(self.journal, "a") as f:
+                f.write(f"{time.time():.6f} {what} {self.mesh.name}\n")
+
+    def on_message(self, message):
+        self._note("start")
+        try:
+            if message.get("raise"):
+                raise ValueError(f"task {message.get('n')} failed on purpose")
+            if message.get("exit"):
+                os._exit(3)
+            time.sleep(float(message.get("sleep", 0)))
+            return {"square": message["n"] ** 2, "by": self.mesh.name}
+        finally:
+            self._note("end")
+
+
+class BurstDriver(mesh.Actor):
+    """Runs a parallel burst from inside an actor: {"agents": [...], "tasks": [...], "limit": N,
+    "timeout": S} answers the statuses and values in task order (``async_form``: from an async handler)."""
+
+    def __init__(self, async_form: bool = False):
+        self.async_form = async_form
+
+    def on_message(self, message):
+        from mesh.patterns import Burst
+
+        burst = Burst(self.mesh, message["agents"], limit=message.get("limit", 10), timeout=message.get("timeout", 10))
+        if self.async_form:
+            report = asyncio.run(burst.run_async(message["tasks"]))
+        else:
+            report = burst.run(message["tasks"])
+        return {"statuses": [r.status for r in report.results], "values": report.values}

@@ -2,8 +2,9 @@
 when to use its pattern, and its pros and cons)."""
 
 from .adaptive import Action, AdaptiveAgent, AdaptiveMesh
+from .burst import Burst, BurstReport, TaskResult
 from .hierarchy import Commander, Failure, Hierarchy, Squad, SquadLeader, Worker
 from .pipeline import Pipeline, Stage
 
-__all__ = ["Action", "AdaptiveAgent", "AdaptiveMesh", "Commander", "Failure", "Hierarchy", "Pipeline", "Squad",
-           "SquadLeader", "Stage", "Worker"]
+__all__ = ["Action", "AdaptiveAgent", "AdaptiveMesh", "Burst", "BurstReport", "Commander", "Failure", "Hierarchy",
+           "Pipeline", "Squad", "SquadLeader", "Stage", "TaskResult", "Worker"]
