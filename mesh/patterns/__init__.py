@@ -3,8 +3,10 @@ when to use its pattern, and its pros and cons)."""
 
 from .adaptive import Action, AdaptiveAgent, AdaptiveMesh
 from .burst import Burst, BurstReport, TaskResult
+from .choreography import NOTHING, Choreography, ChoreographyRun, Next, Reaction, Reactor, reaction
 from .hierarchy import Commander, Failure, Hierarchy, Squad, SquadLeader, Worker
 from .pipeline import Pipeline, Stage
 
-__all__ = ["Action", "AdaptiveAgent", "AdaptiveMesh", "Burst", "BurstReport", "Commander", "Failure", "Hierarchy",
-           "Pipeline", "Squad", "SquadLeader", "Stage", "TaskResult", "Worker"]
+__all__ = ["NOTHING", "Action", "AdaptiveAgent", "AdaptiveMesh", "Burst", "BurstReport", "Choreography",
+           "ChoreographyRun", "Commander", "Failure", "Hierarchy", "Next", "Pipeline", "Reaction", "reaction",
+           "Reactor", "Squad", "SquadLeader", "Stage", "TaskResult", "Worker"]
