@@ -6,7 +6,8 @@ from .burst import Burst, BurstReport, TaskResult
 from .choreography import NOTHING, Choreography, ChoreographyRun, Next, Reaction, Reactor, reaction
 from .hierarchy import Commander, Failure, Hierarchy, Squad, SquadLeader, Worker
 from .pipeline import Pipeline, Stage
+from .strategy import Strategy, choose_strategy
 
 __all__ = ["NOTHING", "Action", "AdaptiveAgent", "AdaptiveMesh", "Burst", "BurstReport", "Choreography",
            "ChoreographyRun", "Commander", "Failure", "Hierarchy", "Next", "Pipeline", "Reaction", "reaction",
-           "Reactor", "Squad", "SquadLeader", "Stage", "TaskResult", "Worker"]
+           "Reactor", "Squad", "SquadLeader", "Stage", "Strategy", "TaskResult", "Worker", "choose_strategy"]
