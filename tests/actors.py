@@ -521,3 +521,44 @@ class BurstDriver(mesh.Actor):
         else:
             report = burst.run(message["tasks"])
         return {"statuses": [r.status for r in report.results], "values": report.values}
+
+
+class Patient(mesh.Actor):
+    """Cancellable work: {"work": S} polls ``self.mesh.cancelled`` for up to S seconds and stops
+    early when its ask is cancelled; {"report": True} answers what the last work saw (``cancelled``,
+    after how many seconds), and the pid."""
+
+    def on_start(self):
+        self.last = None
+
+    def on_message(self, message):
+        if "work" in message:
+            started = time.monotonic()
+            while time.monotonic() - started < float(message["work"]):
+                if self.mesh.cancelled:
+                    self.last = {"cancelled": True, "after": time.monotonic() - started}
+                    return "stopped early"
+                time.sleep(0.005)
+            self.last = {"cancelled": False, "after": time.monotonic() - started}
+            return "done"
+        return {"last": self.last, "pid": os.getpid(), "cancelled_now": self.mesh.cancelled}
+
+
+class AsyncPatient(mesh.Actor):
+    """The async form: {"work": S} awaits S seconds; a cancel of its ask cancels the handler's task
+    (asyncio.CancelledError inside it), which it notes; {"report": True} answers the note."""
+
+    def on_start(self):
+        self.last = None
+
+    async def on_message(self, message):
+        if "work" in message:
+            started = time.monotonic()
+            try:
+                await asyncio.sleep(float(message["work"]))
+            except asyncio.CancelledError:
+                self.last = {"cancelled": True, "after": time.monotonic() - started}
+                raise
+            self.last = {"cancelled": False, "after": time.monotonic() - started}
+            return "done"
+        return {"last": self.last, "pid": os.getpid()}

@@ -33,6 +33,7 @@ from .asynclink import AsyncLink
 from .broadcast import Publishers, encode_event, event_topic
 from .clock import Clock
 from .flusher import FLUSHER, snapshot
+from .groups import Groups
 from .ref import ActorRef
 from .topic_callbacks import Callback, TopicCallbacks
 from .transport import SEND_BYTES, Link, Transport, Unreachable
@@ -124,6 +125,8 @@ class Client:
         self.ids = itertools.count(random.getrandbits(52) + 1)
         self._local = threading.local()
         self._endpoints: dict[str, str] = {}
+        self.cancel_at: dict[str, str] = {}  # an actor's endpoint -> where cancels of asks to it go
+        self._groups = Groups(self)
         self.limits: dict[str, int] = {}  # endpoint -> the largest frame its owner accepts, in bytes
         self._channels: weakref.WeakSet[Link] = weakref.WeakSet()
         self._alinks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncLink]] = \
@@ -293,6 +296,8 @@ class Client:
             if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
                 endpoint = answer["endpoint"]
                 self._learn_limit(endpoint, answer)
+                if answer.get("name", name) != name:  # a replica answered: a group (see groups.py)
+                    self._groups.names.add(name)
                 self._endpoints[name] = endpoint
                 return endpoint
             state = answer.get("state") if isinstance(answer, dict) else None
@@ -301,6 +306,10 @@ class Client:
             self.clock.sleep(0.05)
 
     def _learn_limit(self, endpoint: str, answer: Mapping[str, object]) -> None:
+        """What a resolve (or group) answer says of ``endpoint``: its frame limit, its cancel address."""
+        cancel = answer.get("cancel")
+        if isinstance(cancel, str):
+            self.cancel_at[endpoint] = cancel
         limit = answer.get("max_frame")
         if type(limit) is int and limit > 0:
             self.limits[endpoint] = min(limit, self.max_frame_bytes)
@@ -312,10 +321,16 @@ class Client:
     # -- public surface ------------------------------------------------------------
 
     def actor(self, name: str) -> "ActorRef":
-        """A reference to the actor called ``name``, wherever it runs."""
+        """A reference to the actor called ``name``, wherever it runs. For a replica group's name,
+        each message goes to the next running replica (round robin, see :mod:`mesh.runtime.groups`)."""
         if not isinstance(name, str) or not name:
             raise ValueError("an actor name is a non-empty string")
         return ActorRef(name, self)
+
+    def group(self, name: str) -> list[str]:
+        """The names of the running replicas of replica group ``name``, mesh-wide, in order (empty:
+        ``name`` is not a group, or none of its replicas runs right now)."""
+        return [m["name"] for m in self._groups.learn(name, rpc.group(self, name))]
 
     @property
     def state(self) -> "SharedState":
@@ -455,6 +470,8 @@ class Client:
             answer = await rpc.resolve_async(self, name)
             if isinstance(answer, dict) and isinstance(answer.get("endpoint"), str):
                 self._learn_limit(answer["endpoint"], answer)
+                if answer.get("name", name) != name:
+                    self._groups.names.add(name)
                 self._endpoints[name] = answer["endpoint"]
                 return answer["endpoint"]
             if self.clock.monotonic() >= deadline:

@@ -13,6 +13,7 @@ from . import rpc
 from ..topics import check_topic
 from .aio import async_twin
 from .broadcast import event_topic
+from .cancels import cancelled_now
 from .intents import propose
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,6 +44,13 @@ class ActorContext:
     def sender(self) -> str | None:
         """The name of the sender of the message being handled."""
         return self._server.current_sender
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the asker of the message being handled gave up on it (its ask timed out): a long
+        handler polls this and stops early. ``async def`` handlers are cancelled instead
+        (``asyncio.CancelledError``). Seen within ``CANCEL_BOUND_S``; see :mod:`mesh.runtime.cancels`."""
+        return cancelled_now(self._server)
 
     @property
     def state(self) -> "SharedState":

@@ -15,6 +15,9 @@ unless renewed. If the deadline passes without a renewal (the node is paused, hu
 and too slow to stop it), the agent stops itself: a graceful stop, cut short after
 ``FENCE_GRACE_S``, and the exit status ``LEASE_EXIT``, which tells its node to start it again at
 once if the lease holds by then. Heartbeats come sooner while the deadline is near.
+
+Between heartbeats the thread waits on the actor's cancel listener rather than sleeping, so a
+cancel (an asker whose ask timed out, :mod:`.cancels`) reaches the handler at once.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from ..actor import Actor
 from ..core.fencing import FENCE_GRACE_S
 from ..errors import MeshError
 from . import rpc
+from .intake import BadFrames
+from .transport import Listener, NothingYet
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Server
@@ -55,6 +60,35 @@ class NodeLink:
         #: The watchdog's deadline (the server's monotonic clock), or None: none (not a movable replica).
         self.lease_until = _first_lease() if server.supervised else None
         self.lease_ran_out = False  #: the watchdog stopped the agent
+        self.cancels: Listener | None = None  #: where askers send cancels; read by the watch thread only
+        self.bad = BadFrames(f"actor {server.name} (cancels)")
+
+    def listen_for_cancels(self) -> None:
+        """Bind the cancel listener (before the watch thread starts, which then owns it)."""
+        server = self.server
+        self.cancels = server.transport.listen(server.bind, mailbox=1000, replies=1, max_bytes=4096, linger_ms=0,
+                                               wait_ms=50, any_port=True)
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` taking cancels meanwhile; True once the actor has stopped."""
+        server = self.server
+        listener = self.cancels
+        if listener is None:
+            return server.stopped.wait(seconds)
+        monotonic = server.clock.monotonic
+        deadline = monotonic() + seconds
+        while not server.stopped.is_set():
+            left = deadline - monotonic()
+            if left <= 0:
+                return False
+            listener.set_wait(max(1, int(left * 1000)))
+            try:
+                got = listener.receive(self.bad)
+            except NothingYet:
+                continue
+            if got is not None:
+                server.cancels.take(got[1], self.bad)
+        return True
 
     def install_signals(self) -> Callable[[], object]:
         """SIGTERM stops the actor gracefully (unless the program handles SIGTERM itself); returns
@@ -78,7 +112,8 @@ class NodeLink:
         server = self.server
         assert server.endpoint is not None, "an actor registers once its socket is bound"
         answer = rpc.register(server.client, server.name, server.endpoint, os.getpid(), server.supervised,
-                              server.max_frame_bytes, type(server.actor).on_intention is not Actor.on_intention)
+                              server.max_frame_bytes, type(server.actor).on_intention is not Actor.on_intention,
+                              cancel=self.cancels.address if self.cancels is not None else None)
         if isinstance(answer, dict):
             server.incarnation = int(answer.get("incarnation", 0))
         self.registered = True
@@ -101,8 +136,16 @@ class NodeLink:
         """
         server = self.server
         parent = int(os.environ.get("MESH_NODE_PID") or os.getppid()) if server.supervised else os.getppid()
+        try:
+            self._watch(parent)
+        finally:
+            if self.cancels is not None:
+                self.cancels.close(0)
+
+    def _watch(self, parent: int) -> None:
+        server = self.server
         last_beat = 0.0
-        while not server.stopped.wait(0.25 if server.supervised else HEARTBEAT_S):
+        while not self._wait(0.25 if server.supervised else HEARTBEAT_S):
             if server.supervised and os.getppid() != parent:
                 self._orphaned()
                 return

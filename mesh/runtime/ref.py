@@ -6,6 +6,10 @@ thread (``tell``, ``ask``) or the asyncio link of the running event loop (``tell
 
 An ask made inside a handler carries the chain of actors waiting on it, so that an ask
 that would close a cycle raises DeadlockDetected at once (see README, "Deadlocks").
+
+A ref to a replica group's name sends each message to the next running replica (see
+:mod:`mesh.runtime.groups`); the ref learns it is one when it first resolves the name. An ask
+that times out sends its target a cancel (see :mod:`mesh.runtime.cancels`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import threading
 from typing import TYPE_CHECKING, Protocol
 
 from .. import wire
-from ..errors import ActorDied, ActorNotFound, DeadlockDetected
+from ..errors import ActorDied, ActorNotFound, AskTimeout, DeadlockDetected
+from .cancels import send_cancel
 from .flusher import FLUSHER
 from .transport import Link, Unreachable
 
@@ -45,13 +50,14 @@ class ActorRef:
     Messages from one sender to one actor arrive in the order they were sent.
     """
 
-    __slots__ = ("name", "_client", "_ch", "_what")
+    __slots__ = ("name", "_client", "_ch", "_what", "_group")
 
     def __init__(self, name: str, client: Client):
         self.name = name
         self._client = client
         self._ch: Link | None = None
         self._what = f"actor {name!r}"  # for error messages, made once
+        self._group = False  # the name is a replica group's: each message picks a replica
 
     def __repr__(self) -> str:
         return f"ActorRef({self.name!r})"
@@ -74,6 +80,7 @@ class ActorRef:
         if old is not None and old.dead:
             client._forget(self.name)
         ch = client._channel(client.endpoint_of(self.name))
+        self._group = self.name in client._groups.names
         if old is not None and old is not ch and old.dead:
             with old.lock:
                 moved, old.pending = old.pending, []
@@ -102,6 +109,8 @@ class ActorRef:
             return client._delivery().submit(Delivery(msg_id, self.name, frame, client.clock.monotonic() + timeout))
         frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
         ch = self._channel()
+        if self._group:
+            return self._tell_group(frame)
         try:
             ch.tell(frame, FLUSHER)
         except Unreachable:
@@ -123,6 +132,8 @@ class ActorRef:
         else:
             frame = _ask_from_handler(server, msg_id, client.name, self.name, message)
         ch = self._channel()
+        if self._group:
+            return self._ask_group(frame, msg_id, timeout)
         try:
             return ch.request(frame, msg_id, timeout, self._what)
         except Unreachable:
@@ -134,16 +145,108 @@ class ActorRef:
             client._forget(self.name)
             self._ch = None
             raise
+        except AskTimeout:
+            send_cancel(client, ch.endpoint, msg_id)
+            raise
         try:
             return ch.request(frame, msg_id, timeout, self._what)
         except ActorDied:
             client._forget(self.name)
             self._ch = None
             raise
+        except AskTimeout:
+            send_cancel(client, ch.endpoint, msg_id)
+            raise
+
+    # -- replica groups (see groups.py) --------------------------------------------------
+
+    def _member(self, skip: list[str], refreshed: bool) -> tuple[str, str]:
+        """The next replica to send to (name, endpoint), not at an endpoint of ``skip``; with none
+        listed (or all skipped even after asking the node again), wait for one as for a single name."""
+        groups = self._client._groups
+        member = groups.pick(self.name, groups.members(self.name), skip)
+        if member is not None:
+            return member["name"], member["endpoint"]
+        if skip and not refreshed:
+            groups.expire(self.name)
+            return self._member(skip, True)
+        endpoint = self._client.endpoint_of(self.name)
+        if endpoint in skip:
+            raise ActorNotFound(f"no replica of group {self.name!r} is reachable")
+        return self.name, endpoint
+
+    def _gone(self, endpoint: str, skip: list[str]) -> None:
+        """The replica at ``endpoint`` is gone: leave it out of this group's list."""
+        self._client._groups.drop(self.name, endpoint)
+        self._client._forget(self.name)
+        skip.append(endpoint)
+
+    def _ask_group(self, frame: bytes, msg_id: int, timeout: float) -> object:
+        client = self._client
+        skip: list[str] = []
+        while True:
+            replica, endpoint = self._member(skip, False)
+            ch = client._channel(endpoint)
+            try:
+                return ch.request(frame, msg_id, timeout, f"replica {replica!r} of group {self.name!r}")
+            except Unreachable:  # the ask never left: the next replica may take it
+                ch.dead = True
+                self._gone(endpoint, skip)
+            except ActorDied:  # it may have run: as for a single actor, the asker decides
+                self._gone(endpoint, skip)
+                raise
+            except AskTimeout:
+                send_cancel(client, endpoint, msg_id)
+                raise
+
+    def _tell_group(self, frame: bytes) -> None:
+        client = self._client
+        skip: list[str] = []
+        while True:
+            _, endpoint = self._member(skip, False)
+            ch = client._channel(endpoint)
+            try:
+                ch.tell(frame, FLUSHER)
+                return
+            except Unreachable:
+                ch.dead = True
+                self._gone(endpoint, skip)
+
+    async def _member_async(self, skip: list[str]) -> tuple[str, str]:
+        groups = self._client._groups
+        member = groups.pick(self.name, await groups.members_async(self.name), skip)
+        if member is None and skip:
+            groups.expire(self.name)
+            member = groups.pick(self.name, await groups.members_async(self.name), skip)
+        if member is not None:
+            return member["name"], member["endpoint"]
+        endpoint = await self._client.endpoint_of_async(self.name)
+        if endpoint in skip:
+            raise ActorNotFound(f"no replica of group {self.name!r} is reachable")
+        return self.name, endpoint
+
+    async def _ask_group_async(self, frame: bytes, msg_id: int, timeout: float) -> object:
+        client = self._client
+        skip: list[str] = []
+        while True:
+            replica, endpoint = await self._member_async(skip)
+            try:
+                return await client._alink(endpoint).request(frame, msg_id, timeout,
+                                                               f"replica {replica!r} of group {self.name!r}")
+            except Unreachable:
+                self._gone(endpoint, skip)
+            except ActorDied:
+                self._gone(endpoint, skip)
+                raise
+            except AskTimeout:
+                send_cancel(client, endpoint, msg_id)
+                raise
 
     async def _link(self) -> "AsyncLink":
         client = self._client
         endpoint = await client.endpoint_of_async(self.name)
+        if not self._group and self.name in client._groups.names:
+            self._group = True
         link = client._open_alink(endpoint)
         if link is not None and link.dead:
             # The actor behind the cached address went away: ask the node where it is now,
@@ -164,7 +267,11 @@ class ActorRef:
         """``tell`` for asyncio code: never blocks the event loop."""
         client = self._client
         frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
-        await (await self._link()).send(frame)
+        link = await self._link()
+        if self._group:
+            _, endpoint = await self._member_async([])
+            link = client._alink(endpoint)
+        await link.send(frame)
 
     async def ask_async(self, message: object, timeout: float = 5.0) -> object:
         """``ask`` for asyncio code: many asks may be in flight at once."""
@@ -176,15 +283,21 @@ class ActorRef:
         else:
             frame = _ask_from_handler(server, msg_id, client.name, self.name, message)
         link = await self._link()
+        if self._group:
+            return await self._ask_group_async(frame, msg_id, timeout)
         try:
-            return await link.request(frame, msg_id, timeout, self._what)
-        except Unreachable:
-            # Nobody ever listened at that address: the ask never left. Once more, fresh.
-            client._forget(self.name)
-            link = await self._link()
-            return await link.request(frame, msg_id, timeout, self._what)
+            try:
+                return await link.request(frame, msg_id, timeout, self._what)
+            except Unreachable:
+                # Nobody ever listened at that address: the ask never left. Once more, fresh.
+                client._forget(self.name)
+                link = await self._link()
+                return await link.request(frame, msg_id, timeout, self._what)
         except ActorDied:
             client._forget(self.name)
+            raise
+        except AskTimeout:
+            send_cancel(client, link.endpoint, msg_id)
             raise
 
 

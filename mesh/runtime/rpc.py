@@ -129,6 +129,16 @@ class Resolved(TypedDict, total=False):
     name: str  #: the replica that answers, for a replica group's name
     node: str
     max_frame: int  #: the largest frame the actor accepts, in bytes
+    cancel: str  #: where its askers send cancels (absent: the actor takes none)
+
+
+class Member(TypedDict, total=False):
+    """One running replica of a group: its name and how to reach it (as :class:`Resolved`)."""
+
+    name: str
+    endpoint: str
+    max_frame: int
+    cancel: str
 
 
 class Beat(TypedDict, total=False):
@@ -216,16 +226,29 @@ def resolve(client: "Client", name: str, timeout: float = 5.0) -> Resolved:
     return _node(client, "resolve", timeout, name=name)
 
 
+def group(client: "Client", name: str, timeout: float = 5.0) -> list[Member]:
+    """The running replicas of replica group ``name``, mesh-wide, by name (none: not a group, or
+    none runs right now)."""
+    return _node(client, "group", timeout, name=name)["members"]
+
+
+async def group_async(client: "Client", name: str, timeout: float = 5.0) -> list[Member]:
+    """:func:`group` over the client's asyncio link."""
+    return (await client.control_async("group", timeout, name=name))["members"]
+
+
 async def resolve_async(client: "Client", name: str, timeout: float = 5.0) -> Resolved:
     """:func:`resolve` over the client's asyncio link (the path of ``ask_async``)."""
     return await client.control_async("resolve", timeout, name=name)
 
 
 def register(client: "Client", name: str, endpoint: str, pid: int, supervised: bool, max_frame: int,
-             intentions: bool, timeout: float = 5.0) -> Registered:
-    """Register a served actor: ``intentions`` says whether it hears intentions (``on_intention``)."""
+             intentions: bool, timeout: float = 5.0, *, cancel: str | None = None) -> Registered:
+    """Register a served actor: ``intentions`` says whether it hears intentions (``on_intention``);
+    ``cancel``: where its askers send cancels (:mod:`mesh.runtime.cancels`)."""
+    more = {"cancel": cancel} if cancel else {}
     return _node(client, "register", timeout, name=name, endpoint=endpoint, pid=pid, supervised=supervised,
-                 max_frame=max_frame, intentions=intentions)
+                 max_frame=max_frame, intentions=intentions, **more)
 
 
 def unregister(client: "Client", name: str, endpoint: str | None, timeout: float = 1.0) -> None:

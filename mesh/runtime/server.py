@@ -42,6 +42,7 @@ from ..topics import Event as TopicEvent
 from ..wire import BODY, KIND, MSG_ID, SENDER, WAITING
 from .client import Client
 from .broadcast import EVENT_PREFIX, INTENTION_TOPIC, Subscriptions
+from .cancels import Cancels, as_cancellable, run_cancellable
 from .clock import Clock
 from .context import ActorContext
 from .delivery import Seen
@@ -119,6 +120,9 @@ class Server:
         self.incarnation = 0
         self.handled = 0
         self.current_sender: str | None = None
+        self.current_id = 0  # the msg id of the ask being handled (0: none): what a cancel names
+        self.cancels = Cancels(self)  # asks cancelled by their askers (see cancels.py)
+        self.handler_task: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = None
         self.chain_in: list[str] = _NO_CHAIN  # the actors waiting on the ask being handled
         self.alone: list[str] = [self.name]  # the chain of an ask made while nobody waits on this actor
         self.seen = Seen()  # ids of the acknowledged tells handled in this incarnation
@@ -193,6 +197,7 @@ class Server:
         crashed: BaseException | None = None
         try:
             # Watch the node from the start: an on_start that hangs must not outlive it.
+            self.link.listen_for_cancels()
             watchdog = threading.Thread(target=self.link.watch, name="mesh-node-link", daemon=True)
             watchdog.start()
             self._call_hook(self.actor.on_start)
@@ -242,6 +247,7 @@ class Server:
         reply = router.reply
         monotonic = self.clock.monotonic
         dirty = FLUSHER.dirty
+        cancels = self.cancels.keys
         while not stopping.is_set():
             try:
                 got = receive(bad)
@@ -268,6 +274,10 @@ class Server:
                 if kind == _ASK:
                     # Who waits on this ask (deadlock detection): its chain, if it came from a handler.
                     self.chain_in = env[WAITING] if len(env) == 8 else _NO_CHAIN
+                    self.current_id = msg_id = env[MSG_ID]
+                    if cancels and (env[SENDER], msg_id) in cancels:  # its asker gave up while it waited
+                        self.chain_in, self.current_id = _NO_CHAIN, 0
+                        continue
                     try:
                         result = on_message(env[BODY])
                         if is_coroutine(result):
@@ -276,6 +286,7 @@ class Server:
                     except Exception as exc:
                         out = encode(_FAIL, next(ids), env[MSG_ID], name, env[SENDER], handler_error(exc))
                     self.chain_in = _NO_CHAIN
+                    self.current_id = 0
                     reply(ident, out)
                 elif kind == _TELL:
                     try:
@@ -370,7 +381,7 @@ class Server:
     def _run_coroutine_here(self, coro: Coroutine[Any, Any, object]) -> object:
         if self._aloop is None:
             self._aloop = asyncio.new_event_loop()
-        return self._aloop.run_until_complete(coro)
+        return run_cancellable(self, self._aloop, coro)
 
 def client_flush_local(client: Client) -> None:
     """Send the tells this thread holds back, now that the handler returned.
@@ -439,7 +450,7 @@ async def serve_async(actor: Actor, name: str, node: str | None = None, **option
         async def acting(chain_in: list[str] = server.chain_in) -> object:
             # Asks the handler makes on this loop carry the waiting chain (deadlock detection).
             ACTING_TASK.set(_Acting(server.name, chain_in))
-            return await coro
+            return await as_cancellable(server, coro)
 
         return asyncio.run_coroutine_threadsafe(acting(), loop).result()
 

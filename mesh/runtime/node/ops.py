@@ -154,6 +154,7 @@ def control_ops(node: Node) -> dict[str, Op]:
         "unregister": Op(registry.unregister, (Text("name"),)),
         "heartbeat": Op(registry.heartbeat, (Text("name"), Integer("messages"))),
         "resolve": Op(registry.resolve, (Text("name"),)),
+        "group": Op(registry.group, (Text("name"),)),
         # the shared state and topics
         "state_get": Op(shared.state_get, (Text("key"),)),
         "state_set": Op(shared.state_set, (Present("value"), writable_key)),

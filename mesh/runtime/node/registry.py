@@ -6,6 +6,11 @@ frame they take; they send heartbeats, and unregister when they stop. The node p
 runs here as ``$agents/NAME`` in the shared state (the directory), so any node resolves any name
 locally: to an endpoint, to a state to wait out (starting, restarting, placed but not started),
 or to an ActorNotFound that says why.
+
+A replica group's name (``worker`` for ``worker.0``..``worker.N-1``) resolves to one running
+replica; ``group`` lists them all (local and remote, by name), so that a client spreads its
+messages over the group (see :mod:`mesh.runtime.ref`). Each running actor's cancel address (where
+askers send cancels, :mod:`mesh.runtime.cancels`) travels with its endpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Registry:
         self._published: dict[str, dict] = {}  # what this node last wrote under $agents/
         self._record: dict | None = None  # what this node last wrote as $node/NAME
         self.broadcast: str | None = None  # where subscribers reach this node's forwarder (set once bound)
+        self.cancel_at: dict[str, str] = {}  # an actor's endpoint -> its cancel address (see the module note)
 
     # -- control ops (their fields are checked by the op table) ----------------------------------
 
@@ -62,6 +68,9 @@ class Registry:
             inst.pid = pid
         inst.incarnation += 1
         inst.endpoint = endpoint
+        cancel = body.get("cancel")
+        if isinstance(cancel, str) and cancel:
+            self.cancel_at[endpoint] = cancel
         limit = body.get("max_frame")
         inst.max_frame = limit if type(limit) is int and limit > 0 else None
         inst.hears_intentions = body.get("intentions") is True
@@ -75,6 +84,7 @@ class Registry:
         name = body["name"]
         inst = self.instances.get(name)
         if inst is not None and inst.endpoint == body.get("endpoint"):
+            self.cancel_at.pop(inst.endpoint or "", None)
             inst.endpoint = None
             if inst.embedded:
                 del self.instances[name]
@@ -127,16 +137,45 @@ class Registry:
                 return {"state": waiting}
             raise ActorNotFound(f"no actor named {name!r} in the mesh (asked node {self.name})")
         if inst.state == "running" and inst.endpoint:
-            return {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name,
-                    "max_frame": inst.max_frame or self.spec.max_message}
+            return self._here(inst)
         if inst.state in ("failed", "stopped"):
             raise ActorNotFound(f"actor {name!r} is {inst.state}{': ' + inst.reason if inst.reason else ''}")
         return {"state": inst.state}
 
+    def _here(self, inst: Instance) -> dict:
+        """How to reach an actor running on this node."""
+        answer = {"endpoint": inst.endpoint, "incarnation": inst.incarnation, "state": "running", "name": inst.name,
+                  "max_frame": inst.max_frame or self.spec.max_message}
+        cancel = self.cancel_at.get(inst.endpoint or "")
+        if cancel:
+            answer["cancel"] = cancel
+        return answer
+
     def _reach(self, name: str, entry: dict) -> dict:
         """How to reach an actor running on another node, from its directory entry."""
-        return {"endpoint": entry["endpoint"], "incarnation": entry.get("incarnation", 0), "state": "running",
-                "name": name, "node": entry.get("node"), "max_frame": entry.get("max_frame") or self.spec.max_message}
+        answer = {"endpoint": entry["endpoint"], "incarnation": entry.get("incarnation", 0), "state": "running",
+                  "name": name, "node": entry.get("node"), "max_frame": entry.get("max_frame") or self.spec.max_message}
+        if isinstance(entry.get("cancel"), str):
+            answer["cancel"] = entry["cancel"]
+        return answer
+
+    def group(self, body: dict) -> dict:
+        """The running replicas of group ``name``, here and on other live nodes, ordered by name:
+        ``members``, each ``{name, endpoint, max_frame[, cancel]}``. None: not a group, or none runs."""
+        name = body["name"]
+        members = {}
+        if name not in self.instances:
+            for replica in self.supervisor.replicas_of(name):
+                inst = self.instances[replica]
+                if replica != name and inst.state == "running" and inst.endpoint:
+                    members[replica] = self._here(inst)
+            for replica, entry in latest_assignment(self.directory).items():
+                if entry.get("group") == name and replica != name and replica not in members:
+                    remote = self.remote_agent(replica)
+                    if remote is not None and isinstance(remote.get("endpoint"), str):
+                        members[replica] = self._reach(replica, remote)
+        keep = ("name", "endpoint", "max_frame", "cancel")
+        return {"members": [{k: m[k] for k in keep if k in m} for _, m in sorted(members.items())]}
 
     # -- the directory --------------------------------------------------------------------------
 
@@ -158,11 +197,16 @@ class Registry:
                                        "pid": inst.pid, "max_frame": inst.max_frame or self.spec.max_message,
                                        "state": "running", "budget": budget_of(inst.spec),
                                        "intentions": inst.hears_intentions}
+                    if inst.endpoint in self.cancel_at:
+                        want[inst.name]["cancel"] = self.cancel_at[inst.endpoint]
                 elif not inst.embedded:
                     # Not reachable right now, but ours: senders elsewhere wait for a restart,
                     # and learn why when it has failed.
                     want[inst.name] = {"node": self.name, "endpoint": None, "state": inst.state,
                                        "reason": inst.reason}
+        live = {e["endpoint"] for e in want.values() if e.get("endpoint")}
+        for endpoint in [e for e in self.cancel_at if e not in live]:  # processes gone without a word
+            del self.cancel_at[endpoint]
         for name, entry in want.items():
             if self._published.get(name) != entry:
                 self.directory.write(AGENTS_PREFIX + name, entry, system=True)
