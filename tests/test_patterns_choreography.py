@@ -5,6 +5,8 @@ what and when; a reaction that raises is recorded and stops the chain; a branch;
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mesh.patterns import Choreography, Reaction, Reactor, reaction
@@ -99,3 +101,10 @@ def test_a_reactor_declares_one_reaction_per_topic():
 
     with pytest.raises(TypeError, match="two reactions to 'A'"):
         Twice.declared()
+
+
+@pytest.mark.fast_check
+def test_the_readme_shows_the_example_as_it_is():
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "examples" / "choreography.py").read_text()
+    assert example.split('"""', 2)[2].strip() in (root / "README.md").read_text()
