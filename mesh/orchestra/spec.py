@@ -64,17 +64,12 @@ ORCHESTRA_PATTERN = "hierarchical with event-driven elements"
 #: What the conductor decides (it always makes all three; the list is the playbook's declaration).
 DECISIONS = ("test prioritization", "resource allocation", "failure handling")
 
-#: Each failure rule's known texts; the first is the playbook's and the default.
+#: Each failure rule's text: the playbook's, the one the engine carries out (see mesh.orchestra.parts).
 RULES: dict[str, tuple[str, ...]] = {
-    # restart the agent once and ask again; a second failure skips its part / skip at once /
-    # treat it as a critical failure
-    "agent_failure": ("restart once, then skip", "skip", "stop orchestra, alert humans"),
-    # wait in line for the pool (priority first); there is no other way to share a pool
+    "agent_failure": ("restart once, then skip",),
     "resource_exhaustion": ("queue and wait",),
-    # kill the agent's process and report it / only report it (the ask is cancelled)
-    "timeout": ("kill and report", "report"),
-    # stop, publish HELP and raise an alert that waits for a person / stop only
-    "critical_failure": ("stop orchestra, alert humans", "stop orchestra"),
+    "timeout": ("kill and report",),
+    "critical_failure": ("stop orchestra, alert humans",),
 }
 
 COMMUNICATION = ("event bus with message queue", "event bus")
