@@ -525,6 +525,25 @@ def ask(name: str, message: str, node: str | None, timeout: float) -> None:
 
 
 @main.command()
+@click.argument("orchestra", type=click.Path(dir_okay=False))
+@node_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object (the live lines go to stderr).")
+def run(orchestra: str, node: str | None, as_json: bool) -> None:
+    """Run the orchestra spec ORCHESTRA (TOML) against a running mesh: sections and parts live, then
+    the report. Exit 0 if every part was ok, 1 if not (skipped, killed, stopped), 2 for a bad spec."""
+    from .orchestra import Conductor, LiveView, load_orchestra
+
+    try:
+        spec = load_orchestra(orchestra)
+    except errors.SpecError as exc:
+        raise SpecUsageError(str(exc)) from None
+    view = LiveView(sys.stderr if as_json else sys.stdout)
+    report = _with_client(node, lambda client: Conductor(spec, client, view).run())
+    click.echo(json.dumps(report.as_json(), default=_jsonable) if as_json else report.summary())
+    sys.exit(0 if report.status == "ok" else 1)
+
+
+@main.command()
 @click.argument("name")
 @node_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until Ctrl-C (or the node stops).")

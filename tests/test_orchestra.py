@@ -1,0 +1,183 @@
+"""The Test Orchestra on one node, end to end with the real `mesh run`: the sections run by their
+patterns with every answer flowing on, and each failure-handling rule, its fault injected, does
+what it says (and the report says what happened)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def agents(*names: str, **config: dict) -> str:
+    """[[agents]] tables of orchestra_actors.Step, ``config[name]`` its keyword arguments."""
+    tables = []
+    for name in names:
+        options = "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.get(name, {}).items())
+        tables.append(f'[[agents]]\nname = "{name}"\nclass = "orchestra_actors:Step"\n'
+                      + (f"[agents.config]\n{options}" if options else ""))
+    return "\n".join(tables)
+
+
+RULES = '''
+[failure_handling]
+agent_failure = "Restart once, then skip"
+resource_exhaustion = "Queue and wait"
+timeout = "Kill and report"
+critical_failure = "Stop orchestra, alert humans"
+'''
+
+
+def write_orchestra(tmp_path, sections: str, extra: str = "") -> str:
+    path = tmp_path / "orchestra-run.toml"
+    path.write_text(f'name = "Test Orchestra"\npattern = "Hierarchical with Event-Driven elements"\n{extra}\n'
+                    f'{sections}\n{RULES}')
+    return str(path)
+
+
+def run(node, orchestra: str, *args: str, timeout: float = 90):
+    result = run_cli("run", orchestra, "--node", node.address, "--json", *args, timeout=timeout)
+    report = json.loads(result.stdout) if result.stdout.strip() else None
+    return result, report
+
+
+def parts(report: dict) -> dict:
+    return {p["agent"]: p for s in report["sections"] for p in s["agents"]}
+
+
+FOUR_SECTIONS = '''
+[sections.preparation]
+agents = ["Provisioner", "Seeder"]
+pattern = "Sequential"
+[sections.discovery]
+agents = ["Scout", "Generator"]
+pattern = "Parallel"
+[sections.execution]
+agents = ["UITester", "APITester"]
+pattern = "Parallel with resource management"
+pool = "env"
+[sections.analysis]
+agents = ["Analyzer"]
+pattern = "Sequential"
+'''
+ALL = ("Provisioner", "Seeder", "Scout", "Generator", "UITester", "APITester", "Analyzer")
+
+
+def test_the_sections_run_in_order_by_their_patterns_and_every_answer_flows_to_the_next(start_node, tmp_path):
+    node = start_node('[pools.env]\nsize = 2\n\n' + agents(*ALL))
+    result, report = run(node, write_orchestra(tmp_path, FOUR_SECTIONS))
+    assert result.returncode == 0, result.stderr
+    assert report["status"] == "ok" and [s["status"] for s in report["sections"]] == ["ok"] * 4
+    seen = {agent: p["value"]["saw"] for agent, p in parts(report).items()}
+    # Sequential: the second agent sees the first's answer; parallel: each sees the sections before.
+    assert seen["Provisioner"] == [] and seen["Seeder"] == ["preparation/Provisioner"]
+    assert seen["Scout"] == seen["Generator"] == ["preparation/Provisioner", "preparation/Seeder"]
+    assert seen["Analyzer"] == sorted(f"{s}/{a}" for s, a in [
+        ("preparation", "Provisioner"), ("preparation", "Seeder"), ("discovery", "Scout"), ("discovery", "Generator"),
+        ("execution", "UITester"), ("execution", "APITester")])
+    assert {p["node"] for p in parts(report).values()} == {"t"}
+    assert report["skips"] == report["kills"] == report["alerts"] == [] and report["retries"] == 0
+    # The live lines (on stderr with --json) say what runs where.
+    assert "[execution] UITester on t: asked" in result.stderr and "(7/7)" in result.stderr
+
+
+def test_an_agent_that_crashes_twice_is_restarted_once_then_skipped_and_the_orchestra_goes_on(start_node, tmp_path):
+    counters = {name: {"crash": crash, "counter": str(tmp_path / f"{name}.count")}
+                for name, crash in (("Seeder", 1), ("Scout", 2))}
+    node = start_node('[pools.env]\nsize = 2\n\n' + agents(*ALL, **counters))
+    result, report = run(node, write_orchestra(tmp_path, FOUR_SECTIONS))
+    assert result.returncode == 1, result.stderr
+    assert report["status"] == "partial"
+    got = parts(report)
+    # Seeder crashed once: restarted, asked again, ok. Scout crashed twice: restarted once, then skipped.
+    assert got["Seeder"]["status"] == "ok" and got["Seeder"]["restarts"] == 1 and got["Seeder"]["attempts"] == 2
+    assert got["Scout"]["status"] == "skipped" and got["Scout"]["restarts"] == 1 and got["Scout"]["attempts"] == 2
+    assert "ActorDied" in got["Scout"]["error"]
+    assert report["skips"] == [{"section": "discovery", "agent": "Scout", "reason": got["Scout"]["error"]}]
+    assert report["retries"] == 2
+    # The rest went on, and the later sections saw no answer from Scout.
+    assert all(got[a]["status"] == "ok" for a in ALL if a != "Scout")
+    assert "discovery/Scout" not in got["Analyzer"]["value"]["saw"]
+
+
+def test_a_pool_too_small_makes_the_parts_queue_and_wait_in_priority_order(start_node, tmp_path):
+    journal = tmp_path / "journal"
+    testers = ("UITester", "APITester", "IntegrationTester")
+    node = start_node('[pools.env]\nsize = 1\n\n'
+                      + agents(*testers, **{t: {"sleep": 0.5, "journal": str(journal)} for t in testers}))
+    sections = ('[sections.execution]\nagents = ["UITester", "APITester", "IntegrationTester"]\n'
+                'pattern = "Parallel with resource management"\n')
+    extra = '[coordination.resources]\npool = "env"\npriority = { IntegrationTester = 5, APITester = 3 }\n'
+    result, report = run(node, write_orchestra(tmp_path, sections, extra))
+    assert result.returncode == 0, result.stderr
+    got = parts(report)
+    assert all(got[t]["status"] == "ok" for t in testers)
+    # One unit: one tester at a time, in priority order; the others waited in line instead of failing.
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    assert [name for what, _, name in lines if what == "start"] == ["IntegrationTester", "APITester", "UITester"]
+    spans = sorted((float(t), what) for what, t, _ in lines)
+    assert [what for _, what in spans] == ["start", "end"] * 3  # never two at once
+    assert got["IntegrationTester"]["ahead"] == 0 and got["UITester"]["ahead"] == 2
+    assert got["UITester"]["waited"] >= 0.9 and got["APITester"]["waited"] >= 0.4
+    assert {w["agent"] for w in report["waits"]} >= {"UITester", "APITester"}
+
+
+def test_an_agent_that_hangs_is_killed_and_the_report_says_which_and_after_how_long(start_node, tmp_path):
+    node = start_node(agents("Provisioner", "Hanger", "Analyzer", Hanger={"hang": True}))
+    before = node.agent("Hanger")["pid"]
+    sections = ('[sections.execution]\nagents = ["Provisioner", "Hanger"]\npattern = "Parallel"\n'
+                'timeout = "5s"\ntimeouts = { Hanger = "1s" }\n'
+                '[sections.analysis]\nagents = ["Analyzer"]\npattern = "Sequential"\n')
+    result, report = run(node, write_orchestra(tmp_path, sections))
+    assert result.returncode == 1, result.stderr
+    got = parts(report)
+    assert got["Hanger"]["status"] == "killed" and got["Provisioner"]["status"] == "ok"
+    assert got["Analyzer"]["status"] == "ok"  # the orchestra went on
+    [kill] = report["kills"]
+    assert kill["agent"] == "Hanger" and kill["pid"] == before and kill["node"] == "t" and kill["timeout"] == 1.0
+    assert 1.0 <= kill["after"] < 3.0
+    # Its process is gone, and a fresh one serves in its place.
+    assert kill["fresh_pid"] not in (None, before)
+    now = node.wait_agent("Hanger", lambda a: a["state"] == "running")
+    assert now["pid"] == kill["fresh_pid"]
+    assert "killed" in result.stderr
+
+
+def test_a_critical_failure_stops_the_orchestra_publishes_help_and_raises_an_alert_for_a_person(start_node, tmp_path):
+    node = start_node(agents("Provisioner", "Validator", "Scout", "Analyzer", Validator={"critical": True}))
+    sections = ('[sections.preparation]\nagents = ["Provisioner", "Validator"]\npattern = "Sequential"\n'
+                '[sections.discovery]\nagents = ["Scout"]\npattern = "Parallel"\n'
+                '[sections.analysis]\nagents = ["Analyzer"]\npattern = "Sequential"\n')
+    client = node.client()
+    heard = []
+    client.subscribe("HELP", heard.append)
+    result, report = run(node, write_orchestra(tmp_path, sections))
+    assert result.returncode == 1, result.stderr
+    assert report["status"] == "stopped"
+    assert report["stopped_by"].startswith("preparation/Validator: critical failure")
+    got = parts(report)
+    assert got["Validator"]["status"] == "critical"
+    assert got["Scout"]["status"] == got["Analyzer"]["status"] == "not run"
+    assert [s["status"] for s in report["sections"]] == ["stopped", "not run", "not run"]
+    [alert] = report["alerts"]
+    assert alert["kept"] is True
+    # The alert waits for a person: mesh alerts shows it until mesh ack.
+    shown = run_cli("alerts", "--unacknowledged", "--json", "--node", node.address)
+    assert alert["id"] in shown.stdout
+    assert run_cli("ack", alert["id"], "--node", node.address).returncode == 0
+    assert alert["id"] not in run_cli("alerts", "--unacknowledged", "--json", "--node", node.address).stdout
+    from conftest import wait_until
+    wait_until(lambda: any(e.data.get("id") == alert["id"] for e in heard), 10, "the HELP event")
+
+
+def test_a_bad_orchestra_spec_exits_2_naming_the_key(start_node, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n[sections.a]\nagents = ["A"]\npattern = "Sequential"\n'
+                    '[failure_handling]\ntimeout = "Ignore it"\n')
+    result = run_cli("run", str(path))
+    assert result.returncode == 2
+    assert "failure_handling.timeout" in result.stderr and "Ignore it" in result.stderr
