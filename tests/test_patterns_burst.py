@@ -56,6 +56,14 @@ def test_a_burst_spreads_tasks_over_ten_agents_within_its_limit_and_merges_the_r
     assert 2 <= peak_overlap(journal) <= 4
 
 
+def test_a_burst_over_a_replica_groups_name_spreads_its_tasks_over_the_running_replicas(workers):
+    node, _ = workers
+    burst = Burst(node.client(), "worker", limit=WORKERS, timeout=20)
+    assert sorted(burst.members()) == sorted(names())
+    report = burst.run([{"n": n, "sleep": 0.2} for n in range(WORKERS)])
+    assert report.status == "ok" and {v["by"] for v in report.values} == set(names())
+
+
 def test_results_come_as_they_complete_and_a_dict_names_each_tasks_agent(workers):
     node, _ = workers
     burst = Burst(node.client(), timeout=20)
