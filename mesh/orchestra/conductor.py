@@ -10,7 +10,7 @@ Each section runs its agents by its pattern, on the patterns of :mod:`mesh.patte
 
 The patterns see a mesh in which asking agent X runs X's whole *part* (the ask and the failure
 rules around it, :mod:`mesh.orchestra.parts`), so a pattern decides order and concurrency and
-the rules stay in one place. Every agent is asked with the run's context::
+the rules stay in one place. Every agent is asked with the run's context (a dict):
 
     {"orchestra": NAME, "run": RUN_ID, "section": SECTION, "agent": AGENT,
      "input": {...the spec's [input]...},

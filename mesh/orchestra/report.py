@@ -97,7 +97,8 @@ class Report:
         }
 
     def summary(self) -> str:
-        """A few lines for a person: each section, each agent, and what the rules did."""
+        """A few lines for a person: each section, each agent, and what the rules did; an answer with a
+        ``summary`` (a string) is shown under its agent."""
         lines = [f"{self.orchestra}: {self.status.upper()} in {self.elapsed:.1f} s (run {self.run})"]
         for section in self.sections:
             lines.append(f"  {section.name} ({section.pattern}): {section.status}, {section.elapsed:.1f} s")
@@ -106,6 +107,8 @@ class Report:
                 why = f": {p.error}" if p.error and p.status != "ok" else ""
                 lines.append(f"    {p.status:<8} {p.agent}{where}, {p.elapsed:.1f} s{why}")
                 lines.extend(f"             - {note}" for note in p.notes)
+                if p.status == "ok" and isinstance(p.value, dict) and isinstance(p.value.get("summary"), str):
+                    lines.extend(f"             > {line}" for line in p.value["summary"].splitlines())
         parts = self.parts
         counts = {status: sum(p.status == status for p in parts) for status in ("ok", "skipped", "killed", "failed")}
         lines.append("  parts: " + ", ".join(f"{n} {status}" for status, n in counts.items())

@@ -1,6 +1,6 @@
 """The orchestra spec: the playbook's "Test Orchestra" YAML, in TOML beside the node specs.
 
-Key for key with the playbook where TOML allows it::
+Key for key with the playbook where TOML allows it (nodes/orchestra-run.toml is the whole example):
 
     name = "E2E Test Orchestra"
     pattern = "Hierarchical with Event-Driven elements"   # the only shape the engine runs
