@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -170,7 +170,6 @@ def test_a_critical_failure_stops_the_orchestra_publishes_help_and_raises_an_ale
     assert alert["id"] in shown.stdout
     assert run_cli("ack", alert["id"], "--node", node.address).returncode == 0
     assert alert["id"] not in run_cli("alerts", "--unacknowledged", "--json", "--node", node.address).stdout
-    from conftest import wait_until
     wait_until(lambda: any(e.data.get("id") == alert["id"] for e in heard), 10, "the HELP event")
 
 
@@ -181,3 +180,52 @@ def test_a_bad_orchestra_spec_exits_2_naming_the_key(start_node, tmp_path):
     result = run_cli("run", str(path))
     assert result.returncode == 2
     assert "failure_handling.timeout" in result.stderr and "Ignore it" in result.stderr
+
+
+def test_the_events_of_a_run_are_linked_by_correlation_ids_from_the_run_down_to_each_part(start_node, tmp_path):
+    node = start_node(agents("Provisioner", "Scout", "Crasher", Crasher={"crash": 5, "counter": str(tmp_path / "n")}))
+    client = node.client()
+    heard: list = []
+    for topic in ("START", "COMPLETE", "ALERT"):
+        client.subscribe(topic, heard.append)
+    sections = ('[sections.preparation]\nagents = ["Provisioner"]\npattern = "Sequential"\n'
+                '[sections.discovery]\nagents = ["Scout", "Crasher"]\npattern = "Parallel"\n')
+    result, report = run(node, write_orchestra(tmp_path, sections))
+    assert result.returncode == 1, result.stderr
+    run_id = report["run"]
+    # The run's COMPLETE is the last event published: once heard, every event of the run was sent.
+    wait_until(lambda: any(e.topic == "COMPLETE" and e.corr == run_id for e in heard), 10, "the run's COMPLETE")
+    events = [e for e in heard if e.data.get("run") == run_id or e.id == run_id]
+    by_id = {e.id: e for e in events}
+    sections_started = {e.data["section"]: e.id for e in events
+                        if e.topic == "START" and e.corr == run_id and "agent" not in e.data}
+    assert set(sections_started) == {"preparation", "discovery"}
+    parts_started = [e for e in events if e.topic == "START" and "agent" in e.data]
+    assert all(e.corr == sections_started[e.data["section"]] for e in parts_started)
+    assert sorted(e.data["agent"] for e in parts_started) == ["Crasher", "Crasher", "Provisioner", "Scout"]
+    # Each part's outcome answers its own START: COMPLETE when ok, ALERT when it failed.
+    answers = {(e.topic, by_id[e.corr].data["agent"]) for e in events
+               if e.topic in ("COMPLETE", "ALERT") and e.corr in by_id and "agent" in by_id[e.corr].data}
+    assert answers == {("COMPLETE", "Provisioner"), ("COMPLETE", "Scout"), ("ALERT", "Crasher")}
+    assert sum(e.topic == "ALERT" and e.data["agent"] == "Crasher" for e in events) == 2  # one per crash
+
+
+@pytest.mark.fast_check
+def test_the_live_view_draws_a_bar_under_the_lines_on_a_terminal_and_plain_lines_otherwise():
+    import io
+
+    from mesh.orchestra import LiveView, Outcome, Progress
+
+    steps = [Progress("run", total=2), Progress("section", "s", total=2)]
+    outcome = Outcome("s", "A", node="a", attempts=1)
+    steps.append(Progress("start", "s", outcome, 0, 2))
+    steps.append(Progress("end", "s", Outcome("s", "A", status="ok", node="a", elapsed=0.25), 1, 2))
+    for bar in (True, False):
+        out = io.StringIO()
+        view = LiveView(out, bar=bar)
+        for step in steps:
+            view(step)
+        text = out.getvalue()
+        assert "[s] A on a: asked" in text and "[s] A on a: ok in 0.2 s  (1/2)" in text
+        assert ("running: A@a" in text and "[############------------] 1/2" in text and "\r\033[K" in text) is bar
+        assert ("\r" in text) is bar
