@@ -106,13 +106,13 @@ def test_a_timed_out_ask_to_a_group_is_cancelled_at_the_replica_it_reached(start
     assert sorted(bool(r["last"] and r["last"]["cancelled"]) for r in reports) == [False, True]
 
 
-def test_an_ask_cancelled_while_it_waits_in_the_mailbox_never_runs(start_node):
+def test_an_ask_cancelled_while_it_waits_in_the_mailbox_starts_cancelled(start_node):
     node = start_node('[[agents]]\nname = "patient"\nclass = "actors:Patient"\n')
-    first, second = node.client(), node.client()
+    patient = node.client().actor("patient")
     started = time.monotonic()
-    first.actor("patient").tell({"work": 1.5})  # keeps the actor busy while the next ask waits
+    patient.tell({"work": 1.5})  # keeps the actor busy while the ask behind it waits (one sender: in order)
     with pytest.raises(mesh.AskTimeout):
-        second.actor("patient").ask({"work": 60}, timeout=0.5)
-    report = first.actor("patient").ask({"report": True}, timeout=10)
-    assert report["last"] == {"cancelled": False, "after": pytest.approx(1.5, abs=0.5)}
+        patient.ask({"work": 60}, timeout=0.5)
+    report = patient.ask({"report": True}, timeout=10)
+    assert report["last"]["cancelled"] is True and report["last"]["after"] < 0.1
     assert time.monotonic() - started < 1.5 + CANCEL_BOUND_S + 1.0

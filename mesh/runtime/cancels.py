@@ -15,7 +15,9 @@ envelope whose sender is the asker's name) to the target's cancel address and fo
 * the handler of that ask sees ``self.mesh.cancelled`` become true (a sync handler polls it);
 * an ``async def`` handler of that ask has its task cancelled (``asyncio.CancelledError``
   inside it; the asker gets nothing, it already gave up);
-* an ask cancelled while it still waits in the mailbox is skipped when its turn comes.
+* an ask cancelled while it still waited in the mailbox is handled all the same (a handler that
+  never looks runs as it always did), with ``self.mesh.cancelled`` true from the start, and an
+  ``async def`` handler's task cancelled before its first step.
 
 Latency: the cancel leaves when the asker's timeout fires and the target's link thread wakes
 on it at once: on one machine within a few milliseconds, and bounded by CANCEL_BOUND_S (what
@@ -123,6 +125,8 @@ def run_cancellable(server: "Server", loop: asyncio.AbstractEventLoop, coro: Any
     can reach; a cancel it did not catch becomes AskCancelled, which the loop answers as a failure."""
     task = loop.create_task(coro)
     server.handler_task = (loop, task)
+    if cancelled_now(server):
+        task.cancel()
     try:
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
@@ -135,6 +139,8 @@ async def as_cancellable(server: "Server", coro: Any) -> object:
     """``coro`` on a loop another thread runs (``serve_async``), as a task a cancel can reach."""
     task = asyncio.ensure_future(coro)
     server.handler_task = (asyncio.get_running_loop(), task)
+    if cancelled_now(server):
+        task.cancel()
     try:
         return await task
     except asyncio.CancelledError:

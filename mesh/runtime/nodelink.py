@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Callable
 
@@ -75,7 +76,7 @@ class NodeLink:
         listener = self.cancels
         if listener is None:
             return server.stopped.wait(seconds)
-        monotonic = server.clock.monotonic
+        monotonic = time.monotonic  # real time, as stopped.wait waits: a test's FakeClock must not stall the link
         deadline = monotonic() + seconds
         while not server.stopped.is_set():
             left = deadline - monotonic()

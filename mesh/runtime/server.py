@@ -247,7 +247,6 @@ class Server:
         reply = router.reply
         monotonic = self.clock.monotonic
         dirty = FLUSHER.dirty
-        cancels = self.cancels.keys
         while not stopping.is_set():
             try:
                 got = receive(bad)
@@ -274,10 +273,7 @@ class Server:
                 if kind == _ASK:
                     # Who waits on this ask (deadlock detection): its chain, if it came from a handler.
                     self.chain_in = env[WAITING] if len(env) == 8 else _NO_CHAIN
-                    self.current_id = msg_id = env[MSG_ID]
-                    if cancels and (env[SENDER], msg_id) in cancels:  # its asker gave up while it waited
-                        self.chain_in, self.current_id = _NO_CHAIN, 0
-                        continue
+                    self.current_id = env[MSG_ID]
                     try:
                         result = on_message(env[BODY])
                         if is_coroutine(result):
