@@ -62,6 +62,18 @@ def test_wire_and_sim_never_import_the_runtime_or_the_cli(path):
     assert not bad, f"{path.relative_to(MESH.parent)} imports {bad}"
 
 
+PLAYBOOK_FILES = sorted((MESH / "patterns").glob("*.py")) + sorted((MESH / "orchestra").glob("*.py"))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("path", PLAYBOOK_FILES, ids=lambda p: str(p.relative_to(MESH)))
+def test_the_patterns_and_the_orchestra_use_the_public_api_only(path):
+    """Issue 14: the playbook's patterns and the Test Orchestra are built on what users have,
+    never on the runtime's internals (nor on the CLI)."""
+    bad = [(line, mod) for line, mod in imported_modules(path) if mod.startswith(("mesh.runtime", "mesh.cli"))]
+    assert not bad, f"{path.relative_to(MESH.parent)} imports {bad}"
+
+
 RUNTIME_FILES = sorted((MESH / "runtime").rglob("*.py"))
 
 
