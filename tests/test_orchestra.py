@@ -229,3 +229,23 @@ def test_the_live_view_draws_a_bar_under_the_lines_on_a_terminal_and_plain_lines
         assert "[s] A on a: asked" in text and "[s] A on a: ok in 0.2 s  (1/2)" in text
         assert ("running: A@a" in text and "[############------------] 1/2" in text and "\r\033[K" in text) is bar
         assert ("\r" in text) is bar
+
+
+def test_a_critical_failure_in_a_parallel_section_stops_the_parts_still_waiting_in_line(start_node, tmp_path):
+    testers = ("Breaker", "Second", "Third")
+    node = start_node('[pools.env]\nsize = 1\n\n'
+                      + agents(*testers, "Analyzer", Breaker={"critical": True, "sleep": 0.5}))
+    sections = ('[sections.execution]\nagents = ["Second", "Third", "Breaker"]\n'
+                'pattern = "Parallel with resource management"\n'
+                '[sections.analysis]\nagents = ["Analyzer"]\npattern = "Sequential"\n')
+    extra = '[coordination.resources]\npool = "env"\npriority = { Breaker = 9 }\n'
+    result, report = run(node, write_orchestra(tmp_path, sections, extra))
+    assert result.returncode == 1, result.stderr
+    got = parts(report)
+    # Breaker held the only unit first (priority) and reported a critical failure: the two parts
+    # waiting in line for the unit never ran, nor did the next section.
+    assert got["Breaker"]["status"] == "critical" and report["stopped_by"].startswith("execution/Breaker")
+    assert got["Second"]["status"] == got["Third"]["status"] == got["Analyzer"]["status"] == "not run"
+    assert got["Second"]["attempts"] == got["Third"]["attempts"] == 0
+    assert len(report["alerts"]) == 1 and report["alerts"][0]["kept"]
+    run_cli("ack", report["alerts"][0]["id"], "--node", node.address)

@@ -63,6 +63,8 @@ class Parts:
             if line is not None:
                 outcome.ahead = line.ahead_of(outcome.agent)
                 lease, outcome.waited = line.lease(outcome.agent)
+                if self.stopped.is_set():  # stopped while this part's grant was on its way
+                    raise Stopped()
                 if outcome.waited >= 0.05:
                     outcome.notes.append(f"waited {outcome.waited:.1f} s in line for pool {line.pool!r}"
                                          f" ({outcome.ahead} ahead of it by priority)")
@@ -74,12 +76,14 @@ class Parts:
             outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             outcome.elapsed = round(time.monotonic() - started, 3)
+            # The end is heard before the lease goes: a critical failure stops the orchestra
+            # before the next part in line can be granted the units.
+            self.progress("end", outcome)
             if lease is not None:
                 try:
                     lease.release()
                 except MeshError as exc:  # it lapses on its own at its lease's end
                     outcome.notes.append(f"lease not released ({exc}); it lapses by itself")
-            self.progress("end", outcome)
         return outcome
 
     def _attempts(self, outcome: Outcome, timeout: float, message: Callable[[], object], corr: str | None) -> None:
