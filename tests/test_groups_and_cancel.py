@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -116,3 +118,27 @@ def test_an_ask_cancelled_while_it_waits_in_the_mailbox_starts_cancelled(start_n
     report = patient.ask({"report": True}, timeout=10)
     assert report["last"]["cancelled"] is True and report["last"]["after"] < 0.1
     assert time.monotonic() - started < 1.5 + CANCEL_BOUND_S + 1.0
+
+
+SERVE_ASYNC = """
+import asyncio, sys
+sys.path.insert(0, {tests!r})
+import mesh
+from actors import AsyncPatient
+
+asyncio.run(mesh.serve_async(AsyncPatient(), name="aserved", node={node!r}))
+"""
+
+
+def test_an_async_handler_that_serve_async_runs_on_a_programs_loop_is_cancelled(start_node):
+    node = start_node()
+    tests = os.path.dirname(os.path.abspath(__file__))
+    program = subprocess.Popen([sys.executable, "-c", SERVE_ASYNC.format(tests=tests, node=node.address)])
+    try:
+        wait_until(lambda: any(a["name"] == "aserved" for a in node.status()["agents"]), 20, "aserved to register")
+        patient = node.client().actor("aserved")
+        assert patient.ask({"report": True}, timeout=20)["pid"] == program.pid
+        cancelled_work(patient)
+    finally:
+        program.terminate()  # (this program leaves SIGTERM to its default: it ends at once)
+        program.wait(timeout=20)
