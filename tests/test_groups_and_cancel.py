@@ -15,6 +15,7 @@ import pytest
 import mesh
 from conftest import pid_gone, wait_until
 from mesh.runtime.cancels import CANCEL_BOUND_S
+from test_two_nodes import two_nodes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,3 +143,13 @@ def test_an_async_handler_that_serve_async_runs_on_a_programs_loop_is_cancelled(
     finally:
         program.terminate()  # (this program leaves SIGTERM to its default: it ends at once)
         program.wait(timeout=20)
+
+
+def test_a_group_placed_over_two_nodes_spreads_asks_over_both(start_node):
+    a, b = two_nodes(start_node, group_spec("worker", 4))
+    client = a.client()
+    wait_until(lambda: len(client.group("worker")) == 4, 40, "four replicas running")
+    hosts = {x["name"]: x["node"] for n in (a, b) for x in n.status()["agents"] if x["state"] == "running"}
+    assert {hosts[f"worker.{i}"] for i in range(4)} == {"a", "b"}
+    worker = client.actor("worker")
+    assert len({worker.ask({}, timeout=5)["pid"] for _ in range(4)}) == 4
