@@ -110,7 +110,8 @@ class ActorRef:
         frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
         ch = self._channel()
         if self._group:
-            return self._tell_group(frame)
+            self._tell_group(frame)
+            return None
         try:
             ch.tell(frame, FLUSHER)
         except Unreachable:
