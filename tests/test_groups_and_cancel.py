@@ -153,3 +153,15 @@ def test_a_group_placed_over_two_nodes_spreads_asks_over_both(start_node):
     assert {hosts[f"worker.{i}"] for i in range(4)} == {"a", "b"}
     worker = client.actor("worker")
     assert len({worker.ask({}, timeout=5)["pid"] for _ in range(4)}) == 4
+
+
+def test_tells_to_a_group_spread_over_its_replicas_too(start_node):
+    node = start_node(group_spec("counters", 3, "Counter"))
+    client = node.client()
+    counters = client.actor("counters")
+    for i in range(6):
+        counters.tell(i)
+    replicas = [client.actor(name) for name in client.group("counters")]
+    seen = wait_until(lambda: (lambda s: s if sum(map(len, s)) == 6 else None)(
+        [r.ask({"get": True})["seen"] for r in replicas]), 10, "the six tells")
+    assert sorted(map(len, seen)) == [2, 2, 2] and sorted(sum(seen, [])) == list(range(6))
