@@ -87,3 +87,14 @@ def test_the_readme_shows_the_adaptive_example_as_it_is_in_examples():
     root = Path(__file__).resolve().parent.parent
     example = (root / "examples/adaptive.py").read_text()
     assert example.split('"""', 2)[2].strip() in (root / "README.md").read_text()
+
+
+def test_a_proposal_the_node_refuses_ends_the_loop_at_once_saying_why(start_node):
+    """A wrong proposal (a window not above the vote's settle delay) cannot get better by trying
+    again: the loop stops at the first round with the node's reason, not after max_rounds."""
+    client = start(start_node, items=2)
+    result = AdaptiveMesh(AGENTS, client).run(deadline=30, window=0.05)
+    assert result["status"] == "error", result
+    for record in result["agents"].values():
+        assert record["status"] == "error" and "window must be" in record["error"], record
+        assert record["rounds"] <= 1 and record["elapsed"] < 5, record

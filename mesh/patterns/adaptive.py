@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..actor import Actor
-from ..errors import MeshError
+from ..errors import MeshError, WireError
 from ..intentions import Decision
 
 DEFAULT_DEADLINE = 60.0  #: seconds an adaptive loop may run
@@ -152,6 +152,8 @@ class AdaptiveAgent(Actor):
         try:
             decision = self.mesh.propose(action.what, claims=action.claims, priority=action.priority, window=window,
                                          hold=action.hold)
+        except WireError:
+            raise  # the proposal itself is wrong (a window below settle, say): no round will do better
         except MeshError as exc:  # the node did not decide (restarting, overloaded): another round will tell
             entry.update(outcome="error", reasons=[f"{type(exc).__name__}: {exc}"])
             return entry
