@@ -4,6 +4,7 @@ what it says (and the report says what happened)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -212,8 +213,6 @@ def test_the_events_of_a_run_are_linked_by_correlation_ids_from_the_run_down_to_
 
 @pytest.mark.fast_check
 def test_the_live_view_draws_a_bar_under_the_lines_on_a_terminal_and_plain_lines_otherwise():
-    import io
-
     from mesh.orchestra import LiveView, Outcome, Progress
 
     steps = [Progress("run", total=2), Progress("section", "s", total=2)]
@@ -249,3 +248,89 @@ def test_a_critical_failure_in_a_parallel_section_stops_the_parts_still_waiting_
     assert got["Second"]["attempts"] == got["Third"]["attempts"] == 0
     assert len(report["alerts"]) == 1 and report["alerts"][0]["kept"]
     run_cli("ack", report["alerts"][0]["id"], "--node", node.address)
+
+
+# -- conflicts: the conductor has the final say -------------------------------------------------
+
+HUMAN_DECIDES = '[intents]\nescalate = "human"\nescalation_timeout = "40s"\n'
+CONFLICT_SECTIONS = {"review": {"agents": ["Critic"], "pattern": "Sequential"},
+                     "execution": {"agents": ["Rewriter", "Dropper"], "pattern": "Parallel"}}
+
+
+def conflict_node(start_node, node_extra: str = HUMAN_DECIDES, dropper_evidence: float = 1.0):
+    """A node whose Critic objects (strategy, weight 0.5) to what Rewriter and Dropper propose."""
+    critic = ('[[agents]]\nname = "Critic"\nclass = "orchestra_actors:Critic"\n'
+              '[agents.config]\nobjects_to = ["rewrite app", "drop table"]\n')
+    node = start_node(critic + agents("Rewriter", "Dropper", Rewriter={"propose": "rewrite app"},
+                                      Dropper={"propose": "drop table", "evidence": dropper_evidence}),
+                      node_extra=node_extra)
+    client = node.client()
+    wait_until(lambda: client.control("intent_listeners")["actors"] == ["Critic"], 20, "the Critic listening")
+    return node, client
+
+
+def test_the_conductor_decides_its_agents_escalated_intentions_with_its_hook(start_node):
+    from mesh.orchestra import Conductor, LiveView, parse_orchestra
+
+    node, client = conflict_node(start_node)
+    ruled = []
+
+    def on_conflict(conflict):
+        ruled.append(conflict)
+        if conflict.action == "rewrite app":
+            return True
+        return False, "no table is dropped during a test run"
+
+    live = io.StringIO()
+    orchestra = parse_orchestra({"name": "Test Orchestra", "sections": CONFLICT_SECTIONS,
+                                 "coordination": {"conflicts": "Conductor has final say"}})
+    report = Conductor(orchestra, client, LiveView(live, bar=False), on_conflict=on_conflict).run()
+    got = {p.agent: p for p in report.parts}
+    assert report.status == "ok", report.summary()
+    # Each proposer saw the conductor's decision, not the leader's rule nor a person's.
+    rewrite, drop = got["Rewriter"].value["decision"], got["Dropper"].value["decision"]
+    assert rewrite["escalated"] and rewrite["outcome"] == "approved"
+    assert drop["escalated"] and drop["outcome"] == "objected"
+    assert rewrite["decided_by"] == drop["decided_by"] == "human (conductor Test Orchestra)"
+    # The hook saw who proposed what and the objection; the report lists each conflict and its decision.
+    assert sorted((c.proposer, c.action) for c in ruled) == [("Dropper", "drop table"), ("Rewriter", "rewrite app")]
+    conflicts = {c["proposer"]: c for c in report.as_json()["conflicts"]}
+    assert set(conflicts) == {"Rewriter", "Dropper"}
+    assert conflicts["Rewriter"]["decision"] == "approved" and conflicts["Dropper"]["decision"] == "denied"
+    assert conflicts["Dropper"]["why"] == "no table is dropped during a test run"
+    assert conflicts["Dropper"]["action"] == "drop table" and conflicts["Dropper"]["section"] == "execution"
+    [objection] = conflicts["Dropper"]["objections"]
+    assert objection["by"] == "Critic" and objection["kind"] == "strategy" and objection["weight"] == 0.5
+    assert "drop table is not what this run is for" in objection["reason"]
+    assert conflicts["Rewriter"]["by"] == "conductor Test Orchestra"
+    assert "conflicts: the conductor decided 2" in report.summary()
+    assert "[execution] conflict: Dropper proposed 'drop table', objected by Critic" in live.getvalue()
+    assert not client.intents()["escalations"]
+
+
+def test_by_default_the_conductor_approves_when_the_evidence_outweighs_the_strategy_objections(start_node, tmp_path):
+    node, _ = conflict_node(start_node, dropper_evidence=0.25)
+    path = tmp_path / "conflicts.toml"
+    path.write_text('name = "Test Orchestra"\n[sections.review]\nagents = ["Critic"]\npattern = "Sequential"\n'
+                    '[sections.execution]\nagents = ["Rewriter", "Dropper"]\npattern = "Parallel"\n'
+                    '[coordination]\nconflicts = "Conductor has final say"\n')
+    result, report = run(node, str(path))
+    assert result.returncode == 0, result.stderr
+    got = parts(report)
+    assert got["Rewriter"]["value"]["decision"]["outcome"] == "approved"
+    assert got["Dropper"]["value"]["decision"]["outcome"] == "objected"
+    conflicts = {c["proposer"]: c for c in report["conflicts"]}
+    assert conflicts["Rewriter"]["why"] == "evidence 1 >= strategy objections 0.5"
+    assert conflicts["Dropper"]["why"] == "evidence 0.25 < strategy objections 0.5"
+    assert "conflict: Rewriter proposed 'rewrite app'" in result.stderr
+
+
+def test_when_the_leader_decides_escalations_itself_the_conductor_decides_none(start_node):
+    from mesh.orchestra import Conductor, parse_orchestra
+
+    node, client = conflict_node(start_node, node_extra="")
+    orchestra = parse_orchestra({"name": "Test Orchestra", "sections": CONFLICT_SECTIONS})
+    report = Conductor(orchestra, client, on_conflict=lambda conflict: False).run()
+    decision = next(p for p in report.parts if p.agent == "Rewriter").value["decision"]
+    assert decision["escalated"] and decision["outcome"] == "approved" and decision["decided_by"] == "leader t"
+    assert report.conflicts == [] and "conflicts: the conductor decided none" in report.summary()

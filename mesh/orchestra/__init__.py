@@ -8,10 +8,11 @@ failure-handling rules), in TOML beside the node specs, run through a Client (``
 """
 
 from .conductor import Conductor, Progress
+from .conflicts import Conflict, Settled, by_evidence
 from .events import START
 from .progress import LiveView
 from .report import Outcome, Report, SectionReport
 from .spec import Orchestra, Section, load_orchestra, parse_orchestra
 
-__all__ = ["START", "Conductor", "LiveView", "Orchestra", "Outcome", "Progress", "Report", "Section", "SectionReport",
-           "load_orchestra", "parse_orchestra"]
+__all__ = ["START", "Conductor", "Conflict", "LiveView", "Orchestra", "Outcome", "Progress", "Report", "Section", "SectionReport",
+           "Settled", "by_evidence", "load_orchestra", "parse_orchestra"]

@@ -16,10 +16,13 @@ the rules stay in one place. Every agent is asked with the run's context (a dict
      "input": {...the spec's [input]...},
      "results": {SECTION: {AGENT: ANSWER, ...}, ...}}   # every answer so far
 
-The conductor decides what the agents cannot: the priority of pool requests, and what a failure
-does. A critical failure stops the orchestra: no part begins after it (parts already running
-finish within their time), HELP is published with an alert that waits for a person
-(``client.alert``; ``mesh alerts``, ``mesh ack``), and the report says so.
+The conductor decides what the agents cannot: the priority of pool requests, what a failure
+does, and (the coordination rule "conflicts: the conductor has the final say") the escalated
+intentions of its own agents while the run goes on, when the leader waits for a person to decide
+them (:mod:`mesh.orchestra.conflicts`; hook ``on_conflict``). A critical failure stops the
+orchestra: no part begins after it (parts already running finish within their time), HELP is
+published with an alert that waits for a person (``client.alert``; ``mesh alerts``, ``mesh
+ack``), and the report says so.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, Callable
 
 from ..errors import MeshError
 from ..patterns import Burst, Pipeline, Stage
+from .conflicts import Conflict, ConflictWatcher, Ruling, Settled
 from .events import COMPLETE, HELP, START, Bus
 from .line import PriorityLine
 from .parts import CONTROL_TIMEOUT_S, Parts
@@ -44,7 +48,8 @@ from .spec import PARALLEL_WITH_RESOURCES, SEQUENTIAL, Orchestra, Section
 @dataclass(frozen=True)
 class Progress:
     """What the conductor is doing, for a live view: ``kind`` is "run" (begins), "section" (begins),
-    "start", "restart", "kill", "end" (of a part's ask or the part), "stopped" or "done"."""
+    "start", "restart", "kill", "end" (of a part's ask or the part), "conflict" (the conductor
+    decided an escalation: ``conflict``), "stopped" or "done"."""
 
     kind: str
     section: str | None = None
@@ -52,15 +57,23 @@ class Progress:
     done: int = 0  #: parts ended so far
     total: int = 0  #: parts in the orchestra
     report: Report | None = None  #: with "done"
+    conflict: Settled | None = None  #: with "conflict"
 
 
 class Conductor:
-    """Runs ``orchestra`` through ``mesh`` (a Client); ``on_progress(Progress)`` hears each step."""
+    """Runs ``orchestra`` through ``mesh`` (a Client); ``on_progress(Progress)`` hears each step.
 
-    def __init__(self, orchestra: Orchestra, mesh: Any, on_progress: Callable[[Progress], None] | None = None) -> None:
+    ``on_conflict(Conflict)`` rules on each escalated intention of the orchestra's agents during
+    the run: True (approve) or False (deny), or ``(bool, why)``; default
+    :func:`~mesh.orchestra.conflicts.by_evidence` (approve when the evidence is at least the
+    strategy objections' weight)."""
+
+    def __init__(self, orchestra: Orchestra, mesh: Any, on_progress: Callable[[Progress], None] | None = None,
+                 on_conflict: Callable[[Conflict], Ruling] | None = None) -> None:
         self.orchestra = orchestra
         self.mesh = mesh
         self.on_progress = on_progress or (lambda progress: None)
+        self.on_conflict = on_conflict
         self.stopped = threading.Event()
         self.bus = Bus(mesh, orchestra.name)
         self.parts = Parts(mesh, self.bus, self._heard, self.stopped)
@@ -79,7 +92,20 @@ class Conductor:
         report = self._report = Report(orchestra.name, run, orchestra.role, dict(orchestra.rules), [], time.time())
         started = time.monotonic()
         self.on_progress(Progress("run", total=self.total))
-        for section in orchestra.sections:
+        watcher = ConflictWatcher(self.mesh, orchestra.name, {a: s.name for s in orchestra.sections for a in s.agents},
+                                  self.on_conflict, self._settled)
+        watcher.start()
+        try:
+            self._sections(report)
+        finally:
+            watcher.stop()
+        report.elapsed = time.monotonic() - started
+        self.bus.publish(COMPLETE, {"status": report.status}, run)
+        self.on_progress(Progress("done", done=self._done, total=self.total, report=report))
+        return report
+
+    def _sections(self, report: Report) -> None:
+        for section in self.orchestra.sections:
             outcomes = [Outcome(section.name, agent) for agent in section.agents]
             entry = SectionReport(section.name, section.pattern, outcomes)
             report.sections.append(entry)
@@ -89,7 +115,7 @@ class Conductor:
                 continue
             self._results[section.name] = {}
             corr = self.bus.publish(START, {"section": section.name, "pattern": section.pattern,
-                                            "agents": list(section.agents)}, run)
+                                            "agents": list(section.agents)}, report.run)
             self.on_progress(Progress("section", section.name, done=self._done, total=self.total))
             began = time.monotonic()
             if section.pattern == SEQUENTIAL:
@@ -98,10 +124,6 @@ class Conductor:
                 self._parallel(section, outcomes, corr)
             entry.elapsed = time.monotonic() - began
             self.bus.publish(COMPLETE, {"section": section.name, "status": entry.status}, corr)
-        report.elapsed = time.monotonic() - started
-        self.bus.publish(COMPLETE, {"status": report.status}, run)
-        self.on_progress(Progress("done", done=self._done, total=self.total, report=report))
-        return report
 
     # -- the patterns ------------------------------------------------------------------------
 
@@ -147,6 +169,13 @@ class Conductor:
         self.on_progress(Progress(kind, outcome.section, outcome, self._done, self.total))
         if kind == "end" and outcome.status == "critical":
             self._stop(outcome)
+
+    def _settled(self, settled: Settled) -> None:
+        report = self._report
+        assert report is not None
+        with self._lock:
+            report.conflicts.append(settled)
+        self.on_progress(Progress("conflict", settled.section, done=self._done, total=self.total, conflict=settled))
 
     def _stop(self, outcome: Outcome) -> None:
         """The rule "stop orchestra, alert humans" (the first critical failure does it)."""

@@ -43,6 +43,9 @@ class LiveView:
             return f"[{p.section}] begins"
         if p.kind == "done":
             return None
+        if p.kind == "conflict":
+            assert p.conflict is not None
+            return f"[{p.section or '-'}] conflict: {p.conflict.line()}, by the {p.conflict.by}"
         assert o is not None
         where = f" on {o.node}" if o.node else ""
         if p.kind == "start":

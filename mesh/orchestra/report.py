@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .conflicts import Settled
+
 #: An agent's part: "ok"; "skipped" (it failed, and the rule skipped it); "killed" (it overran its
 #: time); "critical" (it reported a critical failure); "failed" (no rule could help: no such agent,
 #: the pool could never be granted...); "not run" (the orchestra stopped before it).
@@ -69,6 +71,7 @@ class Report:
     elapsed: float = 0.0
     alerts: list[dict[str, Any]] = field(default_factory=list)  #: raised for a person (id, reason, kept)
     stopped_by: str | None = None  #: "SECTION/AGENT: reason" of the critical failure that stopped it
+    conflicts: list[Settled] = field(default_factory=list)  #: escalations the conductor decided
 
     @property
     def parts(self) -> list[Outcome]:
@@ -94,6 +97,7 @@ class Report:
             "waits": [{"section": p.section, "agent": p.agent, "waited": round(p.waited, 3), "ahead": p.ahead}
                       for p in parts if p.waited > 0],
             "alerts": list(self.alerts), "stopped_by": self.stopped_by,
+            "conflicts": [c.as_json() for c in self.conflicts],
         }
 
     def summary(self) -> str:
@@ -113,6 +117,8 @@ class Report:
         counts = {status: sum(p.status == status for p in parts) for status in ("ok", "skipped", "killed", "failed")}
         lines.append("  parts: " + ", ".join(f"{n} {status}" for status, n in counts.items())
                      + f"; {sum(p.restarts for p in parts)} restarts")
+        lines.append(f"  conflicts: the conductor decided {len(self.conflicts) or 'none'}")
+        lines.extend(f"    - {c.line()}" for c in self.conflicts)
         if self.stopped_by:
             lines.append(f"  STOPPED by a critical failure: {self.stopped_by}")
         for alert in self.alerts:
