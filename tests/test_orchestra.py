@@ -334,3 +334,53 @@ def test_when_the_leader_decides_escalations_itself_the_conductor_decides_none(s
     decision = next(p for p in report.parts if p.agent == "Rewriter").value["decision"]
     assert decision["escalated"] and decision["outcome"] == "approved" and decision["decided_by"] == "leader t"
     assert report.conflicts == [] and "conflicts: the conductor decided none" in report.summary()
+
+
+@pytest.mark.fast_check
+def test_the_conductor_decides_only_its_own_agents_escalations_once_each_and_a_broken_hook_denies():
+    from mesh.errors import UnknownEscalation
+    from mesh.orchestra.conflicts import ConflictWatcher
+
+    def escalation(iid, proposer, evidence=1.0):
+        return {"id": iid, "proposer": proposer, "action": f"act {iid}", "claims": [], "evidence": evidence,
+                "objections": [{"by": "Critic", "reason": "no", "kind": "strategy", "weight": 0.5}]}
+
+    class Listing:
+        """Stands in for a client: the escalations waiting, and the decisions it was sent."""
+        def __init__(self):
+            self.waiting = [escalation("a", "Mine"), escalation("b", "Stranger"), escalation("c", "Mine", 0.1),
+                            escalation("gone", "Mine")]
+            self.sent: list = []
+
+        def intents(self):
+            return {"intents": [], "escalations": list(self.waiting)}
+
+        def approve(self, iid, *, by):
+            self._decide(iid, True, by)
+
+        def deny(self, iid, *, by):
+            self._decide(iid, False, by)
+
+        def _decide(self, iid, approve, by):
+            if iid == "gone":
+                raise UnknownEscalation("decided already")
+            self.sent.append((iid, approve, by))
+
+    def hook(conflict):
+        if conflict.id == "c":
+            raise ValueError("hook bug")
+        return None  # falsy, not a tuple: deny
+
+    mesh = Listing()
+    watcher = ConflictWatcher(mesh, "O", {"Mine": "s"}, hook)
+    watcher.look()
+    watcher.look()  # the decided ones may still be listed for a moment: not decided twice
+    assert mesh.sent == [("a", False, "conductor O"), ("c", False, "conductor O")]
+    settled = {s.id: s for s in watcher.settled}
+    assert set(settled) == {"a", "c", "gone"}  # the stranger's escalation is left alone
+    assert "hook raised ValueError: hook bug" in settled["c"].why and settled["c"].decision == "denied"
+    assert settled["gone"].decision == "unknown" and "decided it first" in settled["gone"].notes[0]
+    # The default rule: evidence against the strategy objections' weight.
+    mesh = Listing()
+    ConflictWatcher(mesh, "O", {"Mine": "s"}).look()
+    assert [(iid, approve) for iid, approve, _ in mesh.sent] == [("a", True), ("c", False)]
