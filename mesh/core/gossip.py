@@ -56,7 +56,10 @@ Guarantees and their limits:
   the grace any node does). Its name goes to a graveyard so that a stale peer cannot
   gossip it back.
 * Keys that start with ``$`` are the runtime's (membership, agent directory, load):
-  users cannot write them, and they are never adopted from a dead incarnation.
+  users cannot write them, and they are never adopted from a dead incarnation. A member
+  writes only its own: an entry from a peer that its origin may not write (the owner
+  rules of :mod:`mesh.core.ownership`) is refused, counted (``refused_entries``) and
+  reported once per cause (event ``refused``).
 * What a peer sends is checked before it is kept: member names follow the node-name
   rule, addresses are ``tcp://HOST:PORT``, and every table keyed by something from the
   network is bounded (origins by ``MAX_ORIGINS``, peers' digests to ``MAX_PEER_DIGESTS``
@@ -77,6 +80,7 @@ from .effects import Effect, Event, Send
 from .failure import DetectorConfig, PhiAccrualDetector
 from .hlc import HybridClock
 from .hlc import make as make_stamp
+from .ownership import RESERVED_PREFIX, refusal
 from .packing import density
 from .rng import Rng
 
@@ -85,7 +89,6 @@ Digest: TypeAlias = dict[str, list[Any]]
 #: A delta as sent: [[origin id, base version, up to version, [entry wire form, ...]], ...].
 Delta: TypeAlias = list[list[Any]]
 
-RESERVED_PREFIX = "$"
 #: Entries stamped further than this in the future (seconds) are refused.
 MAX_CLOCK_SKEW_S = 60.0
 #: Members remembered at most; more are ignored (a flood of made-up names).
@@ -94,6 +97,8 @@ MAX_ORIGINS = 4096
 MAX_GRAVEYARD = 4 * MAX_ORIGINS
 #: Peers whose digests are remembered (for pushes) at most.
 MAX_PEER_DIGESTS = 64
+#: Distinct causes of refused entries remembered (each is reported once) at most.
+MAX_REFUSAL_CAUSES = 64
 #: Rival incarnations of this node's own name watched at most.
 MAX_RIVALS = 16
 #: The node-name rule (mesh.spec): 1-128 of A-Z a-z 0-9 _ . -, not starting with "."
@@ -330,6 +335,9 @@ class GossipNode:
         self.seen_by: dict[str, int] = {}
         #: A peer to run the next full exchange with, if it is live (set by the runtime, used once).
         self.sync_first: str | None = None
+        #: Entries a peer sent that their origin may not write (mesh.core.ownership), and the causes seen.
+        self.refused_entries = 0
+        self.refusal_causes: set[str] = set()
         self._events: list[Effect] = []  # only Events, returned with the Sends of the call that made them
         self._become(incarnation, now)
 
@@ -699,7 +707,8 @@ class GossipNode:
                 continue
             if known is not None:
                 known[oid] = version
-                if o is self.me and isinstance(heartbeat, int) and heartbeat > self.seen_by.get(sender, -1):
+                # A heartbeat of ours that we have not sent yet was not seen: it is made up.
+                if o is self.me and isinstance(heartbeat, int) and self.seen_by.get(sender, -1) < heartbeat <= o.heartbeat:
                     self.seen_by[sender] = heartbeat
             if isinstance(heartbeat, int) and heartbeat > o.heartbeat:
                 o.heartbeat = heartbeat
@@ -780,6 +789,12 @@ class GossipNode:
                 current = o.entries.get(key)
                 if current is not None and current.version >= version:
                     continue
+                why = refusal(o.name, str(writer), key, value, bool(tomb))
+                if why is not None:
+                    # Not this member's to write (mesh.core.ownership): every node refuses it alike, so
+                    # the version is passed over, not waited for.
+                    self._refuse_entry(o.name, key, why)
+                    continue
                 self.clock.observe(stamp, int(now * 1000))
                 entry = Entry(key, value, stamp, str(writer), version, bool(tomb), collected_at=now)
                 try:
@@ -798,6 +813,12 @@ class GossipNode:
             # (an optimistic sender may have skipped what it wrongly thought we had).
             if base <= o.max_version < upto:
                 o.max_version = upto
+
+    def _refuse_entry(self, origin: str, key: str, why: str) -> None:
+        self.refused_entries += 1
+        if why not in self.refusal_causes and len(self.refusal_causes) < MAX_REFUSAL_CAUSES:
+            self.refusal_causes.add(why)  # said once per cause: a flood of forgeries is one line
+            self._events.append(Event("refused", {"origin": origin, "key": key[:NAME_MAX], "why": why}))
 
     def _consider(self, entry: Entry) -> None:
         cur = self.view.get(entry.key)
