@@ -20,6 +20,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import click
 
 from . import errors
+from .cli_keys import KEYS_HINT, is_loopback, keys
 from .runtime.client import Client, check_address, node_address
 
 NODE_HELP = "Node address (default: $MESH_NODE or tcp://127.0.0.1:7700)."
@@ -139,8 +140,12 @@ def main() -> None:
               help="Join the mesh through this member (tcp://HOST:PORT); repeatable.")
 @click.option("--advertise", metavar="ADDR", help="The address other nodes use to reach this one (default: --listen).")
 @click.option("--log-level", default="INFO", show_default=True, envvar="MESH_LOG_LEVEL")
+@click.option("--keys", "keys_dir", metavar="DIR",
+              help="The mesh's keys (mesh keys init): CURVE on every socket (default: [node] keys, else $MESH_KEYS).")
+@click.option("--insecure", is_flag=True, help="Listen beyond loopback without keys, knowingly: anyone who can reach "
+                                               "the port can do anything.")
 def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, ...], advertise: str | None,
-       log_level: str) -> None:
+       log_level: str, keys_dir: str | None, insecure: bool) -> None:
     """Run a node in the foreground with the agents of SPEC (default: the bundled demo)."""
     from .runtime.node import Node
     from .runtime.gossiper import NameTaken
@@ -168,6 +173,9 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
         if join and spec is None:
             # `mesh up --join ADDR` adds a worker: its capacity joins the mesh, the demo does not.
             node_spec = dataclasses.replace(node_spec, agents=())
+        keys_dir = keys_dir or (None if node_spec.keys else os.environ.get("MESH_KEYS"))
+        if keys_dir:
+            node_spec = dataclasses.replace(node_spec, keys=os.path.abspath(os.path.expanduser(keys_dir)))
         check_importable(node_spec)
         check_config(node_spec)  # config = the constructor's keyword arguments
         check_capacity(node_spec, alone=not join)
@@ -178,14 +186,19 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
     view = _LiveView() if live else None
     if advertise and not advertise.strip():
         raise BadArgument("--advertise must be an address like tcp://10.0.0.5:7700")
-    node = Node(
-        node_spec,
-        on_event=view.event if view else _print_event,
-        on_tick=view.render if view else None,
-        join=tuple(node_address(a) for a in join),
-        advertise=node_address(advertise) if advertise else None,
-        own_process=True,
-    )
+    if not node_spec.keys and not insecure and not is_loopback(node_spec.listen):
+        raise BadArgument(f"{node_spec.listen} is not loopback and the node has no keys: {KEYS_HINT}")
+    try:
+        node = Node(
+            node_spec,
+            on_event=view.event if view else _print_event,
+            on_tick=view.render if view else None,
+            join=tuple(node_address(a) for a in join),
+            advertise=node_address(advertise) if advertise else None,
+            own_process=True,
+        )
+    except errors.MeshError as exc:  # keys missing or unreadable
+        raise BadArgument(str(exc)) from None
     try:
         node.run()
     except NameTaken as exc:
@@ -262,6 +275,9 @@ def render_status(status: dict[str, Any]) -> str:
         at = time.strftime("%H:%M:%S", time.localtime(kill["at"])) if isinstance(kill.get("at"), (int, float)) else "?"
         lines.append(f"KILL SWITCH PULLED at {at} by {kill.get('by')}: no agent runs (mesh kill --release)")
     lines += _render_alerts(status.get("alerts") or {})
+    refused = n.get("refused") or {}
+    if refused:
+        lines.append("refused (key not trusted): " + ", ".join(f"{a} x{c}" for a, c in sorted(refused.items())))
     held = [i for i in status.get("intents") or [] if i.get("state") == "held"]
     pending = [i for i in status.get("intents") or [] if i.get("state") != "held"]
     escalations = status.get("escalations") or []
@@ -735,6 +751,8 @@ def state_watch(prefix: str, node: str | None, interval: float) -> None:
         except errors.MeshError as exc:
             raise _fail(exc) from None
 
+
+main.add_command(keys)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

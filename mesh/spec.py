@@ -13,6 +13,8 @@ A spec has two parts, both optional::
     stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
     max_message = "4MiB"              # bytes, the largest frame the node accepts
     voter = true                      # takes part in leader elections (default true)
+    keys = "keys"                     # the mesh's keys directory (relative to the spec file):
+                                      # CURVE on every socket; `mesh keys init` makes it
     election_timeout_min = "1s"       # a follower waits a random time in [min, max]
     election_timeout_max = "2s"       #   without heartbeats before standing for leader
     heartbeat = "100ms"               # the leader's heartbeat interval
@@ -129,7 +131,7 @@ _SIZE_UNITS = {
 }
 
 _NODE_KEYS = ("name", "listen", "path", "wave_size", "wave_timeout", "stop_timeout", "max_message", "voter",
-              "election_timeout_min", "election_timeout_max", "heartbeat", "capacity")
+              "election_timeout_min", "election_timeout_max", "heartbeat", "capacity", "keys")
 PLACEMENTS = ("spread", "pack", "local")
 _AGENT_KEYS = (
     "name",
@@ -209,6 +211,8 @@ class NodeSpec:
     stop_timeout: float = 5.0  #: seconds a graceful stop may take before SIGKILL
     max_message: int = 4 * 1024 * 1024  #: bytes
     voter: bool = True  #: takes part in leader elections
+    #: The mesh's keys directory (absolute; ``mesh keys init``): CURVE on every socket. None: no keys.
+    keys: str | None = None
     #: Election timings, in seconds. The defaults (etcd's: 100 ms heartbeat, 1 s election
     #: timeout) survive the stalls of a loaded machine; see the README on fast failover.
     election_timeout_min: float = 1.0  #: seconds
@@ -510,6 +514,8 @@ def parse_spec(data: dict[str, Any], file: str = "<spec>", base_dir: str | None 
     lo = kwargs.get("election_timeout_min", NodeSpec.election_timeout_min)
     hi = kwargs.get("election_timeout_max", NodeSpec.election_timeout_max)
     beat = kwargs.get("heartbeat", NodeSpec.heartbeat)
+    if "keys" in node:
+        kwargs["keys"] = os.path.join(base, os.path.expanduser(check.string(node["keys"], "node.keys")))
     if "capacity" in node:
         kwargs["capacity_cpu"], kwargs["capacity_memory"] = _parse_resources(node["capacity"], "node.capacity", check)
     if hi < lo:

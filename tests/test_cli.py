@@ -586,7 +586,7 @@ def test_up_on_an_address_this_machine_does_not_have_is_a_bad_argument(cli, tmp_
     spec.write_text(spec_text(free_port()))
     port = free_port()
 
-    line = fails_in_one_line(cli("up", str(spec), "--listen", f"192.0.2.1:{port}"), code=2)
+    line = fails_in_one_line(cli("up", str(spec), "--listen", f"192.0.2.1:{port}", "--insecure"), code=2)
 
     assert line == (f"Error: --listen: cannot listen on tcp://192.0.2.1:{port}: no network interface of this machine"
                     " has that address (use one of its own addresses, or 0.0.0.0 for all)")

@@ -49,7 +49,7 @@ def three_hosts(tmp_path, mesh_home):
             )
             join = [] if i == 0 else ["--join", f"tcp://{hosts[0].ip}:{PORT}"]
             out = open(tmp_path / f"{name}.out", "wb")
-            host.popen([*mesh_command(), "up", str(spec), *join], stdout=out, stderr=subprocess.STDOUT)
+            host.popen([*mesh_command(), "up", str(spec), "--insecure", *join], stdout=out, stderr=subprocess.STDOUT)
         for host in hosts.hosts:
             wait_until(lambda h=host: len([s for s in member_states(h).values() if s == "alive"]) == 3, 30,
                        f"three alive members seen from {host.ns}")
@@ -101,7 +101,7 @@ def leader_hosts(tmp_path, mesh_home):
             spec.write_text(f'[node]\nname = "{name}"\nlisten = "tcp://{host.ip}:{PORT}"\npath = ["{TESTS}"]\n\n{agents}')
             join = [] if i == 0 else ["--join", f"tcp://{hosts[0].ip}:{PORT}"]
             out = open(tmp_path / f"{name}.out", "wb")
-            host.popen([*mesh_command(), "up", str(spec), *join], stdout=out, stderr=subprocess.STDOUT)
+            host.popen([*mesh_command(), "up", str(spec), "--insecure", *join], stdout=out, stderr=subprocess.STDOUT)
         yield hosts
         for host in hosts.hosts:
             cli(host, "down", timeout=30)

@@ -61,7 +61,7 @@ def orchestra_hosts(tmp_path, mesh_home):
                             '[pools.test-env]\nsize = 2\nlease = "30s"\n\n' + "\n".join(tables))
             join = [] if i == 0 else ["--join", f"tcp://{hosts[0].ip}:{PORT}"]
             out = open(tmp_path / f"{name}.out", "wb")
-            host.popen([*mesh_command(), "up", str(spec), *join], stdout=out, stderr=subprocess.STDOUT)
+            host.popen([*mesh_command(), "up", str(spec), "--insecure", *join], stdout=out, stderr=subprocess.STDOUT)
         everything = {agent for agents in PLACES.values() for agent in agents} | {a for a, _ in FAULTS.values()}
         wait_until(lambda: running(hosts[0]) >= everything, 90, "every agent of the three hosts running, seen from a")
         yield hosts

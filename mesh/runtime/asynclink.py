@@ -45,7 +45,8 @@ class AsyncLink:
         # sockets.ASYNC_CHANNEL_EVENTS): a dead peer is found by DISCONNECTED, a stale address
         # by ActorRef._link, which never reuses an address whose link died.
         sock, self.monitor = async_channel_socket(endpoint, hwm=frames_within(client.send_bytes, frame, client.hwm),
-                                                  max_bytes=client.max_frame_bytes, linger_ms=1000)
+                                                  max_bytes=client.max_frame_bytes, linger_ms=1000,
+                                                  keys=getattr(transport, "keys", None))
         self.connected = False
         self.sock = sock
         self.endpoint = endpoint

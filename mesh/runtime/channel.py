@@ -278,14 +278,14 @@ class Channel(BaseChannel):
     __slots__ = ("monitor",)
 
     def __init__(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int, limit: int | None = None,
-                 send_bytes: int = SEND_BYTES, clock: Clock = REAL_CLOCK):
+                 send_bytes: int = SEND_BYTES, clock: Clock = REAL_CLOCK, keys: Any = None):
         # The peer's frame limit: a larger frame would make libzmq cut the connection.
         limit = limit or max_bytes
         # Bytes, not frames: as many frames of the largest size this channel sends (or
         # receives, for answers) as fit in send_bytes, and never more than hwm.
         sock, self.monitor = channel_socket(endpoint, hwm=frames_within(send_bytes, max(limit, max_bytes), hwm),
                                             max_bytes=max_bytes, send_timeout=send_timeout, wait_ms=WAIT_SLICE_MS,
-                                            linger_ms=CHANNEL_LINGER_MS)
+                                            linger_ms=CHANNEL_LINGER_MS, keys=keys)
         self._start(endpoint, sock, max_bytes=max_bytes, limit=limit, clock=clock)
         JANITOR.watch(self)
         # A channel dropped without close() (say, with the thread that owned it) must still

@@ -37,7 +37,8 @@ from .groups import Groups
 from .ref import ActorRef
 from .topic_callbacks import Callback, TopicCallbacks
 from .transport import SEND_BYTES, Link, Transport, Unreachable
-from .zeromq import ZMQ
+from .keys import Keys
+from .zeromq import ZMQ, transport_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from .delivery import Deliverer
@@ -92,6 +93,9 @@ class Client:
             ``tell_async``, ``control_async``...) run on ZeroMQ only.
         clock: where timeouts and deadlines read the time (default: the transport's clock,
             the system's unless a test gives a FakeClock).
+        keys: CURVE keys for every socket (a keys directory, then ``$MESH_KEY_NAME`` or its
+            only keypair picks whose, or ``DIR/private/NAME.key_secret``); default ``$MESH_KEYS``,
+            else none (:mod:`mesh.runtime.keys`).
     """
 
     def __init__(
@@ -108,8 +112,10 @@ class Client:
         connect_timeout: float = 3.0,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        keys: str | os.PathLike[str] | Keys | None = None,
     ):
-        self.transport: Transport = transport or ZMQ
+        # keys: CURVE on every socket (a keys directory or a secret certificate; default $MESH_KEYS)
+        self.transport: Transport = transport or transport_for(keys)
         self.clock: Clock = clock or self.transport.clock
         self.node = check_address(node_address(node), self.transport)
         self.name = name or f"client-{socket.gethostname()}-{os.getpid()}-{next(_client_seq)}"

@@ -95,6 +95,7 @@ class Server:
         supervised: bool | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        keys: Any = None,
     ):
         if not isinstance(actor, Actor):
             raise TypeError(f"serve() needs a mesh.Actor instance, not {type(actor).__name__}")
@@ -113,7 +114,7 @@ class Server:
             supervised = os.environ.get("MESH_SUPERVISED") == "1" and os.environ.get("MESH_AGENT_NAME") == name
         self.supervised = supervised
         self.client = Client(node, name=name, send_timeout=send_timeout, max_frame_bytes=max_frame_bytes,
-                             send_bytes=send_bytes, transport=transport, clock=clock)
+                             send_bytes=send_bytes, transport=transport, clock=clock, keys=keys)
         self.transport = self.client.transport
         self.clock = self.client.clock
         self.bind = bind or _bind_for(self.client.node)
@@ -428,8 +429,8 @@ def serve(actor: Actor, name: str, node: str | None = None, **options: Any) -> N
     ``mailbox`` (frames), ``mailbox_bytes`` (bytes per sending connection), ``bind``
     (tcp://HOST to listen on), ``send_timeout`` (s), ``send_bytes`` (bytes queued per peer by
     this actor's own sends), ``max_frame_bytes``, ``transport`` (default ZeroMQ; the in-memory
-    twin's, to run the actor in one process with its peers) and ``clock`` (default the
-    transport's).
+    twin's, to run the actor in one process with its peers), ``clock`` (default the
+    transport's) and ``keys`` (CURVE keys, as for ``mesh.connect``; default ``$MESH_KEYS``).
     """
     Server(actor, name, node, **options).run()
 

@@ -7,7 +7,10 @@ asyncio link), :func:`router` (a bound ROUTER: a node's or an actor's listener),
 return are the transport interface's objects themselves (see :mod:`.transport`): a
 :class:`RouterSocket` is a Listener and an :class:`OutletSocket` an Outlet, with no
 wrapper on the message path. Sockets use the process's one context (:func:`context`),
-and ``LINGER`` is always set explicitly.
+and ``LINGER`` is always set explicitly. Given keys (:mod:`.keys`, carried by the
+transport), each listening socket (ROUTER, PUB, PULL) is a CURVE server behind the gate
+(:mod:`.zap`) and each connecting one (DEALER, SUB, PUSH) a CURVE client: :func:`serve_curve`,
+:func:`connect_curve`. Without keys the sockets are exactly what they were.
 
 Why no ZMTP heartbeats (issue 10): libzmq 4.3.5, the newest release and what pyzmq's
 wheels bundle (27.x), aborts the whole process (``Assertion failed: !_io_error
@@ -42,13 +45,16 @@ listen on loopback only).
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 
 from .intake import recv_request
 from .transport import AddressError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .keys import Keys
 
 #: TCP keepalive (not ZMTP heartbeats, see above): an idle connection is probed after
 #: KEEPALIVE_IDLE_S seconds of silence, every KEEPALIVE_INTVL_S seconds, and dropped after
@@ -91,6 +97,32 @@ def tune_socket(sock: zmq.Socket[object], *, hwm: int, max_bytes: int) -> None:
     sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
 
 
+def serve_curve(sock: zmq.Socket[Any], keys: "Keys | None") -> None:
+    """With keys, ``sock`` listens as a CURVE server with the mesh's server keypair and admits
+    only the trusted keys (the gate, :mod:`.zap`). Without, nothing changes. Before bind."""
+    if keys is None:
+        return
+    from .keys import KeysError
+    from .zap import admit
+
+    if keys.server_secret is None or keys.trusted is None:
+        raise KeysError(f"the keys of {keys.name} ({keys.source}) may connect but not listen: a listener needs "
+                        "the mesh's server keypair (mesh.key_secret) and a trusted/ directory beside it")
+    sock.setsockopt(zmq.ZAP_DOMAIN, admit(keys.trusted).encode())
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.server_secret)
+
+
+def connect_curve(sock: zmq.Socket[Any], keys: "Keys | None") -> None:
+    """With keys, ``sock`` connects as a CURVE client: its own keypair, the mesh's server key.
+    Before connect."""
+    if keys is None:
+        return
+    sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+
+
 def _monitor_address(kind: str) -> str:
     # Unique: pyzmq's default names it after the socket's fd, which the kernel reuses once a
     # socket is closed.
@@ -98,7 +130,7 @@ def _monitor_address(kind: str) -> str:
 
 
 def channel_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float, wait_ms: int,
-                   linger_ms: int) -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
+                   linger_ms: int, keys: "Keys | None" = None) -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
     """A DEALER connected to ``endpoint`` and its monitor (CHANNEL_EVENTS): a channel's sockets.
 
     A send blocks ``send_timeout`` seconds on a full queue, a receive ``wait_ms``."""
@@ -107,18 +139,20 @@ def channel_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: flo
     sock.setsockopt(zmq.SNDTIMEO, max(0, int(send_timeout * 1000)))
     sock.setsockopt(zmq.RCVTIMEO, wait_ms)
     sock.setsockopt(zmq.LINGER, linger_ms)
+    connect_curve(sock, keys)
     monitor = sock.get_monitor_socket(CHANNEL_EVENTS, addr=_monitor_address("channel-monitor"))
     sock.connect(endpoint)
     return sock, monitor
 
 
 def async_channel_socket(endpoint: str, *, hwm: int, max_bytes: int,
-                         linger_ms: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+                         linger_ms: int, keys: "Keys | None" = None) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
     """An asyncio DEALER connected to ``endpoint`` and its monitor (ASYNC_CHANNEL_EVENTS)."""
     actx = zmq.asyncio.Context.shadow(context().underlying)
     sock = actx.socket(zmq.DEALER)
     tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
     sock.setsockopt(zmq.LINGER, linger_ms)
+    connect_curve(sock, keys)
     monitor = sock.get_monitor_socket(ASYNC_CHANNEL_EVENTS, addr=_monitor_address("async-monitor"))
     sock.connect(endpoint)
     return sock, monitor
@@ -142,7 +176,7 @@ class RouterSocket(zmq.Socket[bytes]):
 
 
 def router(address: str, *, mailbox: int, replies: int, max_bytes: int, linger_ms: int, wait_ms: int,
-           any_port: bool = False) -> RouterSocket:
+           any_port: bool = False, keys: "Keys | None" = None) -> RouterSocket:
     """A ROUTER listening on ``address`` (``any_port``: on a free port of its host).
 
     ``mailbox``: frames queued per sending connection (RCVHWM); ``replies``: answers queued
@@ -153,6 +187,7 @@ def router(address: str, *, mailbox: int, replies: int, max_bytes: int, linger_m
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.RCVTIMEO, wait_ms)
     try:
+        serve_curve(sock, keys)
         if any_port:
             port = sock.bind_to_random_port(address)
             host = address.rsplit(":", 1)[0] if address.count(":") > 1 else address
@@ -186,7 +221,8 @@ class OutletSocket(zmq.Socket[bytes]):
             return None
 
 
-def outlet(endpoint: str, *, hwm: int, max_bytes: int, linger_ms: int = 0, immediate: bool = False) -> OutletSocket:
+def outlet(endpoint: str, *, hwm: int, max_bytes: int, linger_ms: int = 0, immediate: bool = False,
+           keys: "Keys | None" = None) -> OutletSocket:
     """A DEALER to ``endpoint`` for traffic that must not block (``immediate``: queue nothing for a
     peer that is not connected). Raises AddressError for an address libzmq refuses."""
     sock = context().socket(zmq.DEALER, socket_class=OutletSocket)
@@ -195,6 +231,7 @@ def outlet(endpoint: str, *, hwm: int, max_bytes: int, linger_ms: int = 0, immed
         sock.setsockopt(zmq.LINGER, linger_ms)
         if immediate:
             sock.setsockopt(zmq.IMMEDIATE, 1)
+        connect_curve(sock, keys)
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
         sock.close(0)
@@ -215,7 +252,8 @@ def _bind_any(sock: zmq.Socket[Any], host: str) -> str:
     return f"{host}:{port}"
 
 
-def forwarder_sockets(host: str, *, hwm: int, max_bytes: int) -> tuple[zmq.SyncSocket, zmq.SyncSocket, str, str]:
+def forwarder_sockets(host: str, *, hwm: int, max_bytes: int,
+                      keys: "Keys | None" = None) -> tuple[zmq.SyncSocket, zmq.SyncSocket, str, str]:
     """A node's broadcast forwarder: a PULL its publishers push to, and a PUB its subscribers
     connect to, each bound on a free port of ``host`` (``tcp://HOST``). Returns both sockets and
     their addresses. The PUB drops what a subscriber leaves unread beyond ``hwm`` (pub/sub's
@@ -227,6 +265,7 @@ def forwarder_sockets(host: str, *, hwm: int, max_bytes: int) -> tuple[zmq.SyncS
         tune_socket(pub, hwm=hwm, max_bytes=max_bytes)
         for sock in (pull, pub):
             sock.setsockopt(zmq.LINGER, 0)
+            serve_curve(sock, keys)
         return pull, pub, _bind_any(pull, host), _bind_any(pub, host)
     except BaseException:
         pull.close(0)
@@ -250,7 +289,8 @@ def proxy_control() -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
     return _inproc_pair("proxy-control", zmq.PAIR, zmq.PAIR)
 
 
-def push_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float) -> zmq.SyncSocket:
+def push_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float,
+                keys: "Keys | None" = None) -> zmq.SyncSocket:
     """A PUSH to a forwarder's PULL: what a publisher sends its events with. It queues once
     connected (no slow joiner on this side); a full queue, or no connection, blocks a send
     ``send_timeout`` s."""
@@ -263,6 +303,7 @@ def push_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float)
         # ports) a send blocks and times out, so the publisher asks where it is now, instead of
         # queueing for an address that nothing will read again.
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        connect_curve(sock, keys)
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
         sock.close(0)
@@ -270,11 +311,12 @@ def push_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float)
     return sock
 
 
-def sub_socket(*, hwm: int, max_bytes: int) -> zmq.SyncSocket:
+def sub_socket(*, hwm: int, max_bytes: int, keys: "Keys | None" = None) -> zmq.SyncSocket:
     """A SUB, connected to nothing yet, subscribed to nothing yet."""
     sock = context().socket(zmq.SUB)
     tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
     sock.setsockopt(zmq.LINGER, 0)
+    connect_curve(sock, keys)
     return sock
 
 

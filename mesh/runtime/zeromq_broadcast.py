@@ -16,11 +16,15 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import zmq
 
 from ..errors import MailboxFull
 from .sockets import forwarder_sockets, proxy_control, push_socket, sub_socket, wake_pair
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .keys import Keys
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
@@ -30,8 +34,9 @@ _POLLIN = int(zmq.POLLIN)
 class ZmqBroadcaster:
     """A PULL and a PUB on free ports of a host, joined by ``zmq.proxy_steerable`` on a thread."""
 
-    def __init__(self, host: str, *, hwm: int, max_bytes: int):
-        self._pull, self._pub, self.in_address, self.out_address = forwarder_sockets(host, hwm=hwm, max_bytes=max_bytes)
+    def __init__(self, host: str, *, hwm: int, max_bytes: int, keys: "Keys | None" = None):
+        self._pull, self._pub, self.in_address, self.out_address = forwarder_sockets(host, hwm=hwm, max_bytes=max_bytes,
+                                                                                     keys=keys)
         self._control, self._terminate = proxy_control()
         self._thread = threading.Thread(target=self._run, name="mesh-broadcast", daemon=True)
         self._thread.start()
@@ -58,9 +63,9 @@ class ZmqBroadcaster:
 class ZmqPublisher:
     """A PUSH to a broadcaster's PULL (one thread's)."""
 
-    def __init__(self, endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float):
+    def __init__(self, endpoint: str, *, hwm: int, max_bytes: int, send_timeout: float, keys: "Keys | None" = None):
         self.endpoint = endpoint
-        self._sock = push_socket(endpoint, hwm=hwm, max_bytes=max_bytes, send_timeout=send_timeout)
+        self._sock = push_socket(endpoint, hwm=hwm, max_bytes=max_bytes, send_timeout=send_timeout, keys=keys)
 
     def publish(self, topic: bytes, frame: bytes) -> None:
         try:
@@ -77,8 +82,8 @@ class ZmqSubscriber:
     """A SUB owned by the thread that receives. Other threads' changes go into a queue and wake
     that thread through an inproc pair, so only it ever touches the SUB."""
 
-    def __init__(self, *, hwm: int, max_bytes: int):
-        self._sub = sub_socket(hwm=hwm, max_bytes=max_bytes)
+    def __init__(self, *, hwm: int, max_bytes: int, keys: "Keys | None" = None):
+        self._sub = sub_socket(hwm=hwm, max_bytes=max_bytes, keys=keys)
         self._wake_in, self._wake_out = wake_pair()
         self._lock = threading.Lock()  # guards the queue and the waking PUSH (used by any thread)
         self._changes: collections.deque[Callable[[], None]] = collections.deque()

@@ -42,7 +42,8 @@ from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from .broadcasts import Broadcasts
 from ..intake import BadFrames
 from ..transport import NOWAIT, AddressError, Listener, NothingYet, Transport
-from ..zeromq import ZMQ
+from ..keys import KeysError
+from ..zeromq import ZMQ, transport_for
 from .constants import (GOSSIP_DIGEST_BYTES, HOUSEKEEPING_S, INTAKE_BURST, INTAKE_BURST_S, INTAKE_CONNECTION_BYTES,
                         INTAKE_FRAMES_MAX, LOOP_S, mesh_home)
 from .escalations import Escalations
@@ -105,6 +106,11 @@ class Node:
 
     def __post_init__(self) -> None:
         self.name = self.spec.name
+        if self.spec.keys and self.transport is ZMQ:
+            try:
+                self.transport = transport_for(self.spec.keys, name=self.name)  # CURVE on every socket
+            except KeysError as exc:
+                raise MeshError(f"node {self.name}: {exc}") from None
         self.address = self.spec.listen
         self.bad = BadFrames(f"node {self.name}")
         self.started = self.clock.time()
@@ -192,6 +198,8 @@ class Node:
         self.kill_switch = KillSwitch(name, directory, self.supervisor, on_event, clock=clock)
         self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
         self.supervisor.lease_left = self.follower.lease_left  # each movable agent's watchdog deadline
+        keys = getattr(self.transport, "keys", None)
+        self.supervisor.agent_keys = keys.source if keys is not None else None
         self.pools = Pools(name, self.leadership, self.replies, self.supervisor, on_event, clock=clock)
         self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor, clock=clock,
                                      publish=self.broadcasts.forwarder.publish,

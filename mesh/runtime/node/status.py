@@ -10,6 +10,7 @@ from ...core.quorum import majority
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import NODE_PREFIX
+from ..zap import refusals
 from .alerts import summary as alert_summary
 from .assignments import assignments, latest_assignment
 from .constants import AGENTS_PREFIX, LEASE_S, REPLACE_AFTER_S
@@ -89,6 +90,7 @@ def status(node: Node) -> dict:
             "uptime_s": round(node.clock.time() - node.started, 3),
             "stopping": node.stop_requested,
             "bad_frames": node.bad.total,
+            "refused": refusals(),  # connections the gate refused (a key not trusted), by peer address
             "answers_dropped": node.intentions.answers_dropped,  # listeners' answers: late, unknown, malformed
         },
         "leader": node.leadership.leader,

@@ -1,0 +1,75 @@
+"""``mesh keys``: make, trust and revoke a mesh's CURVE keys (the layout: :mod:`mesh.runtime.keys`)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+
+from .runtime.keys import KeysError, add_key, init_keys, revoke_key, trusted_names
+
+#: What `mesh up` says when asked to listen beyond loopback without keys.
+KEYS_HINT = ("make keys with `mesh keys init DIR --node NAME` and pass --keys DIR (or [node] keys, $MESH_KEYS), "
+             "or pass --insecure to run it open knowingly")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a tcp://HOST:PORT address listens on loopback only (127.0.0.0/8, ::1, localhost)."""
+    host = address.partition("://")[2].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard (*): may be any interface
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group()
+def keys() -> None:
+    """Make, trust and revoke the keys of a mesh (CURVE on every socket)."""
+
+
+@keys.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="A node's keypair; repeatable.")
+@click.option("--operator", "operators", multiple=True, metavar="NAME",
+              help="An operator's or client's keypair; repeatable.")
+def init(directory: str, nodes: tuple[str, ...], operators: tuple[str, ...]) -> None:
+    """Make DIRECTORY: the mesh's server keypair and a trusted keypair per --node and --operator."""
+    try:
+        written = init_keys(directory, [*nodes, *operators])
+    except (KeysError, OSError) as exc:
+        raise _fail(exc) from None
+    root = Path(directory)
+    click.echo(f"{root}: {len(written)} files written; trusted: {', '.join(trusted_names(root)) or 'nobody'}")
+
+
+@keys.command("add")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("name")
+@click.option("--public", type=click.Path(dir_okay=False, exists=True),
+              help="Trust this public certificate (NAME.key made elsewhere) instead of making a keypair.")
+def add(directory: str, name: str, public: str | None) -> None:
+    """Trust NAME: make its keypair in DIRECTORY/private, or trust the --public certificate given."""
+    try:
+        written = add_key(directory, name, public)
+    except (KeysError, OSError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"{name} trusted ({', '.join(str(p) for p in written)}); running nodes admit it within seconds")
+
+
+@keys.command("revoke")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("name")
+def revoke(directory: str, name: str) -> None:
+    """Stop trusting NAME: running nodes refuse its new connections within seconds."""
+    try:
+        revoke_key(directory, name)
+    except (KeysError, OSError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"{name} revoked; running nodes refuse it within seconds")
