@@ -90,6 +90,7 @@ def status(node: Node) -> dict:
             "uptime_s": round(node.clock.time() - node.started, 3),
             "stopping": node.stop_requested,
             "bad_frames": node.bad.total,
+            "bad_gossip": node.gossip.bad_gossip,  # entries peers sent that their origin may not write (refused)
             "refused": refusals(),  # connections the gate refused (a key not trusted), by peer address
             "answers_dropped": node.intentions.answers_dropped,  # listeners' answers: late, unknown, malformed
         },
