@@ -137,3 +137,102 @@ def test_over_many_seeds_the_honest_members_converge_and_keep_no_forgery():
 
 def test_the_same_seed_gives_the_same_trace_with_a_liar():
     assert _liar_scenario(3)[1].trace_hash() == _liar_scenario(3)[1].trace_hash()
+
+
+# -- a real node --------------------------------------------------------------------------------------
+
+def gossip_as(address: str, origin: str, entries: list[tuple[str, object]], writer: str | None = None) -> None:
+    """What a plain pyzmq script can send: a digest that makes ``origin`` a member (with no address,
+    so it never answers), then a push of its entries, stamped now."""
+    import time
+
+    import zmq
+
+    from mesh import wire
+
+    name = origin.split("@")[0]
+    now = stamp(int(time.time() * 1000))
+    delta = [[origin, 0, len(entries), [[k, v, now, writer or name, i + 1, False] for i, (k, v) in enumerate(entries)]]]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        sock.connect(address)
+        for i, body in enumerate(({"t": "syn", "from": name, "digest": {origin: [1, len(entries), "", False]}},
+                                  {"t": "push", "from": name, "delta": delta})):
+            sock.send(wire.encode(int(wire.Kind.EVENT), i + 1, 0, name, "$gossip", body))
+    finally:
+        sock.close(linger=1000)  # the frames still leave
+
+
+def test_a_forged_directory_entry_in_a_gossip_push_is_refused_and_counted(echo_node):
+    from conftest import wait_until
+
+    node = echo_node
+    client = node.client()
+    wait_until(lambda: client.state.get("$agents/echo"), 10, "echo's directory entry")
+    real = client.state.get("$agents/echo")["endpoint"]
+    # The probe's redirect, in a member's own origin and in a name it does not hold; and a record of another.
+    gossip_as(node.address, "mallory@1", [("$agents/echo", {**client.state.get("$agents/echo"), "endpoint": "tcp://127.0.0.1:9"}),
+                                          ("$node/t", {"voter": False}), ("$node/mallory", {"voter": False})])
+    wait_until(lambda: node.status()["node"]["bad_gossip"] >= 2, 10, "the forged entries counted")
+    wait_until(lambda: client.state.get("$node/mallory") is not None, 10, "mallory's own record kept")
+    assert client.state.get("$agents/echo")["endpoint"] == real
+    assert client.state.get("$node/t")["voter"] is True
+    assert node.client().actor("echo").ask("still here", timeout=5) == "still here"
+    assert "refused gossip from member mallory" in node.log()
+
+
+def test_forged_voters_leave_the_mesh_with_its_leader(start_node):
+    """The probe's case: four made-up members, each with its own record saying voter = true
+    (and one writing records for the others). None ever answers: none becomes a voter."""
+    import time
+
+    from conftest import wait_until
+
+    node = start_node(name="t")
+    wait_until(lambda: node.status()["leader"] == "t", 10, "t to lead")
+    gossip_as(node.address, "ghost@1", [(f"$node/ghost{i}", {"voter": True}) for i in range(4)])
+    for i in range(4):
+        gossip_as(node.address, f"ghost{i}@1", [(f"$node/ghost{i}", {"voter": True, "agents": []})])
+    client = node.client()
+    wait_until(lambda: all(client.state.get(f"$node/ghost{i}") for i in range(4)), 10, "the ghosts' records in view")
+    assert node.status()["node"]["bad_gossip"] >= 4
+    # A leader that counted five voters would step down within its election timeout: watch past it.
+    until = time.monotonic() + 4.0
+    while time.monotonic() < until:
+        st = node.status()
+        assert st["leader"] == "t" and st["election"]["voters"] == ["t"], st["election"]
+        time.sleep(0.2)
+
+
+EVIL_MODULE = '''
+import pathlib
+pathlib.Path(__file__).with_name("imported").write_text("the attacker's code ran")
+
+
+class Evil:
+    pass
+'''
+
+
+def test_an_assignment_for_a_class_no_spec_declared_is_refused_and_never_imported(start_node, tmp_path):
+    """The probe's code execution: a made-up member's record declares an agent pinned to the victim,
+    from a folder the attacker chose; the leader places it there; the victim refuses to import it."""
+    from conftest import wait_until
+    from mesh.spec import agent_to_wire, parse_spec
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "evil_mod.py").write_text(EVIL_MODULE)
+    spec = parse_spec({"node": {"name": "mallory", "path": [str(evil)]},
+                       "agents": [{"name": "evil", "class": "evil_mod:Evil", "node": "t"}]}, base_dir=str(evil))
+    record = {"voter": False, "address": "", "agents": [agent_to_wire(a, spec) for a in spec.agents], "pools": [],
+              "limits": [], "capacity": {"cpu": 8.0, "memory": 1 << 34}, "load": {"cpu": 0.0, "memory": 0},
+              "stopping": False, "broadcast": None}
+    node = start_node(name="t")
+    wait_until(lambda: node.status()["leader"] == "t", 10, "t to lead")
+    gossip_as(node.address, "mallory@1", [("$node/mallory", record)])
+    wait_until(lambda: "refused to run evil" in node.log(), 15, "the assignment of evil refused")
+    assert "no spec in the mesh declares agent 'evil'" in node.log()
+    assert not (evil / "imported").exists()
+    assert node.log().count("refused to run evil") == 1  # once per cause, however often the leader decides
+    assert all(a["name"] != "evil" or a["state"] != "running" for a in node.status()["agents"])

@@ -22,6 +22,12 @@ retrying is what makes it arrive. The member that answers is the seed's (whateve
 it advertises: ``localhost`` and ``127.0.0.1`` are one seed), and the seed is asked again
 only once that member is no longer live.
 
+Who a peer is: the name its envelope claims, unless :attr:`Gossiper.identify` says otherwise.
+Without keys a peer is who it says it is; with keys the transport maps the peer to the name its
+key was issued for. What a member may write once its name is known is decided by the core (the
+owner rules of :mod:`mesh.core.ownership`): entries it may not write are refused, counted in
+:attr:`Gossiper.bad_gossip` (``mesh status``) and logged once per cause.
+
 Addresses come from peers: one that cannot be connected to costs a dropped message
 (counted in :attr:`Gossiper.dropped`), never the node.
 
@@ -84,6 +90,9 @@ class Gossiper:
         self._join_until = self.clock.monotonic() + JOIN_WAIT_S
         self._seed_members: dict[str, str] = {}  # seed address -> the name of the member that answered there
         self.dropped = 0  #: messages not sent: a full queue or an address that cannot be connected to
+        #: The peer's name as gossip should know it: ``identify(claimed name, peer)`` -> name. The default
+        #: believes the claim (no keys); with keys, the name the peer's verified key was issued for.
+        self.identify: Callable[[str, object], str] = lambda claimed, peer: claimed
 
     @property
     def announced(self) -> bool:
@@ -102,8 +111,15 @@ class Gossiper:
 
     # -- time and bytes in --------------------------------------------------------------
 
-    def receive(self, sender: str, body: object) -> None:
-        """Feed one gossip message in. Raises ValueError for a malformed one (nothing changes)."""
+    @property
+    def bad_gossip(self) -> int:
+        """Entries peers sent that their origin may not write (refused: see :mod:`mesh.core.ownership`)."""
+        return self.node.refused_entries
+
+    def receive(self, sender: str, body: object, peer: object = None) -> None:
+        """Feed one gossip message in (``peer``: what the transport knows of who sent it, for
+        :attr:`identify`). Raises ValueError for a malformed one (nothing changes)."""
+        sender = self.identify(sender, peer)
         outputs = self.node.step(sender, body, self.clock.time())
         if not isinstance(body, dict):  # step() has refused it already; this tells the type checker
             return
@@ -171,6 +187,10 @@ class Gossiper:
                 if address:
                     self._send_to(address, out.message)
             elif type(out) is Emit:
+                if out.name == "refused":  # the core reports each cause once
+                    d = out.data
+                    log.warning("refused gossip from member %.130s: %s (%.130s); later ones are counted in"
+                                " bad_gossip", d.get("origin"), d.get("why"), d.get("key"))
                 self.on_event(out)
 
     def _address_of(self, name: str) -> str | None:

@@ -8,7 +8,11 @@
   ``$election`` over the gossiper's per-peer DEALERs (no queueing for a peer that
   is not connected: a lost election message is retried by the protocol itself).
 * Voters are learned from the gossiped ``$node/NAME`` records (``voter = true`` in a
-  node's spec). A learned voter is remembered on disk and counts for the quorum
+  node's spec), which only NAME may write (:mod:`mesh.core.ownership`), and only once
+  this node has heard NAME first hand: NAME's own gossip showed a heartbeat this node
+  sent (a round trip; the gossip's ``seen_by``). A record is easy to forge, a round
+  trip is not: made-up members that never answer can never add voters and leave the
+  mesh without a quorum. A learned voter is remembered on disk and counts for the quorum
   until it leaves with ``mesh down``: a node that dies still counts, so two sides
   of a partition can never both have a majority.
 * A node started with ``--join`` does not stand for election before it knows another
@@ -133,11 +137,12 @@ class Leadership:
             self._learned = True
         voters = set(self.storage.get("voters") or [])
         observers = set()
+        heard = self.gossiper.node.seen_by  # members that answered this node's own gossip
         for name, record in records.items():
             state = states.get(name)
             if state is None or _name_problem(name) is not None:
                 continue  # a made-up member name from the network is never a voter
-            if record.get("voter") is True and state != "left":
+            if record.get("voter") is True and state != "left" and (name in voters or name in heard):
                 voters.add(name)
             elif state in ("alive", "suspect"):
                 observers.add(name)

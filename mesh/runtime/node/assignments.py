@@ -1,11 +1,25 @@
 """Reading the leaders' assignments (``$assign/TERM``) from the shared state: which replica
-runs on which node, as each term's leader decided it."""
+runs on which node, as each term's leader decided it; and whether what one asks this node
+to run was declared.
+
+Declared means: the agent's name, class, import path and folder are those of an agent in this
+node's own spec, or in the ``$node/NAME`` record of a member NAME that this node has heard first
+hand (NAME's own gossip showed a heartbeat this node sent) or that is one of its voters. Only NAME
+writes ``$node/NAME`` (:mod:`mesh.core.ownership`), and a round trip is more than a forged record:
+an assignment, forged or not, cannot make a node import a class from a path nobody declared.
+"""
 
 from __future__ import annotations
 
-from ...spec import NodeSpec
+from collections.abc import Collection
+
+from ...spec import NodeSpec, agent_to_wire
 from ..gossiper import Directory
+from ..leadership import NODE_PREFIX
 from .constants import ASSIGN_PREFIX
+
+#: What an agent's code is: a class, and where its module is imported from.
+_CODE_FIELDS = ("name", "class", "path", "cwd")
 
 
 def assignments(directory: Directory) -> dict[int, dict]:
@@ -35,3 +49,23 @@ def placement_state(directory: Directory, spec: NodeSpec, name: str) -> str | No
         if name == a.name or name in a.instance_names():
             return "waiting"
     return None
+
+
+def _code_of(agent: object) -> tuple | None:
+    return tuple(repr(agent.get(f)) for f in _CODE_FIELDS) if isinstance(agent, dict) else None
+
+
+def undeclared(directory: Directory, spec: NodeSpec, agent: dict, voters: Collection[str]) -> str | None:
+    """Why this node must not run ``agent`` (an agent spec as gossiped), or None if a spec declared
+    it (see the module note)."""
+    code = _code_of(agent)
+    if any(_code_of(agent_to_wire(a, spec)) == code for a in spec.agents):
+        return None
+    heard = directory.heartbeats_seen()
+    for name in sorted(set(heard) | set(voters)):
+        record = directory.get(NODE_PREFIX + name) if name != spec.name else None
+        listed = record.get("agents") if isinstance(record, dict) else None
+        if isinstance(listed, list) and any(_code_of(a) == code for a in listed):
+            return None
+    return (f"no spec in the mesh declares agent {str(agent.get('name'))[:100]!r} with class"
+            f" {str(agent.get('class'))[:200]!r} from {str(agent.get('path'))[:300]}: not started")

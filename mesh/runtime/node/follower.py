@@ -36,7 +36,7 @@ from ...spec import agent_from_wire
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import Leadership
-from .assignments import assignments, latest_assignment
+from .assignments import assignments, latest_assignment, undeclared
 from .constants import ACTED_PREFIX, AGENTS_PREFIX, ASSIGN_PREFIX, LEASE_S
 from .instance import Instance
 from .killswitch import pulled_kill_switch
@@ -192,6 +192,12 @@ class Follower:
             if self._spec_problems.get(replica) != str(exc):
                 self._spec_problems[replica] = str(exc)
                 self.on_event(f"cannot run {replica}: {exc}")
+            return
+        why = undeclared(self.directory, self.supervisor.spec, entry.get("spec"), self.leadership.elector.voters)
+        if why is not None:  # so that no assignment, forged or not, imports code nobody declared
+            if self._spec_problems.get(replica) != why:
+                self._spec_problems[replica] = why
+                self.on_event(f"refused to run {replica} placed by {stamp.replace('@', ' (term ')}): {why}")
             return
         policy = RestartPolicy(agent.restart, agent.max_restarts if agent.max_restarts is not None
                                else DEFAULT_MAX_RESTARTS[agent.restart], agent.restart_window, agent.backoff,
