@@ -2,6 +2,7 @@
 
     python benchmarks/latency.py            # a table
     python benchmarks/latency.py --json     # one JSON object
+    python benchmarks/latency.py --curve    # everything over CURVE (mesh with keys, raw with CURVE keys)
 
 (a) raw pyzmq DEALER->ROUTER ping-pong between two processes, msgpack payload
     {"n": i, "body": "x" * 64};
@@ -10,6 +11,10 @@
 (d) tell throughput: a stream of small messages acknowledged at the end, from an
     actor and from a client, beside raw PUSH->PULL (also acknowledged at the end);
 plus the proportional set size (PSS) of an idle agent process.
+
+With --curve, every socket on both sides speaks CURVE: the node runs with a keys directory made
+for the run (``mesh keys``, so ZAP admits each connection once), the raw sockets with a server
+and a client keypair (no ZAP: it is asked once per connection, never per message).
 
 Targets (same run): ask p50 <= 1.15x raw p50, ask p99 <= 1.5x raw p99,
 tell >= 0.5x raw PUSH->PULL. Figures are printed, never asserted.
@@ -46,9 +51,30 @@ def pct(values: list[int], q: float) -> float:
 # -- raw pyzmq ------------------------------------------------------------------
 
 
-def _raw_router(addr_q) -> None:
+def _serve_curve(sock: zmq.Socket, curve: dict | None) -> None:
+    if curve:
+        sock.curve_server = True
+        sock.curve_secretkey = curve["server_secret"]
+
+
+def _connect_curve(sock: zmq.Socket, curve: dict | None) -> None:
+    if curve:
+        sock.curve_serverkey = curve["server_public"]
+        sock.curve_publickey = curve["client_public"]
+        sock.curve_secretkey = curve["client_secret"]
+
+
+def raw_curve_keys() -> dict:
+    server_public, server_secret = zmq.curve_keypair()
+    client_public, client_secret = zmq.curve_keypair()
+    return {"server_public": server_public, "server_secret": server_secret, "client_public": client_public,
+            "client_secret": client_secret}
+
+
+def _raw_router(addr_q, curve: dict | None = None) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
+    _serve_curve(sock, curve)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     addr_q.put(port)
     unpackb, packb = msgpack.unpackb, msgpack.packb
@@ -63,13 +89,14 @@ def _raw_router(addr_q) -> None:
     ctx.term()
 
 
-def raw_pingpong(warmup: int, n: int) -> list[int]:
+def raw_pingpong(warmup: int, n: int, curve: dict | None = None) -> list[int]:
     q = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=_raw_router, args=(q,), daemon=True)
+    proc = mp.get_context("spawn").Process(target=_raw_router, args=(q, curve), daemon=True)
     proc.start()
     port = q.get(timeout=30)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
+    _connect_curve(sock, curve)
     sock.connect(f"tcp://127.0.0.1:{port}")
     packb, unpackb = msgpack.packb, msgpack.unpackb
     body = {"n": 0, "body": "x" * 64}
@@ -93,11 +120,13 @@ def raw_pingpong(warmup: int, n: int) -> list[int]:
     return times
 
 
-def _raw_pull(port_q, n: int) -> None:
+def _raw_pull(port_q, n: int, curve: dict | None = None) -> None:
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
+    _serve_curve(pull, curve)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     ack = ctx.socket(zmq.PUSH)
+    _serve_curve(ack, curve)
     ack_port = ack.bind_to_random_port("tcp://127.0.0.1")
     port_q.put((port, ack_port))
     unpackb = msgpack.unpackb
@@ -112,15 +141,17 @@ def _raw_pull(port_q, n: int) -> None:
     ctx.term()
 
 
-def raw_push_throughput(n: int) -> float:
+def raw_push_throughput(n: int, curve: dict | None = None) -> float:
     q = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=_raw_pull, args=(q, n), daemon=True)
+    proc = mp.get_context("spawn").Process(target=_raw_pull, args=(q, n, curve), daemon=True)
     proc.start()
     port, ack_port = q.get(timeout=30)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
+    _connect_curve(push, curve)
     push.connect(f"tcp://127.0.0.1:{port}")
     ack = ctx.socket(zmq.PULL)
+    _connect_curve(ack, curve)
     ack.connect(f"tcp://127.0.0.1:{ack_port}")
     packb = msgpack.packb
     elapsed = 0.0
@@ -140,7 +171,7 @@ def raw_push_throughput(n: int) -> float:
 # -- mesh -----------------------------------------------------------------------------
 
 
-def start_node(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_node(tmp: Path, keys: Path | None = None) -> tuple[subprocess.Popen, str]:
     import socket as pysocket
 
     with pysocket.socket() as s:
@@ -152,8 +183,10 @@ def start_node(tmp: Path) -> tuple[subprocess.Popen, str]:
         f'[[agents]]\nname = "{name}"\nclass = "bench_actors:{cls}"\nmailbox = 10000\n\n'
         for name, cls in [("echo", "Echo"), ("pinger", "Pinger"), ("sink", "Sink"), ("streamer", "Streamer")]
     )
-    spec.write_text(f'[node]\nname = "bench"\nlisten = "{address}"\npath = ["{HERE}"]\n\n{agents}')
+    keyed = f'keys = "{keys}"\n' if keys else ""
+    spec.write_text(f'[node]\nname = "bench"\nlisten = "{address}"\npath = ["{HERE}"]\n{keyed}\n{agents}')
     env = dict(os.environ, MESH_HOME=str(tmp / "home"), MESH_NO_LIVE="1", MESH_LOG_LEVEL="WARNING")
+    env.pop("MESH_KEYS", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mesh.cli", "up", str(spec)],
         stdout=subprocess.DEVNULL,
@@ -163,7 +196,7 @@ def start_node(tmp: Path) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with mesh.connect(address, connect_timeout=0.5) as c:
+            with mesh.connect(address, connect_timeout=0.5, keys=_operator(keys)) as c:
                 states = [a["state"] for a in c.status()["agents"]]
                 if states and all(s == "running" for s in states):
                     return proc, address
@@ -174,17 +207,28 @@ def start_node(tmp: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the benchmark node did not start")
 
 
-def run(warmup: int, n: int, stream: int) -> dict:
-    results: dict = {"warmup": warmup, "round_trips": n, "stream_messages": stream}
-    raw = raw_pingpong(warmup, n)
+def _operator(keys: Path | None) -> Path | None:
+    return keys / "private" / "operator.key_secret" if keys else None
+
+
+def run(warmup: int, n: int, stream: int, curve: bool = False) -> dict:
+    results: dict = {"warmup": warmup, "round_trips": n, "stream_messages": stream, "curve": curve}
+    raw_keys = raw_curve_keys() if curve else None
+    raw = raw_pingpong(warmup, n, raw_keys)
     results["raw_rtt_p50_us"] = pct(raw, 50)
     results["raw_rtt_p99_us"] = pct(raw, 99)
-    results["raw_push_msgs_per_s"] = raw_push_throughput(stream)
+    results["raw_push_msgs_per_s"] = raw_push_throughput(stream, raw_keys)
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, address = start_node(Path(tmp))
+        keys = None
+        if curve:
+            from mesh.runtime.keys import init_keys
+
+            keys = Path(tmp) / "keys"
+            init_keys(keys, ["bench", "operator"])
+        proc, address = start_node(Path(tmp), keys)
         try:
-            with mesh.connect(address) as client:
+            with mesh.connect(address, keys=_operator(keys)) as client:
                 st = client.status()
                 pids = {a["name"]: a["pid"] for a in st["agents"]}
                 results["idle_agent_pss_mb"] = psutil.Process(pids["echo"]).memory_full_info().pss / 2**20
@@ -240,6 +284,7 @@ def run(warmup: int, n: int, stream: int) -> dict:
 
 
 def table(r: dict) -> str:
+    over = " (CURVE)" if r.get("curve") else ""
     rows = [
         ("raw pyzmq DEALER->ROUTER rtt", f"p50 {r['raw_rtt_p50_us']:.1f} us", f"p99 {r['raw_rtt_p99_us']:.1f} us", ""),
         ("actor -> actor ask rtt", f"p50 {r['ask_rtt_p50_us']:.1f} us", f"p99 {r['ask_rtt_p99_us']:.1f} us",
@@ -251,6 +296,7 @@ def table(r: dict) -> str:
         ("client -> actor tell stream", f"{r['client_tell_msgs_per_s']:,.0f} msg/s", "", ""),
         ("idle agent PSS", f"{r['idle_agent_pss_mb']:.1f} MB", "", ""),
     ]
+    rows = [(row[0] + over, *row[1:]) for row in rows]
     w = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip() for row in rows]
     lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["targets_met"].items()))
@@ -263,8 +309,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("-n", "--round-trips", type=int, default=5000)
     parser.add_argument("--stream", type=int, default=200_000, help="messages per throughput stream")
+    parser.add_argument("--curve", action="store_true", help="every socket over CURVE, mesh's and raw pyzmq's")
     args = parser.parse_args()
-    r = run(args.warmup, args.round_trips, args.stream)
+    r = run(args.warmup, args.round_trips, args.stream, curve=args.curve)
     print(json.dumps(r) if args.json else table(r))
 
 

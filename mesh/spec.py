@@ -13,7 +13,7 @@ A spec has two parts, both optional::
     stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
     max_message = "4MiB"              # bytes, the largest frame the node accepts
     voter = true                      # takes part in leader elections (default true)
-    keys = "keys"                     # the mesh's keys directory (relative to the spec file):
+    # keys = "keys"                   # the mesh's keys directory (relative to the spec file):
                                       # CURVE on every socket; `mesh keys init` makes it
     election_timeout_min = "1s"       # a follower waits a random time in [min, max]
     election_timeout_max = "2s"       #   without heartbeats before standing for leader

@@ -1,13 +1,12 @@
 """A mesh's key material (CurveZMQ): where it lives, how it is made, what a process loads.
 
 The layout of a keys directory, as ``mesh keys init DIR`` makes it (pyzmq's certificate
-format; every secret file 0600, ``private/`` 0700)::
+format; every secret file 0600, ``private/`` 0700):
 
-    DIR/mesh.key                  the mesh's server public key: every member and client needs it
-    DIR/mesh.key_secret           the mesh's server keypair: nodes and their agents only
-    DIR/private/NAME.key_secret   NAME's keypair (a node, an operator, a client)
-    DIR/private/NAME.key          NAME's public key
-    DIR/trusted/NAME.key          the public keys the mesh admits; a key not here is refused
+- ``DIR/mesh.key``: the mesh's server public key; every member and client needs it;
+- ``DIR/mesh.key_secret``: the mesh's server keypair; nodes and their agents only;
+- ``DIR/private/NAME.key_secret``, ``NAME.key``: NAME's keypair (a node, an operator, a client);
+- ``DIR/trusted/NAME.key``: the public keys the mesh admits; a key not here is refused.
 
 Why one server identity for the whole mesh, not one per node: a CURVE client must know the
 public key of the server it connects to before it connects. With one per mesh, no address
