@@ -193,7 +193,8 @@ class Follower:
                 self._spec_problems[replica] = str(exc)
                 self.on_event(f"cannot run {replica}: {exc}")
             return
-        why = undeclared(self.directory, self.supervisor.spec, entry.get("spec"), self.leadership.elector.voters)
+        wired = entry["spec"]  # a dict: agent_from_wire took it
+        why = undeclared(self.directory, self.supervisor.spec, wired, self.leadership.elector.voters)
         if why is not None:  # so that no assignment, forged or not, imports code nobody declared
             if self._spec_problems.get(replica) != why:
                 self._spec_problems[replica] = why
