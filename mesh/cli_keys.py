@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .runtime.keys import KeysError, add_key, init_keys, revoke_key, trusted_names
+from .runtime.keys import CLIENT, ROLES, KeysError, add_key, init_keys, revoke_key, trusted_names
 
 #: What `mesh up` says when asked to listen beyond loopback without keys.
 KEYS_HINT = ("make keys with `mesh keys init DIR --node NAME` and pass --keys DIR (or [node] keys, $MESH_KEYS), "
@@ -38,11 +38,13 @@ def keys() -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="A node's keypair; repeatable.")
 @click.option("--operator", "operators", multiple=True, metavar="NAME",
-              help="An operator's or client's keypair; repeatable.")
-def init(directory: str, nodes: tuple[str, ...], operators: tuple[str, ...]) -> None:
-    """Make DIRECTORY: the mesh's server keypair and a trusted keypair per --node and --operator."""
+              help="An operator's keypair (may do everything: down, kill, approve); repeatable.")
+@click.option("--client", "clients", multiple=True, metavar="NAME",
+              help="A client's keypair (asks, state, intentions; not down, kill or approve); repeatable.")
+def init(directory: str, nodes: tuple[str, ...], operators: tuple[str, ...], clients: tuple[str, ...]) -> None:
+    """Make DIRECTORY: the mesh's server keypair and a trusted keypair per --node, --operator and --client."""
     try:
-        written = init_keys(directory, [*nodes, *operators])
+        written = init_keys(directory, nodes, operators, clients)
     except (KeysError, OSError) as exc:
         raise _fail(exc) from None
     root = Path(directory)
@@ -54,13 +56,15 @@ def init(directory: str, nodes: tuple[str, ...], operators: tuple[str, ...]) -> 
 @click.argument("name")
 @click.option("--public", type=click.Path(dir_okay=False, exists=True),
               help="Trust this public certificate (NAME.key made elsewhere) instead of making a keypair.")
-def add(directory: str, name: str, public: str | None) -> None:
-    """Trust NAME: make its keypair in DIRECTORY/private, or trust the --public certificate given."""
+@click.option("--role", type=click.Choice(ROLES), default=CLIENT, show_default=True,
+              help="What NAME may do: operator (everything), node (what nodes and agents do), client (the rest).")
+def add(directory: str, name: str, public: str | None, role: str) -> None:
+    """Trust NAME as --role: make its keypair in DIRECTORY/private, or trust the --public certificate given."""
     try:
-        written = add_key(directory, name, public)
+        written = add_key(directory, name, public, role)
     except (KeysError, OSError) as exc:
         raise _fail(exc) from None
-    click.echo(f"{name} trusted ({', '.join(str(p) for p in written)}); running nodes admit it within seconds")
+    click.echo(f"{name} trusted as {role} ({', '.join(str(p) for p in written)}); running nodes admit it within seconds")
 
 
 @keys.command("revoke")

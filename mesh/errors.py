@@ -104,6 +104,11 @@ class UnknownAlert(ActorNotFound):
     (the oldest acknowledged ones go first); ``mesh alerts`` lists those kept."""
 
 
+class Forbidden(MeshError, PermissionError):
+    """The key that sent a request may not do it (a mesh with keys: each trusted key has a role,
+    see ``mesh keys add --role``); the message names the op and the roles that may."""
+
+
 # Errors that travel in FAIL envelopes carry one of these codes; anything else
 # (an exception raised by user code) travels as "remote".
 _CODES: dict[str, type[MeshError]] = {
@@ -120,6 +125,7 @@ _CODES: dict[str, type[MeshError]] = {
     "reserved_key": ReservedKey,
     "unknown_escalation": UnknownEscalation,
     "unknown_alert": UnknownAlert,
+    "forbidden": Forbidden,
 }
 _NAMES: dict[type[BaseException], str] = {cls: code for code, cls in _CODES.items()}
 

@@ -45,7 +45,7 @@ def alive(host, cert) -> int:
 @pytest.fixture
 def keyed_hosts(tmp_path, mesh_home):
     keys = tmp_path / "keys"
-    init_keys(keys, ["a", "b", "c", "alice", "dave"])
+    init_keys(keys, ["a", "b", "c"], operators=["alice"], clients=["dave"])
     stranger = tmp_path / "stranger"
     init_keys(stranger, ["mallory"])
     (stranger / "mesh.key").write_text((keys / "mesh.key").read_text())  # she knows the server key; her own is wrong

@@ -9,10 +9,11 @@ import threading
 import time
 
 import pytest
+import zmq.auth
 
 import mesh
 from conftest import TESTS, env_with, free_port, mesh_command, run_cli, wait_until
-from mesh.runtime.keys import KeysError, add_key, init_keys, load_keys, revoke_key, trusted_names
+from mesh.runtime.keys import KeysError, add_key, init_keys, load_keys, revoke_key, role_of, trusted_names
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,10 +28,11 @@ def test_keys_init_makes_a_trusted_keypair_per_name_whose_secrets_only_the_owner
     k = tmp_path / "k"
     assert mode(k / "mesh.key_secret") == 0o600 and (k / "mesh.key").exists()
     assert mode(k / "private") == 0o700
-    for name in ("a", "b", "alice"):
+    for name, role in (("a", "node"), ("b", "node"), ("alice", "operator")):
         assert mode(k / "private" / f"{name}.key_secret") == 0o600
-        assert (k / "trusted" / f"{name}.key").read_text() == (k / "private" / f"{name}.key").read_text()
-        assert "secret-key" not in (k / "trusted" / f"{name}.key").read_text()
+        trusted = k / "trusted" / f"{name}.key"
+        assert zmq.auth.load_certificate(trusted) == zmq.auth.load_certificate(k / "private" / f"{name}.key")
+        assert "secret-key" not in trusted.read_text() and role_of(trusted) == role
     assert trusted_names(k) == ["a", "alice", "b"]
     keys = load_keys(k, "alice")
     assert keys.name == "alice" and keys.server_secret is not None and keys.trusted == (k / "trusted").resolve()
@@ -96,7 +98,7 @@ def _answers(address: str, **options) -> bool:
 def keyed_pair(tmp_path, start_node):
     """Two nodes with keys on loopback, joined; ``alice`` is a trusted operator."""
     k = tmp_path / "keys"
-    init_keys(k, ["a", "b", "alice"])
+    init_keys(k, ["a", "b"], operators=["alice"])
     extra = f'keys = "{k}"'
     a = start_node('[[agents]]\nname = "relay"\nclass = "actors:Relay"\n', name="a", node_extra=extra, wait=False)
     alice = k / "private" / "alice.key_secret"

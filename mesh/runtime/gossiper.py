@@ -67,6 +67,11 @@ class NameTaken(MeshError):
     """A live member of the mesh holds this node's name."""
 
 
+def by_key(claimed: str, peer: object) -> str:
+    """With keys: a peer is the name its key was issued for (the gate's User-Id), whatever it claims."""
+    return peer if isinstance(peer, str) and peer else claimed
+
+
 class Gossiper:
     def __init__(self, name: str, advertise: str, seeds: list[str], config: GossipConfig | None = None,
                  max_bytes: int = wire.MAX_FRAME_BYTES, on_event: Callable[[Emit], object] | None = None, *,

@@ -11,6 +11,10 @@ when its listing changed (pyzmq's authenticator reads it only when configured), 
 revoked there is refused from the next connection on. A connection already admitted stays
 open until it breaks: ZAP is asked once per connection.
 
+Who is asking: for an admitted key the gate answers ZeroMQ with a User-Id, ``NAME/ROLE`` (the
+name the key was trusted under and its role, :func:`.keys.trusted_identities`), which every
+message of that connection then carries (``zmq.Frame.get("User-Id")``, :func:`caller`).
+
 Refusals: ZeroMQ drops a refused peer silently; the gate counts each refused handshake by the
 peer's address (:func:`refusals`, what ``mesh status`` shows) and logs the first of each
 address once per LOG_EVERY_S.
@@ -28,7 +32,9 @@ from typing import Any
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
+from .keys import CLIENT, ROLES, trusted_identities
 from .sockets import context
 
 #: Seconds between two looks at the trusted directories.
@@ -47,10 +53,18 @@ class _CountingAuthenticator(ThreadAuthenticator):
         self.refused: collections.Counter[str] = collections.Counter()
         self._logged: dict[str, float] = {}
         self._address = "?"
+        self._domain = ""
+        #: domain -> trusted public key (z85) -> (name, role); replaced whole, never changed in place
+        self.identities: dict[str, dict[bytes, tuple[str, str]]] = {}
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+        self._domain = msg[2].decode("utf-8", "replace") if len(msg) > 2 else ""
         await super().handle_zap_message(msg)
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        name, role = self.identities.get(self._domain, {}).get(z85.encode(client_public_key), ("?", CLIENT))
+        return f"{name}/{role}"
 
     def _send_zap_reply(self, request_id: bytes, status_code: bytes, status_text: bytes,
                         user_id: str = "anonymous") -> None:
@@ -80,7 +94,7 @@ class _Gate:
                 self._auth.start()
             if domain not in self._dirs:
                 self._dirs[domain] = (trusted, _listing(trusted))
-                self._auth.configure_curve(domain=domain, location=str(trusted))
+                self._configure(domain, trusted)
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="mesh-keys-watch", daemon=True)
                 self._watcher.start()
@@ -94,8 +108,13 @@ class _Gate:
                     now = _listing(trusted)
                     if now != seen and self._auth is not None:
                         self._dirs[domain] = (trusted, now)
-                        self._auth.configure_curve(domain=domain, location=str(trusted))
+                        self._configure(domain, trusted)
                         log.info("trusted keys in %s changed: now %d", trusted, len(now))
+
+    def _configure(self, domain: str, trusted: Path) -> None:
+        assert self._auth is not None
+        self._auth.identities = {**self._auth.identities, domain: trusted_identities(trusted)}
+        self._auth.configure_curve(domain=domain, location=str(trusted))
 
     def refusals(self) -> dict[str, int]:
         auth = self._auth
@@ -114,6 +133,17 @@ GATE = _Gate()
 
 def admit(trusted: Path) -> str:
     return GATE.admit(trusted)
+
+
+def caller(frame: zmq.Frame) -> tuple[str, str]:
+    """(name, role) of the key that sent ``frame`` (a message received with copy=False on a
+    listener with keys); a frame without a User-Id is a nameless CLIENT."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:  # no such property: not from a CURVE connection behind the gate
+        return "", CLIENT
+    name, _, role = str(user).rpartition("/")
+    return name, role if role in ROLES else CLIENT
 
 
 def refusals() -> dict[str, int]:

@@ -12,6 +12,11 @@ current message, run ``on_stop`` and exit; whatever still runs after the stop ti
 SIGKILLed with its whole process group. If the node itself is SIGKILLed, the agents see their
 parent change (and get the kernel's PDEATHSIG) and exit by themselves.
 
+With keys, the gate (:mod:`..zap`) tells the node whose key sent each request, and its role:
+control ops check the role (:mod:`.ops`), gossip, election and intention envelopes are taken
+from node keys only (others are dropped and counted), and a peer's name is the one its key was
+issued for, whatever its envelope claims. Without keys nothing of this is read.
+
 The node never runs user code in its own process, except to import agent classes when it
 checks the spec before starting anything.
 """
@@ -35,14 +40,15 @@ from ...wire import BODY, KIND, RECIPIENT, SENDER
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
 from ..containment import become_subreaper
-from ..gossiper import GOSSIP_RECIPIENT, Directory, Gossiper
+from ..gossiper import GOSSIP_RECIPIENT, Directory, Gossiper, by_key
 from ..intents import INTENT_RECIPIENT, NodeIntents
 from ..broadcast import NodeBroadcast, host_of
 from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from .broadcasts import Broadcasts
 from ..intake import BadFrames
 from ..transport import NOWAIT, AddressError, Listener, NothingYet, Transport
-from ..keys import KeysError
+from ..keys import NODE, KeysError
+from ..zap import caller
 from ..zeromq import ZMQ, transport_for
 from .constants import (GOSSIP_DIGEST_BYTES, HOUSEKEEPING_S, INTAKE_BURST, INTAKE_BURST_S, INTAKE_CONNECTION_BYTES,
                         INTAKE_FRAMES_MAX, LOOP_S, mesh_home)
@@ -133,6 +139,12 @@ class Node:
             transport=self.transport,
             clock=self.clock,
         )
+        #: With keys, the gate names whose key sent each request: gossip believes the key, not the claim.
+        self.keyed = getattr(self.transport, "keys", None) is not None
+        if self.keyed:
+            self.gossip.identify = by_key
+        #: Gossip, election and intention envelopes dropped because their key's role is not node, by kind.
+        self.peer_refused: dict[str, int] = {}
         self.directory = Directory(self.gossip)
         self._guard_logged: dict[str, float] = {}
         self._next_record = 0.0
@@ -390,26 +402,41 @@ class Node:
             else:
                 self.bad.record(ident, exc, len(frame))
             return
+        peer = role = None
+        if self.keyed:  # only with keys: without, the request path reads no more than it did
+            peer, role = caller(frame)
         for env in envelopes:
             if env[KIND] == _EVENT and env[RECIPIENT] in _PEER_RECIPIENTS:
-                self._from_peer(ident, env)
+                if role is None or role == NODE:
+                    self._from_peer(ident, env, peer)
+                else:
+                    self._refuse_peer(env[RECIPIENT][1:], peer, role)
             elif env[KIND] != _CONTROL or not isinstance(env[BODY], dict) or not isinstance(env[BODY].get("op"), str):
                 self.bad.record(ident, "the node takes only CONTROL envelopes with an 'op'")
             else:
-                self.control.handle(ident, env)
+                self.control.handle(ident, env, role)
 
-    def _from_peer(self, ident: Any, env: list) -> None:
-        """A gossip, election or intention message from another node. The machines ignore or refuse
-        what they cannot read; whatever still fails is counted as a bad frame and logged (rate-limited):
-        nothing a peer sends ends the node."""
+    def _refuse_peer(self, what: str, peer: str | None, role: str) -> None:
+        """A gossip, election or intention envelope from a key that is not a node's: dropped, counted."""
+        first = not self.peer_refused
+        self.peer_refused[what] = self.peer_refused.get(what, 0) + 1
+        if first or REAL_CLOCK.monotonic() - self._guard_logged.get("peer role", -1e9) >= 60.0:
+            self._guard_logged["peer role"] = REAL_CLOCK.monotonic()
+            log.warning("node %s: dropped a %s message from key %r, a %s: only node keys take part (counted"
+                        " in status: peer_refused)", self.name, what, peer, role)
+
+    def _from_peer(self, ident: Any, env: list, peer: str | None = None) -> None:
+        """A gossip, election or intention message from another node (``peer``: the name its key
+        was issued for, with keys). The machines ignore or refuse what they cannot read; whatever
+        still fails is counted as a bad frame and logged (rate-limited): nothing a peer sends ends the node."""
         what = env[RECIPIENT][1:]
         try:
             if env[RECIPIENT] == GOSSIP_RECIPIENT:
-                self.gossip.receive(env[SENDER], env[BODY])
+                self.gossip.receive(env[SENDER], env[BODY], peer)
             elif env[RECIPIENT] == ELECTION_RECIPIENT:
-                self.leadership.receive(env[SENDER], env[BODY])
+                self.leadership.receive(self.gossip.identify(env[SENDER], peer), env[BODY])
             else:
-                self.intentions.receive(env[SENDER], env[BODY])
+                self.intentions.receive(self.gossip.identify(env[SENDER], peer), env[BODY])
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             self.bad.record(ident, f"bad {what} message: {exc}")
         except Exception as exc:

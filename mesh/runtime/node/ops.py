@@ -2,7 +2,10 @@
 checks its request must pass, and the one place a request becomes an answer.
 
 Checks run in the order listed, before the handler; the first that fails decides the error the
-asker gets (a field check: WireError, code ``bad_request``; a leader check: NotLeader). A
+asker gets (a field check: WireError, code ``bad_request``; a leader check: NotLeader). With
+keys, who may call an op comes first: each op names the roles that may (``Op.roles``; the key's
+role, :mod:`mesh.runtime.keys`), and a caller of another role gets Forbidden, counted in
+``Control.forbidden`` (``mesh status``). Without keys there is no role and every op is open. A
 handler reads the checked fields as they are. An op marked ``deferred`` gets the request's
 :class:`~mesh.runtime.node.replies.Waiter` and may return DEFER: it answers later (a pool
 request waiting in line, an intention being decided, an escalation waiting for a person).
@@ -16,9 +19,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
-from ...errors import MeshError, ReservedKey, WireError
+from ...errors import Forbidden, MeshError, ReservedKey, WireError
 from ...topics import check_topic
 from ...wire import BODY, MSG_ID, SENDER
+from ..keys import CLIENT, NODE, OPERATOR
 from .agent_ops import AgentOps
 from .alerts import Alerts
 from .replies import DEFER, Replies, Waiter
@@ -114,11 +118,20 @@ def writable_key(body: dict) -> str:
 # -- the table ---------------------------------------------------------------------------------
 
 
+#: Who may call an op, by the role of the caller's key. Operators only for what stops or overrides
+#: the mesh (a person's decision); what nodes send each other travels as gossip, election and
+#: intention envelopes (node keys only, :meth:`Node._from_peer`), and the control ops that nodes
+#: and agents call (register, heartbeat, acquire, escalate...) are the ones users call too.
+ANYONE = frozenset((OPERATOR, NODE, CLIENT))
+OPERATORS = frozenset((OPERATOR,))
+
+
 @dataclass(frozen=True)
 class Op:
     handler: Callable[..., object]  #: handler(body), or handler(body, waiter) when deferred
     checks: tuple[Check, ...] = ()  #: run in order before the handler
     deferred: bool = False  #: may return DEFER and answer later through the waiter
+    roles: frozenset[str] = ANYONE  #: the roles of keys that may call it (with keys)
 
 
 def _ping(node: Node, body: dict) -> dict:
@@ -146,7 +159,7 @@ def control_ops(node: Node) -> dict[str, Op]:
         # the node itself
         "ping": Op(partial(_ping, node)),
         "status": Op(partial(_status, node)),
-        "down": Op(partial(_down, node)),
+        "down": Op(partial(_down, node), roles=OPERATORS),
         "leader": Op(partial(leader_info, node)),
         "logs": Op(supervisor.read_log, (Text("name"),)),
         # the registry and the directory
@@ -177,16 +190,16 @@ def control_ops(node: Node) -> dict[str, Op]:
         "intent_listeners": Op(intentions.listeners),
         "intents": Op(intentions.listing),
         "intent_escalate": Op(escalations.escalate, (escalations.require_leader, Text("id")), deferred=True),
-        "intent_decide": Op(escalations.decide, (Text("id"),)),
+        "intent_decide": Op(escalations.decide, (Text("id"),), roles=OPERATORS),
         # the kill switch
-        "kill": Op(node.kill_switch.op_kill),
+        "kill": Op(node.kill_switch.op_kill, roles=OPERATORS),
         # a person stops or restarts one agent; alerts that wait for a person
-        "agent_stop": Op(agent_ops.stop, (Text("name"), Seconds("grace"))),
-        "agent_restart": Op(agent_ops.restart, (Text("name"), Seconds("grace"))),
+        "agent_stop": Op(agent_ops.stop, (Text("name"), Seconds("grace")), roles=OPERATORS),
+        "agent_restart": Op(agent_ops.restart, (Text("name"), Seconds("grace")), roles=OPERATORS),
         "agent_info": Op(agent_ops.info, (Text("name"),)),
         "alert": Op(alerts.raise_alert, (Text("reason"),)),
         "alerts": Op(alerts.listing),
-        "alert_ack": Op(alerts.acknowledge, (Text("id"),)),
+        "alert_ack": Op(alerts.acknowledge, (Text("id"),), roles=OPERATORS),
     }
 
 
@@ -197,9 +210,12 @@ class Control:
         self.name = name
         self.ops = ops
         self.replies = replies
+        #: Requests refused because the caller's role may not call the op, by op (with keys).
+        self.forbidden: dict[str, int] = {}
 
-    def handle(self, ident: bytes, env: list) -> None:
-        """``env``: a CONTROL envelope whose body is a dict with a string ``op``."""
+    def handle(self, ident: bytes, env: list, role: str | None = None) -> None:
+        """``env``: a CONTROL envelope whose body is a dict with a string ``op``; ``role``: the
+        role of the caller's key (None without keys: every op is open)."""
         body = env[BODY]
         name = body["op"]
         waiter = Waiter(ident, env[MSG_ID], env[SENDER])
@@ -207,6 +223,10 @@ class Control:
         try:
             if op is None:
                 raise WireError(f"unknown op {name!r:.40}")
+            if role is not None and role not in op.roles:
+                self.forbidden[name] = self.forbidden.get(name, 0) + 1
+                raise Forbidden(f"{name} needs a key whose role is {' or '.join(sorted(op.roles))};"
+                                f" this key is a {role} (mesh keys add DIR NAME --role ...)")
             for check in op.checks:
                 check(body)
             result = op.handler(body, waiter) if op.deferred else op.handler(body)

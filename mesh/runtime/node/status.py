@@ -92,6 +92,9 @@ def status(node: Node) -> dict:
             "bad_frames": node.bad.total,
             "bad_gossip": node.gossip.bad_gossip,  # entries peers sent that their origin may not write (refused)
             "refused": refusals(),  # connections the gate refused (a key not trusted), by peer address
+            # with keys: requests refused for the caller's role, by op; peer envelopes from non-node keys, by kind
+            "forbidden": dict(node.control.forbidden),
+            "peer_refused": dict(node.peer_refused),
             "answers_dropped": node.intentions.answers_dropped,  # listeners' answers: late, unknown, malformed
         },
         "leader": node.leadership.leader,
