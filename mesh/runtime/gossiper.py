@@ -23,10 +23,12 @@ it advertises: ``localhost`` and ``127.0.0.1`` are one seed), and the seed is as
 only once that member is no longer live.
 
 Who a peer is: the name its envelope claims, unless :attr:`Gossiper.identify` says otherwise.
-Without keys a peer is who it says it is; with keys the transport maps the peer to the name its
-key was issued for. What a member may write once its name is known is decided by the core (the
-owner rules of :mod:`mesh.core.ownership`): entries it may not write are refused, counted in
-:attr:`Gossiper.bad_gossip` (``mesh status``) and logged once per cause.
+Without keys a peer is who it says it is; with keys the node maps the peer to the name its key
+was issued for (:func:`by_key`), and a message whose claim is not that name is an impostor's:
+refused whole, its entries counted in :attr:`Gossiper.bad_gossip`. What a member may write once
+its name is known is decided by the core (the owner rules of :mod:`mesh.core.ownership`):
+entries it may not write are refused, counted in :attr:`Gossiper.bad_gossip` (``mesh status``)
+and logged once per cause.
 
 Addresses come from peers: one that cannot be connected to costs a dropped message
 (counted in :attr:`Gossiper.dropped`), never the node.
@@ -98,6 +100,8 @@ class Gossiper:
         #: The peer's name as gossip should know it: ``identify(claimed name, peer)`` -> name. The default
         #: believes the claim (no keys); with keys, the name the peer's verified key was issued for.
         self.identify: Callable[[str, object], str] = lambda claimed, peer: claimed
+        self.impostor_entries = 0  #: entries in messages whose claimed sender is not who sent them (with keys)
+        self._impostors_logged: set[tuple[str, str]] = set()
 
     @property
     def announced(self) -> bool:
@@ -118,13 +122,17 @@ class Gossiper:
 
     @property
     def bad_gossip(self) -> int:
-        """Entries peers sent that their origin may not write (refused: see :mod:`mesh.core.ownership`)."""
-        return self.node.refused_entries
+        """Entries peers sent that their origin may not write (refused: see :mod:`mesh.core.ownership`),
+        and, with keys, entries in messages whose sender claimed a name not its key's."""
+        return self.node.refused_entries + self.impostor_entries
 
     def receive(self, sender: str, body: object, peer: object = None) -> None:
         """Feed one gossip message in (``peer``: what the transport knows of who sent it, for
         :attr:`identify`). Raises ValueError for a malformed one (nothing changes)."""
-        sender = self.identify(sender, peer)
+        verified = self.identify(sender, peer)
+        if verified != sender:
+            self._refuse_impostor(sender, verified, body)
+            return
         outputs = self.node.step(sender, body, self.clock.time())
         if not isinstance(body, dict):  # step() has refused it already; this tells the type checker
             return
@@ -197,6 +205,20 @@ class Gossiper:
                     log.warning("refused gossip from member %.130s: %s (%.130s); later ones are counted in"
                                 " bad_gossip", d.get("origin"), d.get("why"), d.get("key"))
                 self.on_event(out)
+
+    def _refuse_impostor(self, claimed: str, verified: str, body: object) -> None:
+        """A message from ``verified``'s key claiming to come from ``claimed``: none of it is believed."""
+        entries = 0
+        delta = body.get("delta") if isinstance(body, dict) else None
+        for part in delta if isinstance(delta, list) else ():
+            if isinstance(part, list) and len(part) == 4 and isinstance(part[3], list):
+                entries += len(part[3])
+        self.impostor_entries += max(1, entries)
+        cause = (str(claimed)[:130], verified)
+        if cause not in self._impostors_logged and len(self._impostors_logged) < 64:
+            self._impostors_logged.add(cause)
+            log.warning("refused gossip from the key of %.130s claiming to be %.130s; later ones are counted in"
+                        " bad_gossip", verified, claimed)
 
     def _address_of(self, name: str) -> str | None:
         o = self.node.current_of(name)

@@ -117,6 +117,11 @@ class Node:
                 self.transport = transport_for(self.spec.keys, name=self.name)  # CURVE on every socket
             except KeysError as exc:
                 raise MeshError(f"node {self.name}: {exc}") from None
+        keys = getattr(self.transport, "keys", None)
+        if keys is not None and keys.name != self.name:
+            raise MeshError(f"node {self.name}: its keypair is {keys.name}'s ({keys.source}); with keys a node is the"
+                            f" name its key was issued for: give it {self.name}'s keypair (mesh keys init DIR --node"
+                            f" {self.name})")
         self.address = self.spec.listen
         self.bad = BadFrames(f"node {self.name}")
         self.started = self.clock.time()
@@ -140,7 +145,7 @@ class Node:
             clock=self.clock,
         )
         #: With keys, the gate names whose key sent each request: gossip believes the key, not the claim.
-        self.keyed = getattr(self.transport, "keys", None) is not None
+        self.keyed = keys is not None
         if self.keyed:
             self.gossip.identify = by_key
         #: Gossip, election and intention envelopes dropped because their key's role is not node, by kind.
