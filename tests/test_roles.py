@@ -78,6 +78,17 @@ def test_keys_carry_their_role_and_a_key_added_without_one_is_a_client(tmp_path)
     assert res.returncode != 0 and "king" in res.stderr
 
 
+def test_a_node_given_another_names_keypair_refuses_to_start(tmp_path):
+    from mesh.runtime.node.daemon import Node
+    from mesh.runtime.zeromq import ZmqTransport
+    from mesh.spec import NodeSpec
+
+    init_keys(tmp_path / "k", ["a", "b"])
+    spec = NodeSpec(file="<spec>", base_dir=str(tmp_path), name="a", listen="tcp://127.0.0.1:1")
+    with pytest.raises(mesh.MeshError, match="keypair is b's"):
+        Node(spec, transport=ZmqTransport(keys=load_keys(tmp_path / "k", "b")))
+
+
 def test_a_client_key_asks_and_writes_user_state_but_cannot_stop_kill_or_decide(keyed):
     k, a = keyed
     with mesh.connect(a.address, keys=_key(k, "carol")) as carol:
