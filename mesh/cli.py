@@ -278,6 +278,10 @@ def render_status(status: dict[str, Any]) -> str:
     refused = n.get("refused") or {}
     if refused:
         lines.append("refused (key not trusted): " + ", ".join(f"{a} x{c}" for a, c in sorted(refused.items())))
+    for label, counts in (("forbidden (role may not)", n.get("forbidden")),
+                          ("peer_refused (not a node key)", n.get("peer_refused"))):
+        if counts:
+            lines.append(f"{label}: " + ", ".join(f"{what} x{c}" for what, c in sorted(counts.items())))
     held = [i for i in status.get("intents") or [] if i.get("state") == "held"]
     pending = [i for i in status.get("intents") or [] if i.get("state") != "held"]
     escalations = status.get("escalations") or []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .runtime.keys import CLIENT, ROLES, KeysError, add_key, init_keys, revoke_key, trusted_names
+from .runtime.keys import CLIENT, NODE, ROLES, KeysError, add_key, init_keys, revoke_key, trusted_names
 
 #: What `mesh up` says when asked to listen beyond loopback without keys.
 KEYS_HINT = ("make keys with `mesh keys init DIR --node NAME` and pass --keys DIR (or [node] keys, $MESH_KEYS), "
@@ -36,15 +36,20 @@ def keys() -> None:
 
 @keys.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--node", "nodes", multiple=True, metavar="NAME", help="A node's keypair; repeatable.")
+@click.option("--node", "nodes", multiple=True, metavar="NAME",
+              help="A node's keypair, which may vote for the leader; repeatable.")
+@click.option("--non-voter", "non_voters", multiple=True, metavar="NAME",
+              help="A node's keypair that may not vote (its spec's voter = true is not counted); repeatable.")
 @click.option("--operator", "operators", multiple=True, metavar="NAME",
               help="An operator's keypair (may do everything: down, kill, approve); repeatable.")
 @click.option("--client", "clients", multiple=True, metavar="NAME",
               help="A client's keypair (asks, state, intentions; not down, kill or approve); repeatable.")
-def init(directory: str, nodes: tuple[str, ...], operators: tuple[str, ...], clients: tuple[str, ...]) -> None:
-    """Make DIRECTORY: the mesh's server keypair and a trusted keypair per --node, --operator and --client."""
+def init(directory: str, nodes: tuple[str, ...], non_voters: tuple[str, ...], operators: tuple[str, ...],
+         clients: tuple[str, ...]) -> None:
+    """Make DIRECTORY: the mesh's server keypair and a trusted keypair per --node, --non-voter, --operator
+    and --client."""
     try:
-        written = init_keys(directory, nodes, operators, clients)
+        written = init_keys(directory, nodes, operators, clients, non_voters)
     except (KeysError, OSError) as exc:
         raise _fail(exc) from None
     root = Path(directory)
@@ -58,13 +63,18 @@ def init(directory: str, nodes: tuple[str, ...], operators: tuple[str, ...], cli
               help="Trust this public certificate (NAME.key made elsewhere) instead of making a keypair.")
 @click.option("--role", type=click.Choice(ROLES), default=CLIENT, show_default=True,
               help="What NAME may do: operator (everything), node (what nodes and agents do), client (the rest).")
-def add(directory: str, name: str, public: str | None, role: str) -> None:
+@click.option("--voter/--no-voter", default=False, show_default=True,
+              help="With --role node: whether NAME may vote for the leader.")
+def add(directory: str, name: str, public: str | None, role: str, voter: bool) -> None:
     """Trust NAME as --role: make its keypair in DIRECTORY/private, or trust the --public certificate given."""
+    if voter and role != NODE:
+        raise click.UsageError("--voter is for --role node: only nodes vote")
     try:
-        written = add_key(directory, name, public, role)
+        written = add_key(directory, name, public, role, voter)
     except (KeysError, OSError) as exc:
         raise _fail(exc) from None
-    click.echo(f"{name} trusted as {role} ({', '.join(str(p) for p in written)}); running nodes admit it within seconds")
+    as_what = f"{role}, voter" if role == NODE and voter else role
+    click.echo(f"{name} trusted as {as_what} ({', '.join(str(p) for p in written)}); running nodes admit it within seconds")
 
 
 @keys.command("revoke")

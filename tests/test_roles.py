@@ -13,7 +13,7 @@ import mesh
 from conftest import env_with, run_cli, wait_until
 from mesh import wire
 from mesh.core.hlc import make as stamp
-from mesh.runtime.keys import add_key, init_keys, load_keys, role_of
+from mesh.runtime.keys import add_key, init_keys, load_keys, role_of, voter_of
 from mesh.runtime.sockets import connect_curve
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,6 +78,46 @@ def test_keys_carry_their_role_and_a_key_added_without_one_is_a_client(tmp_path)
     assert res.returncode != 0 and "king" in res.stderr
 
 
+def test_node_keys_vote_when_init_makes_them_or_add_says_so_and_no_other_key_votes(tmp_path):
+    k = tmp_path / "k"
+    init_keys(k, ["n1"], operators=["op"], non_voters=["n2"])
+    add_key(k, "n3", role="node")
+    add_key(k, "n4", role="node", voter=True)
+    assert {n: voter_of(k / "trusted" / f"{n}.key") for n in ("n1", "n2", "n3", "n4", "op")} == {
+        "n1": True, "n2": False, "n3": False, "n4": True, "op": False}
+    res = run_cli("keys", "add", str(k), "n3", "--role", "node", "--voter")
+    assert res.returncode == 0 and "as node, voter" in res.stdout, res.stderr
+    assert voter_of(k / "trusted" / "n3.key")
+    res = run_cli("keys", "add", str(k), "c", "--voter")
+    assert res.returncode != 0 and "--role node" in res.stderr
+    res = run_cli("keys", "init", str(k), "--non-voter", "n5")
+    assert res.returncode == 0 and not voter_of(k / "trusted" / "n5.key"), res.stderr
+
+
+def test_a_node_whose_key_does_not_say_voter_is_not_counted_as_one_though_its_spec_claims_it(tmp_path, start_node):
+    k = tmp_path / "keys"
+    init_keys(k, ["a", "b"], operators=["alice"])
+    add_key(k, "c", role="node")  # trusted, but without the voter flag
+    extra = f'keys = "{k}"\nvoter = true'
+    alice = _key(k, "alice")
+    a = start_node("", name="a", node_extra=extra, wait=False)
+    wait_until(lambda: _answers(a.address, alice), 20, "node a to answer alice")
+    others = [start_node("", name=n, node_extra=extra, wait=False, args=("--join", a.address)) for n in ("b", "c")]
+    nodes = [a, *others]
+    for node in others:
+        wait_until(lambda node=node: _answers(node.address, alice), 20, "the node to answer alice")
+    for node in nodes:
+        node.client(keys=alice)
+    wait_until(lambda: all(sorted(m["name"] for m in n.status()["members"] if m["state"] == "alive") == ["a", "b", "c"]
+                           for n in nodes), 30, "the three nodes to meet")
+    wait_until(lambda: all(n.status()["election"]["voters"] == ["a", "b"] for n in nodes), 20,
+               "voters a and b everywhere, c not")
+    wait_until(lambda: all(n.status()["leader"] in ("a", "b") for n in nodes)
+               and len({n.status()["leader"] for n in nodes}) == 1, 30, "one leader, a voter")
+    assert "c claims voter = true but its trusted key does not let it vote" in a.log()
+    assert a.log().count("c claims voter = true") == 1
+
+
 def test_a_node_given_another_names_keypair_refuses_to_start(tmp_path):
     from mesh.runtime.node.daemon import Node
     from mesh.runtime.zeromq import ZmqTransport
@@ -109,6 +149,9 @@ def test_a_client_key_asks_and_writes_user_state_but_cannot_stop_kill_or_decide(
     assert res.returncode != 0 and "operator" in res.stderr, (res.stdout, res.stderr)
     st = a.status()
     assert st["node"]["forbidden"] == {"down": 2, "kill": 1, "agent_stop": 1, "intent_decide": 1}
+    res = run_cli("status", "--node", a.address, env=env_with(MESH_KEYS=str(_key(k, "alice"))))
+    assert res.returncode == 0, res.stderr
+    assert "forbidden (role may not): agent_stop x1, down x2, intent_decide x1, kill x1" in res.stdout
     assert a.proc.poll() is None
     # A node's key used as a client is no operator either.
     with mesh.connect(a.address, keys=_key(k, "b")) as b:
@@ -158,6 +201,8 @@ def test_gossip_and_election_envelopes_from_a_client_key_are_dropped_and_counted
     finally:
         sock.close()
     wait_until(lambda: a.status()["node"]["peer_refused"] == {"gossip": 2, "election": 1}, 10, "the envelopes counted")
+    res = run_cli("status", "--node", a.address, env=env_with(MESH_KEYS=str(_key(k, "alice"))))
+    assert "peer_refused (not a node key): election x1, gossip x2" in res.stdout, (res.stdout, res.stderr)
     assert a.client_once().state.get("user/from-carol-gossip") is None
     assert "carol" not in {m["name"] for m in a.status()["members"]}
     assert a.status()["leader"] in (None, "a")

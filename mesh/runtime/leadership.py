@@ -61,6 +61,9 @@ class Leadership:
         self.gossiper = gossiper
         self.on_event = on_event
         self.joined = not seeded
+        #: With keys, whether NAME's trusted key lets it vote (the daemon's hook); None: the records' word.
+        self.may_vote: Callable[[str], bool] | None = None
+        self._unvouched: set[str] = set()  # claims already logged, so each is logged once
         self._learned = False  # learn() ran since the gossip announced this node
         self.storage = self._load()
         voters = {v for v in self.storage.get("voters") or [] if isinstance(v, str) and _name_problem(v) is None}
@@ -142,7 +145,11 @@ class Leadership:
             state = states.get(name)
             if state is None or _name_problem(name) is not None:
                 continue  # a made-up member name from the network is never a voter
-            if record.get("voter") is True and state != "left" and (name in voters or name in heard):
+            claims = record.get("voter") is True
+            if claims and not self._vouched(name):
+                voters.discard(name)
+                claims = False
+            if claims and state != "left" and (name in voters or name in heard):
                 voters.add(name)
             elif state in ("alive", "suspect"):
                 observers.add(name)
@@ -150,8 +157,10 @@ class Leadership:
             if state == "left" and name != self.name:
                 voters.discard(name)
                 observers.discard(name)
-        if self.voter:
+        if self.voter and self._vouched(self.name):
             voters.add(self.name)
+        else:
+            voters.discard(self.name)
         wanted = sorted(voters)
         if wanted != self.elector.voters or sorted(observers) != self.elector.observers:
             if wanted != self.elector.voters:
@@ -159,6 +168,17 @@ class Leadership:
             self.storage["voters"] = wanted
             self.elector.set_voters(wanted, sorted(observers), self.clock.monotonic())
             self._apply([])
+
+    def _vouched(self, name: str) -> bool:
+        """Whether NAME's key lets it vote (always, without keys); a claim it does not back is logged once."""
+        if self.may_vote is None or self.may_vote(name):
+            self._unvouched.discard(name)
+            return True
+        if name not in self._unvouched:
+            self._unvouched.add(name)
+            log.warning("node %s: %s claims voter = true but its trusted key does not let it vote: not counted"
+                        " (mesh keys add DIR %s --role node --voter)", self.name, name, name)
+        return False
 
     def transfer(self) -> None:
         """Hand leadership over before a graceful stop."""

@@ -47,7 +47,7 @@ from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from .broadcasts import Broadcasts
 from ..intake import BadFrames
 from ..transport import NOWAIT, AddressError, Listener, NothingYet, Transport
-from ..keys import NODE, KeysError
+from ..keys import NODE, KeysError, voter_check
 from ..zap import caller
 from ..zeromq import ZMQ, transport_for
 from .constants import (GOSSIP_DIGEST_BYTES, HOUSEKEEPING_S, INTAKE_BURST, INTAKE_BURST_S, INTAKE_CONNECTION_BYTES,
@@ -184,6 +184,9 @@ class Node:
         except RuntimeError as exc:
             router.close(0)
             raise MeshError(str(exc)) from None
+        keys = getattr(self.transport, "keys", None)
+        if keys is not None and keys.trusted is not None:
+            self.leadership.may_vote = voter_check(keys.trusted)  # with keys, a vote is the key's to give
         self.router = router
         try:
             forwarder = NodeBroadcast(self.name, self.transport, self.address, self.advertise or self.connect_address,
