@@ -4,7 +4,8 @@ Each section runs its agents by its pattern, on the patterns of :mod:`mesh.patte
 
 * ``sequential``: a :class:`~mesh.patterns.Pipeline` of the section's agents, in the order
   written; each agent sees what the ones before it answered;
-* ``parallel``: a :class:`~mesh.patterns.Burst` of the section's agents (``limit`` in flight);
+* ``parallel``: a :class:`~mesh.patterns.Burst` of the section's agents (``limit`` in flight), each
+  seeing the answers of the sections before (never its siblings', whatever order they run in);
 * ``parallel with resource management``: the same burst, each part inside a lease of the
   section's pool, asked for in priority order (:mod:`mesh.orchestra.line`).
 
@@ -139,7 +140,9 @@ class Conductor:
             assert section.pool is not None  # the spec gives every such section its pool
             line = PriorityLine(self.mesh, section.pool, section.units, order, self.orchestra.max_wait, self.stopped)
         threads = concurrent.futures.ThreadPoolExecutor(len(order), f"orchestra-{section.name}")
-        parts = _PartsMesh(self, section, outcomes, corr, line, threads)
+        with self._lock:
+            frozen = copy.deepcopy(self._results)
+        parts = _PartsMesh(self, section, outcomes, corr, line, threads, frozen)
         longest = max(section.timeout_of(a) for a in order) + self.orchestra.max_wait + 3 * CONTROL_TIMEOUT_S
         burst = Burst(parts, order, limit=section.limit or len(order), timeout=longest)
         try:
@@ -154,9 +157,12 @@ class Conductor:
 
     # -- what the parts tell -------------------------------------------------------------------
 
-    def context(self, section: Section, agent: str) -> dict[str, Any]:
+    def context(self, section: Section, agent: str, frozen: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What ``agent`` is asked with: the answers so far, or ``frozen`` (a parallel section's parts
+        all see the sections before it as they stood when it began, never one another, whatever
+        order they happen to run in)."""
         with self._lock:
-            results = copy.deepcopy(self._results)
+            results = copy.deepcopy(self._results if frozen is None else frozen)
         return {"orchestra": self.orchestra.name, "run": self.bus.run, "section": section.name, "agent": agent,
                 "input": dict(self.orchestra.input), "results": results}
 
@@ -206,8 +212,10 @@ class _PartsMesh:
     """The mesh a section's pattern sees: asking agent X runs X's part (see the module note)."""
 
     def __init__(self, conductor: Conductor, section: Section, outcomes: list[Outcome], corr: str,
-                 line: PriorityLine | None = None, threads: concurrent.futures.Executor | None = None) -> None:
+                 line: PriorityLine | None = None, threads: concurrent.futures.Executor | None = None,
+                 frozen: dict[str, Any] | None = None) -> None:
         self.conductor = conductor
+        self.frozen = frozen  # a parallel section's view of the answers so far (see Conductor.context)
         self.section = section
         self.outcomes = {o.agent: o for o in outcomes}
         self.corr = corr
@@ -220,7 +228,7 @@ class _PartsMesh:
     def run_part(self, agent: str) -> Outcome:
         conductor, section = self.conductor, self.section
         return conductor.parts.run(self.outcomes[agent], section.timeout_of(agent),
-                                   lambda: conductor.context(section, agent), self.corr, self.line)
+                                   lambda: conductor.context(section, agent, self.frozen), self.corr, self.line)
 
 
 class _Part:
