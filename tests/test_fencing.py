@@ -120,6 +120,19 @@ def test_a_node_alone_or_without_voters_always_holds_its_lease():
     assert Lease("n1").check([], {}, 1e9).holds
 
 
+def test_an_agents_watchdog_gets_a_deadline_whenever_other_voters_exist_even_if_the_lease_cannot_lapse():
+    # Two voters: n1's silence cannot let n2 form a majority, so the lease cannot lapse ...
+    until = Lease("n1").check(["n1", "n2"], {"n2": 0.0}, 100.0).until
+    assert until == float("inf")
+    # ... but a third voter may join before n1 (paused) tells its agents: they get now + lease.
+    assert fencing.watchdog_until(until, 100.0, ["n1", "n2"], "n1") == 100.0 + fencing.LEASE_S
+    assert fencing.watchdog_until(until, 100.0, ["n1", "n2"], "n1", lease=4.0) == 104.0
+    # A finite lease is handed on as it is; the sole voter (or no voters) gives no deadline.
+    assert fencing.watchdog_until(42.0, 100.0, ["n1", "n2", "n3"], "n1") == 42.0
+    assert fencing.watchdog_until(float("inf"), 100.0, ["n1"], "n1") == float("inf")
+    assert fencing.watchdog_until(float("inf"), 100.0, [], "n1") == float("inf")
+
+
 def test_a_leader_may_decide_only_with_a_majority_in_touch():
     lease = Lease("n1")
     four = ["n1", "n2", "n3", "n4"]

@@ -19,7 +19,8 @@ The rules, each a function or a small machine here (time in, decisions out):
    lapses, every replica a leader placed here and could place elsewhere stops, with
    ``FENCE_GRACE_S`` before it is killed. Each agent is also given the lease's ``until``
    and stops *itself* at that time unless its node renews it (the watchdog): a paused or
-   hung node daemon cannot stop its agents.
+   hung node daemon cannot stop its agents. A lease that cannot lapse still gives agents a
+   deadline while other voters exist (:func:`watchdog_until`): the voter list may grow.
 3. The leader decides only while a majority of voters is in touch with it
    (:meth:`Lease.may_decide`).
 4. The leader places a node's replicas elsewhere without draining them only once it has
@@ -435,6 +436,24 @@ class Follower:
 
 
 # -- the leader's side --------------------------------------------------------------------------
+
+
+def watchdog_until(until: float, now: float, voters: Collection[str], name: str, lease: float = LEASE_S) -> float:
+    """The deadline a movable agent's watchdog gets (rule 2) when its node hands out the lease's
+    ``until`` at ``now``.
+
+    A lease that cannot lapse (``until`` is inf: this node's silence could not let the other
+    voters form a majority) still gives the agent ``now + lease`` when other voters exist: the
+    voter list can grow (a voter joins, another node's view catches up), and from then on the
+    others may form a majority without this node. A node paused before it tells its agents their
+    new, finite deadline would otherwise leave them running with none while a leader places them
+    elsewhere. A running node renews the deadline at every heartbeat, so it costs nothing but a
+    stop and a restart when the node itself is paused or hung. Only a node that is the sole voter
+    gives its agents no deadline (inf).
+    """
+    if until != float("inf") or not any(v != name for v in voters):
+        return until
+    return now + lease
 
 
 def may_replace(last_heard: float, now: float, config: FenceConfig = DEFAULT) -> bool:

@@ -66,7 +66,7 @@ from ..core.conductor import conduct
 from ..core.effects import Effect, Emit, Send
 from ..core.election import LEADER, ElectionConfig, Elector
 from ..core.fencing import DEFAULT as FENCE
-from ..core.fencing import FenceConfig, Follower, Handoff, HeartbeatLedger, carry_out, may_replace
+from ..core.fencing import FenceConfig, Follower, Handoff, HeartbeatLedger, carry_out, may_replace, watchdog_until
 from . import Network, Simulation
 
 #: The runtime's timings: the rules depend on their ratios, so the simulation keeps them.
@@ -352,13 +352,14 @@ class PlacementNode:
             start = tuple(carry_out(orders.accepted, self.name, self.instances)[1])
             acted = (e.term, orders.accepted["seq"])
         check = orders.check
+        until = watchdog_until(check.until, now, e.voters, self.name, self.follower.lease.config.lease)
         for proc in self.instances.values():
-            procs.renew(proc, check.until, now, check.grace)
+            procs.renew(proc, until, now, check.grace)
         for r in orders.stop:
             if not self.instances[r].stopping:
                 procs.stop(self.instances[r], now, check.grace if orders.fenced else STOP_S)
         for r in start:
-            self.instances[r] = procs.start(self.name, r, now, check.until)
+            self.instances[r] = procs.start(self.name, r, now, until)
         self._publish(acted or self.record.acted)
         out: list[Effect] = [Emit("refused", {"term": x.term, "seq": x.seq}) for x in orders.refusals]
         if check.lapsed:

@@ -164,12 +164,14 @@ class Follower:
             self.acted = orders.acted
 
     def lease_left(self) -> float | None:
-        """Seconds until this node's lease lapses unless renewed (None: it cannot lapse, or the node
-        is stopping and stops its agents itself): what each agent a leader could move elsewhere is
-        given for its watchdog."""
-        if self.lease_until == float("inf") or self.supervisor.stopping:
+        """Seconds until this node's lease lapses unless renewed (None: it cannot lapse and this node
+        is the sole voter, or the node is stopping and stops its agents itself): what each agent a
+        leader could move elsewhere is given for its watchdog (:func:`mesh.core.fencing.watchdog_until`)."""
+        if self.supervisor.stopping:
             return None
-        return self.lease_until - self.clock.monotonic()
+        now = self.clock.monotonic()
+        until = fencing.watchdog_until(self.lease_until, now, self.leadership.elector.voters, self.name)
+        return None if until == float("inf") else until - now
 
     def runs(self) -> list[str]:
         """The replicas a leader placed here that run, or may run again, here (stopping ones too)."""
