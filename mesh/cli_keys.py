@@ -62,7 +62,8 @@ def init(directory: str, nodes: tuple[str, ...], non_voters: tuple[str, ...], op
 @click.option("--public", type=click.Path(dir_okay=False, exists=True),
               help="Trust this public certificate (NAME.key made elsewhere) instead of making a keypair.")
 @click.option("--role", type=click.Choice(ROLES), default=CLIENT, show_default=True,
-              help="What NAME may do: operator (everything), node (what nodes and agents do), client (the rest).")
+              help="What NAME may do: operator (everything), node (what nodes do; also makes NAME+agents, the key "
+                   "its agents get), agent (what a node's agents do), client (the rest).")
 @click.option("--voter/--no-voter", default=False, show_default=True,
               help="With --role node: whether NAME may vote for the leader.")
 def add(directory: str, name: str, public: str | None, role: str, voter: bool) -> None:

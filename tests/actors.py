@@ -224,6 +224,23 @@ class WhoAmI(mesh.Actor):
         return {"name": os.environ.get("MESH_AGENT_NAME"), "pid": os.getpid(), "node": os.environ.get("MESH_NODE")}
 
 
+class KeyProbe(mesh.Actor):
+    """Answers with whose keypair its node handed it, and what a request to stop the node got."""
+
+    def on_message(self, message):
+        from mesh.runtime.keys import load_keys
+
+        found = {"key": load_keys(os.environ["MESH_KEYS"]).name}
+        with mesh.connect(os.environ["MESH_NODE"]) as client:  # with the same keypair ($MESH_KEYS)
+            client.state.set("user/by-agent", message)
+            try:
+                client.down()
+                found["down"] = "done"
+            except mesh.Forbidden as exc:
+                found["down"] = str(exc)
+        return found
+
+
 class MemoryHog(mesh.Actor):
     """Allocates ``step_mb`` every ``every`` seconds (100 MB/s by default), writing its own PSS and
     the time to ``journal`` before each step."""

@@ -33,7 +33,11 @@ def test_keys_init_makes_a_trusted_keypair_per_name_whose_secrets_only_the_owner
         trusted = k / "trusted" / f"{name}.key"
         assert zmq.auth.load_certificate(trusted) == zmq.auth.load_certificate(k / "private" / f"{name}.key")
         assert "secret-key" not in trusted.read_text() and role_of(trusted) == role
-    assert trusted_names(k) == ["a", "alice", "b"]
+    # Each node's agents get a keypair of their own, role agent (never the node's powers).
+    for node in ("a", "b"):
+        assert mode(k / "private" / f"{node}+agents.key_secret") == 0o600
+        assert role_of(k / "trusted" / f"{node}+agents.key") == "agent"
+    assert trusted_names(k) == ["a", "a+agents", "alice", "b", "b+agents"]
     keys = load_keys(k, "alice")
     assert keys.name == "alice" and keys.server_secret is not None and keys.trusted == (k / "trusted").resolve()
     assert keys.secret.decode() not in repr(keys) and keys.server_secret.decode() not in repr(keys)  # not in logs
@@ -51,7 +55,15 @@ def test_keys_add_makes_or_trusts_a_key_and_revoke_untrusts_it(tmp_path):
     assert "carol" in trusted_names(k) and not (k / "private" / "carol.key_secret").exists()
     res = run_cli("keys", "revoke", str(k), "bob")
     assert res.returncode == 0, res.stderr
-    assert trusted_names(k) == ["a", "carol"]
+    assert trusted_names(k) == ["a", "a+agents", "carol"]
+    # A node key added here brings its agents' key; revoking the node revokes its agents too.
+    res = run_cli("keys", "add", str(k), "n2", "--role", "node")
+    assert res.returncode == 0, res.stderr
+    assert role_of(k / "trusted" / "n2+agents.key") == "agent"
+    assert run_cli("keys", "revoke", str(k), "n2").returncode == 0
+    assert trusted_names(k) == ["a", "a+agents", "carol"]
+    with pytest.raises(KeysError):
+        add_key(k, "x+y")  # only a node's agents' key may carry a +
     res = run_cli("keys", "revoke", str(k), "bob")
     assert res.returncode == 1 and "not trusted" in res.stderr and len(res.stderr.splitlines()) == 1
     with pytest.raises(KeysError):

@@ -1,4 +1,4 @@
-"""Who may do what (issue 15): each trusted key has a role (operator, node, client) that the gate
+"""Who may do what (issue 15): each trusted key has a role (operator, node, agent, client) that the gate
 tells the node; operators alone stop, kill and decide, clients ask and write user state, only node
 keys gossip, elect and vote, and a node key is the name it was issued for, whatever it claims."""
 
@@ -127,6 +127,44 @@ def test_a_node_given_another_names_keypair_refuses_to_start(tmp_path):
     spec = NodeSpec(file="<spec>", base_dir=str(tmp_path), name="a", listen="tcp://127.0.0.1:1")
     with pytest.raises(mesh.MeshError, match="keypair is b's"):
         Node(spec, transport=ZmqTransport(keys=load_keys(tmp_path / "k", "b")))
+
+
+def test_a_nodes_agents_get_a_key_of_their_own_whose_role_is_agent_not_node(tmp_path, start_node):
+    k = tmp_path / "keys"
+    init_keys(k, ["a"], operators=["alice"])
+    a = start_node('[[agents]]\nname = "probe"\nclass = "actors:KeyProbe"\n', name="a", node_extra=f'keys = "{k}"',
+                   wait=False)
+    wait_until(lambda: _answers(a.address, _key(k, "alice")), 20, "node a to answer alice")
+    a.client(keys=_key(k, "alice"))
+    a.wait_running("probe")
+    found = a.client_once().actor("probe").ask("hello", timeout=10)
+    assert found["key"] == "a+agents"  # not the node's own keypair
+    assert "down needs a key whose role is operator" in found["down"]
+    assert a.client_once().state.get("user/by-agent") == "hello"  # what a client may, an agent may
+    # What only nodes send, an agent's key may not: its gossip and election messages are dropped.
+    sock = _raw_dealer(a.address, _key(k, "a+agents"))
+    try:
+        _gossip(sock, "a+agents", [("user/from-agent-gossip", 1)])
+        sock.send(wire.encode(int(wire.Kind.EVENT), 3, 0, "a", "$election", {"t": "vote", "term": 99}))
+    finally:
+        sock.close()
+    wait_until(lambda: a.status()["node"]["peer_refused"] == {"gossip": 2, "election": 1}, 10, "the envelopes counted")
+    assert a.client_once().state.get("user/from-agent-gossip") is None
+    assert a.status()["node"]["forbidden"] == {"down": 1}
+    assert a.proc.poll() is None
+
+
+def test_a_node_without_an_agents_keypair_hands_its_own_and_says_so(tmp_path, start_node):
+    k = tmp_path / "keys"
+    init_keys(k, ["a"], operators=["alice"])
+    (k / "private" / "a+agents.key_secret").unlink()  # as for a node key made elsewhere, trusted by --public
+    a = start_node('[[agents]]\nname = "probe"\nclass = "actors:KeyProbe"\n', name="a", node_extra=f'keys = "{k}"',
+                   wait=False)
+    wait_until(lambda: _answers(a.address, _key(k, "alice")), 20, "node a to answer alice")
+    a.client(keys=_key(k, "alice"))
+    a.wait_running("probe")
+    assert a.client_once().actor("probe").ask("x", timeout=10)["key"] == "a"
+    assert "this node's agents get its own keypair (role node)" in a.log()
 
 
 def test_a_client_key_asks_and_writes_user_state_but_cannot_stop_kill_or_decide(keyed):

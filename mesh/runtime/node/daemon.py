@@ -47,7 +47,7 @@ from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
 from .broadcasts import Broadcasts
 from ..intake import BadFrames
 from ..transport import NOWAIT, AddressError, Listener, NothingYet, Transport
-from ..keys import NODE, KeysError, voter_check
+from ..keys import NODE, KeysError, agents_keys, voter_check
 from ..zap import caller
 from ..zeromq import ZMQ, transport_for
 from .constants import (GOSSIP_DIGEST_BYTES, HOUSEKEEPING_S, INTAKE_BURST, INTAKE_BURST_S, INTAKE_CONNECTION_BYTES,
@@ -219,7 +219,10 @@ class Node:
         self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
         self.supervisor.lease_left = self.follower.lease_left  # each movable agent's watchdog deadline
         keys = getattr(self.transport, "keys", None)
-        self.supervisor.agent_keys = keys.source if keys is not None else None
+        self.supervisor.agent_keys = agents_keys(keys) if keys is not None else None
+        if keys is not None and self.supervisor.agent_keys == keys.source:
+            on_event(f"no {keys.name}+agents keypair beside {keys.source}: this node's agents get its own keypair"
+                     " (role node); `mesh keys add DIR NAME+agents --role agent` makes theirs")
         self.pools = Pools(name, self.leadership, self.replies, self.supervisor, on_event, clock=clock)
         self.intentions = Intentions(name, self.intents, directory, self.replies, self.supervisor, clock=clock,
                                      publish=self.broadcasts.forwarder.publish,

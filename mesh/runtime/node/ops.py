@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable
 from ...errors import Forbidden, MeshError, ReservedKey, WireError
 from ...topics import check_topic
 from ...wire import BODY, MSG_ID, SENDER
-from ..keys import CLIENT, NODE, OPERATOR
+from ..keys import AGENT, CLIENT, NODE, OPERATOR
 from .agent_ops import AgentOps
 from .alerts import Alerts
 from .replies import DEFER, Replies, Waiter
@@ -122,7 +122,7 @@ def writable_key(body: dict) -> str:
 #: the mesh (a person's decision); what nodes send each other travels as gossip, election and
 #: intention envelopes (node keys only, :meth:`Node._from_peer`), and the control ops that nodes
 #: and agents call (register, heartbeat, acquire, escalate...) are the ones users call too.
-ANYONE = frozenset((OPERATOR, NODE, CLIENT))
+ANYONE = frozenset((OPERATOR, NODE, AGENT, CLIENT))
 OPERATORS = frozenset((OPERATOR,))
 
 

@@ -58,7 +58,7 @@ class Supervisor:
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
         self.lease_left: Callable[[], float | None] = lambda: None
-        #: The node's secret certificate (set by the node when it has keys): agents get its path,
+        #: The agents' secret certificate (set by the node when it has keys): agents get its path,
         #: never the secret itself, so nothing secret is on a command line or in an environment.
         self.agent_keys: Path | None = None
 
@@ -132,7 +132,7 @@ class Supervisor:
         )
         env.pop("MESH_KEY_NAME", None)
         if self.agent_keys is not None:
-            env["MESH_KEYS"] = str(self.agent_keys)  # a path to the node's own 0600 file
+            env["MESH_KEYS"] = str(self.agent_keys)  # a path to a 0600 file: the agents' keypair, or the node's
         else:
             env.pop("MESH_KEYS", None)  # the node speaks plain ZeroMQ: so must its agents
         lease = self.lease_of(inst)
