@@ -129,40 +129,48 @@ def test_a_node_given_another_names_keypair_refuses_to_start(tmp_path):
         Node(spec, transport=ZmqTransport(keys=load_keys(tmp_path / "k", "b")))
 
 
-def test_a_nodes_agents_get_a_key_of_their_own_whose_role_is_agent_not_node(tmp_path, start_node):
+def _gossip_and_vote(node, cert, claimed: str, key: str) -> None:
+    """Gossip ``key`` and send an election message with ``cert``'s keypair, claiming to be
+    ``claimed``; wait until ``node`` has counted both as refused (not a node key)."""
+    sock = _raw_dealer(node.address, cert)
+    try:
+        _gossip(sock, claimed, [(key, 1)])
+        sock.send(wire.encode(int(wire.Kind.EVENT), 3, 0, claimed, "$election", {"t": "vote", "term": 99}))
+    finally:
+        sock.close()
+    wait_until(lambda: node.status()["node"]["peer_refused"] == {"gossip": 2, "election": 1}, 10, "the envelopes counted")
+
+
+def _probe_node(tmp_path, start_node, agents_key: bool = True):
+    """Node ``a`` with keys (``alice`` its operator) running a KeyProbe; without ``agents_key``, its
+    agents' keypair is gone (as for a node key made elsewhere, trusted by --public)."""
     k = tmp_path / "keys"
     init_keys(k, ["a"], operators=["alice"])
+    if not agents_key:
+        (k / "private" / "a+agents.key_secret").unlink()
     a = start_node('[[agents]]\nname = "probe"\nclass = "actors:KeyProbe"\n', name="a", node_extra=f'keys = "{k}"',
                    wait=False)
     wait_until(lambda: _answers(a.address, _key(k, "alice")), 20, "node a to answer alice")
     a.client(keys=_key(k, "alice"))
     a.wait_running("probe")
+    return k, a
+
+
+def test_a_nodes_agents_get_a_key_of_their_own_whose_role_is_agent_not_node(tmp_path, start_node):
+    k, a = _probe_node(tmp_path, start_node)
     found = a.client_once().actor("probe").ask("hello", timeout=10)
     assert found["key"] == "a+agents"  # not the node's own keypair
     assert "down needs a key whose role is operator" in found["down"]
     assert a.client_once().state.get("user/by-agent") == "hello"  # what a client may, an agent may
     # What only nodes send, an agent's key may not: its gossip and election messages are dropped.
-    sock = _raw_dealer(a.address, _key(k, "a+agents"))
-    try:
-        _gossip(sock, "a+agents", [("user/from-agent-gossip", 1)])
-        sock.send(wire.encode(int(wire.Kind.EVENT), 3, 0, "a", "$election", {"t": "vote", "term": 99}))
-    finally:
-        sock.close()
-    wait_until(lambda: a.status()["node"]["peer_refused"] == {"gossip": 2, "election": 1}, 10, "the envelopes counted")
+    _gossip_and_vote(a, _key(k, "a+agents"), "a+agents", "user/from-agent-gossip")
     assert a.client_once().state.get("user/from-agent-gossip") is None
     assert a.status()["node"]["forbidden"] == {"down": 1}
     assert a.proc.poll() is None
 
 
 def test_a_node_without_an_agents_keypair_hands_its_own_and_says_so(tmp_path, start_node):
-    k = tmp_path / "keys"
-    init_keys(k, ["a"], operators=["alice"])
-    (k / "private" / "a+agents.key_secret").unlink()  # as for a node key made elsewhere, trusted by --public
-    a = start_node('[[agents]]\nname = "probe"\nclass = "actors:KeyProbe"\n', name="a", node_extra=f'keys = "{k}"',
-                   wait=False)
-    wait_until(lambda: _answers(a.address, _key(k, "alice")), 20, "node a to answer alice")
-    a.client(keys=_key(k, "alice"))
-    a.wait_running("probe")
+    k, a = _probe_node(tmp_path, start_node, agents_key=False)
     assert a.client_once().actor("probe").ask("x", timeout=10)["key"] == "a"
     assert "this node's agents get its own keypair (role node)" in a.log()
 
@@ -232,13 +240,7 @@ def test_a_node_key_claiming_another_name_in_gossip_has_its_entries_refused(keye
 
 def test_gossip_and_election_envelopes_from_a_client_key_are_dropped_and_counted(keyed):
     k, a = keyed
-    sock = _raw_dealer(a.address, _key(k, "carol"))
-    try:
-        _gossip(sock, "carol", [("user/from-carol-gossip", 1)])
-        sock.send(wire.encode(int(wire.Kind.EVENT), 3, 0, "carol", "$election", {"t": "vote", "term": 99}))
-    finally:
-        sock.close()
-    wait_until(lambda: a.status()["node"]["peer_refused"] == {"gossip": 2, "election": 1}, 10, "the envelopes counted")
+    _gossip_and_vote(a, _key(k, "carol"), "carol", "user/from-carol-gossip")
     res = run_cli("status", "--node", a.address, env=env_with(MESH_KEYS=str(_key(k, "alice"))))
     assert "peer_refused (not a node key): election x1, gossip x2" in res.stdout, (res.stdout, res.stderr)
     assert a.client_once().state.get("user/from-carol-gossip") is None
