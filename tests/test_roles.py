@@ -116,6 +116,8 @@ def test_a_node_whose_key_does_not_say_voter_is_not_counted_as_one_though_its_sp
                and len({n.status()["leader"] for n in nodes}) == 1, 30, "one leader, a voter")
     assert "c claims voter = true but its trusted key does not let it vote" in a.log()
     assert a.log().count("c claims voter = true") == 1
+    # Nor does c answer intention votes: its key says no, whatever its spec says.
+    assert [n.status()["node"]["votes_intentions"] for n in nodes] == [True, True, False]
 
 
 def test_a_node_given_another_names_keypair_refuses_to_start(tmp_path):

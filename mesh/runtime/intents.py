@@ -189,9 +189,16 @@ class NodeIntents:
         self._saved = json.dumps(self.storage, sort_keys=True)
         now = self.clock.monotonic()
         self.voter = IntentionVoter(name, self.storage, now) if voter else None
+        #: Whether this node may vote now, its spec aside (with keys: its trusted key's voter flag).
+        self.may_vote: Callable[[], bool] = lambda: True
         self.voters = sorted(voters)
         self.proposer = _proposer(name, self.voters, now)
         self.events: list[Emit] = []
+
+    @property
+    def votes(self) -> bool:
+        """Whether this node answers intention votes: its spec says voter and (with keys) its key does."""
+        return self.voter is not None and self.may_vote()
 
     def set_voters(self, voters: list[str]) -> None:
         voters = sorted(voters)
@@ -247,7 +254,8 @@ class NodeIntents:
             return  # untrusted: anything malformed is ignored
         kind = body.get("t")
         now = self.clock.monotonic()
-        if kind in VOTER_KINDS and self.voter is not None:
+        if kind in VOTER_KINDS and self.votes:
+            assert self.voter is not None
             self._apply(self.voter.step(sender, body, now))
         elif kind in PROPOSER_KINDS and self.proposer is not None:
             self._apply(self.proposer.step(sender, body, now))

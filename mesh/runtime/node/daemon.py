@@ -202,6 +202,9 @@ class Node:
                                        self.leadership.elector.voters, clock=self.clock)
         except (RuntimeError, ValueError) as exc:
             raise MeshError(f"cannot start the intentions of node {self.name}: {exc}") from None
+        may_vote = self.leadership.may_vote
+        if may_vote is not None:  # with keys, intention votes too are the key's to give
+            self.intents.may_vote = partial(may_vote, self.name)
         self._assemble()
         self.registry.broadcast = forwarder.out_address
         self._bound = True

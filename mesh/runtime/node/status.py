@@ -96,6 +96,7 @@ def status(node: Node) -> dict:
             "forbidden": dict(node.control.forbidden),
             "peer_refused": dict(node.peer_refused),
             "answers_dropped": node.intentions.answers_dropped,  # listeners' answers: late, unknown, malformed
+            "votes_intentions": node.intents.votes,  # its spec says voter and (with keys) its key does
         },
         "leader": node.leadership.leader,
         "term": node.leadership.term,
