@@ -133,6 +133,19 @@ def test_an_agents_watchdog_gets_a_deadline_whenever_other_voters_exist_even_if_
     assert fencing.watchdog_until(float("inf"), 100.0, [], "n1") == float("inf")
 
 
+def test_an_agents_deadline_is_renewed_only_if_the_lease_held_through_it():
+    lease = Lease("n1")
+    three = ["n1", "n2", "n3"]
+    assert lease.check(three, {"n2": 10.0}, 10.5).holds and lease.since == 10.5
+    assert fencing.renews(lease.since, 11.0)  # held since 10.5, through the deadline 11.0
+    assert not fencing.renews(lease.since, 10.0)  # it began to hold after the deadline 10.0
+    assert not lease.check(three, {"n2": 10.0}, 12.0).holds  # lapsed at 11.5 ...
+    assert not fencing.renews(lease.since, 11.0) and not fencing.renews(lease.since, None)
+    assert lease.check(three, {"n2": 12.5}, 13.0).holds  # ... and holds again from 13.0:
+    assert not fencing.renews(lease.since, 11.0)  # an agent whose deadline was 11.0 must stop
+    assert fencing.renews(lease.since, 13.2) and fencing.renews(lease.since, None)
+
+
 def test_a_leader_may_decide_only_with_a_majority_in_touch():
     lease = Lease("n1")
     four = ["n1", "n2", "n3", "n4"]

@@ -20,7 +20,9 @@ The rules, each a function or a small machine here (time in, decisions out):
    ``FENCE_GRACE_S`` before it is killed. Each agent is also given the lease's ``until``
    and stops *itself* at that time unless its node renews it (the watchdog): a paused or
    hung node daemon cannot stop its agents. A lease that cannot lapse still gives agents a
-   deadline while other voters exist (:func:`watchdog_until`): the voter list may grow.
+   deadline while other voters exist (:func:`watchdog_until`): the voter list may grow. A
+   deadline is renewed only if the lease held through it (:func:`renews`): an agent that
+   missed it before running any of its code (a slow start) asks, and runs only then.
 3. The leader decides only while a majority of voters is in touch with it
    (:meth:`Lease.may_decide`).
 4. The leader places a node's replicas elsewhere without draining them only once it has
@@ -454,6 +456,19 @@ def watchdog_until(until: float, now: float, voters: Collection[str], name: str,
     if until != float("inf") or not any(v != name for v in voters):
         return until
     return now + lease
+
+
+def renews(since: float, deadline: float | None) -> bool:
+    """Whether a node whose lease has held since ``since`` (inf: it does not hold now) may give an
+    agent whose watchdog deadline is ``deadline`` a new one (rule 2).
+
+    Only if the lease held without a break through that deadline: then no leader could place the
+    agent elsewhere meanwhile, and an agent that missed its deadline without having stopped (it
+    was slow to start on a loaded machine, and had run none of its own code yet) may run on. A
+    lease that lapsed since, even if it holds again, gives nothing: the agent must stop. With no
+    deadline (None), whether the lease holds now.
+    """
+    return since <= deadline if deadline is not None else since != float("inf")
 
 
 def may_replace(last_heard: float, now: float, config: FenceConfig = DEFAULT) -> bool:

@@ -43,6 +43,9 @@ def main() -> None:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
     )
+    from .nodelink import confirm_first_lease
+
+    confirm_first_lease(name, os.environ["MESH_NODE"])  # a slow start past its deadline runs nothing
     cls = load_class(os.environ["MESH_AGENT_CLASS"], os.environ.get("MESH_AGENT_PATH", "").split(os.pathsep))
     config = json.loads(os.environ.get("MESH_AGENT_CONFIG") or "{}")
     actor = cls(**config)

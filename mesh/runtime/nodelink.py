@@ -14,7 +14,10 @@ answer (``lease_s``, counted from when the heartbeat was sent): when the node's 
 unless renewed. If the deadline passes without a renewal (the node is paused, hung, or cut off
 and too slow to stop it), the agent stops itself: a graceful stop, cut short after
 ``FENCE_GRACE_S``, and the exit status ``LEASE_EXIT``, which tells its node to start it again at
-once if the lease holds by then. Heartbeats come sooner while the deadline is near.
+once if the lease holds by then. Heartbeats come sooner while the deadline is near, and wait
+for their answer no later than it. An agent whose first deadline came while it was starting asks
+its node before running any of its own code (:func:`confirm_first_lease`): the node renews a
+deadline only if its lease held through it (:func:`mesh.core.fencing.renews`).
 
 Between heartbeats the thread waits on the actor's cancel listener rather than sleeping, so a
 cancel (an asker whose ask timed out, :mod:`.cancels`) reaches the handler at once.
@@ -161,8 +164,11 @@ class NodeLink:
             if now - last_beat < HEARTBEAT_S and not near:
                 continue
             last_beat = now
+            # With a deadline, no later answer than it: the watchdog must fire on time.
+            timeout = 2.0 if self.lease_until is None else min(2.0, max(0.05, self.lease_until - now))
             try:
-                beat = rpc.heartbeat(server.client, server.name, server.endpoint, server.handled, server.bad.total)
+                beat = rpc.heartbeat(server.client, server.name, server.endpoint, server.handled, server.bad.total,
+                                     timeout=timeout, until=self.lease_until)
             except MeshError:
                 continue
             if not beat.get("known", True) and not server.supervised and not server.stopping.is_set():
@@ -198,6 +204,33 @@ class NodeLink:
         from .containment import end_own_tree
 
         end_own_tree()
+
+
+def confirm_first_lease(name: str, node: str) -> None:
+    """Before an agent its node started runs any of its own code: if its first deadline
+    (``MESH_LEASE_UNTIL``) has come, or nearly, ask the node for a new one, given only if the
+    node's lease held through it (the agent took long to start: a loaded machine). Exits with
+    LEASE_EXIT (start me again if the lease holds) when the node gives none or does not answer."""
+    until = _first_lease()
+    now = time.monotonic()
+    if until is None or until - now >= HEARTBEAT_S + 0.25:
+        return
+    from .client import Client
+
+    try:
+        with Client(node) as client:
+            beat = rpc.lease(client, name, os.getpid(), until)
+    except MeshError as exc:
+        beat = rpc.Beat(lease_s=0.0)
+        log.warning("%s: its node did not answer about its lease: %s", name, exc)
+    lease = beat.get("lease_s")
+    if lease is None:
+        os.environ.pop(LEASE_UNTIL_ENV, None)  # no deadline needed (any more)
+    elif lease > 0:
+        os.environ[LEASE_UNTIL_ENV] = repr(now + float(lease))
+    else:
+        log.warning("%s: its lease ran out before it started (a leader may run it elsewhere); not starting", name)
+        raise SystemExit(LEASE_EXIT)
 
 
 def _first_lease() -> float | None:

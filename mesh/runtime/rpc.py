@@ -256,11 +256,19 @@ def unregister(client: "Client", name: str, endpoint: str | None, timeout: float
 
 
 def heartbeat(client: "Client", name: str, endpoint: str | None, messages: int, bad_frames: int,
-              timeout: float = 2.0) -> Beat:
-    """Report a served actor alive: whether the node knows it, and the agent's lease if it has one."""
+              timeout: float = 2.0, until: float | None = None) -> Beat:
+    """Report a served actor alive: whether the node knows it, and the agent's lease if it has one
+    (``until``: its current deadline, which the node's lease must have held through)."""
     answer = _node(client, "heartbeat", timeout, name=name, endpoint=endpoint, messages=messages,
-                   bad_frames=bad_frames)
+                   bad_frames=bad_frames, until=until)
     return cast(Beat, answer) if isinstance(answer, dict) else Beat()
+
+
+def lease(client: "Client", name: str, pid: int, until: float, timeout: float = 5.0) -> Beat:
+    """Ask the node that started this agent for a new deadline before its actor runs (``until``: the
+    one it was given)."""
+    answer = _node(client, "lease", timeout, name=name, pid=pid, until=until)
+    return cast(Beat, answer) if isinstance(answer, dict) else Beat(lease_s=0.0)
 
 
 # -- the shared state -----------------------------------------------------------------------

@@ -166,6 +166,7 @@ def control_ops(node: Node) -> dict[str, Op]:
         "register": Op(registry.register, (Text("name"), Text("endpoint"), Integer("pid"))),
         "unregister": Op(registry.unregister, (Text("name"),)),
         "heartbeat": Op(registry.heartbeat, (Text("name"), Integer("messages"))),
+        "lease": Op(registry.lease, (Text("name"), Integer("pid"))),
         "resolve": Op(registry.resolve, (Text("name"),)),
         "group": Op(registry.group, (Text("name"),)),
         # the shared state and topics

@@ -98,7 +98,17 @@ class Registry:
         inst.last_heard = self.clock.monotonic()
         inst.messages = body["messages"]
         inst.bad_frames = int(body.get("bad_frames") or 0)
-        lease = self.supervisor.lease_of(inst)
+        lease = self.supervisor.lease_of(inst, _deadline(body))
+        return {"known": True} if lease is None else {"known": True, "lease_s": max(0.0, lease)}
+
+    def lease(self, body: dict) -> dict:
+        """An agent this node started, whose first deadline came (or nearly) before it could run its
+        actor, asks for a new one: ``lease_s`` (0.0: stop; absent: none needed), given only if the
+        lease held through the deadline it was given (``until``)."""
+        inst = self.instances.get(body["name"])
+        if inst is None or inst.pid != body["pid"]:
+            return {"known": False, "lease_s": 0.0}
+        lease = self.supervisor.lease_of(inst, _deadline(body))
         return {"known": True} if lease is None else {"known": True, "lease_s": max(0.0, lease)}
 
     def resolve(self, body: dict) -> dict:
@@ -229,3 +239,9 @@ class Registry:
         if record != self._record:
             self._record = record
             self.directory.write(NODE_PREFIX + self.name, record, system=True)
+
+
+def _deadline(body: dict) -> float | None:
+    """The deadline an agent says it holds (``until``, monotonic seconds), if it says one."""
+    until = body.get("until")
+    return float(until) if isinstance(until, (int, float)) and not isinstance(until, bool) else None
