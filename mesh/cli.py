@@ -144,8 +144,10 @@ def main() -> None:
               help="The mesh's keys (mesh keys init): CURVE on every socket (default: [node] keys, else $MESH_KEYS).")
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without keys, knowingly: anyone who can reach "
                                                "the port can do anything.")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics and the live dashboard (/) over HTTP here (overrides [node] metrics).")
 def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, ...], advertise: str | None,
-       log_level: str, keys_dir: str | None, insecure: bool) -> None:
+       log_level: str, keys_dir: str | None, insecure: bool, metrics: str | None) -> None:
     """Run a node in the foreground with the agents of SPEC (default: the bundled demo)."""
     from .runtime.node import Node
     from .runtime.gossiper import NameTaken
@@ -164,6 +166,8 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
             overrides["listen"] = node_address(listen)
         if name:
             overrides["name"] = name
+        if metrics:
+            overrides["metrics"] = metrics
         if listen and not name and node_spec.name == default_node_name(node_spec.listen):
             overrides["name"] = default_node_name(overrides["listen"])  # unnamed: HOST-PORT of where it listens
         if overrides:

@@ -15,6 +15,8 @@ A spec has two parts, both optional::
     voter = true                      # takes part in leader elections (default true)
     # keys = "keys"                   # the mesh's keys directory (relative to the spec file):
                                       # CURVE on every socket; `mesh keys init` makes it
+    # metrics = "127.0.0.1:9464"      # HTTP: Prometheus /metrics and the live dashboard (/);
+                                      # off unless set
     election_timeout_min = "1s"       # a follower waits a random time in [min, max]
     election_timeout_max = "2s"       #   without heartbeats before standing for leader
     heartbeat = "100ms"               # the leader's heartbeat interval
@@ -131,7 +133,8 @@ _SIZE_UNITS = {
 }
 
 _NODE_KEYS = ("name", "listen", "path", "wave_size", "wave_timeout", "stop_timeout", "max_message", "voter",
-              "election_timeout_min", "election_timeout_max", "heartbeat", "capacity", "keys")
+              "election_timeout_min", "election_timeout_max", "heartbeat", "capacity", "keys",
+              "metrics")
 PLACEMENTS = ("spread", "pack", "local")
 _AGENT_KEYS = (
     "name",
@@ -213,6 +216,8 @@ class NodeSpec:
     voter: bool = True  #: takes part in leader elections
     #: The mesh's keys directory (absolute; ``mesh keys init``): CURVE on every socket. None: no keys.
     keys: str | None = None
+    #: HOST:PORT of the node's HTTP server (Prometheus /metrics, the dashboard); None: none.
+    metrics: str | None = None
     #: Election timings, in seconds. The defaults (etcd's: 100 ms heartbeat, 1 s election
     #: timeout) survive the stalls of a loaded machine; see the README on fast failover.
     election_timeout_min: float = 1.0  #: seconds
@@ -516,6 +521,8 @@ def parse_spec(data: dict[str, Any], file: str = "<spec>", base_dir: str | None 
     beat = kwargs.get("heartbeat", NodeSpec.heartbeat)
     if "keys" in node:
         kwargs["keys"] = os.path.join(base, os.path.expanduser(check.string(node["keys"], "node.keys")))
+    if "metrics" in node:
+        kwargs["metrics"] = check_metrics_address(check.string(node["metrics"], "node.metrics"), check)
     if "capacity" in node:
         kwargs["capacity_cpu"], kwargs["capacity_memory"] = _parse_resources(node["capacity"], "node.capacity", check)
     if hi < lo:
@@ -897,3 +904,24 @@ def agent_from_wire(data: object, source: str) -> tuple[AgentSpec, list[str], st
     if not isinstance(cwd, str) or not os.path.isabs(cwd):
         raise check.fail("agents[0].cwd", "expected an absolute folder")
     return spec, list(path), cwd
+
+
+def parse_http_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``http://HOST:PORT``) -> (host, port); ValueError naming what is wrong."""
+    raw = text.strip()
+    if raw.startswith("http://"):
+        raw = raw[len("http://"):]
+    host, sep, port = raw.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9464, got {text!r}")
+    return host, int(port)
+
+
+def check_metrics_address(text: str, check: "_Checker") -> str:
+    """``[node] metrics``: HOST:PORT where the node serves /metrics and the dashboard."""
+    try:
+        host, port = parse_http_address(text)
+    except ValueError as exc:
+        raise check.fail("node.metrics", str(exc)) from None
+    return f"{host}:{port}"

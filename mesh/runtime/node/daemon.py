@@ -64,6 +64,7 @@ from .replies import Replies
 from .shared import Shared
 from .status import election_status, members, status
 from .supervisor import Supervisor
+from .web import Web, serve_web
 
 log = logging.getLogger("mesh.node")
 
@@ -109,6 +110,7 @@ class Node:
     escalations: Escalations = field(init=False, repr=False, compare=False)
     shared: Shared = field(init=False, repr=False, compare=False)
     control: Control = field(init=False, repr=False, compare=False)
+    web: Web | None = field(default=None, init=False, repr=False, compare=False)  #: [node] metrics: HTTP
 
     def __post_init__(self) -> None:
         self.name = self.spec.name
@@ -262,8 +264,11 @@ class Node:
                     become_subreaper()  # what a dying agent leaves behind is re-parented here, and ended (sweep)
                 logs = self.run_dir / "logs"
                 self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {logs})")
+                self.web = serve_web(self)
                 self._serve()
         finally:
+            if self.web is not None:
+                self.web.close()
             self.enforcer.close()  # nothing stays stopped
             self.supervisor.kill_everything()
             if self._stop_requested:
@@ -332,6 +337,8 @@ class Node:
                           next_housekeeping - clock.monotonic())
             if self.pools.waiting or self.intentions.busy:
                 wake_in = -1.0
+            if self.web is not None:
+                self.web.tick(self)
             ms = max(1, min(int(HOUSEKEEPING_S * 1000), int(wake_in * 1000) + 1))
             if ms != wait_ms:
                 wait_ms = ms
