@@ -238,7 +238,7 @@ def env_with(**extra: str) -> dict:
 # pure state machines, the codec, specs, the simulator) without their many-seed simulations.
 FAST_MODULES = {"test_budget_core", "test_conductor", "test_election", "test_failure_detector", "test_gossip",
                 "test_intentions_core", "test_placement", "test_pools_core", "test_restart_policy", "test_sim",
-                "test_spec", "test_wire", "test_layering", "test_packing"}
+                "test_spec", "test_wire", "test_layering", "test_packing", "test_metrics_core"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ node go through the actor's own client and :mod:`mesh.runtime.rpc`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Iterable
 
 from . import rpc
@@ -15,6 +16,7 @@ from .aio import async_twin
 from .broadcast import event_topic
 from .cancels import cancelled_now
 from .intents import propose
+from .usage import USAGE
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..intentions import Decision
@@ -104,7 +106,12 @@ class ActorContext:
     def acquire(self, name: str, *, n: int = 1, timeout: float = 10.0) -> "Lease":
         """Wait for ``n`` units of the mesh-wide pool ``name`` (or permits of rate limit ``name``),
         at most ``timeout`` seconds; returns a Lease, a context manager that releases them."""
-        return self._client.acquire(name, n=n, timeout=timeout, holder=self.name)
+        began = time.perf_counter()
+        try:
+            return self._client.acquire(name, n=n, timeout=timeout, holder=self.name)
+        finally:
+            USAGE.pool_waits += 1
+            USAGE.pool_wait_s += time.perf_counter() - began
 
     acquire_async = async_twin(acquire)
 

@@ -40,6 +40,7 @@ from ..errors import MeshError
 from . import rpc
 from .intake import BadFrames
 from .transport import Listener, NothingYet
+from .usage import USAGE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Server
@@ -168,7 +169,8 @@ class NodeLink:
             timeout = 2.0 if self.lease_until is None else min(2.0, max(0.05, self.lease_until - now))
             try:
                 beat = rpc.heartbeat(server.client, server.name, server.endpoint, server.handled, server.bad.total,
-                                     timeout=timeout, until=self.lease_until)
+                                     timeout=timeout, until=self.lease_until,
+                                     usage={"busy_s": server.busy_s, "waited_s": server.waited_s, **USAGE.report()})
             except MeshError:
                 continue
             if not beat.get("known", True) and not server.supervised and not server.stopping.is_set():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from .. import wire
@@ -24,6 +25,9 @@ from ..errors import ActorDied, ActorNotFound, AskTimeout, DeadlockDetected
 from .cancels import send_cancel
 from .flusher import FLUSHER
 from .transport import Link, Unreachable
+from .usage import SAMPLE_EVERY, USAGE
+
+_perf = time.perf_counter
 
 if TYPE_CHECKING:  # pragma: no cover
     from .asynclink import AsyncLink
@@ -136,7 +140,13 @@ class ActorRef:
         if self._group:
             return self._ask_group(frame, msg_id, timeout)
         try:
-            return ch.request(frame, msg_id, timeout, self._what)
+            USAGE.asks += 1
+            if USAGE.asks & (SAMPLE_EVERY - 1):
+                return ch.request(frame, msg_id, timeout, self._what)
+            began = _perf()
+            answer = ch.request(frame, msg_id, timeout, self._what)
+            USAGE.ask_samples.append(_perf() - began)
+            return answer
         except Unreachable:
             # A stale address (the actor restarted elsewhere): the ask never left, so
             # sending it to the actor's current address is safe.
@@ -318,5 +328,6 @@ def _ask_from_handler(server: Acting, msg_id: int, sender: str, target: str, mes
     waiting = server.alone if not chain_in else [*chain_in, server.name]  # the common case allocates nothing
     if target in waiting:
         cycle = waiting[waiting.index(target):] + [target]
+        USAGE.deadlocks += 1
         raise DeadlockDetected(f"{server.name} asking {target} would close the cycle {' -> '.join(cycle)}", cycle)
     return wire.encode_ask(msg_id, sender, target, message, waiting)

@@ -256,11 +256,11 @@ def unregister(client: "Client", name: str, endpoint: str | None, timeout: float
 
 
 def heartbeat(client: "Client", name: str, endpoint: str | None, messages: int, bad_frames: int,
-              timeout: float = 2.0, until: float | None = None) -> Beat:
+              timeout: float = 2.0, until: float | None = None, usage: dict[str, Any] | None = None) -> Beat:
     """Report a served actor alive: whether the node knows it, and the agent's lease if it has one
     (``until``: its current deadline, which the node's lease must have held through)."""
     answer = _node(client, "heartbeat", timeout, name=name, endpoint=endpoint, messages=messages,
-                   bad_frames=bad_frames, until=until)
+                   bad_frames=bad_frames, until=until, usage=usage)
     return cast(Beat, answer) if isinstance(answer, dict) else Beat()
 
 

@@ -31,6 +31,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -120,6 +121,8 @@ class Server:
         self.bind = bind or _bind_for(self.client.node)
         self.incarnation = 0
         self.handled = 0
+        self.busy_s = 0.0  #: seconds in handlers (with the reply's send), read by the heartbeat
+        self.waited_s = 0.0  #: seconds messages waited in this process before their handler began
         self.current_sender: str | None = None
         self.current_id = 0  # the msg id of the ask being handled (0: none): what a cancel names
         self.cancels = Cancels(self)  # asks cancelled by their askers (see cancels.py)
@@ -248,6 +251,7 @@ class Server:
         reply = router.reply
         monotonic = self.clock.monotonic
         dirty = FLUSHER.dirty
+        perf = time.perf_counter
         while not stopping.is_set():
             try:
                 got = receive(bad)
@@ -258,6 +262,7 @@ class Server:
             if got is None:
                 continue
             ident, frame = got
+            received = perf()
             try:
                 envelopes = decode(frame, max_bytes)
             except WireError as exc:
@@ -268,7 +273,9 @@ class Server:
                     reply(ident, answer)
                     bad.record(ident, exc)
                 continue
+            busy = waited = 0.0
             for env in envelopes:
+                began = perf()
                 kind = env[KIND]
                 self.current_sender = env[SENDER]
                 if kind == _ASK:
@@ -308,6 +315,10 @@ class Server:
                     bad.record(ident, f"unexpected {wire.Kind(kind).name} envelope")
                     continue
                 self.handled += 1
+                busy += perf() - began
+                waited += began - received
+            self.busy_s += busy
+            self.waited_s += waited
             if dirty:
                 client_flush_local(client)
             if timers and timers[0][0] <= monotonic():

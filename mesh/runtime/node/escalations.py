@@ -38,6 +38,7 @@ class Escalations:
         self.replies = replies
         self.on_event = on_event
         self._waiting: dict[str, tuple[Waiter, float]] = {}  # leader: id -> (proposer, deadline)
+        self.escalated = 0  #: escalations this node took as leader
 
     def require_leader(self, body: dict | None = None) -> None:
         if not self.leadership.is_leader:
@@ -49,6 +50,7 @@ class Escalations:
         iid = body["id"][:200]
         if iid in self._waiting:
             raise WireError(f"escalation {iid!r} is already waiting")
+        self.escalated += 1  # the conflict rate counts it, whatever comes of it
         if len(self._waiting) >= MAX_ESCALATIONS:
             raise ResourceError(f"{MAX_ESCALATIONS} escalations wait for a person already (the most the leader"
                                 f" {self.name} keeps): decide some (mesh intents, mesh approve/deny) first")

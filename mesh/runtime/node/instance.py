@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ...core.restart import RestartTracker
 from ...spec import AgentSpec
+from .agent_metrics import AgentMetrics
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Instance:
     #: `mesh restart`. Empty: not held.
     held: str = ""
     respawn: str = ""  #: why a person restarted it (`mesh restart`): when it has exited, it starts at once
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)  #: the playbook's figures
 
     @property
     def embedded(self) -> bool:

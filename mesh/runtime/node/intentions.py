@@ -118,6 +118,8 @@ class Intentions:
         self.address = address  # where listeners answer (this node, as the others reach it)
         self._waiting: dict[str, Hearing] = {}  # intention id -> its proposer, waiting for the decision
         self.answers_dropped = 0  #: listeners' answers dropped: late, for an unknown intention, or malformed
+        #: How the intentions this node's agents proposed were decided, by outcome (the conflict rate).
+        self.outcomes: dict[str, int] = {"approved": 0, "objected": 0, "withdrawn": 0}
 
     @property
     def busy(self) -> bool:
@@ -271,6 +273,8 @@ class Intentions:
                 outcome = ev.data.get("outcome")
                 hearing = self._waiting.get(iid)
                 if hearing is not None and hearing.vote is None:
+                    if outcome in self.outcomes:
+                        self.outcomes[outcome] += 1
                     until = ev.data.get("until")  # NodeIntents' deadline, on its clock (the node's)
                     hearing.until = until if isinstance(until, (int, float)) else None
                     hearing.vote = {"id": iid, "outcome": outcome, "reasons": ev.data.get("reasons", []),

@@ -77,6 +77,7 @@ class Registry:
         inst.state = "running"
         inst.last_heard = now
         inst.messages = 0
+        inst.metrics.answering(now)
         self.on_event(f"{name} running (pid {pid}, incarnation {inst.incarnation}{', embedded' if inst.embedded else ''})")
         return {"incarnation": inst.incarnation, "node": self.name}
 
@@ -98,6 +99,7 @@ class Registry:
         inst.last_heard = self.clock.monotonic()
         inst.messages = body["messages"]
         inst.bad_frames = int(body.get("bad_frames") or 0)
+        inst.metrics.heard(inst.last_heard, inst.messages, body.get("usage"))
         lease = self.supervisor.lease_of(inst, _deadline(body))
         return {"known": True} if lease is None else {"known": True, "lease_s": max(0.0, lease)}
 

@@ -13,6 +13,7 @@ from ..leadership import NODE_PREFIX
 from ..zap import refusals
 from .alerts import summary as alert_summary
 from .assignments import assignments, latest_assignment
+from .agent_metrics import node_metrics
 from .constants import AGENTS_PREFIX, LEASE_S, REPLACE_AFTER_S
 from .follower import member_states
 
@@ -42,7 +43,8 @@ def status(node: Node) -> dict:
     agents = []
     for inst in node.supervisor.instances.values():
         entry = inst.as_status(node.name)
-        entry.update({"cpu": None, "memory_bytes": None, "throttled_s": 0.0, "throttled": False})
+        entry.update({"cpu": None, "memory_bytes": None, "throttled_s": 0.0, "throttled": False,
+                      "metrics": inst.metrics.as_status()})
         entry.update(node.enforcer.info(inst.name))
         agents.append(entry)
     local = {a["name"] for a in agents}
@@ -104,6 +106,8 @@ def status(node: Node) -> dict:
         "alerts": alert_summary(directory),  # what waits for a person: {unacknowledged, newest}
         **node.intentions.listing(),
         "resources": node.pools.snapshot(),
+        "metrics": node_metrics([a["metrics"] for a in agents if "metrics" in a], node.intentions.outcomes,
+                                node.escalations.escalated),
         "election": election,
         "agents": agents,
         "members": members(directory, node.clock),

@@ -215,6 +215,8 @@ class Supervisor:
                 continue
             assert inst.tracker is not None  # every spawned agent has one
             decision = inst.tracker.on_exit(now, code, why)
+            if why or code != 0:
+                inst.metrics.failed(now)
             inst.reason = with_last_error(decision.reason, code, why, inst.log_path)
             if why:
                 inst.budget_kills += 1

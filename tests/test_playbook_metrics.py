@@ -1,0 +1,98 @@
+"""The playbook's metrics (issue 16), as a node computes them from what its agents report:
+efficiency (utilization, throughput, wait), reliability (failures, recovery, deadlocks) and
+coordination (sampled ask round trips), with real agents doing known work."""
+
+from __future__ import annotations
+
+import pytest
+
+import mesh
+from conftest import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+AGENTS = """
+[[agents]]
+name = "sleeper"
+class = "actors:Sleeper"
+
+[[agents]]
+name = "echo"
+class = "actors:Echo"
+
+[[agents]]
+name = "relay"
+class = "actors:Relay"
+
+[[agents]]
+name = "crasher"
+class = "actors:Crasher"
+restart = "on-failure"
+backoff = "100ms"
+max_restarts = 10
+"""
+
+
+def metrics_of(node, name: str) -> dict:
+    return node.agent(name).get("metrics") or {}
+
+
+@pytest.fixture
+def node(start_node):
+    return start_node(AGENTS, name="m")
+
+
+def test_time_in_handlers_throughput_and_sampled_asks_are_what_the_agents_did(node):
+    client = node.client()
+    for _ in range(20):
+        assert client.actor("sleeper").ask(0.05, timeout=10) == "woke"
+    # 20 handlers of 50 ms each: at least a second busy, reported with the next heartbeats.
+    found = wait_until(lambda: (m := metrics_of(node, "sleeper")).get("busy_s") and m["busy_s"] >= 1.0 and m, 10,
+                       "the sleeper's busy seconds")
+    assert found["busy_s"] < 3.0  # not the wall time of the whole test
+    assert 0.0 < found["utilization"] <= 1.0 and found["throughput_per_s"] > 0
+    assert found["wait_s_avg"] is not None and found["wait_s_avg"] < 0.05
+    # The relay's own asks are sampled (one in 16): 32 of them give percentiles.
+    for i in range(32):
+        assert client.actor("relay").ask({"to": "echo", "message": i}, timeout=10) == i
+    relay = wait_until(lambda: (m := metrics_of(node, "relay")).get("ask_rtt_p50_s") is not None and m, 10,
+                       "the relay's sampled round trips")
+    assert 0 < relay["ask_rtt_p50_s"] <= relay["ask_rtt_p99_s"] < 5.0
+    assert metrics_of(node, "echo")["ask_rtt_p50_s"] is None  # echo asks nobody
+    # A deadlock: the relay asked to ask itself; counted where it was detected.
+    with pytest.raises(mesh.MeshError, match="cycle"):
+        client.actor("relay").ask({"to": "relay", "message": "x"}, timeout=10)
+    wait_until(lambda: metrics_of(node, "relay")["deadlocks"] == 1, 10, "the deadlock counted")
+    st = node.status()["metrics"]
+    assert st["deadlocks"] == 1 and st["throughput_per_s"] > 0 and st["window_s"] == 60.0
+
+
+def test_failures_and_recovery_time_count_each_crash(node):
+    client = node.client()
+    for n in range(1, 4):
+        with pytest.raises(mesh.MeshError):
+            client.actor("crasher").ask({"crash": "exit"}, timeout=10)
+        wait_until(lambda n=n: node.agent("crasher")["state"] == "running" and metrics_of(node, "crasher")["failures"] == n,
+                   20, f"crash {n} counted and the crasher running again")
+    found = metrics_of(node, "crasher")
+    assert found["failures"] == 3 and 0.1 <= found["recovery_s"] < 15  # the 100 ms backoff, then a start
+    st = node.status()["metrics"]
+    assert st["failures"] == 3 and st["recovery_s_avg"] == found["recovery_s"]
+    assert all(metrics_of(node, a)["failures"] == 0 for a in ("sleeper", "echo", "relay"))
+
+
+def test_the_conflict_rate_counts_objected_intentions_per_100(node):
+    from mesh.runtime.intents import propose
+
+    client = node.client()
+    wait_until(lambda: node.status()["leader"] == "m", 20, "m to lead")
+    outcomes = []
+    first = wait_until(lambda: outcomes.append(d := propose(client, "p1", "print", claims=["printer"], hold=30.0))
+                       or (d.approved and d), 20, "a first intention approved (the voters settle after the election)")
+    outcomes.append(propose(client, "p2", "print", claims=["printer"], hold=30.0))
+    assert first.approved and outcomes[-1].outcome == "objected"  # the printer is held
+    objected = sum(1 for d in outcomes if d.outcome == "objected")
+    found = wait_until(lambda: (i := node.status()["metrics"]["intentions"])["proposed"] == len(outcomes) and i, 10,
+                       "every intention counted")
+    assert found["approved"] == 1 and found["objected"] == objected >= 1
+    assert found["conflicts_per_100"] == pytest.approx(100.0 * objected / len(outcomes), abs=0.01)
