@@ -8,6 +8,7 @@ and say so, rather than skip.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import http.client
 import itertools
 import json
@@ -307,6 +308,12 @@ def test_the_page_follows_the_mesh_live_and_pulls_the_kill_switch(start_node, br
         wait_until(lambda: (row(browser, "doomed") or {}).get("state") not in (None, "running"), 20,
                    "doomed's state to change on the page")
 
+        # What the node refuses, the page shows.
+        browser.evaluate('act("api/approve", {id: "nothing-waits"})')
+        wait_until(lambda: "refused" in browser.evaluate('document.getElementById("message").textContent'), 10,
+                   "the refusal on the page")
+        assert "nothing-waits" in browser.evaluate('document.getElementById("message").textContent')
+
         # The kill switch, through the page, confirmed.
         browser.evaluate("window.confirm = () => true")
         assert browser.evaluate('document.getElementById("kill").disabled') is False
@@ -352,3 +359,43 @@ def test_with_keys_the_page_disables_its_buttons_and_says_why(tmp_path, start_no
     assert browser.evaluate('document.getElementById("readonly").hidden') is False
     assert browser.evaluate('document.getElementById("kill").disabled') is True
     assert browser.evaluate('document.getElementById("release").disabled') is True
+
+
+CLICK = """(() => {
+  const row = [...document.querySelectorAll("#escalations tbody tr")].find((r) => r.dataset.escalation === %s);
+  if (!row) return false;
+  row.querySelector("button.%s").click();
+  return true;
+})()"""
+
+
+def test_an_escalation_is_approved_from_the_leaders_page_and_a_followers_page_shows_its_refusal(
+        start_node, browser, tmp_path):
+    from test_intents import OBJECTOR, WINDOW, contenders, running
+
+    ports = {"a": free_port(), "b": free_port()}
+    a = start_node(OBJECTOR + '\n[intents]\nescalate = "human"\nescalation_timeout = "60s"\n', name="a", wait=False,
+                   node_extra=f'metrics = "127.0.0.1:{ports["a"]}"')
+    wait_until(lambda: a.status(), 15, "a")
+    b = start_node(contenders(tmp_path / "j", 1), name="b", wait=False, args=("--join", a.address),
+                   node_extra=f'metrics = "127.0.0.1:{ports["b"]}"')
+    wait_until(lambda: all(n.status()["leader"] == "a" for n in (a, b)), 20, "a to lead")
+    client = b.client()
+    wait_until(lambda: client.control("intent_listeners")["actors"] == ["critic"], 20, "the critic listening")
+    running(b, "c")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.actor("c").ask, {"propose": "rewrite", "claims": ["repo:app"], "window": WINDOW}, 90)
+        (esc,) = wait_until(lambda: a.status()["escalations"], 40, "the escalation")
+        for name in ("b", "a"):  # the follower refuses, the leader decides
+            browser.open(f"http://127.0.0.1:{ports[name]}/")
+            wait_until(lambda: browser.evaluate(CLICK % (json.dumps(esc["id"]), "approve")), 20,
+                       f"the escalation on {name}'s page")
+            wait_until(lambda: browser.evaluate('document.getElementById("message").textContent').startswith(
+                ("the node refused", "done")), 15, f"{name}'s answer on the page")
+            shown = browser.evaluate('document.getElementById("message").textContent')
+            if name == "b":
+                assert "not the leader" in shown, shown
+            else:
+                assert shown == f"done: {esc['id']} approved", shown
+        decided = pending.result(timeout=40)
+    assert decided["outcome"] == "approved" and decided["decided_by"].startswith("human (the dashboard")
