@@ -261,6 +261,27 @@ def _against(used: float | None, budget: float | None, fmt: Callable[[float], st
     return fmt(used) if budget is None else f"{fmt(used)}/{fmt(budget)}"
 
 
+def _render_playbook(m: object) -> str:
+    """The playbook's metrics in one line (the last minute, and since the node started)."""
+    if not isinstance(m, dict):
+        return ""
+    parts = []
+    if m.get("utilization_avg") is not None:
+        parts.append(f"utilization {100 * m['utilization_avg']:.0f} %")
+    parts.append(f"{m.get('throughput_per_s') or 0:.1f} msg/s")
+    failures = f"failures {m.get('failures') or 0}"
+    if m.get("recovery_s_avg") is not None:
+        failures += f" (recovered in {m['recovery_s_avg']:.1f} s on average)"
+    parts.append(failures)
+    parts.append(f"deadlocks {m.get('deadlocks') or 0}")
+    intentions = m.get("intentions") or {}
+    if intentions.get("conflicts_per_100") is not None:
+        parts.append(f"conflicts {intentions['conflicts_per_100']:.0f} per 100 intentions")
+    if m.get("pool_waits"):
+        parts.append(f"pool waits {m['pool_waits']} ({m.get('pool_wait_s') or 0:.1f} s)")
+    return f"metrics (last {m.get('window_s', 60):.0f} s): " + ", ".join(parts)
+
+
 def render_status(status: dict[str, Any]) -> str:
     n = status["node"]
     lines = [f"node {n['name']}  {n['address']}  pid {n['pid']}  up {n['uptime_s']:.0f} s"]
@@ -310,6 +331,9 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[8]).rstrip())
     if len(rows) == 1:
         lines.append("(no agents)")
+    playbook = _render_playbook(status.get("metrics")) if len(rows) > 1 else ""
+    if playbook:
+        lines.append(playbook)
     members = status.get("members") or []
     if len(members) > 1:
         lines.append("")

@@ -141,8 +141,10 @@ def test_status_prints_the_node_and_a_row_per_agent(start_node, cli):
     assert lines[0].startswith(f"node t  {node.address}  pid {node.proc.pid}  up ")
     assert lines[1].startswith("leader t (term ") and lines[1].endswith("this node")
     assert lines[2].split() == ["AGENT", "NODE", "STATE", "PID", "RESTARTS", "MESSAGES", "CPU", "MEMORY", "NOTE"]
-    rows = {line.split()[0]: line.split() for line in lines[3:]}
+    rows = {line.split()[0]: line.split() for line in lines[3:5]}
     assert set(rows) == {"counter", "echo"}
+    # Below the table, the playbook's metrics of the last minute.
+    assert lines[5].startswith("metrics (last 60 s): ") and "failures 0" in lines[5] and "deadlocks 0" in lines[5]
     for name, row in rows.items():
         assert row[1:5] == ["t", "running", str(pids[name]), "0"]
         assert row[7].endswith("MB")  # the node samples every agent's memory
