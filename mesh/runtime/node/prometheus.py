@@ -147,7 +147,10 @@ def bounded(state: object, allowed: tuple[str, ...]) -> str:
     return state if isinstance(state, str) and state in allowed else "other"
 
 
-def family(name: str, kind: str, help_text: str, labels: list[str]) -> Metric:
+Family = CounterMetricFamily | GaugeMetricFamily
+
+
+def family(name: str, kind: str, help_text: str, labels: list[str]) -> Family:
     make = CounterMetricFamily if kind == COUNTER else GaugeMetricFamily
     return make(name, help_text, labels=labels)
 
@@ -163,7 +166,7 @@ def table(fields: Iterable[tuple[str, str, str, str]], labels: list[str],
         yield metric
 
 
-def maybe_add(metric: Metric, labels: list[str], value: float | None) -> None:
+def maybe_add(metric: Family, labels: list[str], value: float | None) -> None:
     if value is not None:
         metric.add_metric(labels, value)
 
