@@ -112,3 +112,10 @@ def test_a_bad_metrics_address_is_a_spec_error_and_a_taken_port_a_clear_one(tmp_
         res = run_cli("up", "--listen", f"tcp://127.0.0.1:{free_port()}", "--metrics", f"127.0.0.1:{port}",
                       timeout=30)
     assert res.returncode != 0 and f"cannot serve metrics and the dashboard on 127.0.0.1:{port}" in res.stderr
+
+
+def test_an_approval_without_an_id_is_refused_clearly(web_node):
+    node, port = web_node
+    status, _, body = get(port, "/api/approve", "POST", b'{"id": 5}')
+    assert status == 400 and "name the escalation" in json.loads(body)["error"]
+    assert node.proc.poll() is None

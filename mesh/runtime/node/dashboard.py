@@ -198,6 +198,9 @@ def handle_post(handler: StreamResponder, path: str, body: dict[str, Any], web: 
         handler.send_json(403, {"error": why})
         return True
     op, fields = ACTIONS[path]
+    if "id" in fields and not (isinstance(body.get("id"), str) and 0 < len(body["id"]) <= 200):
+        handler.send_json(400, {"error": "the body must name the escalation: {\"id\": \"...\"}"})
+        return True
     passed: dict[str, Any] = {k: body[k] for k in fields if k in body}
     if path == "/api/release":
         passed["release"] = True

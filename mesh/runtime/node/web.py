@@ -105,7 +105,7 @@ class Web:
         self._render_metrics = render_metrics
         self._next_publish = 0.0
         try:
-            self.server = ThreadingHTTPServer((host, port), _handler_for(self))
+            self.server = _Server((host, port), _handler_for(self))
         except OSError as exc:
             raise MeshError(f"cannot serve metrics and the dashboard on {host}:{port}: {exc.strerror or exc}") from None
         self.server.daemon_threads = True
@@ -182,6 +182,16 @@ class Web:
             self.version += 1
             self.snapshot = {**self.snapshot, "closing": True}
             self.changed.notify_all()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that left mid-answer is no error worth a traceback; anything else is logged once."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):
+            log.warning("the dashboard's server: %s from %s", exc, client_address[0] if client_address else "?")
 
 
 def _as_answer(value: object) -> dict[str, Any]:
