@@ -84,6 +84,10 @@ def test_the_sections_run_in_order_by_their_patterns_and_every_answer_flows_to_t
     assert report["skips"] == report["kills"] == report["alerts"] == [] and report["retries"] == 0
     # The live lines (on stderr with --json) say what runs where.
     assert "[execution] UITester on t: asked" in result.stderr and "(7/7)" in result.stderr
+    # Where the run stands is in the node's status too (the dashboard shows it): done, 7 of 7.
+    (progress,) = node.status()["orchestra"].values()
+    assert progress["state"] == "done" and progress["done"] == progress["total"] == 7
+    assert progress["status"] == "ok" and progress["run"] == report["run"]
 
 
 def test_an_agent_that_crashes_twice_is_restarted_once_then_skipped_and_the_orchestra_goes_on(start_node, tmp_path):

@@ -45,6 +45,9 @@ from .parts import CONTROL_TIMEOUT_S, Parts
 from .report import Outcome, Report, SectionReport
 from .spec import PARALLEL_WITH_RESOURCES, SEQUENTIAL, Orchestra, Section
 
+#: Where a run's progress is kept in the shared state: ``orchestra/NAME`` (the dashboard shows it).
+PROGRESS_PREFIX = "orchestra/"
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -73,7 +76,7 @@ class Conductor:
                  on_conflict: Callable[[Conflict], Ruling] | None = None) -> None:
         self.orchestra = orchestra
         self.mesh = mesh
-        self.on_progress = on_progress or (lambda progress: None)
+        self._given = on_progress or (lambda progress: None)
         self.on_conflict = on_conflict
         self.stopped = threading.Event()
         self.bus = Bus(mesh, orchestra.name)
@@ -83,6 +86,20 @@ class Conductor:
         self._done = 0
         self._results: dict[str, dict[str, object]] = {}
         self._report: Report | None = None
+
+    def on_progress(self, progress: Progress) -> None:
+        """Tell the caller's ``on_progress``, and the mesh: ``orchestra/NAME`` in the shared state holds
+        where the run stands (what ``mesh status`` and the dashboard show)."""
+        self._given(progress)
+        state = {"run": "running", "done": "done", "stopped": "stopped"}.get(progress.kind, "running")
+        report = progress.report
+        try:
+            self.mesh.state.set(PROGRESS_PREFIX + self.orchestra.name, {
+                "state": state, "run": self.bus.run, "section": progress.section, "step": progress.kind,
+                "done": progress.done, "total": progress.total, "at": time.time(),
+                "status": report.status if report is not None else None})
+        except MeshError:
+            pass  # the view is a courtesy: the run goes on without it
 
     def run(self) -> Report:
         """Run every section in order; returns the :class:`Report` (never raises for a part)."""

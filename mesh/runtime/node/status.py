@@ -106,6 +106,9 @@ def status(node: Node) -> dict:
         "alerts": alert_summary(directory),  # what waits for a person: {unacknowledged, newest}
         **node.intentions.listing(),
         "resources": node.pools.snapshot(),
+        # Test Orchestra runs, as their conductors keep them (``orchestra/NAME``): at most 20.
+        "orchestra": {k[len("orchestra/"):]: v for k, v in list(directory.items("orchestra/").items())[:20]
+                      if isinstance(v, dict)},
         "metrics": node_metrics([a["metrics"] for a in agents if "metrics" in a], node.intentions.outcomes,
                                 node.escalations.escalated),
         "election": election,
