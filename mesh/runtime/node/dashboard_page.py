@@ -317,7 +317,7 @@ function render(s) {
   section("intents", s.intents || [], drawIntents);
   section("pools", s.resources || {}, drawPools);
   section("alerts", s.alerts || {}, drawAlerts);
-  const orchestra = s.orchestra;
+  const orchestra = s.orchestra && Object.keys(s.orchestra).length ? s.orchestra : null;
   $("orchestra-section").hidden = !orchestra;
   if (orchestra) section("orchestra", orchestra, (o) => table(["", ""], keyValues(o, "", []), ""));
 }
