@@ -7,6 +7,8 @@ failed remotely) are rebuilt here from their wire form by :func:`from_wire`.
 
 from __future__ import annotations
 
+import traceback as _traceback
+
 
 class MeshError(Exception):
     """Base class of every error mesh raises on purpose."""
@@ -160,3 +162,15 @@ def from_wire(body: object) -> MeshError:
     if cls is not None:
         return cls(message)
     return RemoteError(str(body.get("type", "Exception")), message, str(body.get("traceback", "")))
+
+
+def handler_error(exc: BaseException) -> dict[str, object]:
+    """The FAIL body for an exception raised by user code: always a RemoteError for the asker.
+
+    (A mesh error raised inside a handler, say an AskTimeout of a nested ask, is the
+    handler's failure, not the asker's own AskTimeout.)
+    """
+    if type(exc) is DeadlockDetected:
+        return to_wire(exc)  # every waiter of the cycle learns it as such, not as a RemoteError
+    return {"code": "remote", "type": type(exc).__qualname__, "message": str(exc),
+            "traceback": _traceback.format_exc()}

@@ -57,7 +57,12 @@ VERSION = 1
 #: Where each field sits in an envelope, as in ``env[BODY]``. Plain ints rather than a named
 #: tuple: indexing a list with one costs what indexing with a literal does, and this is the
 #: message path.
-VERSION_FIELD, KIND, MSG_ID, CORR_ID, SENDER, RECIPIENT, BODY, WAITING = range(8)
+VERSION_FIELD, KIND, MSG_ID, CORR_ID, SENDER, RECIPIENT, BODY, WAITING, TRACE = range(9)
+
+#: The kinds whose envelope may carry a trace (``TRACE``: a W3C traceparent, with ``WAITING``, an
+#: empty list but for an ask made in a handler, before it): asks and tells, by
+#: :mod:`mesh.runtime.tracing` when a span is current.
+_TRACED_KINDS = frozenset((1, 2, 7))
 
 #: A checked envelope: a list with the fields above (``WAITING`` only on some asks). Fields are
 #: of different types, so a list of Any: each reader knows which field it takes.
@@ -110,6 +115,16 @@ def encode(kind: int, msg_id: int, corr_id: int, sender: str, recipient: str, bo
         raise WireError(f"message is not serializable: {exc}") from None
 
 
+def encode_traced(kind: int, msg_id: int, sender: str, recipient: str, body: object, waiting: list[str],
+                  traceparent: str) -> bytes:
+    """An ASK, TELL or TELL_ACK that carries a trace: 9 fields, ``waiting`` (possibly empty) then the
+    W3C ``traceparent``."""
+    try:
+        return _packb([VERSION, kind, msg_id, 0, sender, recipient, body, waiting, traceparent])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireError(f"message is not serializable: {exc}") from None
+
+
 def encode_ask(msg_id: int, sender: str, recipient: str, body: object, waiting: list[str]) -> bytes:
     """An ASK made while ``waiting`` (a list of actor names) wait on the sender: the 8th field
     is that chain, for deadlock detection. Asks made outside a handler have 7 fields."""
@@ -150,8 +165,14 @@ def check_envelope(env: object) -> Envelope:
         if type(env) is list and len(env) == 8 and env[KIND] == 2:
             if not _chain_ok(env[WAITING]):
                 raise WireError(f"an ask's waiting chain must be a list of at most {MAX_CHAIN} names")
+        elif type(env) is list and len(env) == 9 and env[KIND] in _TRACED_KINDS:
+            if not _chain_ok(env[WAITING]):
+                raise WireError(f"an ask's waiting chain must be a list of at most {MAX_CHAIN} names")
+            if type(env[TRACE]) is not str or len(env[TRACE]) > 128:
+                raise WireError("a trace must be a W3C traceparent string of at most 128 characters")
         else:
-            raise WireError("envelope is not an array of 7 fields (8 for an ask with a waiting chain)")
+            raise WireError("envelope is not an array of 7 fields (8 for an ask with a waiting chain, 9 with a"
+                            " trace)")
     version, kind, msg_id, corr_id, sender, recipient, _body = env[:7]
     if version != VERSION or type(version) is not int:
         raise WireError(f"unsupported version {_brief(version)}")
@@ -305,7 +326,7 @@ def refusal(frame: bytes, exc: WireError, msg_id: int, sender: str) -> bytes | N
                                 max_map_len=0, max_str_len=256, max_bin_len=0)
     try:
         unpacker.feed(memoryview(frame)[:_HEAD_BYTES])
-        if unpacker.read_array_header() not in (7, 8):
+        if unpacker.read_array_header() not in (7, 8, 9):
             return None
         version, kind, asked_id, _corr_id, asker, _recipient = (unpacker.unpack() for _ in range(6))
     except Exception:  # anything odd in the head: not worth an answer

@@ -25,7 +25,10 @@ from ..errors import ActorDied, ActorNotFound, AskTimeout, DeadlockDetected
 from .cancels import send_cancel
 from .flusher import FLUSHER
 from .transport import Link, Unreachable
+from . import tracing
 from .usage import SAMPLE_EVERY, USAGE
+
+TRACED = tracing.ENABLED  #: OpenTelemetry is installed: a message sent under a span carries it
 
 _perf = time.perf_counter
 
@@ -104,14 +107,22 @@ class ActorRef:
         sent again (to wherever the actor runs by then) until acknowledged or ``timeout``
         seconds pass; returns a Delivery (``wait()``, ``acked``). The handler runs once per
         message per incarnation of the receiver. See :mod:`mesh.runtime.delivery`."""
+        if TRACED and tracing.active():
+            with tracing.sending(self.name, ask=False) as traceparent:
+                return self._tell(message, ack, timeout, traceparent)
+        return self._tell(message, ack, timeout, None)
+
+    def _tell(self, message: object, ack: bool, timeout: float, traceparent: str | None) -> "Delivery | None":
         client = self._client
         if ack:
             from .delivery import Delivery
 
             msg_id = next(client.ids)
-            frame = _encode(_TELL_ACK, msg_id, 0, client.name, self.name, message)
+            frame = (_encode(_TELL_ACK, msg_id, 0, client.name, self.name, message) if traceparent is None else
+                     wire.encode_traced(_TELL_ACK, msg_id, client.name, self.name, message, [], traceparent))
             return client._delivery().submit(Delivery(msg_id, self.name, frame, client.clock.monotonic() + timeout))
-        frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
+        frame = (_encode(_TELL, next(client.ids), 0, client.name, self.name, message) if traceparent is None else
+                 wire.encode_traced(_TELL, next(client.ids), client.name, self.name, message, [], traceparent))
         ch = self._channel()
         if self._group:
             self._tell_group(frame)
@@ -129,13 +140,20 @@ class ActorRef:
         Raises AskTimeout, ActorNotFound, ActorDied (the actor's process ended while
         the ask was in flight), MailboxFull, or RemoteError (the handler raised).
         """
+        if TRACED and tracing.active():
+            with tracing.sending(self.name, ask=True) as traceparent:
+                return self._ask(message, timeout, traceparent)
+        return self._ask(message, timeout, None)
+
+    def _ask(self, message: object, timeout: float, traceparent: str | None) -> object:
         client = self._client
         msg_id = next(client.ids)
         server = getattr(ACTING, "server", None) or ACTING_TASK.get()
         if server is None:
-            frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+            frame = (_encode(_ASK, msg_id, 0, client.name, self.name, message) if traceparent is None else
+                     wire.encode_traced(_ASK, msg_id, client.name, self.name, message, [], traceparent))
         else:
-            frame = _ask_from_handler(server, msg_id, client.name, self.name, message)
+            frame = _ask_from_handler(server, msg_id, client.name, self.name, message, traceparent)
         ch = self._channel()
         if self._group:
             return self._ask_group(frame, msg_id, timeout)
@@ -286,13 +304,20 @@ class ActorRef:
 
     async def ask_async(self, message: object, timeout: float = 5.0) -> object:
         """``ask`` for asyncio code: many asks may be in flight at once."""
+        if TRACED and tracing.active():
+            with tracing.sending(self.name, ask=True) as traceparent:
+                return await self._ask_async(message, timeout, traceparent)
+        return await self._ask_async(message, timeout, None)
+
+    async def _ask_async(self, message: object, timeout: float, traceparent: str | None) -> object:
         client = self._client
         msg_id = next(client.ids)
         server = getattr(ACTING, "server", None) or ACTING_TASK.get()
         if server is None:
-            frame = _encode(_ASK, msg_id, 0, client.name, self.name, message)
+            frame = (_encode(_ASK, msg_id, 0, client.name, self.name, message) if traceparent is None else
+                     wire.encode_traced(_ASK, msg_id, client.name, self.name, message, [], traceparent))
         else:
-            frame = _ask_from_handler(server, msg_id, client.name, self.name, message)
+            frame = _ask_from_handler(server, msg_id, client.name, self.name, message, traceparent)
         link = await self._link()
         if self._group:
             return await self._ask_group_async(frame, msg_id, timeout)
@@ -321,7 +346,8 @@ class Acting(Protocol):
     alone: list[str]
 
 
-def _ask_from_handler(server: Acting, msg_id: int, sender: str, target: str, message: object) -> bytes:
+def _ask_from_handler(server: Acting, msg_id: int, sender: str, target: str, message: object,
+                      traceparent: str | None = None) -> bytes:
     """An ask made inside a handler: raise DeadlockDetected if ``target`` already waits on this
     actor (directly or down a chain), else carry the chain to it."""
     chain_in = server.chain_in
@@ -330,4 +356,6 @@ def _ask_from_handler(server: Acting, msg_id: int, sender: str, target: str, mes
         cycle = waiting[waiting.index(target):] + [target]
         USAGE.deadlocks += 1
         raise DeadlockDetected(f"{server.name} asking {target} would close the cycle {' -> '.join(cycle)}", cycle)
+    if traceparent is not None:
+        return wire.encode_traced(_ASK, msg_id, sender, target, message, waiting, traceparent)
     return wire.encode_ask(msg_id, sender, target, message, waiting)

@@ -32,15 +32,15 @@ import logging
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .. import wire
 from ..actor import Actor
-from ..errors import DeadlockDetected, MailboxFull, WireError, to_wire
+from ..errors import MailboxFull, WireError, handler_error, to_wire
 from ..topics import Event as TopicEvent
-from ..wire import BODY, KIND, MSG_ID, SENDER, WAITING
+from ..wire import BODY, KIND, MSG_ID, SENDER, TRACE, WAITING
+from . import tracing
 from .client import Client
 from .broadcast import EVENT_PREFIX, INTENTION_TOPIC, Subscriptions
 from .cancels import Cancels, as_cancellable, run_cancellable
@@ -278,9 +278,13 @@ class Server:
                 began = perf()
                 kind = env[KIND]
                 self.current_sender = env[SENDER]
+                # A traced message (9 fields, when the sender had a span): handled in a child span.
+                traced = tracing.handling(name, env[TRACE], kind == _ASK) if len(env) == 9 else None
+                if traced is not None:
+                    traced.__enter__()
                 if kind == _ASK:
                     # Who waits on this ask (deadlock detection): its chain, if it came from a handler.
-                    self.chain_in = env[WAITING] if len(env) == 8 else _NO_CHAIN
+                    self.chain_in = env[WAITING] if len(env) >= 8 else _NO_CHAIN
                     self.current_id = env[MSG_ID]
                     try:
                         result = on_message(env[BODY])
@@ -315,6 +319,8 @@ class Server:
                     bad.record(ident, f"unexpected {wire.Kind(kind).name} envelope")
                     continue
                 self.handled += 1
+                if traced is not None:
+                    traced.__exit__(None, None, None)
                 busy += perf() - began
                 waited += began - received
             self.busy_s += busy
@@ -407,18 +413,6 @@ def client_flush_local(client: Client) -> None:
                 ch.flush()
             except MailboxFull:
                 FLUSHER.arm(ch)
-
-
-def handler_error(exc: BaseException) -> dict[str, Any]:
-    """The FAIL body for an exception raised by user code: always a RemoteError for the asker.
-
-    (A mesh error raised inside a handler, say an AskTimeout of a nested ask, is the
-    handler's failure, not the asker's own AskTimeout.)
-    """
-    if type(exc) is DeadlockDetected:
-        return to_wire(exc)  # every waiter of the cycle learns it as such, not as a RemoteError
-    return {"code": "remote", "type": type(exc).__qualname__, "message": str(exc),
-            "traceback": traceback.format_exc()}
 
 
 def _bind_for(node: str) -> str:

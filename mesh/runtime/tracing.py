@@ -1,0 +1,87 @@
+"""Traces across processes and nodes, when OpenTelemetry is installed (``pip install 'mesh[otel]'``).
+
+An ask or a tell made while a span is current carries its W3C ``traceparent`` in the envelope
+(the wire's optional ninth field, :data:`mesh.wire.TRACE`); the receiving actor handles it in a
+span of its own, child of the sender's, and current while the handler runs, so the asks it
+makes go on in the same trace. A pipeline or a choreography run under one span is one trace,
+with a span per ask (kind CLIENT, ``ask NAME``) and per handling (kind SERVER or CONSUMER, the
+actor's name). Spans are recorded by whatever SDK and exporter the process configured (an
+agent a node starts configures its own, for example in its module or ``on_start``); without an
+SDK, context still flows and nothing is recorded.
+
+Without OpenTelemetry (``ENABLED`` False), or with no span current, nothing is added to a
+message and the path costs one test; with a span current, one span per ask or tell sent and per
+message handled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+try:  # an optional extra: everything here is a no-op without it
+    from opentelemetry import context as _context
+    from opentelemetry import trace as _trace
+    from opentelemetry.trace.propagation import _SPAN_KEY
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    ENABLED = True
+except ImportError:  # pragma: no cover - the default install
+    ENABLED = False
+
+#: The longest traceparent taken from the wire (W3C: 55 characters for version 00).
+MAX_TRACEPARENT = 128
+
+if ENABLED:
+    _PROPAGATOR = TraceContextTextMapPropagator()
+    _CLIENT = _trace.SpanKind.CLIENT
+    _PRODUCER = _trace.SpanKind.PRODUCER
+    _SERVER = _trace.SpanKind.SERVER
+    _CONSUMER = _trace.SpanKind.CONSUMER
+    _current = _context.get_current
+
+
+def _tracer() -> Any:
+    return _trace.get_tracer("mesh")
+
+
+def active() -> bool:
+    """Whether a span is current on this thread (only then do messages carry a trace). The context's
+    span read directly: about 0.2 us, on every ask and tell once OpenTelemetry is installed."""
+    if not ENABLED:
+        return False
+    span: Any = _current().get(_SPAN_KEY)
+    return span is not None and bool(span.get_span_context().is_valid)
+
+
+@contextmanager
+def sending(target: str, ask: bool) -> Iterator[str | None]:
+    """A span for one ask (CLIENT) or tell (PRODUCER) to ``target``, yielding the traceparent the
+    envelope carries; yields None when no span is current (nothing is recorded then)."""
+    if not active():
+        yield None
+        return
+    kind = _CLIENT if ask else _PRODUCER
+    with _tracer().start_as_current_span(f"{'ask' if ask else 'tell'} {target}", kind=kind,
+                                         attributes={"mesh.target": target}):
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        yield carrier.get("traceparent")
+
+
+@contextmanager
+def handling(actor: str, traceparent: object, ask: bool) -> Iterator[None]:
+    """The span in which ``actor`` handles a message that carried ``traceparent`` (untrusted: a
+    malformed one starts a trace of its own, as W3C says)."""
+    if not ENABLED or type(traceparent) is not str or len(traceparent) > MAX_TRACEPARENT:
+        yield
+        return
+    parent = _PROPAGATOR.extract({"traceparent": traceparent})
+    token = _context.attach(parent)
+    try:
+        with _tracer().start_as_current_span(actor, kind=_SERVER if ask else _CONSUMER,
+                                             attributes={"mesh.actor": actor}):
+            yield
+    finally:
+        _context.detach(token)

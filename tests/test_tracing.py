@@ -1,0 +1,165 @@
+"""Traces (issue 16): with OpenTelemetry's SDK, asks and tells made under a span carry W3C trace
+context across processes and nodes; a pipeline across two nodes is one trace, a span per stage."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import mesh
+from conftest import wait_until
+from mesh import wire
+from mesh.errors import WireError
+from mesh.patterns import Pipeline, Stage
+from mesh.runtime.server import Server
+
+pytestmark = pytest.mark.timeout(90)
+
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def provider():
+    """The process's tracer provider (OpenTelemetry lets a process set it once)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        chosen = TracerProvider()
+        chosen.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        trace.set_tracer_provider(chosen)
+    yield
+
+
+class Step(mesh.Actor):
+    """A pipeline stage: notes its name in the context; ``then`` asks another actor first."""
+
+    def __init__(self, then: str | None = None):
+        self.then = then
+
+    def on_message(self, message):
+        if self.then:
+            self.mesh.actor(self.then).ask({"from": self.mesh.name}, timeout=10)
+        return {"by": self.mesh.name}
+
+
+class Sink(mesh.Actor):
+    def __init__(self):
+        self.got = threading.Event()
+
+    def on_message(self, message):
+        self.got.set()
+
+
+def serve(actor, name: str, node) -> Server:
+    server = Server(actor, name, node.address)
+    threading.Thread(target=server.run, daemon=True).start()
+    wait_until(lambda: any(x["name"] == name and x["state"] == "running" for x in node.status()["agents"]), 15,
+               f"{name} registered")
+    return server
+
+
+def test_a_pipeline_across_two_nodes_is_one_trace_with_a_span_per_stage(start_node):
+    a = start_node("", name="a")
+    b = start_node("", name="b", args=("--join", a.address))
+    wait_until(lambda: len([m for m in a.status()["members"] if m["state"] == "alive"]) == 2, 20, "a and b to meet")
+    servers = [serve(Step(), "st1", a), serve(Step(then="st3"), "st2", b), serve(Step(), "st3", a)]
+    try:
+        client = a.client()
+        wait_until(lambda: client.actor("st2").ask({}, timeout=5), 15, "st2 reachable from a")  # not under a span
+        EXPORTER.clear()
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("pipeline run") as root:
+            report = Pipeline([Stage("first", "st1", timeout=10), Stage("second", "st2", timeout=10)], client).run({})
+        assert report["status"] == "ok"
+        expected = {"pipeline run", "ask st1", "st1", "ask st2", "st2", "ask st3", "st3"}
+        # A handler's span ends just after its reply is sent: the asker may be back first.
+        spans = wait_until(lambda: (found := {s.name: s for s in EXPORTER.get_finished_spans()}).keys() >= expected
+                           and found, 10, "every span ended")
+        trace_id = root.get_span_context().trace_id
+        assert {s.context.trace_id for s in spans.values()} == {trace_id}  # one trace
+        # Each stage's handling is a child of the ask that reached it, across processes' wire.
+        for asked in ("st1", "st2", "st3"):
+            assert spans[asked].parent.span_id == spans[f"ask {asked}"].context.span_id
+            assert spans[asked].kind == trace.SpanKind.SERVER
+        assert spans["ask st3"].parent.span_id == spans["st2"].context.span_id  # asked inside st2's handler
+        assert spans["ask st1"].parent.span_id == spans["pipeline run"].context.span_id
+        # Outside any span nothing is traced: no span for an ask made then.
+        EXPORTER.clear()
+        assert client.actor("st1").ask({}, timeout=5) == {"by": "st1"}
+        assert EXPORTER.get_finished_spans() == ()
+    finally:
+        for server in servers:
+            server.request_stop()
+
+
+def test_a_tell_under_a_span_is_handled_in_a_consumer_span_of_the_same_trace(start_node):
+    a = start_node("", name="a")
+    sink = Sink()
+    server = serve(sink, "sink", a)
+    try:
+        EXPORTER.clear()
+        with trace.get_tracer("test").start_as_current_span("send") as root:
+            a.client().actor("sink").tell("hello")
+        assert sink.got.wait(10)
+        got = wait_until(lambda: {s.name: s for s in EXPORTER.get_finished_spans()}.get("sink"), 10, "the sink's span")
+        assert got.kind == trace.SpanKind.CONSUMER and got.context.trace_id == root.get_span_context().trace_id
+    finally:
+        server.request_stop()
+
+
+def test_a_traced_envelope_is_checked_like_any_other():
+    frame = wire.encode_traced(2, 7, "c", "x", {"n": 1}, [], "00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+    (env,) = wire.decode(frame)
+    assert len(env) == 9 and env[wire.TRACE].startswith("00-")
+    import msgpack
+
+    for bad in ([1, 2, 7, 0, "c", "x", None, [], 5], [1, 2, 7, 0, "c", "x", None, [], "t" * 200],
+                [1, 3, 7, 0, "c", "x", None, [], "00-x"], [1, 2, 7, 0, "c", "x", None, "notalist", "00-x"]):
+        with pytest.raises(WireError):
+            wire.decode(msgpack.packb(bad))
+
+
+def test_without_opentelemetry_nothing_is_traced_and_messages_keep_seven_fields():
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["opentelemetry"] = None  # as if it were not installed
+from mesh.runtime import tracing
+from mesh.runtime import ref
+assert not tracing.ENABLED and not ref.TRACED and not tracing.active()
+with tracing.sending("x", ask=True) as traceparent:
+    assert traceparent is None
+with tracing.handling("x", "00-" + "1" * 32 + "-" + "2" * 16 + "-01", ask=True):
+    pass
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_an_ask_async_under_a_span_carries_the_trace(start_node):
+    import asyncio
+
+    a = start_node("", name="a")
+    server = serve(Step(), "st1", a)
+    try:
+        client = a.client()
+        EXPORTER.clear()
+
+        async def traced():
+            with trace.get_tracer("test").start_as_current_span("async root") as root:
+                assert await client.actor("st1").ask_async({}, timeout=10) == {"by": "st1"}
+                return root
+
+        root = asyncio.run(traced())
+        spans = wait_until(lambda: (found := {s.name: s for s in EXPORTER.get_finished_spans()}).keys()
+                           >= {"ask st1", "st1"} and found, 10, "the spans ended")
+        assert spans["st1"].context.trace_id == root.get_span_context().trace_id
+        assert spans["st1"].parent.span_id == spans["ask st1"].context.span_id
+    finally:
+        server.request_stop()
