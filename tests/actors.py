@@ -241,6 +241,17 @@ class KeyProbe(mesh.Actor):
         return found
 
 
+class PipelineRunner(mesh.Actor):
+    """Runs a one-stage pipeline through echo per message; a burst of ``n`` tasks with {"burst": n}."""
+
+    def on_message(self, message):
+        from mesh.patterns import Burst, Pipeline, Stage
+
+        if isinstance(message, dict) and "burst" in message:
+            return Burst(self.mesh, ["echo"]).run(list(range(message["burst"]))).status
+        return Pipeline([Stage("only", "echo", timeout=10)], self.mesh).run(message)["status"]
+
+
 class MemoryHog(mesh.Actor):
     """Allocates ``step_mb`` every ``every`` seconds (100 MB/s by default), writing its own PSS and
     the time to ``journal`` before each step."""

@@ -25,6 +25,10 @@ name = "relay"
 class = "actors:Relay"
 
 [[agents]]
+name = "runner"
+class = "actors:PipelineRunner"
+
+[[agents]]
 name = "crasher"
 class = "actors:Crasher"
 restart = "on-failure"
@@ -96,3 +100,13 @@ def test_the_conflict_rate_counts_objected_intentions_per_100(node):
                        "every intention counted")
     assert found["approved"] == 1 and found["objected"] == objected >= 1
     assert found["conflicts_per_100"] == pytest.approx(100.0 * objected / len(outcomes), abs=0.01)
+
+
+def test_the_patterns_count_the_tasks_they_complete(node):
+    client = node.client()
+    for i in range(3):
+        assert client.actor("runner").ask({"n": i}, timeout=20) == "ok"  # a pipeline run: one task
+    assert client.actor("runner").ask({"burst": 4}, timeout=20) == "ok"  # a burst: four tasks
+    wait_until(lambda: metrics_of(node, "runner")["tasks_completed"] == 7, 10, "7 tasks counted")
+    assert node.status()["metrics"]["tasks_completed"] == 7
+    assert metrics_of(node, "echo")["tasks_completed"] == 0

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Protocol
 
 from ..errors import AskTimeout
+from .counting import count_done
 
 STATUSES = ("ok", "timeout", "error")
 
@@ -288,6 +289,7 @@ class Burst:
         position = {key: i for i, key in enumerate(tasks)} if isinstance(tasks, Mapping) else None
         results.sort(key=lambda r: position[r.key] if position is not None else r.key)  # type: ignore[index, return-value, arg-type]
         merged = self.merge(results) if self.merge is not None else None
+        count_done(self.mesh, sum(1 for r in results if r.ok))
         return BurstReport(results, merged, elapsed)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import MeshError
+from .counting import count_done
 
 ON_FAILURE = ("stop", "continue_with_warning", "retry_once")
 
@@ -80,6 +81,7 @@ class Pipeline:
                 continue
             return {"status": "failed", "failed_stage": stage.name, "error": error,
                     "results": results, "warnings": warnings, "timings": timings}
+        count_done(self.mesh, 1)  # the task went through every stage
         return {"status": "ok", "results": results, "warnings": warnings, "timings": timings}
 
     def _attempt(self, stage: Stage, context: dict[str, object]) -> tuple[str | None, object]:

@@ -39,6 +39,7 @@ from .topic_callbacks import Callback, TopicCallbacks
 from .transport import SEND_BYTES, Link, Transport, Unreachable
 from .keys import Keys
 from .zeromq import ZMQ, transport_for
+from .usage import USAGE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .delivery import Deliverer
@@ -250,6 +251,10 @@ class Client:
         return self._deliverer.drain(timeout) if self._deliverer is not None else 0
 
     # -- pools and rate limits (kept by the leader) -----------------------------------
+
+    def task_done(self, n: int = 1) -> None:
+        """Count ``n`` tasks completed in this process (reported if it serves an actor; see ActorContext)."""
+        USAGE.tasks += max(0, int(n))
 
     def acquire(self, name: str, *, n: int = 1, timeout: float = 10.0, holder: str | None = None) -> "Lease":
         """Wait (in line, mesh-wide) for ``n`` units of pool ``name``, or ``n`` permits of rate

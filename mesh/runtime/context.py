@@ -103,6 +103,11 @@ class ActorContext:
         topic. ``by`` defaults to this actor's name. See :meth:`mesh.Client.alert`."""
         return self._client.alert(reason, data, by=by or self.name)
 
+    def task_done(self, n: int = 1) -> None:
+        """Count ``n`` tasks this agent completed: the playbook's throughput in tasks, reported with its
+        heartbeat (``tasks_completed`` in its metrics). The patterns count theirs."""
+        USAGE.tasks += max(0, int(n))
+
     def acquire(self, name: str, *, n: int = 1, timeout: float = 10.0) -> "Lease":
         """Wait for ``n`` units of the mesh-wide pool ``name`` (or permits of rate limit ``name``),
         at most ``timeout`` seconds; returns a Lease, a context manager that releases them."""

@@ -40,6 +40,11 @@ if ENABLED:
     _SERVER = _trace.SpanKind.SERVER
     _CONSUMER = _trace.SpanKind.CONSUMER
     _current = _context.get_current
+    # The context's own ContextVar, when the runtime context is the default one: reading it costs a
+    # third of get_current() (this runs on every ask and tell once OpenTelemetry is installed).
+    _var = getattr(getattr(_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    if _var is not None and callable(getattr(_var, "get", None)):
+        _current = _var.get
 
 
 def _tracer() -> Any:
@@ -48,7 +53,7 @@ def _tracer() -> Any:
 
 def active() -> bool:
     """Whether a span is current on this thread (only then do messages carry a trace). The context's
-    span read directly: about 0.2 us, on every ask and tell once OpenTelemetry is installed."""
+    span read directly: under 0.1 us, on every ask and tell once OpenTelemetry is installed."""
     if not ENABLED:
         return False
     span: Any = _current().get(_SPAN_KEY)

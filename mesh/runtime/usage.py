@@ -22,7 +22,7 @@ KEEP = 256
 
 
 class Usage:
-    __slots__ = ("asks", "ask_samples", "pool_waits", "pool_wait_s", "deadlocks")
+    __slots__ = ("asks", "ask_samples", "pool_waits", "pool_wait_s", "deadlocks", "tasks")
 
     def __init__(self) -> None:
         self.asks = 0  #: asks made (each SAMPLE_EVERY-th is timed)
@@ -30,12 +30,14 @@ class Usage:
         self.pool_waits = 0  #: acquires made (pools and rate limits)
         self.pool_wait_s = 0.0  #: seconds spent in them
         self.deadlocks = 0  #: DeadlockDetected raised by this process's asks
+        self.tasks = 0  #: tasks completed (``task_done``: the patterns count theirs)
 
     def report(self) -> dict[str, float | int | None]:
         """What the heartbeat carries (beside the server's busy and waited seconds)."""
         samples = list(self.ask_samples)
         return {"ask_rtt_p50_s": percentile(samples, 50), "ask_rtt_p99_s": percentile(samples, 99),
-                "pool_waits": self.pool_waits, "pool_wait_s": self.pool_wait_s, "deadlocks": self.deadlocks}
+                "pool_waits": self.pool_waits, "pool_wait_s": self.pool_wait_s, "deadlocks": self.deadlocks,
+                "tasks_completed": self.tasks}
 
 
 #: This process's figures (an agent process serves one actor).

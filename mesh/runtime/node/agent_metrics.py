@@ -19,7 +19,7 @@ from typing import Any
 from ...core.metrics import WINDOW_S, Reading, Window, conflicts_per_100
 
 #: The figures an agent's heartbeat may carry beside its counters (anything else is ignored).
-REPORTED = ("ask_rtt_p50_s", "ask_rtt_p99_s", "pool_waits", "pool_wait_s", "deadlocks")
+REPORTED = ("ask_rtt_p50_s", "ask_rtt_p99_s", "pool_waits", "pool_wait_s", "deadlocks", "tasks_completed")
 
 
 def _number(value: object) -> float | None:
@@ -72,6 +72,7 @@ class AgentMetrics:
                 "ask_rtt_p50_s": _rounded(reported.get("ask_rtt_p50_s"), 6),
                 "ask_rtt_p99_s": _rounded(reported.get("ask_rtt_p99_s"), 6),
                 "pool_waits": int(reported.get("pool_waits") or 0),
+                "tasks_completed": int(reported.get("tasks_completed") or 0),
                 "pool_wait_s": _rounded(reported.get("pool_wait_s")) or 0.0}
 
 
@@ -92,6 +93,7 @@ def node_metrics(agents: Iterable[Mapping[str, Any]], outcomes: Mapping[str, int
         "throughput_per_s": _rounded(sum(a.get("throughput_per_s") or 0.0 for a in per_agent)),
         "deadlocks": sum(a.get("deadlocks") or 0 for a in per_agent),
         "pool_waits": sum(a.get("pool_waits") or 0 for a in per_agent),
+        "tasks_completed": sum(a.get("tasks_completed") or 0 for a in per_agent),
         "pool_wait_s": _rounded(sum(a.get("pool_wait_s") or 0.0 for a in per_agent)),
         "intentions": {"proposed": sum(outcomes.values()), "approved": outcomes.get("approved", 0),
                        "objected": outcomes.get("objected", 0), "withdrawn": outcomes.get("withdrawn", 0),

@@ -61,6 +61,7 @@ AGENT_PLAYBOOK: tuple[tuple[str, str, str, str], ...] = (
     ("deadlocks", "mesh_agent_deadlocks", COUNTER, "DeadlockDetected raised in the agent"),
     ("pool_waits", "mesh_agent_pool_waits", COUNTER, "Times the agent waited for a pool"),
     ("pool_wait_s", "mesh_agent_pool_wait_seconds", COUNTER, "Seconds the agent waited for pools"),
+    ("tasks_completed", "mesh_agent_tasks_completed", COUNTER, "Tasks the agent completed (patterns, task_done)"),
 )
 #: Sampled ask round trips the agent made: (key, quantile label).
 ASK_RTT = (("ask_rtt_p50_s", "0.5"), ("ask_rtt_p99_s", "0.99"))
@@ -91,6 +92,7 @@ NODE_PLAYBOOK: tuple[tuple[str, str, str, str], ...] = (
     ("throughput_per_s", "mesh_throughput_per_second", GAUGE, "Messages per second the node's agents handled"),
     ("pool_waits", "mesh_pool_waits", COUNTER, "Times the node's agents waited for a pool"),
     ("pool_wait_s", "mesh_pool_wait_seconds", COUNTER, "Seconds the node's agents waited for pools"),
+    ("tasks_completed", "mesh_tasks_completed", COUNTER, "Tasks the node's agents completed"),
     ("deadlocks", "mesh_deadlocks", COUNTER, "DeadlockDetected raised in the node's agents"),
 )
 
