@@ -29,6 +29,7 @@ from . import tracing
 from .usage import SAMPLE_EVERY, USAGE
 
 TRACED = tracing.ENABLED  #: OpenTelemetry is installed: a message sent under a span carries it
+_active = tracing.active
 
 _perf = time.perf_counter
 
@@ -100,19 +101,18 @@ class ActorRef:
         self._ch = ch
         return ch
 
-    def tell(self, message: object, ack: bool = False, timeout: float = 30.0) -> "Delivery | None":
+    def tell(self, message: object, ack: bool = False, timeout: float = 30.0, *,
+             _traceparent: str | None = None) -> "Delivery | None":
         """Send ``message`` and return at once. Raises MailboxFull if the mailbox stays full.
 
         With ``ack=True`` the receiver acknowledges the message after handling it, and it is
         sent again (to wherever the actor runs by then) until acknowledged or ``timeout``
         seconds pass; returns a Delivery (``wait()``, ``acked``). The handler runs once per
         message per incarnation of the receiver. See :mod:`mesh.runtime.delivery`."""
-        if TRACED and tracing.active():
-            with tracing.sending(self.name, ask=False) as traceparent:
-                return self._tell(message, ack, timeout, traceparent)
-        return self._tell(message, ack, timeout, None)
-
-    def _tell(self, message: object, ack: bool, timeout: float, traceparent: str | None) -> "Delivery | None":
+        if TRACED and _traceparent is None and _active():  # under a span: this tell in a span of its own
+            with tracing.sending(self.name, ask=False) as traced:
+                return self.tell(message, ack, timeout, _traceparent=traced or "")
+        traceparent = _traceparent or None
         client = self._client
         if ack:
             from .delivery import Delivery
@@ -134,18 +134,16 @@ class ActorRef:
             self._rebind().tell(frame, FLUSHER)
         return None
 
-    def ask(self, message: object, timeout: float = 5.0) -> object:
+    def ask(self, message: object, timeout: float = 5.0, *, _traceparent: str | None = None) -> object:
         """Send ``message`` and return the actor's reply.
 
         Raises AskTimeout, ActorNotFound, ActorDied (the actor's process ended while
         the ask was in flight), MailboxFull, or RemoteError (the handler raised).
         """
-        if TRACED and tracing.active():
-            with tracing.sending(self.name, ask=True) as traceparent:
-                return self._ask(message, timeout, traceparent)
-        return self._ask(message, timeout, None)
-
-    def _ask(self, message: object, timeout: float, traceparent: str | None) -> object:
+        if TRACED and _traceparent is None and _active():  # under a span: this ask in a span of its own
+            with tracing.sending(self.name, ask=True) as traced:
+                return self.ask(message, timeout, _traceparent=traced or "")
+        traceparent = _traceparent or None
         client = self._client
         msg_id = next(client.ids)
         server = getattr(ACTING, "server", None) or ACTING_TASK.get()
@@ -304,7 +302,7 @@ class ActorRef:
 
     async def ask_async(self, message: object, timeout: float = 5.0) -> object:
         """``ask`` for asyncio code: many asks may be in flight at once."""
-        if TRACED and tracing.active():
+        if TRACED and _active():
             with tracing.sending(self.name, ask=True) as traceparent:
                 return await self._ask_async(message, timeout, traceparent)
         return await self._ask_async(message, timeout, None)

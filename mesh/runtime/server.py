@@ -252,6 +252,7 @@ class Server:
         monotonic = self.clock.monotonic
         dirty = FLUSHER.dirty
         perf = time.perf_counter
+        traceable = tracing.ENABLED  # a trace a sender sent is taken only where OpenTelemetry is installed
         while not stopping.is_set():
             try:
                 got = receive(bad)
@@ -277,7 +278,7 @@ class Server:
                 kind = env[KIND]
                 self.current_sender = env[SENDER]
                 # A traced message (9 fields, when the sender had a span): handled in a child span.
-                traced = tracing.handling(name, env[TRACE], kind == _ASK) if len(env) == 9 else None
+                traced = tracing.handling(name, env[TRACE], kind == _ASK) if traceable and len(env) == 9 else None
                 if traced is not None:
                     traced.__enter__()
                 if kind == _ASK:
