@@ -60,9 +60,9 @@ VERSION = 1
 VERSION_FIELD, KIND, MSG_ID, CORR_ID, SENDER, RECIPIENT, BODY, WAITING, TRACE = range(9)
 
 #: The kinds whose envelope may carry a trace (``TRACE``: a W3C traceparent, with ``WAITING``, an
-#: empty list but for an ask made in a handler, before it): asks and tells, by
+#: empty list but for an ask made in a handler, before it): asks, tells and events, by
 #: :mod:`mesh.runtime.tracing` when a span is current.
-_TRACED_KINDS = frozenset((1, 2, 7))
+_TRACED_KINDS = frozenset((1, 2, 6, 7))
 
 #: A checked envelope: a list with the fields above (``WAITING`` only on some asks). Fields are
 #: of different types, so a list of Any: each reader knows which field it takes.
@@ -117,8 +117,8 @@ def encode(kind: int, msg_id: int, corr_id: int, sender: str, recipient: str, bo
 
 def encode_traced(kind: int, msg_id: int, sender: str, recipient: str, body: object, waiting: list[str],
                   traceparent: str) -> bytes:
-    """An ASK, TELL or TELL_ACK that carries a trace: 9 fields, ``waiting`` (possibly empty) then the
-    W3C ``traceparent``."""
+    """An ASK, TELL, TELL_ACK or EVENT that carries a trace: 9 fields, ``waiting`` (possibly empty)
+    then the W3C ``traceparent``."""
     try:
         return _packb([VERSION, kind, msg_id, 0, sender, recipient, body, waiting, traceparent])
     except (TypeError, ValueError, OverflowError) as exc:

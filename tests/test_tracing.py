@@ -163,3 +163,38 @@ def test_an_ask_async_under_a_span_carries_the_trace(start_node):
         assert spans["st1"].parent.span_id == spans["ask st1"].context.span_id
     finally:
         server.request_stop()
+
+
+class Listener(mesh.Actor):
+    def on_start(self):
+        self.mesh.subscribe("traced-topic")
+
+    def on_event(self, event):
+        pass
+
+
+def test_an_event_published_under_a_span_is_handled_in_the_same_trace(start_node):
+    a = start_node("", name="a")
+    server = serve(Listener(), "listener", a)
+    try:
+        client = a.client()
+        EXPORTER.clear()
+
+        def published():
+            with trace.get_tracer("test").start_as_current_span("announce") as root:
+                client.publish("traced-topic", {"n": 1})
+            return root
+
+        # The subscription reaches the node's forwarder in a moment: publish until one is heard.
+        def heard():
+            root = published()
+            spans = [s for s in EXPORTER.get_finished_spans() if s.name == "listener"]
+            return spans and (root, spans[0])
+
+        root, handled = wait_until(heard, 15, "the listener's span", interval=0.2)
+        assert handled.kind == trace.SpanKind.CONSUMER
+        publish_spans = {s.context.span_id: s for s in EXPORTER.get_finished_spans() if s.name == "publish traced-topic"}
+        assert handled.parent.span_id in publish_spans  # a child of a publish span ...
+        assert handled.context.trace_id == publish_spans[handled.parent.span_id].context.trace_id  # ... of its trace
+    finally:
+        server.request_stop()

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .. import wire
-from . import rpc
+from . import rpc, tracing
 from ..errors import MeshError, WireError
 from .transport import Broadcaster, Publisher, Subscriber, Transport
 
@@ -353,4 +353,9 @@ def encode_event(client: "Client", topic: str, data: object, corr: str | None) -
     """An event's id and envelope (EVENT, from the client's name)."""
     event_id = f"{client.name}:{next(client.ids)}"
     body: dict[str, Any] = {"topic": topic, "data": data, "id": event_id, "corr": corr}
+    if tracing.ENABLED and tracing.active():  # under a span: the subscribers' handling joins its trace
+        with tracing.sending(topic, ask=False, verb="publish") as traceparent:
+            if traceparent is not None:
+                return event_id, wire.encode_traced(int(wire.Kind.EVENT), next(client.ids), client.name,
+                                                    BROADCAST_RECIPIENT, body, [], traceparent)
     return event_id, wire.encode(int(wire.Kind.EVENT), next(client.ids), 0, client.name, BROADCAST_RECIPIENT, body)

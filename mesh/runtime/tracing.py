@@ -61,14 +61,15 @@ def active() -> bool:
 
 
 @contextmanager
-def sending(target: str, ask: bool) -> Iterator[str | None]:
-    """A span for one ask (CLIENT) or tell (PRODUCER) to ``target``, yielding the traceparent the
-    envelope carries; yields None when no span is current (nothing is recorded then)."""
+def sending(target: str, ask: bool, verb: str | None = None) -> Iterator[str | None]:
+    """A span for one ask (CLIENT) or tell (PRODUCER) to ``target`` (``verb``: the span's first
+    word, "ask" or "tell" by default; "publish" for an event on a topic), yielding the traceparent
+    the envelope carries; yields None when no span is current (nothing is recorded then)."""
     if not active():
         yield None
         return
     kind = _CLIENT if ask else _PRODUCER
-    with _tracer().start_as_current_span(f"{'ask' if ask else 'tell'} {target}", kind=kind,
+    with _tracer().start_as_current_span(f"{verb or ('ask' if ask else 'tell')} {target}", kind=kind,
                                          attributes={"mesh.target": target}):
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
