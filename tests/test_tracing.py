@@ -3,6 +3,7 @@ context across processes and nodes; a pipeline across two nodes is one trace, a 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -142,15 +143,23 @@ print("ok")
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
-def test_an_ask_async_under_a_span_carries_the_trace(start_node):
-    import asyncio
-
+@contextlib.contextmanager
+def alone(start_node, actor, name: str):
+    """Node ``a`` serving ``actor`` as ``name`` in this process: a client of it, no spans yet."""
     a = start_node("", name="a")
-    server = serve(Step(), "st1", a)
+    server = serve(actor, name, a)
     try:
         client = a.client()
         EXPORTER.clear()
+        yield client
+    finally:
+        server.request_stop()
 
+
+def test_an_ask_async_under_a_span_carries_the_trace(start_node):
+    import asyncio
+
+    with alone(start_node, Step(), "st1") as client:
         async def traced():
             with trace.get_tracer("test").start_as_current_span("async root") as root:
                 assert await client.actor("st1").ask_async({}, timeout=10) == {"by": "st1"}
@@ -161,8 +170,6 @@ def test_an_ask_async_under_a_span_carries_the_trace(start_node):
                            >= {"ask st1", "st1"} and found, 10, "the spans ended")
         assert spans["st1"].context.trace_id == root.get_span_context().trace_id
         assert spans["st1"].parent.span_id == spans["ask st1"].context.span_id
-    finally:
-        server.request_stop()
 
 
 class Listener(mesh.Actor):
@@ -174,12 +181,7 @@ class Listener(mesh.Actor):
 
 
 def test_an_event_published_under_a_span_is_handled_in_the_same_trace(start_node):
-    a = start_node("", name="a")
-    server = serve(Listener(), "listener", a)
-    try:
-        client = a.client()
-        EXPORTER.clear()
-
+    with alone(start_node, Listener(), "listener") as client:
         def published():
             with trace.get_tracer("test").start_as_current_span("announce") as root:
                 client.publish("traced-topic", {"n": 1})
@@ -196,5 +198,3 @@ def test_an_event_published_under_a_span_is_handled_in_the_same_trace(start_node
         publish_spans = {s.context.span_id: s for s in EXPORTER.get_finished_spans() if s.name == "publish traced-topic"}
         assert handled.parent.span_id in publish_spans  # a child of a publish span ...
         assert handled.context.trace_id == publish_spans[handled.parent.span_id].context.trace_id  # ... of its trace
-    finally:
-        server.request_stop()
