@@ -194,7 +194,11 @@ class Supervisor:
                 inst.reason = f"kill switch pulled by {pulled.get('by', '?')} at {clock(pulled.get('at'))}"
                 continue
             if inst.retiring and not self.stopping:
-                self.on_event(f"{inst.name} stopped ({describe_exit(code)}): {inst.retiring}")
+                if code == LEASE_EXIT and inst.placed_by and inst.movable:  # its watchdog was first
+                    self.on_event(f"{inst.name} stopped itself: this node did not renew its lease in time"
+                                  f" ({inst.retiring})")
+                else:
+                    self.on_event(f"{inst.name} stopped ({describe_exit(code)}): {inst.retiring}")
                 self.forget(inst)
                 continue
             if self.stopping:
