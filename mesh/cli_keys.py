@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import click
 
+from .spec import is_loopback_host
 from .runtime.keys import CLIENT, NODE, ROLES, KeysError, add_key, init_keys, revoke_key, trusted_names
 
 #: What `mesh up` says when asked to listen beyond loopback without keys.
@@ -16,13 +16,7 @@ KEYS_HINT = ("make keys with `mesh keys init DIR --node NAME` and pass --keys DI
 
 def is_loopback(address: str) -> bool:
     """Whether a tcp://HOST:PORT address listens on loopback only (127.0.0.0/8, ::1, localhost)."""
-    host = address.partition("://")[2].rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name or a wildcard (*): may be any interface
+    return is_loopback_host(address.partition("://")[2].rpartition(":")[0].strip("[]"))
 
 
 def _fail(exc: Exception) -> click.ClickException:

@@ -918,6 +918,19 @@ def parse_http_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is loopback only (127.0.0.0/8, ::1, localhost); a name or a wildcard may be any
+    interface, so it is not."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_metrics_address(text: str, check: "_Checker") -> str:
     """``[node] metrics``: HOST:PORT where the node serves /metrics and the dashboard."""
     try:

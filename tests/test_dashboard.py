@@ -72,7 +72,7 @@ class Stream:
 
 @pytest.fixture
 def web():
-    served = Web("127.0.0.1:0", node_name="x", may_act=True)
+    served = Web("127.0.0.1:0", may_act=True)
     served.publish({"node": {"name": "x"}, "agents": []})
     yield served
     served.close()

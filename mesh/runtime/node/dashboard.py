@@ -181,7 +181,7 @@ def refused_origin(headers: "Message") -> str | None:
     if origin and origin != "null" and urlsplit(origin).netloc != host:
         return "refused: a request from another origin"
     if host:
-        from .web import is_loopback_host
+        from ...spec import is_loopback_host
 
         name = urlsplit(f"//{host}").hostname or ""
         if not is_loopback_host(name):

@@ -163,18 +163,18 @@ class Follower:
         if orders.acted is not None:
             self.acted = orders.acted
 
-    def lease_left(self, since: float | None = None) -> float | None:
+    def lease_left(self, deadline: float | None = None) -> float | None:
         """Seconds until this node's lease lapses unless renewed (None: it cannot lapse and this node
         is the sole voter, or the node is stopping and stops its agents itself): what each agent a
         leader could move elsewhere is given for its watchdog (:func:`mesh.core.fencing.watchdog_until`).
 
-        ``since``: the agent's current deadline (the node's monotonic clock). A new one is given only
+        ``deadline``: the agent's current one (the node's monotonic clock). A new one is given only
         if the lease has held without a break since before then (0.0 otherwise): an agent that
         missed its deadline (it started slowly) may run on only if no leader could have placed
         it elsewhere meanwhile."""
         if self.supervisor.stopping:
             return None
-        if since is not None and not fencing.renews(self.fence.lease.since, since):
+        if deadline is not None and not fencing.renews(self.fence.lease.since, deadline):
             return 0.0
         now = self.clock.monotonic()
         until = fencing.watchdog_until(self.lease_until, now, self.leadership.elector.voters, self.name)

@@ -57,7 +57,7 @@ class Supervisor:
         self._wave_deadline = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
-        self.lease_left: Callable[[float | None], float | None] = lambda since: None
+        self.lease_left: Callable[[float | None], float | None] = lambda deadline: None
         #: The agents' secret certificate (set by the node when it has keys): agents get its path,
         #: never the secret itself, so nothing secret is on a command line or in an environment.
         self.agent_keys: Path | None = None
@@ -66,11 +66,11 @@ class Supervisor:
     def stopping(self) -> bool:
         return self.stop_deadline is not None
 
-    def lease_of(self, inst: Instance, since: float | None = None) -> float | None:
+    def lease_of(self, inst: Instance, deadline: float | None = None) -> float | None:
         """Seconds ``inst`` may run before it must stop unless its node renews the lease (its
         watchdog), for a replica a leader placed here and could place elsewhere; else None.
-        ``since``: its current deadline, which the lease must have held through (else 0.0)."""
-        return self.lease_left(since) if inst.placed_by and inst.movable else None
+        ``deadline``: its current one, which the lease must have held through (else 0.0)."""
+        return self.lease_left(deadline) if inst.placed_by and inst.movable else None
 
     def log_path_of(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...errors import MeshError
-from ...spec import parse_http_address
+from ...spec import is_loopback_host, parse_http_address
 
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Node
@@ -50,22 +51,11 @@ def serve_web(node: "Node") -> "Web | None":
         return None
     from .prometheus import render
 
-    web = Web(node.spec.metrics, node_name=node.name, may_act=not node.spec.keys, render_metrics=render)
+    web = Web(node.spec.metrics, may_act=not node.spec.keys, render_metrics=render)
     node.on_event(f"metrics at {web.address}/metrics, the dashboard at {web.address}/"
                   + (f" ({web.why_read_only})" if web.why_read_only else ""))
     web.tick(node)
     return web
-
-
-def is_loopback_host(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Responder(Protocol):
@@ -89,10 +79,9 @@ class _Action:
 class Web:
     """One node's HTTP server. ``render_metrics(snapshot) -> (bytes, content type)``."""
 
-    def __init__(self, address: str, *, node_name: str, may_act: bool,
+    def __init__(self, address: str, *, may_act: bool,
                  render_metrics: Callable[[dict[str, Any]], tuple[bytes, str]] | None = None):
         host, port = parse_http_address(address)
-        self.node_name = node_name
         self.may_act = may_act and is_loopback_host(host)
         self.why_read_only = ("" if self.may_act else
                               "read-only: the node has keys (act with an operator key: mesh kill, mesh approve)"
@@ -187,8 +176,6 @@ class Web:
 class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A browser that left mid-answer is no error worth a traceback; anything else is logged once."""
-        import sys
-
         exc = sys.exc_info()[1]
         if not isinstance(exc, (ConnectionError, TimeoutError)):
             log.warning("the dashboard's server: %s from %s", exc, client_address[0] if client_address else "?")
