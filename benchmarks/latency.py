@@ -16,6 +16,10 @@ With --curve, every socket on both sides speaks CURVE: the node runs with a keys
 for the run (``mesh keys``, so ZAP admits each connection once), the raw sockets with a server
 and a client keypair (no ZAP: it is asked once per connection, never per message).
 
+Raw pyzmq and mesh are measured in ``--rounds`` interleaved rounds (default 5): each figure is the
+median over the rounds, and each ratio the median of the rounds' own ratios, so a machine whose
+speed drifts during the run (shared cores, frequency scaling) moves both sides of a ratio alike.
+
 Targets (same run): ask p50 <= 1.15x raw p50, ask p99 <= 1.5x raw p99,
 tell >= 0.5x raw PUSH->PULL. Figures are printed, never asserted.
 """
@@ -211,13 +215,18 @@ def _operator(keys: Path | None) -> Path | None:
     return keys / "private" / "operator.key_secret" if keys else None
 
 
-def run(warmup: int, n: int, stream: int, curve: bool = False) -> dict:
-    results: dict = {"warmup": warmup, "round_trips": n, "stream_messages": stream, "curve": curve}
+FIGURES = ("raw_rtt_p50_us", "raw_rtt_p99_us", "raw_push_msgs_per_s", "ask_rtt_p50_us", "ask_rtt_p99_us",
+           "client_ask_rtt_p50_us", "client_ask_rtt_p99_us", "tell_msgs_per_s", "client_tell_msgs_per_s")
+
+
+def run(warmup: int, n: int, stream: int, curve: bool = False, rounds: int = 5) -> dict:
+    """``rounds`` interleaved rounds, each raw pyzmq then mesh, and the median of each figure over
+    them; a ratio is the median of each round's own ratio (raw and mesh measured side by side, so a
+    machine whose speed drifts between rounds moves both)."""
+    results: dict = {"warmup": warmup, "round_trips": n, "stream_messages": stream, "curve": curve,
+                     "rounds": rounds}
     raw_keys = raw_curve_keys() if curve else None
-    raw = raw_pingpong(warmup, n, raw_keys)
-    results["raw_rtt_p50_us"] = pct(raw, 50)
-    results["raw_rtt_p99_us"] = pct(raw, 99)
-    results["raw_push_msgs_per_s"] = raw_push_throughput(stream, raw_keys)
+    per_round: list[dict] = []
 
     with tempfile.TemporaryDirectory() as tmp:
         keys = None
@@ -232,55 +241,80 @@ def run(warmup: int, n: int, stream: int, curve: bool = False) -> dict:
                 st = client.status()
                 pids = {a["name"]: a["pid"] for a in st["agents"]}
                 results["idle_agent_pss_mb"] = psutil.Process(pids["echo"]).memory_full_info().pss / 2**20
-
-                actor_times = client.actor("pinger").ask({"target": "echo", "n": n, "warmup": warmup}, timeout=300)
-                results["ask_rtt_p50_us"] = pct(actor_times, 50)
-                results["ask_rtt_p99_us"] = pct(actor_times, 99)
-
-                echo = client.actor("echo")
-                body = {"n": 0, "body": "x" * 64}
-                for i in range(warmup):
-                    body["n"] = i
-                    echo.ask(body)
-                times = []
-                perf = time.perf_counter_ns
-                for i in range(n):
-                    body["n"] = i
-                    t0 = perf()
-                    echo.ask(body)
-                    times.append(perf() - t0)
-                results["client_ask_rtt_p50_us"] = pct(times, 50)
-                results["client_ask_rtt_p99_us"] = pct(times, 99)
-
-                streamer = client.actor("streamer")
-                streamer.ask({"target": "sink", "n": stream}, timeout=300)  # warm-up
-                out = streamer.ask({"target": "sink", "n": stream}, timeout=300)
-                assert out["handled"] == stream, out
-                results["tell_msgs_per_s"] = stream / (out["ns"] / 1e9)
-
-                sink = client.actor("sink")
-                for _ in range(2):
-                    t0 = time.perf_counter()
-                    for i in range(stream):
-                        sink.tell({"n": i})
-                    handled = sink.ask({"count": True}, timeout=300)
-                    elapsed = time.perf_counter() - t0
-                assert handled == stream, handled
-                results["client_tell_msgs_per_s"] = stream / elapsed
+                for _ in range(rounds):
+                    per_round.append(_one_round(client, warmup, n, stream, raw_keys))
         finally:
             proc.terminate()
             proc.wait(30)
 
-    results["ask_p50_vs_raw"] = results["ask_rtt_p50_us"] / results["raw_rtt_p50_us"]
-    results["ask_p99_vs_raw"] = results["ask_rtt_p99_us"] / results["raw_rtt_p99_us"]
-    results["client_ask_p50_vs_raw"] = results["client_ask_rtt_p50_us"] / results["raw_rtt_p50_us"]
-    results["tell_vs_raw_push"] = results["tell_msgs_per_s"] / results["raw_push_msgs_per_s"]
+    for key in FIGURES:
+        results[key] = _median([r[key] for r in per_round])
+
+    def ratio(a: str, b: str) -> float:
+        return _median([r[a] / r[b] for r in per_round])
+
+    results["ask_p50_vs_raw"] = ratio("ask_rtt_p50_us", "raw_rtt_p50_us")
+    results["ask_p99_vs_raw"] = ratio("ask_rtt_p99_us", "raw_rtt_p99_us")
+    results["client_ask_p50_vs_raw"] = ratio("client_ask_rtt_p50_us", "raw_rtt_p50_us")
+    results["tell_vs_raw_push"] = ratio("tell_msgs_per_s", "raw_push_msgs_per_s")
     results["targets_met"] = {
         "ask_p50 <= 1.15x raw": results["ask_p50_vs_raw"] <= 1.15,
         "ask_p99 <= 1.5x raw": results["ask_p99_vs_raw"] <= 1.5,
         "tell >= 0.5x raw push": results["tell_vs_raw_push"] >= 0.5,
     }
+    results["per_round"] = [{k: round(v, 3) for k, v in r.items()} for r in per_round]
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _one_round(client: mesh.Client, warmup: int, n: int, stream: int, raw_keys: dict | None) -> dict:
+    """One round: raw pyzmq's round trips and stream, then mesh's, one after the other."""
+    r: dict = {}
+    raw = raw_pingpong(warmup, n, raw_keys)
+    r["raw_rtt_p50_us"] = pct(raw, 50)
+    r["raw_rtt_p99_us"] = pct(raw, 99)
+
+    actor_times = client.actor("pinger").ask({"target": "echo", "n": n, "warmup": warmup}, timeout=300)
+    r["ask_rtt_p50_us"] = pct(actor_times, 50)
+    r["ask_rtt_p99_us"] = pct(actor_times, 99)
+
+    echo = client.actor("echo")
+    body = {"n": 0, "body": "x" * 64}
+    for i in range(warmup):
+        body["n"] = i
+        echo.ask(body)
+    times = []
+    perf = time.perf_counter_ns
+    for i in range(n):
+        body["n"] = i
+        t0 = perf()
+        echo.ask(body)
+        times.append(perf() - t0)
+    r["client_ask_rtt_p50_us"] = pct(times, 50)
+    r["client_ask_rtt_p99_us"] = pct(times, 99)
+
+    r["raw_push_msgs_per_s"] = raw_push_throughput(stream, raw_keys)
+    streamer = client.actor("streamer")
+    streamer.ask({"target": "sink", "n": stream}, timeout=300)  # warm-up
+    out = streamer.ask({"target": "sink", "n": stream}, timeout=300)
+    assert out["handled"] == stream, out
+    r["tell_msgs_per_s"] = stream / (out["ns"] / 1e9)
+
+    sink = client.actor("sink")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for i in range(stream):
+            sink.tell({"n": i})
+        handled = sink.ask({"count": True}, timeout=300)
+        elapsed = time.perf_counter() - t0
+    assert handled == stream, handled
+    r["client_tell_msgs_per_s"] = stream / elapsed
+    return r
 
 
 def table(r: dict) -> str:
@@ -299,6 +333,8 @@ def table(r: dict) -> str:
     rows = [(row[0] + over, *row[1:]) for row in rows]
     w = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip() for row in rows]
+    lines.append(f"medians of {r['rounds']} interleaved rounds (raw pyzmq, then mesh, in each); a ratio is the "
+                 "median of the rounds' own ratios")
     lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["targets_met"].items()))
     return "\n".join(lines)
 
@@ -310,8 +346,12 @@ def main() -> None:
     parser.add_argument("-n", "--round-trips", type=int, default=5000)
     parser.add_argument("--stream", type=int, default=200_000, help="messages per throughput stream")
     parser.add_argument("--curve", action="store_true", help="every socket over CURVE, mesh's and raw pyzmq's")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds of raw pyzmq then mesh; each figure is their median")
     args = parser.parse_args()
-    r = run(args.warmup, args.round_trips, args.stream, curve=args.curve)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    r = run(args.warmup, args.round_trips, args.stream, curve=args.curve, rounds=args.rounds)
     print(json.dumps(r) if args.json else table(r))
 
 
