@@ -108,6 +108,7 @@ def test_the_leader_is_sigkilled_a_new_one_takes_over_and_its_agents_run_elsewhe
     lost = {r for r, [(where, _)] in before.items() if where == lead[0]}
     assert lost  # the leader ran a replica of w
     victim.proc.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
     victim.proc.wait()
     new = wait_until(lambda: (lambda ld: ld if ld and ld[0] != lead[0] else None)(agreed_leader(survivors)), 30,
                      "a new leader")
@@ -115,10 +116,16 @@ def test_the_leader_is_sigkilled_a_new_one_takes_over_and_its_agents_run_elsewhe
     survivors_expected = expected
     after = wait_until(lambda: all_running(survivors, survivors_expected - {f"pinned-{lead[0]}"}), 30,
                        "the dead leader's agents running again elsewhere")
+    seen_running = time.monotonic() - killed_at
     for r in lost:
         (where, pid), = after[r]
         assert where != lead[0]
         assert json.loads(run_cli("ask", r, "{}", "--node", survivors[0].address).stdout)["pid"] == pid
+        # Its recovery time: from its node last being heard (before the kill) to answering on the new one.
+        host = next(x for x in survivors if quiet(x, {}).get("node", {}).get("name") == where)
+        metrics = next(a["metrics"] for a in host.status()["agents"] if a["name"] == r)
+        assert metrics["recovery_s"] is not None and 0 < metrics["recovery_s"] <= seen_running + 5, metrics
+        assert metrics["failures"] == 0  # its node died, the agent did not fail
     # What did not run on the dead node stayed where it was: no reshuffle. (The same process, unless
     # its node's lease lapsed while the election ran on a starved machine: the agent's watchdog then
     # stops it and its node starts it again in place, and says so.)

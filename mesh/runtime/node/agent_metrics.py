@@ -2,8 +2,9 @@
 
 Efficiency: utilization, throughput and wait come from the counters each heartbeat carries
 (:mod:`mesh.runtime.usage`), over a sliding window (:class:`mesh.core.metrics.Window`).
-Reliability: failures (crashes and budget kills) and recovery time (from a failure to the
-agent registering, that is answering, again), counted here; deadlocks as the agent reports
+Reliability: failures (crashes and budget kills) and recovery time (from a failure, or from the
+moment its node was last heard when that node died and the agent was placed again on this one, to
+the agent registering, that is answering, again), counted here; deadlocks as the agent reports
 them. Coordination: sampled ask round trips and pool waits as the agent reports them; the
 conflict rate from the outcomes of the intentions this node's agents proposed.
 
@@ -53,6 +54,11 @@ class AgentMetrics:
     def failed(self, now: float) -> None:
         self.failures += 1
         self.failed_at = now
+
+    def node_lost(self, at: float) -> None:
+        """Its node died at ``at`` (last heard then) and it was placed again here: not a failure of
+        the agent, but its recovery runs from then until it answers here."""
+        self.failed_at = at
 
     def answering(self, now: float) -> None:
         """It registered: it answers again (after a failure, that is its recovery)."""

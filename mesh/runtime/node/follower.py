@@ -213,12 +213,32 @@ class Follower:
                                else DEFAULT_MAX_RESTARTS[agent.restart], agent.restart_window, agent.backoff,
                                agent.backoff_max)
         home = entry.get("home")
-        self.supervisor.admit(Instance(
+        inst = Instance(
             name=replica, spec=agent, group=str(entry.get("group") or agent.name), tracker=RestartTracker(policy),
             log_path=self.supervisor.log_path_of(replica), placed_by=stamp,
             movable=not (agent.node == self.name or (agent.placement == "local" and home == self.name)),
-            import_path=path, cwd=cwd))
+            import_path=path, cwd=cwd)
+        lost = self._lost_since(replica)
+        if lost is not None:  # its node died: from then until it answers here is its recovery
+            inst.metrics.node_lost(lost)
+        self.supervisor.admit(inst)
         self.on_event(f"{replica} placed here by {stamp.replace('@', ' (term ')})")
+
+    def _lost_since(self, replica: str) -> float | None:
+        """When the node that last ran ``replica`` was last heard, on this node's monotonic clock, if
+        that node is no longer alive (it died or left without handing over); else None."""
+        entry = self.directory.get(AGENTS_PREFIX + replica)
+        where = entry.get("node") if isinstance(entry, dict) else None
+        if not isinstance(where, str) or where == self.name:
+            return None
+        member = member_states(self.directory).get(where)
+        if member is None or member.get("state") == "alive":
+            return None
+        heard = member.get("last_heard")
+        if isinstance(heard, bool) or not isinstance(heard, (int, float)):
+            return None
+        ago = self.clock.time() - float(heard)
+        return self.clock.monotonic() - max(0.0, ago)
 
     # -- the leader -----------------------------------------------------------------------------
 

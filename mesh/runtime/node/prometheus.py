@@ -57,7 +57,7 @@ AGENT_PLAYBOOK: tuple[tuple[str, str, str, str], ...] = (
     ("wait_s_avg", "mesh_agent_wait_seconds_avg", GAUGE,
      "Mean seconds a message waited in the agent's process before its handler (window)"),
     ("failures", "mesh_agent_failures", COUNTER, "Crashes and budget kills since the node started"),
-    ("recovery_s", "mesh_agent_recovery_seconds", GAUGE, "Seconds from the agent's last failure to running again"),
+    ("recovery_s", "mesh_agent_recovery_seconds", GAUGE, "Seconds from its last failure (or dead node) to running again"),
     ("deadlocks", "mesh_agent_deadlocks", COUNTER, "DeadlockDetected raised in the agent"),
     ("pool_waits", "mesh_agent_pool_waits", COUNTER, "Times the agent waited for a pool"),
     ("pool_wait_s", "mesh_agent_pool_wait_seconds", COUNTER, "Seconds the agent waited for pools"),
