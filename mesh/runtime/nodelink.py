@@ -1,11 +1,13 @@
 """A served actor's bond with its node: registration, heartbeats, and stopping with it.
 
 The server registers its actor once ``on_start`` has returned and unregisters it when it
-stops. Meanwhile a thread reports it alive every ``HEARTBEAT_S`` and registers it again
-if the node forgot it (an embedded actor whose node restarted). An agent that its node
-started (``supervised``) stops when the node dies: SIGTERM starts a graceful stop, the
-kernel's parent-death signal resumes an agent the node had throttled, and the thread
-notices the lost parent within 0.25 s; an ``on_stop`` that hangs is cut short after
+stops. Meanwhile a thread reports it alive every ``HEARTBEAT_S`` (an agent its node started
+that holds no watchdog deadline: every ``IDLE_BEAT_S``, from a random first moment, so that
+many agents do not wake their node together) and registers it again if the node forgot it
+(an embedded actor whose node restarted). An agent that its node started (``supervised``)
+stops when the node dies: SIGTERM starts a graceful stop, the kernel's parent-death signal
+resumes an agent the node had throttled, and the thread notices the lost parent within
+``PARENT_CHECK_S`` (1 s); an ``on_stop`` that hangs is cut short after
 ``ORPHAN_GRACE_S`` by ending the agent's whole process tree.
 
 The watchdog (:mod:`mesh.core.fencing`, rule 2): a replica that a leader placed on the node and
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -47,8 +50,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("mesh.server")
 
-#: How often a served actor reports to its node, in seconds.
+#: How often a served actor reports to its node, in seconds, while it holds a watchdog deadline
+#: or is embedded (not started by its node).
 HEARTBEAT_S = 0.5
+#: How often an agent its node started and that holds no deadline reports (its counters only:
+#: the node watches its process), in seconds.
+IDLE_BEAT_S = 2.0
+#: How often an agent its node started looks whether its parent (the node) is still there, in
+#: seconds (the kernel's parent-death signal only resumes it, see the module note).
+PARENT_CHECK_S = 1.0
 #: How long an orphaned agent may take to stop gracefully before it is killed, in seconds.
 ORPHAN_GRACE_S = 3.0
 #: The environment variable that gives a spawned agent its first watchdog deadline: seconds on the
@@ -149,8 +159,10 @@ class NodeLink:
 
     def _watch(self, parent: int) -> None:
         server = self.server
-        last_beat = 0.0
-        while not self._wait(0.25 if server.supervised else HEARTBEAT_S):
+        # The first beat at a random point of the first period: a thousand agents started together
+        # do not report together ever after.
+        next_beat = server.clock.monotonic() + random.uniform(0.0, IDLE_BEAT_S if server.supervised else HEARTBEAT_S)
+        while not self._wait(self._slice(next_beat)):
             if server.supervised and os.getppid() != parent:
                 self._orphaned()
                 return
@@ -162,9 +174,11 @@ class NodeLink:
             if not self.registered or (server.stopping.is_set() and self.lease_until is None):
                 continue
             near = self.lease_until is not None and self.lease_until - now < HEARTBEAT_S + 0.25
-            if now - last_beat < HEARTBEAT_S and not near:
+            if now < next_beat and not near:
                 continue
-            last_beat = now
+            # An agent with a deadline, or an embedded actor (its node forgets it after EMBEDDED_TTL_S),
+            # reports every HEARTBEAT_S; an agent without one only brings its counters, less often.
+            next_beat = now + (HEARTBEAT_S if self.lease_until is not None or not server.supervised else IDLE_BEAT_S)
             # With a deadline, no later answer than it: the watchdog must fire on time.
             timeout = 2.0 if self.lease_until is None else min(2.0, max(0.05, self.lease_until - now))
             try:
@@ -178,6 +192,18 @@ class NodeLink:
             if server.supervised:
                 lease = beat.get("lease_s")
                 self.lease_until = now + float(lease) if isinstance(lease, (int, float)) else None
+
+    def _slice(self, next_beat: float) -> float:
+        """How long the thread waits before it looks again: until the next beat, the deadline's
+        approach, or the next look at the parent, whichever comes first."""
+        server = self.server
+        now = server.clock.monotonic()
+        wait = max(0.0, next_beat - now)
+        if server.supervised:
+            wait = min(wait, PARENT_CHECK_S)
+        if self.lease_until is not None:
+            wait = min(wait, max(0.0, self.lease_until - now - HEARTBEAT_S - 0.25))
+        return max(0.05, wait)
 
     def _lease_ran_out(self) -> None:
         server = self.server
@@ -254,7 +280,7 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         # SIGCONT, not SIGTERM: an agent the node had stopped (CPU throttling) must first run
-        # again; the parent watch in the link thread then stops it within 0.25 s.
+        # again; the parent watch in the link thread then stops it within PARENT_CHECK_S.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGCONT, 0, 0, 0)
     except Exception:  # the getppid() watch in the link thread still covers it
         pass
