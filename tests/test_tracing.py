@@ -275,3 +275,17 @@ def test_an_intention_proposed_under_a_span_is_heard_in_the_same_trace_across_tw
         assert EXPORTER.get_finished_spans() == ()
     finally:
         server.request_stop()
+
+
+def test_a_malformed_traceparent_from_outside_starts_no_span_of_its_trace():
+    from mesh.runtime import tracing
+
+    EXPORTER.clear()
+    for bad in (5, None, b"00-x", "t" * 200):  # not a string, or too long: no span at all
+        with tracing.handling("x", bad, ask=False):
+            assert not tracing.active()
+    assert EXPORTER.get_finished_spans() == ()
+    with tracing.handling("x", "00-not-a-traceparent", ask=False):  # a string W3C refuses: a trace of its own
+        assert tracing.active()
+    (span,) = EXPORTER.get_finished_spans()
+    assert span.parent is None and span.kind == trace.SpanKind.CONSUMER
