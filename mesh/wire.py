@@ -63,6 +63,9 @@ VERSION_FIELD, KIND, MSG_ID, CORR_ID, SENDER, RECIPIENT, BODY, WAITING, TRACE = 
 #: empty list but for an ask made in a handler, before it): asks, tells and events, by
 #: :mod:`mesh.runtime.tracing` when a span is current.
 _TRACED_KINDS = frozenset((1, 2, 6, 7))
+#: The longest traceparent taken from outside, on an envelope or an intention (W3C: 55 characters
+#: for version 00).
+MAX_TRACE = 128
 
 #: A checked envelope: a list with the fields above (``WAITING`` only on some asks). Fields are
 #: of different types, so a list of Any: each reader knows which field it takes.
@@ -168,7 +171,7 @@ def check_envelope(env: object) -> Envelope:
         elif type(env) is list and len(env) == 9 and env[KIND] in _TRACED_KINDS:
             if not _chain_ok(env[WAITING]):
                 raise WireError(f"an ask's waiting chain must be a list of at most {MAX_CHAIN} names")
-            if type(env[TRACE]) is not str or len(env[TRACE]) > 128:
+            if type(env[TRACE]) is not str or len(env[TRACE]) > MAX_TRACE:
                 raise WireError("a trace must be a W3C traceparent string of at most 128 characters")
         else:
             raise WireError("envelope is not an array of 7 fields (8 for an ask with a waiting chain, 9 with a"

@@ -186,6 +186,8 @@ MALFORMED = [  # (fields of an intent_propose, what the error must name)
     ({"hold": 10 ** 12}, "hold"),
     ({"proposer": ["p"] * 1000}, "proposer"),
     ({"action": {b"bytes key": 1}}, "action"),
+    ({"trace": 5}, "trace"),  # the proposer's traceparent (mesh.runtime.tracing): a short string or nothing
+    ({"trace": "t" * 200}, "trace"),
 ]
 
 

@@ -110,3 +110,60 @@ def test_the_patterns_count_the_tasks_they_complete(node):
     wait_until(lambda: metrics_of(node, "runner")["tasks_completed"] == 7, 10, "7 tasks counted")
     assert node.status()["metrics"]["tasks_completed"] == 7
     assert metrics_of(node, "echo")["tasks_completed"] == 0
+
+
+def agents_of(module: str, **classes: str) -> str:
+    return "\n".join(f'[[agents]]\nname = "{name}"\nclass = "{module}:{cls}"\n' for name, cls in classes.items())
+
+
+def tasks_of(node, *names: str) -> dict[str, int]:
+    return {name: metrics_of(node, name).get("tasks_completed") for name in names}
+
+
+def test_a_choreography_counts_each_step_where_it_ran(start_node):
+    from mesh.patterns import Choreography
+
+    reactors = {"scout": "Scout", "validator": "Validator", "healer": "Healer", "reporter": "Reporter"}
+    node = start_node(agents_of("choreography_actors", **reactors), name="m", timeout=90)
+    choreography = Choreography(node.client(), start="START_TESTING", terminal=["VALIDATION_COMPLETE"])
+    for i in range(3):  # the playbook's chain: five steps a run, the validator's two of them
+        assert choreography.run({"target": f"shop{i}"}, timeout=60).status == "complete"
+    # A run whose healer raises: the scout's and the validator's steps completed, the healer's did not.
+    assert choreography.run({"target": "shop", "fail": "healer"}, timeout=60).status == "failed"
+    expected = {"scout": 4, "validator": 7, "healer": 3, "reporter": 3}
+    wait_until(lambda: tasks_of(node, *reactors) == expected, 10, f"the steps counted: {expected}")
+    assert node.status()["metrics"]["tasks_completed"] == 17
+
+
+def test_a_hierarchy_counts_each_subtask_a_worker_finished(start_node):
+    from mesh.patterns.hierarchy import Commander
+
+    node = start_node(agents_of("hierarchy_actors", lead="Leader", w1="Tester", w2="Tester") + "\n"
+                      + '[[agents]]\nname = "w3"\nclass = "hierarchy_actors:Tester"\nconfig = { fail = true }\n'
+                      + '[[agents]]\nname = "skipper"\nclass = "hierarchy_actors:Leader"\n'
+                        'config = { decision = "skip" }\n', name="m", timeout=90)
+    declared = {"commander": {"name": "HQ"},
+                "squad_leaders": {"lead": {"workers": ["w1", "w2"], "worker_timeout": 10},
+                                  "skipper": {"workers": ["w3"], "worker_timeout": 10}}}
+    client = node.client()
+    for i in range(3):  # each mission: one objective per squad; lead's two workers finish theirs, w3 fails (skipped)
+        summary = Commander(declared, client).run({"n": i})
+        assert [e["status"] for e in summary["objectives"]] == ["done", "partial"], summary
+    wait_until(lambda: tasks_of(node, "lead", "skipper") == {"lead": 6, "skipper": 0}, 10, "6 subtasks counted")
+    assert node.status()["metrics"]["tasks_completed"] == 6
+    assert tasks_of(node, "w1", "w2", "w3") == {"w1": 0, "w2": 0, "w3": 0}  # counted by who coordinates them
+
+
+def test_an_adaptive_mesh_counts_each_task_an_agent_completed(start_node):
+    from mesh.patterns.adaptive import AdaptiveMesh
+
+    node = start_node(agents_of("adaptive_actors", a1="ItemWorker", a2="ItemWorker"), name="m", timeout=90)
+    client = node.client()
+    for i in range(5):
+        client.state.set(f"work/item-{i}", "todo")
+    wait_until(lambda: len(client.state.items("work/")) == 5, 10, "the items in the shared state")
+    result = AdaptiveMesh(["a1", "a2"], client).run(deadline=60)
+    assert result["status"] == "objective_met" and result["acted"] == 5, result
+    acted = {name: record["acted"] for name, record in result["agents"].items()}
+    wait_until(lambda: tasks_of(node, "a1", "a2") == acted, 10, f"each agent's tasks counted: {acted}")
+    assert node.status()["metrics"]["tasks_completed"] == 5

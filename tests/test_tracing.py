@@ -137,6 +137,8 @@ with tracing.sending("x", ask=True) as traceparent:
     assert traceparent is None
 with tracing.handling("x", "00-" + "1" * 32 + "-" + "2" * 16 + "-01", ask=True):
     pass
+with tracing.proposing("p", "p-1") as traceparent:
+    assert traceparent is None
 print("ok")
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -198,3 +200,92 @@ def test_an_event_published_under_a_span_is_handled_in_the_same_trace(start_node
         publish_spans = {s.context.span_id: s for s in EXPORTER.get_finished_spans() if s.name == "publish traced-topic"}
         assert handled.parent.span_id in publish_spans  # a child of a publish span ...
         assert handled.context.trace_id == publish_spans[handled.parent.span_id].context.trace_id  # ... of its trace
+
+
+def test_a_tell_async_under_a_span_is_handled_in_a_consumer_span_of_the_same_trace(start_node):
+    import asyncio
+
+    sink = Sink()
+    with alone(start_node, sink, "sink") as client:
+        async def traced():
+            with trace.get_tracer("test").start_as_current_span("async send") as root:
+                await client.actor("sink").tell_async("hello")
+                return root
+
+        root = asyncio.run(traced())
+        assert sink.got.wait(10)
+        spans = wait_until(lambda: (found := {s.name: s for s in EXPORTER.get_finished_spans()}).keys()
+                           >= {"tell sink", "sink"} and found, 10, "the spans ended")
+        assert spans["tell sink"].kind == trace.SpanKind.PRODUCER
+        assert spans["sink"].kind == trace.SpanKind.CONSUMER
+        assert spans["sink"].context.trace_id == root.get_span_context().trace_id
+        assert spans["sink"].parent.span_id == spans["tell sink"].context.span_id
+
+
+class Hearer(mesh.Actor):
+    """Hears intentions; notes the trace each was heard in."""
+
+    def __init__(self):
+        self.heard: list[int] = []
+
+    def on_intention(self, intention):
+        self.heard.append(trace.get_current_span().get_span_context().trace_id)
+
+
+def test_an_intention_proposed_under_a_span_is_heard_in_the_same_trace_across_two_nodes(start_node):
+    from mesh.runtime.intents import propose
+
+    a = start_node("", name="a")
+    b = start_node("", name="b", args=("--join", a.address))
+    wait_until(lambda: all(n.status()["leader"] == "a" and len([m for m in n.status()["members"]
+                                                                if m["state"] == "alive"]) == 2 for n in (a, b)),
+               20, "a and b to meet, a leading")
+    hearer = Hearer()
+    server = serve(hearer, "hearer", b)  # on b; the proposal goes through a
+    try:
+        client = a.client()
+        wait_until(lambda: "hearer" in client.control("intent_listeners")["actors"], 20, "the hearer listening")
+        tracer = trace.get_tracer("test")
+
+        def proposed():
+            EXPORTER.clear()
+            with tracer.start_as_current_span("plan") as root:
+                decision = propose(client, "planner", "deploy", claims=["env:staging"], window=10.0,
+                                   require=["hearer"], hold=5.0)
+            decision.done()
+            return decision.approved and root
+
+        # The voters settle after the election: propose until one is approved (the hearer answered it).
+        root = wait_until(proposed, 20, "an intention approved", interval=0.2)
+        trace_id = root.get_span_context().trace_id
+        spans = wait_until(lambda: (found := {s.name: s for s in EXPORTER.get_finished_spans()}).keys()
+                           >= {"plan", "propose", "hearer"} and found, 10, "the spans ended")
+        assert spans["propose"].kind == trace.SpanKind.CLIENT
+        assert spans["propose"].parent.span_id == root.get_span_context().span_id
+        assert spans["propose"].attributes["mesh.proposer"] == "planner"
+        heard = spans["hearer"]  # on_intention, in a CONSUMER span: a child of the proposal, across a and b
+        assert heard.kind == trace.SpanKind.CONSUMER and heard.context.trace_id == trace_id
+        assert heard.parent.span_id == spans["propose"].context.span_id
+        assert hearer.heard[-1] == trace_id  # current while on_intention ran
+        # Outside any span: nothing traced, the intention heard all the same.
+        EXPORTER.clear()
+        before = len(hearer.heard)
+        propose(client, "planner", "deploy", window=10.0, require=["hearer"]).done()
+        assert len(hearer.heard) == before + 1 and hearer.heard[-1] == 0  # no span was current
+        assert EXPORTER.get_finished_spans() == ()
+    finally:
+        server.request_stop()
+
+
+def test_a_malformed_traceparent_from_outside_starts_no_span_of_its_trace():
+    from mesh.runtime import tracing
+
+    EXPORTER.clear()
+    for bad in (5, None, b"00-x", "t" * 200):  # not a string, or too long: no span at all
+        with tracing.handling("x", bad, ask=False):
+            assert not tracing.active()
+    assert EXPORTER.get_finished_spans() == ()
+    with tracing.handling("x", "00-not-a-traceparent", ask=False):  # a string W3C refuses: a trace of its own
+        assert tracing.active()
+    (span,) = EXPORTER.get_finished_spans()
+    assert span.parent is None and span.kind == trace.SpanKind.CONSUMER

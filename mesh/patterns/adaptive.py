@@ -22,7 +22,8 @@ that is approved next reads them. (Across nodes a write reaches other replicas w
 gossip's delay: ``Action.keep`` holds the claims until the hold ends instead.)
 
 Every round is recorded: the action, its claims, the outcome (approved, objected,
-escalated, stale, error), the reasons and objections, and whether it acted.
+escalated, stale, error), the reasons and objections, and whether it acted. Each round it
+acted in counts as a task the agent completed (``tasks_completed`` in its metrics).
 :class:`AdaptiveMesh` starts the loop on several agents and collects their records; it is
 not in the loop. Built on the public API only.
 """
@@ -36,6 +37,7 @@ from typing import Any, Mapping
 from ..actor import Actor
 from ..errors import MeshError, WireError
 from ..intentions import Decision
+from .counting import count_done
 
 DEFAULT_DEADLINE = 60.0  #: seconds an adaptive loop may run
 DEFAULT_MAX_ROUNDS = 1000  #: proposals an adaptive loop may make (rounds with nothing to do are not counted)
@@ -180,6 +182,7 @@ class AdaptiveAgent(Actor):
                 else:
                     self.mesh.state.set(key, value)
             entry.update(acted=True, updates=sorted(updates))
+            count_done(self.mesh, 1)  # the agent's task completed (the playbook's throughput)
             return entry
         finally:
             if not action.keep:

@@ -34,6 +34,8 @@ How a run is linked and recorded:
 * A run ends ``complete`` when a terminal topic has been reacted to by every reactor that
   declared it (or, when none declares it, as soon as it is published), ``failed`` at a
   reaction's error, ``timeout`` at the deadline.
+* Each reaction that completes (raises nothing) counts as a task its reactor completed
+  (``tasks_completed`` in the playbook's metrics: a step of a flow, counted where it ran).
 * Reactors register their reactions in the shared state (``choreography/reactors/AGENT``), so
   :meth:`Choreography.reactions` lists who reacts to what, mesh-wide, and a run starts only
   once someone hears its first topic.
@@ -55,6 +57,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from ..actor import Actor
 from ..topics import Event, check_topic
+from .counting import count_done
 
 PREFIX = "choreography/"
 REACTORS = PREFIX + "reactors/"
@@ -158,6 +161,8 @@ class Reactor(Actor):
             record["error"] = f"{type(exc).__name__}: {exc}"
             record["traceback"] = traceback.format_exc(limit=-3)
             self.mesh.log.warning("reaction %s to %s of run %s failed: %s", method, event.topic, run, record["error"])
+        else:
+            count_done(self.mesh, 1)  # a step of the flow completed: this reactor's task
         finally:
             self.event = self.run = None
         record["elapsed"] = round(time.perf_counter() - started, 6)

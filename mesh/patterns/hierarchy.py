@@ -23,8 +23,9 @@ How a mission runs. The :class:`Commander` (a plain class: run it in a client, o
 actor's handler) plans objectives (hook ``plan``), assigns each to a squad (hook ``assign``)
 and orders the squad leaders, squads at once, one objective at a time per squad. A
 :class:`SquadLeader` (an actor) splits its objective among its workers (hook ``split``), asks
-them all at once with the worker timeout, and reports up. A worker is any actor that answers
-an ask (:class:`Worker` names the hook ``perform``).
+them all at once with the worker timeout, and reports up; it counts each subtask a worker
+finished as a task completed (the playbook's throughput, in the leader's metrics). A worker is
+any actor that answers an ask (:class:`Worker` names the hook ``perform``).
 
 How failures escalate. A worker that fails (raises, dies, times out, is not there) goes to
 its squad leader's ``on_worker_failure``: ``retry``, ``skip`` (its part is left out, the
@@ -53,6 +54,7 @@ from ..actor import Actor
 from ..errors import ActorDied, ActorNotFound, AskTimeout, MeshError, RemoteError, SpecError
 from ..spec import parse_duration
 from ..topics import ALERT
+from .counting import count_done
 
 WORKER_DECISIONS = ("retry", "skip", "escalate")  #: what a squad leader may decide of a worker's failure
 SQUAD_DECISIONS = ("retry", "skip", "abort")  #: what the commander may decide of a squad's failure
@@ -331,6 +333,7 @@ class SquadLeader(Actor):
         outcomes = await asyncio.gather(*(self._work(squad, worker, task, float(order["worker_timeout"]), deadline, log)
                                           for worker, task in tasks.items()))
         results = {w: r for w, status, r in outcomes if status == "done"}
+        count_done(self.mesh, len(results))  # each subtask a worker finished: the squad's tasks completed
         skipped = [w for w, status, _ in outcomes if status == "skipped"]
         escalated = [r for _, status, r in outcomes if status == "escalated"]
         status = "escalated" if escalated else "partial" if skipped else "ok"

@@ -31,7 +31,7 @@ import msgpack
 from ..actor import Actor
 from ..errors import MeshError
 from ..intentions import Intention, Objection
-from . import rpc
+from . import rpc, tracing
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -109,6 +109,20 @@ class Hearer:
         if data.get("proposer") == self.name:
             return  # a proposer does not answer its own intention
         intention = intention_of(data)
+        traceparent = data.get("trace")  # untrusted: tracing.handling checks it
+        if traceparent is None or not tracing.ENABLED:
+            result = self._heard(intention)
+        else:  # in a CONSUMER span of the proposer's trace
+            with tracing.handling(self.name, traceparent, ask=False):
+                result = self._heard(intention)
+        try:
+            rpc.intent_answer(self.client, data["answer"], intention.id, self.name, objection_body(result),
+                              timeout=min(5.0, float(intention.window) + ANSWER_SLACK_S))
+        except MeshError as exc:  # the proposer's node gone or slow: it counts silence
+            log.debug("%s: answer to %s not delivered: %s", self.name, intention.id, exc)
+
+    def _heard(self, intention: Intention) -> object:
+        """What ``on_intention`` returned (None if it raised)."""
         try:
             result = self.actor.on_intention(intention)
             if inspect.iscoroutine(result):
@@ -117,9 +131,5 @@ class Hearer:
                 result = self._aloop.run_until_complete(result)
         except Exception:
             log.exception("%s: on_intention raised; no objection", self.name)
-            result = None
-        try:
-            rpc.intent_answer(self.client, data["answer"], intention.id, self.name, objection_body(result),
-                              timeout=min(5.0, float(intention.window) + ANSWER_SLACK_S))
-        except MeshError as exc:  # the proposer's node gone or slow: it counts silence
-            log.debug("%s: answer to %s not delivered: %s", self.name, intention.id, exc)
+            return None
+        return result

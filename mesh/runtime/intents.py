@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from . import rpc
+from . import rpc, tracing
 from ..core.effects import Effect, Emit, Send
 from ..core.intentions import (APPROVED, PROPOSER_KINDS, VOTER_KINDS, IntentionProposer, IntentionVoter, _shown,
                                 check_proposal, storage_key)
@@ -84,12 +84,24 @@ def propose(client: "Client", proposer: str, action: object, *, claims: Iterable
             window: float = 0.2, hold: float = 30.0, evidence: float = 1.0, escalation_timeout: float = 60.0,
             wait: float = 0.0, require: Iterable[str] = ()) -> Decision:
     """One request to the node, which runs the vote and hears the listeners at once; then the rules
-    of the module note."""
+    of the module note. Under a span (OpenTelemetry), the proposal to its decision is a span of its
+    own, whose trace the listeners' ``on_intention`` join (see :mod:`mesh.runtime.tracing`)."""
+    intention_id = f"{proposer}-{os.getpid()}-{time.time_ns()}"
+    if not (tracing.ENABLED and tracing.active()):
+        return _propose(client, intention_id, proposer, action, claims, priority, window, hold, evidence,
+                        escalation_timeout, wait, require, None)
+    with tracing.proposing(proposer, intention_id) as traceparent:
+        return _propose(client, intention_id, proposer, action, claims, priority, window, hold, evidence,
+                        escalation_timeout, wait, require, traceparent)
+
+
+def _propose(client: "Client", intention_id: str, proposer: str, action: object, claims: Iterable[str],
+             priority: float, window: float, hold: float, evidence: float, escalation_timeout: float, wait: float,
+             require: Iterable[str], traceparent: str | None) -> Decision:
     claimed = sorted(set(claims or []))
     started = time.monotonic()
-    intention_id = f"{proposer}-{os.getpid()}-{time.time_ns()}"
     voted = rpc.intent_propose(client, intention_id, action, claimed or None, priority, window, hold, proposer, wait,
-                               require=sorted(set(require or [])))
+                               require=sorted(set(require or [])), trace=traceparent)
     objections = [_objection(o) for o in voted.get("objections") or [] if isinstance(o, dict)]
     until = started + float(voted.get("until_in") or 0.0)
     approved = voted["outcome"] == APPROVED

@@ -292,8 +292,15 @@ class ActorRef:
 
     async def tell_async(self, message: object) -> None:
         """``tell`` for asyncio code: never blocks the event loop."""
+        if TRACED and _active():  # under a span: this tell in a span of its own
+            with tracing.sending(self.name, ask=False) as traceparent:
+                return await self._tell_async(message, traceparent)
+        return await self._tell_async(message, None)
+
+    async def _tell_async(self, message: object, traceparent: str | None) -> None:
         client = self._client
-        frame = _encode(_TELL, next(client.ids), 0, client.name, self.name, message)
+        frame = (_encode(_TELL, next(client.ids), 0, client.name, self.name, message) if traceparent is None else
+                 wire.encode_traced(_TELL, next(client.ids), client.name, self.name, message, [], traceparent))
         link = await self._link()
         if self._group:
             _, endpoint = await self._member_async([])

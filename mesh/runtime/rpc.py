@@ -348,12 +348,14 @@ def release(client: "Client", lease_id: str, name: str, timeout: float = 5.0) ->
 
 def intent_propose(client: "Client", id: str, action: object, claims: list[str] | None, priority: float,
                    window: float, hold: float, proposer: str, wait: float = 0.0, *, listen: bool = True,
-                   require: list[str] | None = None) -> Vote:
+                   require: list[str] | None = None, trace: str | None = None) -> Vote:
     """Have the voters vote on an intention's claims (None: no vote) and the listeners hear it
-    (unless ``listen`` is False; ``require``: the listeners whose silence objects); answers once
-    the vote has decided and the listeners have answered (within about ``window``, or ``wait`` if
-    longer: it may wait in line that long)."""
+    (unless ``listen`` is False; ``require``: the listeners whose silence objects; ``trace``: a
+    W3C traceparent the listeners' hooks join); answers once the vote has decided and the listeners
+    have answered (within about ``window``, or ``wait`` if longer: it may wait in line that long)."""
     options: dict[str, object] = {"wait": wait} if wait else {}
+    if trace:
+        options["trace"] = trace
     if claims is not None:
         options["claims"] = claims
     if not listen:

@@ -9,6 +9,12 @@ actor's name). Spans are recorded by whatever SDK and exporter the process confi
 agent a node starts configures its own, for example in its module or ``on_start``); without an
 SDK, context still flows and nothing is recorded.
 
+An intention proposed under a span (``propose``) is a span of its own (CLIENT, ``propose``, from
+the proposal to its decision); its node passes the traceparent on with the intention (the
+proposal's optional ``trace`` field, then the broadcast's), and each listener's
+``on_intention`` runs in a CONSUMER span of that trace. The nodes' vote is not a span: its work
+is a few state-machine steps, timed within the proposer's span.
+
 Without OpenTelemetry (``ENABLED`` False), or with no span current, nothing is added to a
 message and the path costs one test; with a span current, one span per ask or tell sent and per
 message handled.
@@ -19,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from ..wire import MAX_TRACE
 
 try:  # an optional extra: everything here is a no-op without it
     from opentelemetry import context as _context
@@ -31,7 +39,7 @@ except ImportError:  # pragma: no cover - the default install
     ENABLED = False
 
 #: The longest traceparent taken from the wire (W3C: 55 characters for version 00).
-MAX_TRACEPARENT = 128
+MAX_TRACEPARENT = MAX_TRACE
 
 if ENABLED:
     _PROPAGATOR = TraceContextTextMapPropagator()
@@ -71,9 +79,27 @@ def sending(target: str, ask: bool, verb: str | None = None) -> Iterator[str | N
     kind = _CLIENT if ask else _PRODUCER
     with _tracer().start_as_current_span(f"{verb or ('ask' if ask else 'tell')} {target}", kind=kind,
                                          attributes={"mesh.target": target}):
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier)
-        yield carrier.get("traceparent")
+        yield _traceparent()
+
+
+@contextmanager
+def proposing(proposer: str, intention: str) -> Iterator[str | None]:
+    """A span (CLIENT, ``propose``) for an intention ``proposer`` proposes, from the proposal to its
+    decision, yielding the traceparent the proposal carries to its listeners (each hears it in a
+    CONSUMER span of this trace, see :func:`handling`); None when no span is current."""
+    if not active():
+        yield None
+        return
+    with _tracer().start_as_current_span("propose", kind=_CLIENT,
+                                         attributes={"mesh.proposer": proposer, "mesh.intention": intention}):
+        yield _traceparent()
+
+
+def _traceparent() -> str | None:
+    """The current span's W3C traceparent."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
 
 
 @contextmanager

@@ -25,6 +25,7 @@ import msgpack
 
 from ...core.intentions import APPROVED
 from ...errors import NotLeader, ResourceError, WireError
+from ...wire import MAX_TRACE
 from ..broadcast import BROADCAST_MAX_BYTES, INTENTION_TOPIC
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
@@ -139,6 +140,7 @@ class Intentions:
         proposer = body.get("proposer")
         voted = body.get("claims") is not None  # no claims (absent or null): no vote, the listeners only
         listen, required = body.get("listen", True), body.get("require") or []
+        trace = body.get("trace")  # the proposer's span, for the listeners' (see mesh.runtime.tracing)
         try:
             claims = self.intents.check(iid, body.get("claims") if voted else None, priority, window, hold, wait)
             if not isinstance(proposer, str):
@@ -150,6 +152,8 @@ class Intentions:
                 raise ValueError(f"require must be a list of at most {MAX_REQUIRED} actor names")
             if required and not listen:
                 raise ValueError("require needs listen: answers are asked of listeners only")
+            if trace is not None and (type(trace) is not str or len(trace) > MAX_TRACE):
+                raise ValueError(f"trace must be a W3C traceparent string of at most {MAX_TRACE} characters")
             if listen:
                 size = len(msgpack.packb(body.get("action"))) + sum(len(c) + 5 for c in claims) + 1024
                 if size > BROADCAST_MAX_BYTES:
@@ -171,7 +175,7 @@ class Intentions:
             hearing.vote, hearing.until = {"id": iid, "outcome": APPROVED, "reasons": [], "holders": []}, now + hold
         self._waiting[iid] = hearing
         if listeners:
-            self._announce(iid, body.get("action"), claims, priority, proposer, window)
+            self._announce(iid, body.get("action"), claims, priority, proposer, window, trace)
         if voted:
             self.drain_events()
         self._maybe_answer(iid)
@@ -195,12 +199,16 @@ class Intentions:
             raise WireError(f"bad intention: {exc}") from None
 
     def _announce(self, iid: str, action: object, claims: list[str], priority: object, proposer: str,
-                  window: float) -> None:
-        """Publish the intention once, for every listener (they answer at ``answer``)."""
+                  window: float, trace: str | None = None) -> None:
+        """Publish the intention once, for every listener (they answer at ``answer``; ``trace``, the
+        proposer's traceparent, only when it sent one: listeners of old ignore it)."""
         if self.publish is None:
             return
-        frame = msgpack.packb({"id": iid, "action": action, "claims": claims, "priority": priority,
-                               "proposer": proposer, "window": window, "answer": self.address})
+        announced = {"id": iid, "action": action, "claims": claims, "priority": priority, "proposer": proposer,
+                     "window": window, "answer": self.address}
+        if trace is not None:
+            announced["trace"] = trace
+        frame = msgpack.packb(announced)
         self.publish(INTENTION_TOPIC, frame)  # a full queue drops it: the listeners stay silent
 
     def answer(self, body: dict) -> dict:
