@@ -5,6 +5,13 @@ in flight at once on one socket, answered by correlation id. Its monitor marks i
 the peer disconnects, failing what waits with ActorDied (or Unreachable, if nobody ever
 listened there), so the next request finds the actor again.
 
+The sockets are plain ZeroMQ sockets used without blocking, and the event loop watches their
+file descriptors (``loop.add_reader``), not pyzmq's asyncio wrapper: a send goes out at once
+(it waits for room only when the peer's mailbox is full, up to the send timeout), every reply
+waiting on the socket is read in one pass, and a request's timeout is one timer. ZeroMQ's file
+descriptor is edge-triggered, so the socket's events are read again after every send and
+receive (benchmarks/scale_inflight.py measures it against raw pipelined pyzmq).
+
 ZeroMQ only: the in-memory twin of the transport (:mod:`.memory`) has no asyncio link, so
 a client on another transport refuses the asyncio forms with NotImplementedError when
 it would open one (the blocking forms, and the ``*_async`` twins of ``aio``, work on any).
@@ -30,6 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
 
 _REPLY = int(wire.Kind.REPLY)
+_NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_EVENTS = int(zmq.EVENTS)
 
 
 class AsyncLink:
@@ -53,75 +64,167 @@ class AsyncLink:
         self.max_bytes = client.max_frame_bytes
         self.send_timeout = client.send_timeout
         self.waiting: dict[int, asyncio.Future[object]] = {}
+        self._room: list[asyncio.Future[None]] = []  # senders waiting for the queue to have room
         self.dead = False
-        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._watch())]
+        self.loop = asyncio.get_running_loop()
+        self._fds = (int(sock.getsockopt(zmq.FD)), int(self.monitor.getsockopt(zmq.FD)))
+        self.loop.add_reader(self._fds[0], self._ready)
+        self.loop.add_reader(self._fds[1], self._watch)
+        # What came before the watch began (the monitor's first event, say) raised no edge: look now.
+        self.loop.call_soon(self._watch)
         weakref.finalize(self, _close_dropped, sock, self.monitor)
         client._all_alinks.add(self)
 
     def close(self) -> None:
+        if not self.sock.closed:
+            self._unwatch()
         self.dead = True
-        try:
-            current = asyncio.current_task()
-        except RuntimeError:  # called outside any running loop (Client.close)
-            current = None
-        for task in self._tasks:
-            if task is not current and not task.done():
-                try:
-                    task.cancel()
-                except RuntimeError:  # its loop is closed: nothing runs it any more
-                    pass
+        for fut in self._room:
+            if not fut.done():
+                fut.set_exception(ActorDied("the link closed"))
+        self._room.clear()
         _close_dropped(self.sock, self.monitor)
+
+    def _unwatch(self) -> None:
+        loop = self.loop
+        if loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            for fd in self._fds:
+                loop.remove_reader(fd)
+        else:  # closed from another thread (Client.close): its loop drops the watch
+            try:
+                loop.call_soon_threadsafe(_remove_readers, loop, self._fds)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
 
     async def send(self, frame: bytes) -> None:
         try:
-            await asyncio.wait_for(self.sock.send(frame), self.send_timeout)
-        except asyncio.TimeoutError:
-            raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
+            self.sock.send(frame, _NOBLOCK)
+        except zmq.Again:
+            await self._send_when_room(frame)
+        except zmq.ZMQError:
+            if self.sock.closed:
+                raise ActorDied("the link closed") from None
+            raise
+        self._ready()  # a send may take the edge of the socket's descriptor: look at its events now
+
+    async def _send_when_room(self, frame: bytes) -> None:
+        """The peer's mailbox and this socket's queue are full: wait for room, up to the send timeout."""
+        loop = self.loop
+        deadline = loop.time() + self.send_timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout")
+            room = loop.create_future()
+            self._room.append(room)
+            self._ready()
+            try:
+                await asyncio.wait_for(room, left)
+            except asyncio.TimeoutError:
+                raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
+            finally:
+                if room in self._room:
+                    self._room.remove(room)
+            try:
+                self.sock.send(frame, _NOBLOCK)
+                return
+            except zmq.Again:
+                continue
 
     async def request(self, frame: bytes, msg_id: int, timeout: float, what: str) -> object:
         if self.dead:
             raise Unreachable(f"{what} is gone")
-        fut = asyncio.get_running_loop().create_future()
+        loop = self.loop
+        fut = loop.create_future()
         self.waiting[msg_id] = fut
+        timer = None
         try:
             await self.send(frame)
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+            timer = loop.call_later(timeout, _time_out, fut)
+            return await fut
+        except _TimedOut:
             raise AskTimeout(f"{what} did not answer within {timeout:g} s") from None
         except Unreachable:
             raise Unreachable(f"{what} is not reachable at {self.endpoint}") from None
         except ActorDied:
             raise ActorDied(f"{what} died while the request was in flight") from None
         finally:
+            if timer is not None:
+                timer.cancel()
             self.waiting.pop(msg_id, None)
 
-    async def _read(self) -> None:
-        while True:
-            frame = await self.sock.recv()
-            try:
-                envelopes = wire.decode(frame, self.max_bytes)
-            except Exception:
-                continue
-            for env in envelopes:
-                fut = self.waiting.get(env[CORR_ID])
-                if fut is not None and not fut.done():
-                    if env[KIND] == _REPLY:
-                        fut.set_result(env[BODY])
-                    else:
-                        fut.set_exception(from_wire(env[BODY]))
-
-    async def _watch(self) -> None:
-        while True:
-            event = parse_monitor_message(await self.monitor.recv_multipart())["event"]
-            if event == zmq.EVENT_CONNECTED:
-                self.connected = True
-            elif event == zmq.EVENT_DISCONNECTED:
-                self.dead = True
-                never = not self.connected
-                # Let a reply that raced the disconnect be read first.
-                await asyncio.sleep(0)
-                for fut in list(self.waiting.values()):
-                    if not fut.done():
-                        fut.set_exception(Unreachable("nobody listens there") if never else ActorDied("peer disconnected"))
-                self.close()
+    def _ready(self) -> None:
+        """Read every reply waiting on the socket; wake senders waiting for room."""
+        sock = self.sock
+        waiting = self.waiting
+        max_bytes = self.max_bytes
+        try:
+            while True:
+                events = int(sock.getsockopt(_EVENTS))
+                if events & _POLLIN:
+                    frame = sock.recv(_NOBLOCK)
+                    try:
+                        envelopes = wire.decode(frame, max_bytes)
+                    except Exception:
+                        continue
+                    for env in envelopes:
+                        fut = waiting.get(env[CORR_ID])
+                        if fut is not None and not fut.done():
+                            if env[KIND] == _REPLY:
+                                fut.set_result(env[BODY])
+                            else:
+                                fut.set_exception(from_wire(env[BODY]))
+                    continue
+                if events & _POLLOUT and self._room:
+                    for room in self._room:
+                        if not room.done():
+                            room.set_result(None)
+                    self._room.clear()
                 return
+        except zmq.ZMQError:  # closed (or closing) meanwhile
+            return
+
+    def _watch(self) -> None:
+        monitor = self.monitor
+        try:
+            while int(monitor.getsockopt(_EVENTS)) & _POLLIN:
+                event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))["event"]
+                if event == zmq.EVENT_CONNECTED:
+                    self.connected = True
+                elif event == zmq.EVENT_DISCONNECTED:
+                    self._disconnected()
+                    return
+        except zmq.ZMQError:  # closed meanwhile
+            return
+
+    def _disconnected(self) -> None:
+        self._ready()  # a reply that raced the disconnect is read first
+        self.dead = True
+        never = not self.connected
+        for fut in list(self.waiting.values()):
+            if not fut.done():
+                fut.set_exception(Unreachable("nobody listens there") if never else ActorDied("peer disconnected"))
+        self.close()
+
+
+class _TimedOut(Exception):
+    """A request's timer fired before its answer came."""
+
+
+def _time_out(fut: asyncio.Future[object]) -> None:
+    if not fut.done():
+        fut.set_exception(_TimedOut())
+
+
+def _remove_readers(loop: asyncio.AbstractEventLoop, fds: tuple[int, int]) -> None:
+    for fd in fds:
+        try:
+            loop.remove_reader(fd)
+        except (ValueError, OSError):
+            pass

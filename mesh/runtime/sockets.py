@@ -48,7 +48,6 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 import zmq
-import zmq.asyncio
 
 from .intake import recv_request
 from .transport import AddressError
@@ -146,10 +145,10 @@ def channel_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: flo
 
 
 def async_channel_socket(endpoint: str, *, hwm: int, max_bytes: int,
-                         linger_ms: int, keys: "Keys | None" = None) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
-    """An asyncio DEALER connected to ``endpoint`` and its monitor (ASYNC_CHANNEL_EVENTS)."""
-    actx = zmq.asyncio.Context.shadow(context().underlying)
-    sock = actx.socket(zmq.DEALER)
+                         linger_ms: int, keys: "Keys | None" = None) -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
+    """A DEALER connected to ``endpoint`` and its monitor (ASYNC_CHANNEL_EVENTS), for an event loop:
+    plain sockets, used without blocking; the loop watches their file descriptors (see asynclink.py)."""
+    sock = context().socket(zmq.DEALER)
     tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
     sock.setsockopt(zmq.LINGER, linger_ms)
     connect_curve(sock, keys)
