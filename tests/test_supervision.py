@@ -365,3 +365,24 @@ def test_a_running_agents_daemon_is_adopted_by_the_agent_and_left_running(start_
     time.sleep(2.5)
     assert all(alive(p) for p in pids.values())
     assert psutil.Process(pids["setsid daemon"]).ppid() == pids["agent"]
+
+
+# --------------------------------------------------------------------------- a slow node at start-up
+
+
+def test_an_agent_whose_node_answers_its_start_up_late_waits_and_runs_without_a_restart(start_node, tmp_path):
+    # The node is paused (SIGSTOP) while the agent connects, longer than one try of the start-up
+    # ping: the agent keeps waiting for a node that lives, and counts no failure.
+    marker = tmp_path / "constructed"
+    node = start_node(f'[[agents]]\nname = "late"\nclass = "actors:SlowToConnect"\nplacement = "local"\n'
+                      f'restart = "never"\nconfig = {{ marker = "{marker}", delay = 0.5 }}\n', wait=False)
+    wait_until(lambda: marker.exists() and marker.read_text(), 20, "the agent to be constructed")
+    pid = int(marker.read_text())
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(4.5)  # the pause itself is what is tested: one try of the ping waits 3 s
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    running = node.wait_agent("late", lambda a: a["state"] != "starting", timeout=30, what="late to start")
+    assert running["state"] == "running" and running["restarts"] == 0 and running["pid"] == pid, running
+    assert node.client_once().actor("late").ask({}, timeout=10) == pid
