@@ -8,7 +8,9 @@ A spec has two parts, both optional::
     listen = "tcp://127.0.0.1:7700"   # tcp://HOST:PORT; "HOST:PORT" gets tcp:// added
     path = ["agents", "../shared"]    # folders (relative to the spec file) put on
                                       # sys.path to import agent classes
-    wave_size = 4                     # agents started at once
+    start = "fork"                    # how agents' processes start: "fork" (from the node's
+                                      # zygote) or "spawn" (a fresh interpreter each); per agent too
+    wave_size = 4                     # agents started at once (default: 100 forked, 4 spawned)
     wave_timeout = "10s"              # seconds to wait for a wave to register
     stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
     max_message = "4MiB"              # bytes, the largest frame the node accepts
@@ -52,6 +54,8 @@ A spec has two parts, both optional::
                                       # leader places it (see mesh.core.placement)
     # node = "lab"                    # instead of placement: always run on this node (pinned)
     budget = { cpu = 0.5, memory = "256MB" }  # cores, bytes; enforced by the node
+    # start = "spawn"                 # "fork" or "spawn"; default: the node's start
+    # preload = true                  # import the class's module in the zygote, before forking
 
 Units:
 
@@ -132,10 +136,12 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 
-_NODE_KEYS = ("name", "listen", "path", "wave_size", "wave_timeout", "stop_timeout", "max_message", "voter",
+_NODE_KEYS = ("name", "listen", "path", "start", "wave_size", "wave_timeout", "stop_timeout", "max_message", "voter",
               "election_timeout_min", "election_timeout_max", "heartbeat", "capacity", "keys",
               "metrics")
 PLACEMENTS = ("spread", "pack", "local")
+#: How an agent's process starts: forked from its node's zygote, or a fresh interpreter.
+STARTS = ("fork", "spawn")
 _AGENT_KEYS = (
     "name",
     "class",
@@ -152,6 +158,8 @@ _AGENT_KEYS = (
     "placement",
     "node",
     "budget",
+    "start",
+    "preload",
 )
 _TOP_KEYS = ("node", "agents", "pools", "limits", "intents")
 ESCALATE = ("leader", "human")
@@ -178,6 +186,8 @@ class AgentSpec:
     node: str | None = None  #: pinned to this node (placement does not apply)
     budget_cpu: float | None = None  #: cores this agent's process tree may use on average
     budget_memory: int | None = None  #: bytes (PSS) this agent's process tree may occupy
+    start: str | None = None  #: one of STARTS, or None: the node's ``start``
+    preload: bool = False  #: the zygote imports the class's module before it forks this agent
 
     def __post_init__(self) -> None:
         if self.max_restarts is None:
@@ -209,7 +219,8 @@ class NodeSpec:
     name: str = "mesh"  #: node name (parse_spec gives a spec without one HOST-PORT: default_node_name)
     listen: str = "tcp://127.0.0.1:7700"  #: always tcp://HOST:PORT
     path: tuple[str, ...] = ()  #: absolute folders added to sys.path for agent imports
-    wave_size: int = 4  #: agents started at once
+    start: str = "fork"  #: how agents' processes start by default: one of STARTS
+    wave_size: int | None = None  #: agents started at once; None: by how they start (see the supervisor)
     wave_timeout: float = 10.0  #: seconds to wait for a wave to register
     stop_timeout: float = 5.0  #: seconds a graceful stop may take before SIGKILL
     max_message: int = 4 * 1024 * 1024  #: bytes
@@ -496,6 +507,8 @@ def parse_spec(data: dict[str, Any], file: str = "<spec>", base_dir: str | None 
         kwargs["name"] = default_node_name(kwargs.get("listen", NodeSpec.listen))
     if "path" in node:
         kwargs["path"] = _parse_path(node["path"], base, check)
+    if "start" in node:
+        kwargs["start"] = _parse_start(node["start"], "node.start", check)
     if "wave_size" in node:
         kwargs["wave_size"] = check.integer(node["wave_size"], "node.wave_size", low=1)
     if "wave_timeout" in node:
@@ -549,6 +562,13 @@ def parse_spec(data: dict[str, Any], file: str = "<spec>", base_dir: str | None 
         kwargs["escalation_timeout"] = check.duration(intents["escalation_timeout"], "intents.escalation_timeout",
                                                       positive=True)
     return NodeSpec(file=file, base_dir=base, agents=agents, **kwargs)
+
+
+def _parse_start(value: object, key: str, check: _Checker) -> str:
+    start = check.string(value, key)
+    if start not in STARTS:
+        raise check.fail(key, f"must be one of {', '.join(STARTS)}, got {start!r}")
+    return start
 
 
 def _parse_resources(value: object, key: str, check: _Checker) -> tuple[float | None, int | None]:
@@ -684,6 +704,10 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
     budget_cpu = budget_memory = None
     if "budget" in entry:
         budget_cpu, budget_memory = _parse_resources(entry["budget"], f"{where}.budget", check)
+    start = _parse_start(entry["start"], f"{where}.start", check) if "start" in entry else None
+    preload = entry.get("preload", False)
+    if not isinstance(preload, bool):
+        raise check.fail(f"{where}.preload", f"expected true or false, got {_type_name(preload)}")
 
     spec = AgentSpec(
         name=name,
@@ -702,6 +726,8 @@ def _parse_agent(entry: object, index: int, check: _Checker) -> AgentSpec:
         node=pinned,
         budget_cpu=budget_cpu,
         budget_memory=budget_memory,
+        start=start,
+        preload=preload,
     )
     if replicas > 1:
         for instance in spec.instance_names():
@@ -886,6 +912,10 @@ def agent_to_wire(agent: AgentSpec, node: NodeSpec) -> dict[str, Any]:
         out["placement"] = agent.placement
     if agent.stop_timeout is not None:
         out["stop_timeout"] = agent.stop_timeout
+    if agent.start is not None:
+        out["start"] = agent.start
+    if agent.preload:
+        out["preload"] = True
     return out
 
 

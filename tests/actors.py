@@ -217,6 +217,19 @@ class HangingStart(mesh.Actor):
         time.sleep(120)
 
 
+class SlowToConnect(mesh.Actor):
+    """Touches ``marker`` (its pid) in its constructor, then waits ``delay`` seconds before its
+    process connects to its node: time for a test to pause the node first."""
+
+    def __init__(self, marker: str, delay: float = 1.0):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(delay)
+
+    def on_message(self, message):
+        return os.getpid()
+
+
 class WhoAmI(mesh.Actor):
     """Answers with where it runs: its instance name, pid and node address."""
 

@@ -133,8 +133,23 @@ def mesh_home(tmp_path, monkeypatch):
     return home
 
 
+#: How agents start (the node's ``start``): a test marked ``both_starts`` runs once with each.
+START_MODES = ("fork", "spawn")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_starts") is not None and "start_mode" in metafunc.fixturenames:
+        metafunc.parametrize("start_mode", START_MODES)
+
+
 @pytest.fixture
-def start_node(tmp_path, mesh_home):
+def start_mode() -> str | None:
+    """The node's ``start`` for ``start_node`` (None: the spec's default); see ``both_starts``."""
+    return None
+
+
+@pytest.fixture
+def start_node(tmp_path, mesh_home, start_mode):
     """Start `mesh up` on a spec made of ``agents`` (TOML text of [[agents]] tables)."""
     nodes: list[RunningNode] = []
 
@@ -143,6 +158,8 @@ def start_node(tmp_path, mesh_home):
         port = port or free_port()
         address = f"tcp://127.0.0.1:{port}"
         spec = tmp_path / f"{name}-{port}.toml"
+        if start_mode is not None and "start =" not in node_extra:
+            node_extra = f'start = "{start_mode}"\n{node_extra}'
         spec.write_text(
             f'[node]\nname = "{name}"\nlisten = "{address}"\npath = ["{TESTS}"]\n{node_extra}\n\n{agents}\n'
         )

@@ -32,6 +32,7 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+@pytest.mark.both_starts
 def test_a_memory_hog_is_ended_within_a_second_of_crossing_its_budget_and_restarted(start_node, tmp_path):
     journal = tmp_path / "hog.journal"
     node = start_node(
@@ -71,6 +72,7 @@ def test_a_memory_hog_is_ended_within_a_second_of_crossing_its_budget_and_restar
 
 @pytest.mark.parametrize(("child", "session"), [(False, False), (True, False), (True, True)],
                          ids=["own-thread", "forked-child", "setsid-child"])
+@pytest.mark.both_starts
 def test_a_busy_loop_is_throttled_to_its_cpu_budget_and_keeps_answering(start_node, child, session):
     own = "false" if child else "true"
     node = start_node(
@@ -97,6 +99,7 @@ def test_a_busy_loop_is_throttled_to_its_cpu_budget_and_keeps_answering(start_no
     assert 0.1 <= st["cpu"] <= 0.5
 
 
+@pytest.mark.both_starts
 def test_no_agent_is_left_stopped_when_the_node_is_sigkilled(start_node):
     node = start_node('[[agents]]\nname = "busy"\nclass = "actors:BusyLoop"\nbudget = { cpu = 0.05 }\n'
                       'config = { child = true }\n')

@@ -235,6 +235,7 @@ def announcer(marker: str) -> str:
     return f'[[agents]]\nname = "announcer"\nclass = "actors:Announcer"\nconfig = {{ marker = "{marker}" }}\n'
 
 
+@pytest.mark.both_starts
 def test_logs_show_what_the_agent_printed(start_node, cli):
     node = start_node(announcer("hello-from-on-start"))
     pid = node.agent("announcer")["pid"]

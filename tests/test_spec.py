@@ -48,7 +48,8 @@ def test_an_empty_spec_is_valid_and_uses_every_node_default(tmp_path):
     assert spec.name == f"{socket.gethostname().split('.')[0]}-7700"  # HOST-PORT: unique in practice
     assert spec.listen == "tcp://127.0.0.1:7700"
     assert spec.path == ()
-    assert spec.wave_size == 4
+    assert spec.wave_size is None  # by how agents start: see the supervisor
+    assert spec.start == "fork"
     assert spec.wave_timeout == 10.0
     assert spec.stop_timeout == 5.0
     assert spec.max_message == 4 * 1024 * 1024
@@ -356,6 +357,8 @@ def test_an_unknown_node_key_is_named_with_the_known_keys_and_a_suggestion():
         ('path = "lib"', "node.path", "expected an array of strings, got str"),
         ("path = [1]", "node.path[0]", "expected a string, got int"),
         ('path = ["a", ""]', "node.path[1]", "must not be empty"),
+        ('start = "exec"', "node.start", "must be one of fork, spawn, got 'exec'"),
+        ("start = 1", "node.start", "expected a string, got int"),
         ("wave_size = 0", "node.wave_size", "at least 1, got 0"),
         ("wave_size = true", "node.wave_size", "expected an integer, got bool"),
         ('wave_size = "4"', "node.wave_size", "expected an integer, got str"),
@@ -770,6 +773,8 @@ def test_election_and_placement_keys_and_their_defaults():
     ("body", "key", "reason_part"),
     [
         ('placement = "random"', "agents[0].placement", "must be one of spread, pack, local, got 'random'"),
+        ('start = "clone"', "agents[0].start", "must be one of fork, spawn, got 'clone'"),
+        ('preload = "yes"', "agents[0].preload", "expected true or false, got str"),
         ("placement = 1", "agents[0].placement", "expected a string, got int"),
         ('node = "bad name"', "agents[0].node", "invalid node name"),
         ('node = "x"\nplacement = "pack"', "agents[0].node", "either node (pinned) or placement"),

@@ -67,6 +67,7 @@ def test_a_crashed_agent_is_restarted_in_a_new_process(start_node, policy, kind)
 
 
 @pytest.mark.parametrize("kind", ["exception", "exit", "sigkill"])
+@pytest.mark.both_starts
 def test_under_never_a_crashed_agent_fails_and_stays_down(start_node, kind):
     node = start_node(crasher("never"))
     pid = node.agent("crasher")["pid"]
@@ -83,6 +84,7 @@ def test_under_never_a_crashed_agent_fails_and_stays_down(start_node, kind):
 
 
 @pytest.mark.parametrize("policy", ["never", "on-failure"])
+@pytest.mark.both_starts
 def test_a_clean_exit_is_stopped_not_restarted(start_node, policy):
     node = start_node(crasher(policy))
     pid = node.agent("crasher")["pid"]
@@ -108,6 +110,7 @@ def test_always_restarts_even_a_clean_exit(start_node):
     assert after["restarts"] == 1
 
 
+@pytest.mark.both_starts
 def test_a_tell_sent_after_a_restart_reaches_the_new_process(start_node):
     node = start_node('[[agents]]\nname = "counter"\nclass = "actors:Counter"\nbackoff = "50ms"\n')
     client = node.client()
@@ -190,6 +193,7 @@ def lifecycle(name: str, journal) -> str:
     return f'[[agents]]\nname = "{name}"\nclass = "actors:Lifecycle"\nconfig = {{ journal = "{journal}" }}\n'
 
 
+@pytest.mark.both_starts
 def test_mesh_down_runs_every_on_stop_and_the_node_exits_0(start_node, tmp_path):
     journals = {f"life{i}": tmp_path / f"life{i}.journal" for i in range(3)}
     node = start_node("".join(lifecycle(n, j) for n, j in journals.items()))
@@ -205,6 +209,7 @@ def test_mesh_down_runs_every_on_stop_and_the_node_exits_0(start_node, tmp_path)
         assert pid_gone(pids[name])
 
 
+@pytest.mark.both_starts
 def test_an_agent_whose_on_stop_hangs_is_killed_after_the_stop_timeout(start_node, tmp_path):
     journal = tmp_path / "life.journal"
     node = start_node(
@@ -237,6 +242,7 @@ def forker_node(start_node, *more: str):
     return node, pids
 
 
+@pytest.mark.both_starts
 def test_mesh_down_leaves_no_agent_and_no_forked_child_behind(start_node):
     node, pids = forker_node(start_node, '[[agents]]\nname = "echo"\nclass = "actors:Echo"\n')
     node.close_clients()
@@ -267,6 +273,7 @@ def sigkill_node_and_wait_for(node, pids: dict[str, int], within: float = 5.0) -
                 pass
 
 
+@pytest.mark.both_starts
 def test_after_the_node_is_sigkilled_its_agents_and_their_children_exit_by_themselves(start_node):
     node, pids = forker_node(start_node, '[[agents]]\nname = "echo"\nclass = "actors:Echo"\n')
     node.close_clients()
@@ -274,6 +281,7 @@ def test_after_the_node_is_sigkilled_its_agents_and_their_children_exit_by_thems
     sigkill_node_and_wait_for(node, pids)
 
 
+@pytest.mark.both_starts
 def test_an_orphaned_agent_whose_on_stop_hangs_is_killed_within_the_grace(start_node):
     node = start_node('[[agents]]\nname = "slow"\nclass = "actors:SlowStop"\n')
     pid = node.agent("slow")["pid"]
@@ -282,6 +290,7 @@ def test_an_orphaned_agent_whose_on_stop_hangs_is_killed_within_the_grace(start_
     sigkill_node_and_wait_for(node, {"slow": pid})
 
 
+@pytest.mark.both_starts
 def test_an_agent_stuck_in_on_start_does_not_outlive_a_sigkilled_node(start_node, tmp_path):
     marker = tmp_path / "in-on-start"
     node = start_node(f'[[agents]]\nname = "stuck"\nclass = "actors:HangingStart"\nconfig = {{ marker = "{marker}" }}\n',
@@ -315,6 +324,7 @@ def escaper_node(start_node, hang_on_stop: bool = False, node_extra: str = ""):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("hang_on_stop", [False, True], ids=["on_stop returns", "on_stop hangs past stop_timeout"])
+@pytest.mark.both_starts
 def test_mesh_down_leaves_no_setsid_child_nor_daemon_behind(start_node, hang_on_stop):
     node, pids = escaper_node(start_node, hang_on_stop=hang_on_stop, node_extra='stop_timeout = "1s"' if hang_on_stop else "")
     node.close_clients()
@@ -332,6 +342,7 @@ def test_mesh_down_leaves_no_setsid_child_nor_daemon_behind(start_node, hang_on_
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("hang_on_stop", [False, True], ids=["on_stop returns", "on_stop hangs"])
+@pytest.mark.both_starts
 def test_after_the_node_is_sigkilled_no_setsid_child_nor_daemon_survives(start_node, hang_on_stop):
     node, pids = escaper_node(start_node, hang_on_stop=hang_on_stop)
     node.close_clients()
@@ -340,6 +351,7 @@ def test_after_the_node_is_sigkilled_no_setsid_child_nor_daemon_survives(start_n
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.both_starts
 def test_a_crashed_agents_setsid_child_and_daemon_die_with_it_and_it_restarts(start_node):
     node, pids = escaper_node(start_node)
 
@@ -365,3 +377,25 @@ def test_a_running_agents_daemon_is_adopted_by_the_agent_and_left_running(start_
     time.sleep(2.5)
     assert all(alive(p) for p in pids.values())
     assert psutil.Process(pids["setsid daemon"]).ppid() == pids["agent"]
+
+
+# --------------------------------------------------------------------------- a slow node at start-up
+
+
+@pytest.mark.both_starts
+def test_an_agent_whose_node_answers_its_start_up_late_waits_and_runs_without_a_restart(start_node, tmp_path):
+    # The node is paused (SIGSTOP) while the agent connects, longer than one try of the start-up
+    # ping: the agent keeps waiting for a node that lives, and counts no failure.
+    marker = tmp_path / "constructed"
+    node = start_node(f'[[agents]]\nname = "late"\nclass = "actors:SlowToConnect"\nplacement = "local"\n'
+                      f'restart = "never"\nconfig = {{ marker = "{marker}", delay = 0.5 }}\n', wait=False)
+    wait_until(lambda: marker.exists() and marker.read_text(), 20, "the agent to be constructed")
+    pid = int(marker.read_text())
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(4.5)  # the pause itself is what is tested: one try of the ping waits 3 s
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    running = node.wait_agent("late", lambda a: a["state"] != "starting", timeout=30, what="late to start")
+    assert running["state"] == "running" and running["restarts"] == 0 and running["pid"] == pid, running
+    assert node.client_once().actor("late").ask({}, timeout=10) == pid

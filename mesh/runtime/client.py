@@ -149,11 +149,7 @@ class Client:
         self._topics = TopicCallbacks(self)  # subscribe(topic, callback): its thread starts on first use
         if check:
             try:
-                answer = rpc.ping(self, connect_timeout)
-                if isinstance(answer, dict):
-                    self._learn_limit(self.node, answer)
-                    if self.node in self.limits:
-                        self._channel(self.node).limit = self.limits[self.node]
+                self._learn_node(rpc.ping(self, connect_timeout))
             except BaseException:
                 self.close()
                 raise
@@ -315,6 +311,13 @@ class Client:
             if self.clock.monotonic() >= deadline:
                 raise ActorNotFound(f"actor {name!r} is {state or 'not running'} and did not come up within {timeout:g} s")
             self.clock.sleep(0.05)
+
+    def _learn_node(self, answer: object) -> None:
+        """What the node's answer to a ping says of it: the largest frame it takes."""
+        if isinstance(answer, dict):
+            self._learn_limit(self.node, answer)
+            if self.node in self.limits:
+                self._channel(self.node).limit = self.limits[self.node]
 
     def _learn_limit(self, endpoint: str, answer: Mapping[str, object]) -> None:
         """What a resolve (or group) answer says of ``endpoint``: its frame limit, its cancel address."""

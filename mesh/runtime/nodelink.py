@@ -21,6 +21,11 @@ for their answer no later than it. An agent whose first deadline came while it w
 its node before running any of its own code (:func:`confirm_first_lease`): the node renews a
 deadline only if its lease held through it (:func:`mesh.core.fencing.renews`).
 
+An agent its node started never gives up on a timer while that node lives: its start-up requests
+(the connect ping, :func:`confirm_first_lease`, registration) retry with a longer wait each time
+(:func:`while_node_lives`), checking between tries that the node is still its parent. A loaded
+node that answers late delays the agent; it does not fail it.
+
 Between heartbeats the thread waits on the actor's cancel listener rather than sleeping, so a
 cancel (an asker whose ask timed out, :mod:`.cancels`) reaches the handler at once.
 """
@@ -35,18 +40,21 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from ..actor import Actor
 from ..core.fencing import FENCE_GRACE_S
-from ..errors import MeshError
+from ..errors import MailboxFull, MeshError, NodeUnavailable
 from . import rpc
 from .intake import BadFrames
 from .transport import Listener, NothingYet
 from .usage import USAGE
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
     from .server import Server
+
+T = TypeVar("T")
 
 log = logging.getLogger("mesh.server")
 
@@ -66,6 +74,12 @@ ORPHAN_GRACE_S = 3.0
 LEASE_UNTIL_ENV = "MESH_LEASE_UNTIL"
 #: The exit status of an agent its watchdog stopped (EX_TEMPFAIL): not a failure of the agent.
 LEASE_EXIT = 75
+#: How long the first try of a start-up request (the connect ping, the lease, registration) waits
+#: for the node, in seconds; each further try waits twice as long, up to HANDSHAKE_MAX_TRY_S. An
+#: agent its node started tries again for as long as that node lives: a loaded node answers late,
+#: and a timer must not turn that into an exit that counts against the agent's restarts.
+HANDSHAKE_TRY_S = 3.0
+HANDSHAKE_MAX_TRY_S = 30.0
 
 
 class NodeLink:
@@ -126,9 +140,15 @@ class NodeLink:
     def register(self) -> None:
         server = self.server
         assert server.endpoint is not None, "an actor registers once its socket is bound"
-        answer = rpc.register(server.client, server.name, server.endpoint, os.getpid(), server.supervised,
-                              server.max_frame_bytes, type(server.actor).on_intention is not Actor.on_intention,
-                              cancel=self.cancels.address if self.cancels is not None else None)
+        endpoint = server.endpoint
+        intentions = type(server.actor).on_intention is not Actor.on_intention
+        cancel = self.cancels.address if self.cancels is not None else None
+
+        def register(timeout: float) -> rpc.Registered:
+            return rpc.register(server.client, server.name, endpoint, os.getpid(), server.supervised,
+                                server.max_frame_bytes, intentions, timeout, cancel=cancel)
+
+        answer = while_node_lives(register, server.name, "registration") if server.supervised else register(5.0)
         if isinstance(answer, dict):
             server.incarnation = int(answer.get("incarnation", 0))
         self.registered = True
@@ -245,12 +265,8 @@ def confirm_first_lease(name: str, node: str) -> None:
         return
     from .client import Client
 
-    try:
-        with Client(node) as client:
-            beat = rpc.lease(client, name, os.getpid(), until)
-    except MeshError as exc:
-        beat = rpc.Beat(lease_s=0.0)
-        log.warning("%s: its node did not answer about its lease: %s", name, exc)
+    with Client(node, check=False) as client:
+        beat = while_node_lives(lambda timeout: rpc.lease(client, name, os.getpid(), until, timeout), name, "its lease")
     lease = beat.get("lease_s")
     if lease is None:
         os.environ.pop(LEASE_UNTIL_ENV, None)  # no deadline needed (any more)
@@ -259,6 +275,45 @@ def confirm_first_lease(name: str, node: str) -> None:
     else:
         log.warning("%s: its lease ran out before it started (a leader may run it elsewhere); not starting", name)
         raise SystemExit(LEASE_EXIT)
+
+
+def node_lives() -> bool:
+    """Whether the node that started this process still runs: it is still the parent (by the pid
+    the node gave in ``MESH_NODE_PID``; else not re-parented to init)."""
+    given = os.environ.get("MESH_NODE_PID")
+    try:
+        return os.getppid() == int(given) if given else os.getppid() != 1
+    except ValueError:
+        return os.getppid() != 1
+
+
+def while_node_lives(request: Callable[[float], T], name: str, what: str) -> T:
+    """``request(timeout)`` until the node answers, for as long as the node lives: each try waits
+    longer (HANDSHAKE_TRY_S, doubling up to HANDSHAKE_MAX_TRY_S). An answer that is an error is
+    raised at once; when the node is gone, the last "no answer" is."""
+    timeout = HANDSHAKE_TRY_S
+    waited = 0.0
+    while True:
+        started = time.monotonic()
+        try:
+            return request(timeout)
+        except (NodeUnavailable, MailboxFull) as exc:
+            if not node_lives():
+                raise
+            waited += time.monotonic() - started
+            log.warning("%s: its node has not answered about %s for %.0f s (%s); still waiting, as it runs",
+                        name, what, waited, exc)
+            timeout = min(HANDSHAKE_MAX_TRY_S, timeout * 2)
+
+
+def wait_for_node(client: "Client", name: str) -> None:
+    """The start-up ping of an agent its node started (:func:`while_node_lives`); it also learns the
+    largest frame the node takes, as a client's own check does. Closes ``client`` if it fails."""
+    try:
+        client._learn_node(while_node_lives(lambda timeout: rpc.ping(client, timeout), name, "the start-up ping"))
+    except BaseException:
+        client.close()
+        raise
 
 
 def _first_lease() -> float | None:

@@ -50,7 +50,7 @@ from .delivery import Seen
 from .flusher import FLUSHER
 from .hearer import Hearer, hears_intentions
 from .intake import BadFrames
-from .nodelink import LEASE_EXIT, NodeLink
+from .nodelink import LEASE_EXIT, NodeLink, wait_for_node
 from .ref import ACTING, ACTING_TASK
 from .transport import SEND_BYTES, Listener, NothingYet, Transport, frames_within
 
@@ -115,7 +115,10 @@ class Server:
             supervised = os.environ.get("MESH_SUPERVISED") == "1" and os.environ.get("MESH_AGENT_NAME") == name
         self.supervised = supervised
         self.client = Client(node, name=name, send_timeout=send_timeout, max_frame_bytes=max_frame_bytes,
-                             send_bytes=send_bytes, transport=transport, clock=clock, keys=keys)
+                             send_bytes=send_bytes, transport=transport, clock=clock, keys=keys,
+                             check=not supervised)  # an agent waits for its node while it lives:
+        if supervised:
+            wait_for_node(self.client, name)
         self.transport = self.client.transport
         self.clock = self.client.clock
         self.bind = bind or _bind_for(self.client.node)

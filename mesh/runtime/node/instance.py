@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.restart import RestartTracker
 from ...spec import AgentSpec
 from .agent_metrics import AgentMetrics
+from .zygote import AgentProcess
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Instance:
     bad_frames: int = 0
     incarnation: int = -1
     reason: str = ""
-    popen: subprocess.Popen | None = None
+    proc: AgentProcess | None = None  #: its process, spawned or forked (None: not running)
     tracker: RestartTracker | None = None
     restart_at: float = 0.0
     started_at: float = 0.0

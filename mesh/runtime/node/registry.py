@@ -52,7 +52,7 @@ class Registry:
         inst = self.instances.get(name)
         now = self.clock.monotonic()
         if body.get("supervised"):
-            if inst is None or inst.embedded or inst.pid != pid:
+            if inst is None or inst.embedded or self.supervisor.pid_of(inst) != pid:  # pid_of: a fork's, read now
                 raise WireError(f"no agent {name!r} with pid {pid} was started by node {self.name}")
         else:
             group = self.supervisor.replicas_of(name)
@@ -108,7 +108,7 @@ class Registry:
         actor, asks for a new one: ``lease_s`` (0.0: stop; absent: none needed), given only if the
         lease held through the deadline it was given (``until``)."""
         inst = self.instances.get(body["name"])
-        if inst is None or inst.pid != body["pid"]:
+        if inst is None or self.supervisor.pid_of(inst) != body["pid"]:
             return {"known": False, "lease_s": 0.0}
         lease = self.supervisor.lease_of(inst, _deadline(body))
         return {"known": True} if lease is None else {"known": True, "lease_s": max(0.0, lease)}

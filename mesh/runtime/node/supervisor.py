@@ -1,10 +1,17 @@
 """The supervisor: starts the agents this node runs, reaps them, restarts them by their
 policy, stops them, and kills what they leave behind.
 
-Every agent runs as ``python -m mesh.runtime.agent`` in a session of its own (so a signal to the
-terminal reaches the node only, and the node can kill an agent together with everything it
-forked). New agents start in waves: the next wave starts when the current one has registered,
-or after the spec's wave timeout. An agent that exits is handled by :mod:`mesh.core.restart`,
+Every agent runs in a session of its own (so a signal to the terminal reaches the node only, and
+the node can kill an agent together with everything it forked), started one of two ways (its
+spec's ``start``, else the node's): forked by the node's zygote (:mod:`.zygote`; the default,
+where the node runs in a process of its own on Linux, a child subreaper), or spawned as a fresh
+``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
+:class:`~.zygote.AgentProcess`: one code path reaps, signals and kills both. New agents start in
+waves: the next wave starts when the current one has registered, or after the spec's wave
+timeout. A wave is ``wave_size`` agents, by default FORK_WAVE when they fork (a fork costs
+milliseconds: the machine's CPU, not the wait, bounds how fast a thousand start) and SPAWN_WAVE
+when they spawn (each interpreter's start costs some 160 ms of CPU: a herd of them would stall
+the machine). An agent that exits is handled by :mod:`mesh.core.restart`,
 unless it was being retired (taken off this node) or the node is stopping. Embedded actors (in
 processes the node did not start) are only listed, and dropped when their heartbeats stop.
 """
@@ -25,16 +32,20 @@ from ...errors import ActorNotFound, WireError
 from ...spec import NodeSpec
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
-from ..containment import kill_descendants, sweep_orphans
+from ..containment import become_subreaper, kill_descendants, sweep_orphans
 from ..gossiper import Directory
 from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
 from .instance import Instance
 from .killswitch import clock, pulled_kill_switch
 from .logs import read_chunk, with_last_error
+from .zygote import AgentProcess, ForkedProcess, Zygote
 
 #: Why an agent stopped by the kill switch is retiring.
 KILL_SWITCH = "kill switch"
+#: Agents started at once when they fork, and when they spawn (unless the spec's ``wave_size`` says).
+FORK_WAVE = 100
+SPAWN_WAVE = 4
 
 
 class Supervisor:
@@ -61,6 +72,9 @@ class Supervisor:
         #: The agents' secret certificate (set by the node when it has keys): agents get its path,
         #: never the secret itself, so nothing secret is on a command line or in an environment.
         self.agent_keys: Path | None = None
+        self.zygote = Zygote(logs_dir / "$zygote.log", spec.base_dir, on_event)
+        #: Agents may fork: they are re-parented to this process (a subreaper of its own, Linux).
+        self.can_fork = own_process and hasattr(os, "fork") and sys.platform.startswith("linux")
 
     @property
     def stopping(self) -> bool:
@@ -85,7 +99,7 @@ class Supervisor:
         return sorted(n for n, i in self.instances.items() if i.group == group and n != group and not i.embedded)
 
     def live(self) -> list[Instance]:
-        return [i for i in self.instances.values() if i.popen is not None]
+        return [i for i in self.instances.values() if i.proc is not None]
 
     def read_log(self, body: dict) -> dict:
         """The ``logs`` op: a chunk of an agent's log (its field ``name`` is checked by the op table)."""
@@ -106,13 +120,19 @@ class Supervisor:
             if settled or now >= self._wave_deadline:
                 self._wave = []
         if not self._wave and self._queue:
-            self._wave, self._queue = self._queue[: self.spec.wave_size], self._queue[self.spec.wave_size :]
+            size = self.spec.wave_size or (FORK_WAVE if self.forks(self.instances[self._queue[0]]) else SPAWN_WAVE)
+            self._wave, self._queue = self._queue[:size], self._queue[size:]
             self._wave_deadline = now + self.spec.wave_timeout
             for name in self._wave:
                 self._spawn(self.instances[name], now)
         for inst in self.instances.values():
-            if inst.state == "restarting" and inst.popen is None and now >= inst.restart_at:
+            if inst.state == "restarting" and inst.proc is None and now >= inst.restart_at:
                 self._spawn(inst, now)
+
+    def forks(self, inst: Instance) -> bool:
+        """Whether ``inst`` starts by fork (else spawned): see the module note."""
+        start = inst.spec.start if inst.spec is not None and inst.spec.start else self.spec.start
+        return start == "fork" and self.can_fork and self.zygote.usable and become_subreaper()
 
     def _spawn(self, inst: Instance, now: float) -> None:
         spec, log_path = inst.spec, inst.log_path
@@ -139,34 +159,63 @@ class Supervisor:
         lease = self.lease_of(inst)
         if lease is not None:  # the watchdog's deadline, on the system's monotonic clock (the agent's)
             env[LEASE_UNTIL_ENV] = repr(time.monotonic() + lease)
+        cwd = inst.cwd if inst.cwd and os.path.isdir(inst.cwd) else self.spec.base_dir
+        forks = self.forks(inst)
         with open(log_path, "ab") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {inst.name} ---\n".encode())
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {inst.name}"
+                      f" ({'forked' if forks else 'spawned'}) ---\n".encode())
             out.flush()
-            inst.popen = subprocess.Popen(
-                [sys.executable, "-m", "mesh.runtime.agent"],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=inst.cwd if inst.cwd and os.path.isdir(inst.cwd) else self.spec.base_dir,
-                start_new_session=True,
-            )
-        inst.pid = inst.popen.pid
-        self.enforcer.track(inst.name, inst.pid, spec.budget_cpu, spec.budget_memory)
+            if forks:
+                inst.proc = self.zygote.fork(inst.name, env, cwd, log_path, spec.module if spec.preload else None,
+                                             inst.import_path or self.spec.import_path())
+            else:
+                inst.proc = subprocess.Popen([sys.executable, "-m", "mesh.runtime.agent"], stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                             start_new_session=True)
+        inst.pid = inst.proc.pid  # None until the zygote answers: collect_forks
+        if inst.pid is not None:
+            self.enforcer.track(inst.name, inst.pid, spec.budget_cpu, spec.budget_memory)
         inst.state = "starting"
         inst.endpoint = None
         inst.started_at = now
         inst.term_sent_at = None
 
+    def collect_forks(self, now: float) -> None:
+        """Learn the pids of the agents the zygote forked, and start again those it lost."""
+        for proc in self.zygote.collect():
+            inst = self.instances.get(proc.name)
+            if inst is None or inst.proc is not proc:
+                continue
+            if proc.pid is not None:
+                inst.pid = proc.pid
+                assert inst.spec is not None
+                self.enforcer.track(inst.name, proc.pid, inst.spec.budget_cpu, inst.spec.budget_memory)
+                continue
+            inst.proc = None  # never ran: not a failure of the agent
+            if inst.retiring and inst.retiring != KILL_SWITCH and not self.stopping:
+                self.forget(inst)
+            elif self.stopping or inst.held or inst.retiring:
+                inst.state, inst.reason = "stopped", inst.held or inst.reason or "node stopped"
+            else:
+                inst.state, inst.restart_at = "restarting", now
+                self.on_event(f"{inst.name} was not forked ({proc.lost}); starting it again")
+
+    def pid_of(self, inst: Instance) -> int | None:
+        """``inst``'s pid, read from the zygote now if it was forked and the answer is waiting."""
+        if inst.pid is None and isinstance(inst.proc, ForkedProcess):
+            self.collect_forks(self.clock.monotonic())
+        return inst.pid
+
     # -- exits --------------------------------------------------------------------------------
 
     def reap(self, now: float) -> None:
+        self.collect_forks(now)
         for inst in list(self.instances.values()):
-            popen = inst.popen
-            if popen is None:
+            proc = inst.proc
+            if proc is None or proc.pid is None:
                 continue
             try:
-                exited = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+                exited = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
             except ChildProcessError:
                 exited = True
             if not exited:
@@ -174,10 +223,10 @@ class Supervisor:
             # Kill what the agent forked while its pid still names the group, then reap it. (What
             # left the group was re-parented to the node when the agent died: the sweep ends it.)
             why = self.enforcer.untrack(inst.name)
-            kill_group(popen.pid)
-            code = popen.wait()
+            kill_group(proc.pid)
+            code = proc.wait()
             self._next_sweep = 0.0
-            inst.popen = None
+            inst.proc = None
             inst.endpoint = None
             if inst.held and inst.retiring in ("", KILL_SWITCH) and not self.stopping:
                 # A person stopped it (`mesh stop`): it stays stopped, whatever its restart policy.
@@ -242,9 +291,12 @@ class Supervisor:
 
     def sweep(self) -> list[int]:
         """End the orphans of dead agents: every child of the node that is not an agent."""
-        if not self.own_process:
+        if not self.own_process or self.zygote.pending:  # a fork's pid may not be known yet
             return []
-        ended = sweep_orphans({i.popen.pid for i in self.instances.values() if i.popen is not None})
+        keep = {i.proc.pid for i in self.instances.values() if i.proc is not None and i.proc.pid is not None}
+        if self.zygote.pid is not None:
+            keep.add(self.zygote.pid)
+        ended = sweep_orphans(keep)
         if ended:
             self.on_event(f"ended {len(ended)} process(es) left behind by agents that exited (pids {ended[:10]})")
         return ended
@@ -265,7 +317,7 @@ class Supervisor:
         self.on_event(f"{inst.name} stopping: {why}")
         if inst.name in self._queue:
             self._queue.remove(inst.name)
-        if inst.popen is None:
+        if inst.proc is None:
             self.forget(inst)
             return
         self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
@@ -283,7 +335,7 @@ class Supervisor:
         self.on_event(f"{inst.name} stopping: {why}")
         if inst.name in self._queue:
             self._queue.remove(inst.name)
-        if inst.popen is None:
+        if inst.proc is None:
             inst.state, inst.reason = "stopped", why
             return
         self._terminate(inst, now, grace)
@@ -294,7 +346,7 @@ class Supervisor:
         inst.held = ""
         if inst.tracker is not None:
             inst.tracker = RestartTracker(inst.tracker.policy)  # a person's restart: the policy starts over
-        if inst.popen is None:
+        if inst.proc is None:
             if inst.name not in self._queue and inst.name not in self._wave:
                 inst.state, inst.reason, inst.restart_at = "restarting", why, now
                 self.on_event(f"{inst.name} starting: {why}")
@@ -315,10 +367,10 @@ class Supervisor:
     def _kill_overdue_by_person(self, now: float) -> None:
         """An agent a person stopped or restarted that is still running after its grace: SIGKILL."""
         for inst in self.instances.values():
-            if (inst.held or inst.respawn) and inst.popen is not None and inst.term_sent_at is not None \
-                    and now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.popen.poll() is None:
+            if (inst.held or inst.respawn) and inst.proc is not None and inst.term_sent_at is not None \
+                    and now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.proc.poll() is None:
                 self.on_event(f"{inst.name} did not stop within {self.stop_timeout_of(inst):g} s: SIGKILL")
-                kill_tree(inst.popen.pid)
+                kill_tree(inst.proc)
                 inst.term_sent_at = None
 
     def forget(self, inst: Instance) -> None:
@@ -333,19 +385,19 @@ class Supervisor:
         for inst in list(self.instances.values()):
             if inst.embedded:
                 continue
-            if inst.popen is None:
+            if inst.proc is None:
                 if inst.state in ("starting", "restarting"):
                     inst.state, inst.reason = "stopped", reason
                 continue
             self.enforcer.untrack(inst.name)
             inst.retiring = KILL_SWITCH
-            kill_group(inst.popen.pid)  # now: no grace
+            kill_tree(inst.proc, descendants=False)  # now: no grace
 
     def forget_stopped_placements(self) -> None:
         """Forget the stopped agents the leader placed here: its assignment places them again (not
         those a person stopped: they stay stopped until `mesh restart`)."""
         for inst in list(self.instances.values()):
-            if inst.placed_by and inst.popen is None and inst.state == "stopped" and not inst.held:
+            if inst.placed_by and inst.proc is None and inst.state == "stopped" and not inst.held:
                 self.forget(inst)
 
     # -- the node stops -------------------------------------------------------------------------
@@ -359,7 +411,7 @@ class Supervisor:
 
     def begin_stop(self, now: float) -> float:
         """Nothing starts any more; returns how long the agents get to stop, in seconds."""
-        longest = max([self.stop_timeout_of(i) for i in self.instances.values() if i.popen is not None] or [0.0])
+        longest = max([self.stop_timeout_of(i) for i in self.instances.values() if i.proc is not None] or [0.0])
         window = max(self.spec.stop_timeout, longest)
         # A little beyond the longest stop timeout, so the per-agent SIGKILLs happen first.
         self.stop_deadline = now + window + 1.0
@@ -369,7 +421,7 @@ class Supervisor:
     def terminate_all(self, now: float, window: float) -> None:
         """SIGTERM every agent: it finishes its message, runs on_stop and exits."""
         for inst in self.instances.values():
-            if inst.popen is not None:
+            if inst.proc is not None:
                 self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
                 _stop_term(inst)
                 inst.term_sent_at = now
@@ -381,26 +433,29 @@ class Supervisor:
     def kill_overdue(self, now: float) -> None:
         """An agent still running after its own stop timeout is SIGKILLed with its group."""
         for inst in self.instances.values():
-            if inst.popen is not None and inst.term_sent_at is not None:
-                if now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.popen.poll() is None:
+            if inst.proc is not None and inst.term_sent_at is not None:
+                if now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.proc.poll() is None:
                     self.on_event(f"{inst.name} did not stop in time: SIGKILL (stop timeout {self.stop_timeout_of(inst):g} s)")
-                    kill_tree(inst.popen.pid)
+                    kill_tree(inst.proc)
                     inst.term_sent_at = None  # killed once is enough; reap collects it
 
     def kill_everything(self) -> None:
         """Last line of defence: no agent process, nor anything it forked, outlives the node."""
+        self.collect_forks(self.clock.monotonic())
+        self.zygote.close()  # a fork it had not answered is a child of the node: the sweep ends it
         for inst in self.instances.values():
-            popen = inst.popen
-            if popen is None:
+            proc = inst.proc
+            if proc is None:
                 continue
-            if popen.poll() is None:
-                self.on_event(f"{inst.name} did not stop in time: SIGKILL")
-            kill_tree(popen.pid)
-            try:
-                popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            inst.popen = None
+            if proc.pid is not None:
+                if proc.poll() is None:
+                    self.on_event(f"{inst.name} did not stop in time: SIGKILL")
+                kill_tree(proc)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            inst.proc = None
             inst.state = "stopped"
             inst.endpoint = None
             if not inst.reason or inst.reason == "node stopped":
@@ -413,9 +468,9 @@ class Supervisor:
 
 
 def _stop_term(inst: Instance) -> None:
-    if inst.popen is not None:
+    if inst.proc is not None:
         try:
-            inst.popen.send_signal(signal.SIGTERM)
+            inst.proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
             pass
 
@@ -427,8 +482,13 @@ def kill_group(pgid: int) -> None:
         pass
 
 
-def kill_tree(pid: int) -> None:
+def kill_tree(proc: AgentProcess, descendants: bool = True) -> None:
     """SIGKILL a live agent with everything it started: its tree (the agent is the subreaper of
-    its descendants, so those in sessions of their own are in it too), then its process group."""
-    kill_descendants(pid)
-    kill_group(pid)
+    its descendants, so those in sessions of their own are in it too), then its process group.
+    A fork whose pid is not known yet gets the SIGKILL, to its group, as soon as it is."""
+    if proc.pid is None:
+        proc.send_signal(signal.SIGKILL)
+        return
+    if descendants:
+        kill_descendants(proc.pid)
+    kill_group(proc.pid)

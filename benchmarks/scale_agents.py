@@ -1,0 +1,160 @@
+"""How fast N agents start on one node, and what each costs in memory: forked by the zygote or spawned.
+
+    python benchmarks/scale_agents.py                    # 100 and 1000 echo agents, fork and spawn: a table
+    python benchmarks/scale_agents.py --json             # one JSON object
+    python benchmarks/scale_agents.py --agents 10 100    # other sizes
+    python benchmarks/scale_agents.py --starts fork      # one start mode only
+
+For each N and start mode, a real node (``python -m mesh.cli up SPEC`` with MESH_HOME in a
+temporary folder) runs N echo agents (``benchmarks/bench_actors.py:Echo``, placement local; forked
+ones with ``preload = true``, so the zygote imported their module). Measured:
+
+* ``first_running_s``: from starting ``mesh up`` until the first agent runs (the node's own start
+  and its election come first);
+* ``all_running_s``: from starting ``mesh up`` until ``mesh status`` shows every agent running;
+* ``all_answering_s``: until then, and one ask answered by every agent (asked in turn);
+* ``pss_mb`` (median, 10^6 bytes) and ``pss_total_mb`` of the idle agents (psutil
+  ``memory_full_info().pss``, every agent, 2 s after all answered); the zygote's own PSS apart;
+* ``status_s``: one ``mesh status --json`` (through the client) with N agents;
+* ``down_s``: from ``mesh down`` to the node's exit.
+
+Figures are printed, never asserted. The lead folds :func:`measure` into ``benchmarks/scale.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import mesh  # noqa: E402
+from mesh.errors import MeshError  # noqa: E402
+from mesh.runtime import rpc  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(agents: int, start: str, timeout: float = 300.0) -> dict:
+    """Start ``agents`` echo agents on one node with ``start`` ("fork" or "spawn"); the figures."""
+    with tempfile.TemporaryDirectory(prefix="mesh-scale-") as tmp:
+        port = _free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        spec = Path(tmp) / "scale.toml"
+        preload = "preload = true\n" if start == "fork" else ""
+        spec.write_text(f'[node]\nname = "scale"\nlisten = "{address}"\nstart = "{start}"\npath = ["{HERE}"]\n\n'
+                        f'[[agents]]\nname = "echo"\nclass = "bench_actors:Echo"\nreplicas = {agents}\n'
+                        f'placement = "local"\nrestart = "never"\n{preload}')
+        env = dict(os.environ, MESH_HOME=str(Path(tmp) / "home"), MESH_NO_LIVE="1",
+                   PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+        with open(Path(tmp) / "node.out", "wb") as out:
+            began = time.monotonic()
+            node = subprocess.Popen([sys.executable, "-m", "mesh.cli", "up", str(spec)], stdout=out,
+                                    stderr=subprocess.STDOUT, env=env)
+        client = None
+        try:
+            deadline = began + timeout
+            while client is None:
+                try:
+                    client = mesh.connect(address, connect_timeout=1.0)
+                except MeshError:
+                    if time.monotonic() > deadline or node.poll() is not None:
+                        raise RuntimeError(f"the node did not answer: {(Path(tmp) / 'node.out').read_text()[-2000:]}") from None
+            names = [f"echo.{i}" for i in range(agents)] if agents > 1 else ["echo"]
+            first = None
+            while True:
+                st = rpc.status(client, timeout=30)
+                states = [a["state"] for a in st["agents"] if not a["embedded"]]
+                if first is None and "running" in states:
+                    first = time.monotonic() - began
+                if len(states) == agents and all(s == "running" for s in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not all running after {timeout:g} s: {sorted(set(states))}")
+                time.sleep(0.05)
+            running = time.monotonic() - began
+            for name in names:
+                client.actor(name).ask(name, timeout=60)
+            answering = time.monotonic() - began
+            failed = sum(a["restarts"] for a in st["agents"])
+            time.sleep(2.0)
+            t = time.monotonic()
+            st = rpc.status(client, timeout=60)
+            status_s = time.monotonic() - t
+            pids = [a["pid"] for a in st["agents"] if not a["embedded"] and a["pid"]]
+            pss = []
+            for pid in pids:
+                try:
+                    pss.append(psutil.Process(pid).memory_full_info().pss / 1e6)
+                except psutil.Error:
+                    continue
+            zygote_pss = None
+            for child in psutil.Process(node.pid).children():
+                if child.pid not in pids and "mesh.runtime.zygote" in " ".join(child.cmdline()):
+                    zygote_pss = child.memory_full_info().pss / 1e6
+            client.close()
+            client = None
+            t = time.monotonic()
+            subprocess.run([sys.executable, "-m", "mesh.cli", "down", "--node", address], env=env,
+                           capture_output=True, timeout=60)
+            node.wait(timeout=120)
+            down_s = time.monotonic() - t
+        finally:
+            if client is not None:
+                client.close()
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+        return {"agents": agents, "start": start, "first_running_s": round(first or running, 2),
+                "all_running_s": round(running, 2),
+                "all_answering_s": round(answering, 2), "restarts": failed,
+                "pss_mb": round(statistics.median(pss), 2) if pss else None,
+                "pss_total_mb": round(sum(pss), 1), "zygote_pss_mb": round(zygote_pss, 1) if zygote_pss else None,
+                "status_s": round(status_s, 3), "down_s": round(down_s, 2)}
+
+
+def run(sizes: list[int], starts: list[str]) -> list[dict]:
+    return [measure(n, start) for n in sizes for start in starts]
+
+
+def table(rows: list[dict]) -> str:
+    head = ("agents", "start", "first_running_s", "all_running_s", "all_answering_s", "restarts", "pss_mb", "pss_total_mb",
+            "zygote_pss_mb", "status_s", "down_s")
+    lines = [" ".join(f"{h:>15}" for h in head)]
+    lines += [" ".join(f"{str(r[h]):>15}" for h in head) for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--starts", nargs="+", default=["fork", "spawn"], choices=["fork", "spawn"])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    for n in args.agents:
+        for start in args.starts:
+            rows.append(measure(n, start))
+            if not args.json:
+                print(table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else table(rows), flush=True)
+    if args.json:
+        print(json.dumps({"machine_cores": os.cpu_count(), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

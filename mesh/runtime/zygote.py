@@ -1,0 +1,217 @@
+"""The zygote: one process per node that has imported mesh once and forks each agent on request.
+
+An agent started as a fresh interpreter (``python -m mesh.runtime.agent``) spends some 160 ms of
+CPU importing and holds some 16 MB of its own. Forked from a process that already imported mesh
+(and, for agents whose spec says ``preload = true``, their modules) and froze its heap
+(``gc.freeze()``: the collector never writes to those objects, so their pages stay shared), an
+agent starts in a few milliseconds and owns a few MB. The node starts the zygote as
+``python -m mesh.runtime.zygote`` (:mod:`mesh.runtime.node.zygote` is its side) and talks to it
+over its stdin and stdout, one JSON object a line each way.
+
+How it is safe to fork: the zygote runs no thread and makes no ZeroMQ context (``import zmq``
+makes none); it checks that it has one thread before every fork and refuses (then exits) if an
+imported module started one. It never runs agent code itself, only imports modules.
+
+How supervision stays exact (the double fork): for each request the zygote forks an
+intermediate process, which forks the agent and exits at once. The node is a child subreaper
+(``mesh up``), so the agent is re-parented to the node: the node reaps it by pid and learns its
+exit status, signals it, kills its group, and the agent's parent check and PDEATHSIG are relative
+to the node, exactly as for a spawned agent. The zygote keeps nothing of its agents: when it dies
+they run on, and the node starts another zygote. The agent:
+
+1. makes a session (and process group) of its own, then writes its pid to the zygote, which
+   answers the node with it once the intermediate has exited (the agent is the node's child by
+   then); only then does the zygote let the agent go on, so the node can know the pid before the
+   agent's first request (registration) arrives;
+2. closes the zygote's pipes, points its stdin at /dev/null and its stdout and stderr at its log,
+   takes its folder, environment (the MESH_* values a spawned agent gets, keys by path only) and
+   default signal handlers;
+3. returns to :func:`main`, which runs :func:`mesh.runtime.agent.main` there: the interpreter ends
+   the agent as it ends a spawned one (exit status, traceback, atexit, non-daemon threads).
+
+The zygote dies with its node: PDEATHSIG (SIGKILL) and the end of its stdin. Every forked agent
+shares the zygote's hash seed (``PYTHONHASHSEED``); ``random`` reseeds itself at fork.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import signal
+import sys
+from typing import Any, BinaryIO
+
+#: What every agent imports: imported here once, so forked agents share these pages.
+PRELOAD = ("mesh", "mesh.runtime.agent", "mesh.runtime.server", "mesh.runtime.nodelink", "zmq", "msgpack", "psutil",
+           "asyncio", "logging", "ctypes")
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # pragma: no cover - not Linux
+        import threading
+
+        return threading.active_count()
+
+
+def _die_with_node() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # the end of stdin still ends the zygote
+        pass
+
+
+def _preload(module: str, path: list[str]) -> str | None:
+    """Import ``module`` here (with ``path`` first on sys.path); why not, or None."""
+    if module in sys.modules:
+        return None
+    saved = list(sys.path)
+    sys.path[:0] = [p for p in path if p]
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything; the agent reports it itself
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        sys.path[:] = saved
+    gc.collect()
+    gc.freeze()
+    return None
+
+
+def _fork(request: dict[str, Any], node_pid: int, requests: BinaryIO, replies: int) -> int:
+    """Fork the agent ``request`` describes; returns its pid here, and -1 in the agent itself."""
+    pid_r, pid_w = os.pipe()
+    go_r, go_w = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # the intermediate: fork the agent and go, so the agent is re-parented to the node
+        try:
+            if os.fork() == 0:
+                os.close(pid_r)
+                os.close(go_w)
+                _become_agent(request, node_pid, requests, replies, pid_w, go_r)
+                return -1
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    os.close(pid_w)
+    os.close(go_r)
+    try:
+        got = b""
+        while True:
+            chunk = os.read(pid_r, 32)
+            if not chunk:
+                break
+            got += chunk
+        os.waitpid(middle, 0)  # once it is gone, the agent is the node's child
+        if not got:
+            raise OSError("the forked agent ended before it started")
+        return int(got)
+    finally:
+        os.close(pid_r)
+        request["_go"] = go_w  # closed by the caller once the node has the pid
+
+
+def _become_agent(request: dict[str, Any], node_pid: int, requests: BinaryIO, replies: int, pid_w: int,
+                  go_r: int) -> None:
+    requests.close()
+    os.close(replies)
+    os.setsid()  # a session and process group of its own, before the node may signal the group
+    os.write(pid_w, str(os.getpid()).encode())
+    os.close(pid_w)
+    go = os.read(go_r, 1)  # the node has the pid (and the intermediate is gone)
+    os.close(go_r)
+    if go != b"1" or os.getppid() != node_pid:
+        os._exit(1)  # the zygote or the node died meanwhile: the node's sweep ends what is left
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    cwd = request["cwd"]
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.path[0] = cwd  # as `python -m` puts the folder it starts in first
+    sys.argv = [sys.argv[0]]
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _reply(fd: int, answer: dict[str, Any]) -> None:
+    data = (json.dumps(answer) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def serve(node_pid: int) -> bool:
+    """Answer the node's requests until its pipe ends; True in a forked agent (which then runs)."""
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)  # print() in a preloaded module goes to the zygote's log, never into the pipe
+    os.close(null)
+    for module in PRELOAD:
+        importlib.import_module(module)
+    gc.collect()
+    gc.freeze()
+    _reply(replies, {"ready": os.getpid()})
+    for line in requests:
+        try:
+            request = json.loads(line)
+            rid = request["id"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        answer: dict[str, Any] = {"id": rid}
+        preload = request.get("preload")
+        if isinstance(preload, str):
+            problem = _preload(preload, request.get("path") or [])
+            if problem is not None:
+                answer["preload"] = problem
+        threads = _threads()
+        if threads != 1:
+            _reply(replies, {"id": rid, "error": f"the zygote runs {threads} threads: it may not fork (a preloaded"
+                                                 f" module started one: {preload})", "fatal": True})
+            return False
+        try:
+            pid = _fork(request, node_pid, requests, replies)
+        except OSError as exc:
+            answer["error"] = f"cannot fork: {exc}"
+            go = request.pop("_go", None)
+            if go is not None:
+                os.close(go)
+            _reply(replies, answer)
+            continue
+        if pid < 0:
+            return True  # the agent
+        answer["pid"] = pid
+        _reply(replies, answer)
+        go = request.pop("_go")
+        os.write(go, b"1")
+        os.close(go)
+    return False
+
+
+def main() -> None:
+    node_pid = int(os.environ["MESH_NODE_PID"])
+    _die_with_node()
+    if os.getppid() != node_pid:
+        return  # the node died before PDEATHSIG was set
+    if serve(node_pid):
+        from .agent import main as agent_main
+
+        agent_main()  # the interpreter ends it as it ends a spawned agent
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Preforked agents: the node's zygote forks them; its death is survived; how each agent starts is
+its spec's to say. (The supervision, budget, orphan and logging tests marked ``both_starts`` run
+with forked and spawned agents alike.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from conftest import pid_gone, run_cli, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def echoes(*names: str, extra: str = "") -> str:
+    return "".join(f'[[agents]]\nname = "{n}"\nclass = "actors:WhoAmI"\nplacement = "local"\n{extra}\n' for n in names)
+
+
+def cmdline(pid: int) -> str:
+    return " ".join(psutil.Process(pid).cmdline())
+
+
+def zygotes_of(node) -> list[int]:
+    return [p.pid for p in psutil.Process(node.proc.pid).children() if "mesh.runtime.zygote" in " ".join(p.cmdline())
+            and p.pid not in {a["pid"] for a in node.status()["agents"]}]
+
+
+def answers(node, name: str) -> int:
+    return node.client_once().actor(name).ask({}, timeout=10)["pid"]
+
+
+def test_agents_are_forked_by_the_zygote_as_children_of_the_node(start_node):
+    node = start_node(echoes("a", "b"))
+    for name in ("a", "b"):
+        pid = node.agent(name)["pid"]
+        assert answers(node, name) == pid
+        process = psutil.Process(pid)
+        assert process.ppid() == node.proc.pid  # re-parented to the node: it reaps and signals it
+        assert os.getpgid(pid) == pid and os.getsid(pid) == pid  # a session and group of its own
+        assert "mesh.runtime.zygote" in cmdline(pid)
+    assert len(zygotes_of(node)) == 1
+
+
+def test_a_spec_can_ask_for_a_fresh_interpreter_per_agent(start_node):
+    node = start_node(echoes("forked") + echoes("fresh", extra='start = "spawn"'))
+    assert "mesh.runtime.zygote" in cmdline(node.agent("forked")["pid"])
+    assert "mesh.runtime.agent" in cmdline(node.agent("fresh")["pid"])
+    assert answers(node, "fresh") == node.agent("fresh")["pid"]
+
+
+def test_the_zygotes_death_is_survived_and_new_agents_fork_from_a_new_one(start_node):
+    node = start_node(echoes("steady") + '[[agents]]\nname = "crasher"\nclass = "actors:Crasher"\nrestart = "always"\n'
+                      'placement = "local"\nbackoff = "100ms"\n')
+    steady = node.agent("steady")["pid"]
+    [zygote] = zygotes_of(node)
+
+    os.kill(zygote, signal.SIGKILL)
+    wait_until(lambda: pid_gone(zygote), 10, "the zygote to be gone")
+
+    assert answers(node, "steady") == steady  # running agents are not its children: they run on
+    crashed = node.agent("crasher")["pid"]
+    client = node.client_once()
+    client.actor("crasher").tell({"crash": "exit"})
+    client.flush()
+    again = node.wait_agent("crasher", lambda a: a["state"] == "running" and a["pid"] != crashed, timeout=30,
+                            what="the crasher forked again")
+    assert "mesh.runtime.zygote" in cmdline(again["pid"])
+    assert psutil.Process(again["pid"]).ppid() == node.proc.pid
+    [new_zygote] = zygotes_of(node)
+    assert new_zygote != zygote
+    assert node.agent("steady")["pid"] == steady and node.agent("steady")["restarts"] == 0
+    assert "zygote exited" in node.log()
+
+
+def test_a_module_that_does_not_import_is_a_spec_error_when_agents_fork(tmp_path, mesh_home):
+    (tmp_path / "broken_agent.py").write_text("raise RuntimeError('no import for you')\n")
+    spec = tmp_path / "node.toml"
+    spec.write_text(f'[node]\nlisten = "tcp://127.0.0.1:1"\nstart = "fork"\npath = ["{tmp_path}"]\n\n'
+                    '[[agents]]\nname = "x"\nclass = "broken_agent:X"\npreload = true\n')
+    result = run_cli("up", str(spec), timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "agents[0].class" in result.stderr and "no import for you" in result.stderr
+
+
+def test_a_preloaded_module_is_shared_with_the_forked_agents(start_node, capsys):
+    node = start_node(echoes("p0", "p1", "p2", extra="preload = true"))
+    memory = {}
+    for name in ("p0", "p1", "p2"):
+        info = psutil.Process(node.agent(name)["pid"]).memory_full_info()
+        memory[name] = info
+        assert info.pss < info.rss  # pages shared with the zygote and its other agents
+    with capsys.disabled():
+        print("\nforked agent memory (MB): " + ", ".join(
+            f"{n} pss {m.pss / 1e6:.2f} uss {m.uss / 1e6:.2f} rss {m.rss / 1e6:.2f}" for n, m in memory.items()))
