@@ -54,8 +54,9 @@ if os.environ.get("MESH_AGENT_NAME", "").startswith("w."):
 """
 
 
+@pytest.mark.parametrize("start_mode", ["spawn"])  # a slow interpreter start: sitecustomize runs in each agent
 def test_agents_slower_to_start_than_the_lease_run_once_without_restarts_when_the_lease_held(
-        start_node, tmp_path, monkeypatch):
+        start_node, tmp_path, monkeypatch, start_mode):
     # Every replica of w takes longer to start than its first deadline (a loaded machine); before
     # its actor runs it asks its node, which renews the deadline since its lease held through it.
     slow = tmp_path / "slow"
