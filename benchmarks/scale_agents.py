@@ -15,6 +15,8 @@ ones with ``preload = true``, so the zygote imported their module). Measured:
 * ``all_answering_s``: until then, and one ask answered by every agent (asked in turn);
 * ``pss_mb`` (median, 10^6 bytes) and ``pss_total_mb`` of the idle agents (psutil
   ``memory_full_info().pss``, every agent, 2 s after all answered); the zygote's own PSS apart;
+* ``node_idle_cpu_pct`` and ``agents_idle_cpu_pct``: the node's CPU and its agents' summed, in
+  percent of one core, over ``--idle`` seconds (default 30) of idling after that;
 * ``status_s``: one ``mesh status --json`` (through the client) with N agents;
 * ``down_s``: from ``mesh down`` to the node's exit.
 
@@ -50,7 +52,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(agents: int, start: str, timeout: float = 300.0) -> dict:
+def _cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def _idle_cpu(node_pid: int, agent_pids: list[int], seconds: float) -> tuple[float | None, float | None]:
+    """The node's CPU and its agents' summed, in percent of one core, over ``seconds`` of idling."""
+    if seconds <= 0:
+        return None, None
+    node = psutil.Process(node_pid)
+    agents = []
+    for pid in agent_pids:
+        try:
+            agents.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    n0, a0 = _cpu_s(node), {a.pid: _cpu_s(a) for a in agents}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    n1 = _cpu_s(node)
+    spent = 0.0
+    for a in agents:
+        try:
+            spent += _cpu_s(a) - a0[a.pid]
+        except psutil.Error:
+            continue
+    return round(100 * (n1 - n0) / elapsed, 2), round(100 * spent / elapsed, 2)
+
+
+def measure(agents: int, start: str, timeout: float = 300.0, idle_s: float = 30.0) -> dict:
     """Start ``agents`` echo agents on one node with ``start`` ("fork" or "spawn"); the figures."""
     with tempfile.TemporaryDirectory(prefix="mesh-scale-") as tmp:
         port = _free_port()
@@ -107,6 +139,7 @@ def measure(agents: int, start: str, timeout: float = 300.0) -> dict:
             for child in psutil.Process(node.pid).children():
                 if child.pid not in pids and "mesh.runtime.zygote" in " ".join(child.cmdline()):
                     zygote_pss = child.memory_full_info().pss / 1e6
+            node_cpu, agents_cpu = _idle_cpu(node.pid, pids, idle_s)
             client.close()
             client = None
             t = time.monotonic()
@@ -125,16 +158,17 @@ def measure(agents: int, start: str, timeout: float = 300.0) -> dict:
                 "all_answering_s": round(answering, 2), "restarts": failed,
                 "pss_mb": round(statistics.median(pss), 2) if pss else None,
                 "pss_total_mb": round(sum(pss), 1), "zygote_pss_mb": round(zygote_pss, 1) if zygote_pss else None,
+                "node_idle_cpu_pct": node_cpu, "agents_idle_cpu_pct": agents_cpu,
                 "status_s": round(status_s, 3), "down_s": round(down_s, 2)}
 
 
-def run(sizes: list[int], starts: list[str]) -> list[dict]:
-    return [measure(n, start) for n in sizes for start in starts]
+def run(sizes: list[int], starts: list[str], idle_s: float = 30.0) -> list[dict]:
+    return [measure(n, start, idle_s=idle_s) for n in sizes for start in starts]
 
 
 def table(rows: list[dict]) -> str:
     head = ("agents", "start", "first_running_s", "all_running_s", "all_answering_s", "restarts", "pss_mb", "pss_total_mb",
-            "zygote_pss_mb", "status_s", "down_s")
+            "zygote_pss_mb", "node_idle_cpu_pct", "agents_idle_cpu_pct", "status_s", "down_s")
     lines = [" ".join(f"{h:>15}" for h in head)]
     lines += [" ".join(f"{str(r[h]):>15}" for h in head) for r in rows]
     return "\n".join(lines)
@@ -144,12 +178,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--starts", nargs="+", default=["fork", "spawn"], choices=["fork", "spawn"])
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idling over which CPU is measured")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
     for n in args.agents:
         for start in args.starts:
-            rows.append(measure(n, start))
+            rows.append(measure(n, start, idle_s=args.idle))
             if not args.json:
                 print(table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else table(rows), flush=True)
     if args.json:
