@@ -22,13 +22,58 @@ from .constants import ASSIGN_PREFIX
 _CODE_FIELDS = ("name", "class", "path", "cwd")
 
 
+def compact(body: dict) -> dict:
+    """An assignment as written to the shared state: each agent group's spec once, under ``specs``,
+    not in each of its replicas' entries (1,000 replicas of one agent: 334 KB -> 60 KB, under
+    gossip's value limit). Entries whose spec differs from their group's keep their own."""
+    replicas = body.get("replicas")
+    if not isinstance(replicas, dict):
+        return body
+    specs: dict[str, object] = {}
+    slim: dict[str, object] = {}
+    for replica, entry in replicas.items():
+        group = entry.get("group") if isinstance(entry, dict) else None
+        if not isinstance(group, str) or "spec" not in entry:
+            slim[replica] = entry
+            continue
+        spec = entry["spec"]
+        known = specs.setdefault(group, spec)
+        slim[replica] = {k: v for k, v in entry.items() if k != "spec"} if known == spec else entry
+    return {**body, "replicas": slim, "specs": specs}
+
+
+def expand(value: dict) -> dict:
+    """An assignment as read: every replica's entry with its spec (see :func:`compact`). Untrusted:
+    a ``specs`` that is not a map of group to spec adds nothing (the entry stays without one, which
+    the node refuses to run, saying so)."""
+    specs = value.get("specs")
+    replicas = value.get("replicas")
+    if not isinstance(specs, dict) or not isinstance(replicas, dict):
+        return value
+    full: dict[str, object] = {}
+    for replica, entry in replicas.items():
+        group = entry.get("group") if isinstance(entry, dict) else None
+        if isinstance(group, str) and group in specs and "spec" not in entry:
+            entry = {**entry, "spec": specs[group]}
+        full[replica] = entry
+    return {k: v for k, v in value.items() if k != "specs"} | {"replicas": full}
+
+
+_expanded: dict[str, tuple[dict, dict]] = {}  # key -> (the value read, its expansion): values are replaced, never changed
+
+
 def assignments(directory: Directory) -> dict[int, dict]:
-    """Every well-formed assignment in view, by term."""
+    """Every well-formed assignment in view, by term (expanded: see :func:`compact`)."""
     out = {}
     for key, value in directory.items(ASSIGN_PREFIX).items():
         term = key[len(ASSIGN_PREFIX):]
         if term.isdigit() and isinstance(value, dict) and isinstance(value.get("replicas"), dict):
-            out[int(term)] = value
+            cached = _expanded.get(key)
+            if cached is None or cached[0] is not value:
+                cached = _expanded[key] = (value, expand(value))
+            out[int(term)] = cached[1]
+    for key in [k for k in _expanded if k[len(ASSIGN_PREFIX):].isdigit() and int(k[len(ASSIGN_PREFIX):]) not in out]:
+        del _expanded[key]
     return out
 
 

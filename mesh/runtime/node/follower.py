@@ -36,7 +36,7 @@ from ...spec import agent_from_wire
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import Leadership
-from .assignments import assignments, latest_assignment, undeclared
+from .assignments import assignments, compact, latest_assignment, undeclared
 from .constants import ACTED_PREFIX, AGENTS_PREFIX, ASSIGN_PREFIX, LEASE_S
 from .instance import Instance
 from .killswitch import pulled_kill_switch
@@ -257,7 +257,7 @@ class Follower:
             usable.discard(self.name)
         specs = {n: [a for a in r.get("agents", []) if isinstance(a, dict) and isinstance(a.get("name"), str)]
                  for n, r in records.items() if n in state_of and isinstance(r.get("agents", []), list)}
-        mine = self.directory.get(f"{ASSIGN_PREFIX}{lead.term}")
+        mine = assignments(self.directory).get(lead.term)
         if isinstance(mine, dict) and mine.get("leader") == self.name and isinstance(mine.get("replicas"), dict):
             previous = mine["replicas"]
         else:
@@ -296,8 +296,8 @@ class Follower:
         self.handoff.record(lead.term, seq, replicas)
         self.decisions_issued += 1
         self.last_decision = {"term": lead.term, "seq": seq}
-        self.directory.write(f"{ASSIGN_PREFIX}{lead.term}", {"term": lead.term, "leader": self.name, "seq": seq, **body},
-                             system=True)
+        self.directory.write(f"{ASSIGN_PREFIX}{lead.term}",
+                             compact({"term": lead.term, "leader": self.name, "seq": seq, **body}), system=True)
         lead.elector.decided()  # the next heartbeats say: act on seq or newer
         for t in assignments(self.directory):
             if t < lead.term:
