@@ -201,3 +201,71 @@ def test_a_node_that_joins_gets_its_own_agents_without_moving_anyone_elses():
     q = plan(joined, nodes + [NodeSupply("n04")], p.assignment)
     assert q.moves == [] and set(counts(q, nodes + [NodeSupply("n04")]).values()) == {5}
     assert all(q.assignment[f"n04-a{j}"] == "n04" for j in range(5))
+
+
+def reference_plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, str]) -> Plan:
+    """The rules of the module note, written the slow and obvious way: every replica looks at every node."""
+    live = {n.name: n for n in nodes if n.alive}
+    free = {n: [s.cpu, s.memory] for n, s in live.items()}
+    count = dict.fromkeys(live, 0)
+    out = Plan()
+
+    def allowed(a: AgentDemand, n: str) -> bool:
+        return n == a.node if a.node is not None else n == a.home if a.placement == "local" else True
+
+    def fits(a: AgentDemand, n: str) -> bool:
+        return free[n][0] >= a.cpu and free[n][1] >= a.memory
+
+    def take(a: AgentDemand, r: str, n: str) -> None:
+        out.assignment[r] = n
+        free[n][0] -= a.cpu
+        free[n][1] -= a.memory
+        count[n] += 1
+        if current.get(r) not in (None, n):
+            out.moves.append(r)
+
+    ordered = sorted(agents, key=lambda a: a.name)
+    for a in ordered:
+        kept: list[str] = []
+        for r in a.replica_names():
+            n = current.get(r)
+            if n in live and allowed(a, n) and fits(a, n) and not (a.placement == "spread" and a.node is None and n in kept):
+                kept.append(n)
+                take(a, r, n)
+    for a in ordered:
+        for r in a.replica_names():
+            if r in out.assignment:
+                continue
+            fit = [n for n in sorted(live) if allowed(a, n) and fits(a, n)]
+            if not fit:
+                out.unplaced[r] = "x"
+                continue
+            mine = [out.assignment[x] for x in a.replica_names() if x in out.assignment]
+            if a.placement == "pack":
+                n = min(fit, key=lambda n: (free[n][0], free[n][1], n))
+            else:
+                n = min(fit, key=lambda n: (mine.count(n), count[n], -free[n][0], -free[n][1], n != a.home, n))
+            take(a, r, n)
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(problems())
+def test_the_planner_decides_as_the_rules_written_the_obvious_way(problem):
+    agents, nodes, current = problem
+    p, ref = plan(agents, nodes, current), reference_plan(agents, nodes, current)
+    assert p.assignment == ref.assignment and p.moves == ref.moves and set(p.unplaced) == set(ref.unplaced)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 60), st.data())
+def test_the_planner_decides_as_the_obvious_way_for_many_agents_of_one_replica(nodes_n, agents_n, data):
+    nodes = [NodeSupply(f"n{i:02d}", cpu=data.draw(st.sampled_from([1.0, 2.0, float("inf")])),
+                        memory=data.draw(st.sampled_from([1000, float("inf")]))) for i in range(nodes_n)]
+    agents = [AgentDemand(f"a{i:02d}", home=f"n{data.draw(st.integers(0, nodes_n - 1)):02d}",
+                          cpu=data.draw(st.sampled_from([0.0, 0.25, 0.5])), memory=data.draw(st.sampled_from([0, 100])))
+              for i in range(agents_n)]
+    current = data.draw(st.dictionaries(st.sampled_from([a.name for a in agents]),
+                                        st.sampled_from([n.name for n in nodes]), max_size=agents_n))
+    p, ref = plan(agents, nodes, current), reference_plan(agents, nodes, current)
+    assert p.assignment == ref.assignment and p.moves == ref.moves and set(p.unplaced) == set(ref.unplaced)

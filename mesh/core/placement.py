@@ -24,11 +24,14 @@ in index order):
 A node never gets more than its capacity: a replica that fits nowhere is left
 unplaced with a reason naming the agent and what it needs.
 
-Cost: O(A x N + R log N) for A agents, R replicas and N live nodes. Each agent's
-candidates sit in a heap keyed by its rule; a placement changes only the chosen
-node's key (its counts grow, its free capacity shrinks), so that node goes back in
-with its new key, and a node that no longer fits the agent leaves the heap for good
-(free capacity only shrinks during a plan).
+Cost: O(R log N) for R replicas on N live nodes when agents are spread one replica
+each (the common case), O(N + k log N) for an agent with k replicas to place. One heap
+holds every node by load (replicas, then free capacity), an entry added each time a
+node takes a replica and stale ones skipped, so a spread agent with nothing placed yet
+takes its top (or its home node, on equal load). Any other agent gets a heap of its
+own candidates keyed by its rule; a placement changes only the chosen node's key, so
+that node goes back in with its new key, and a node that no longer fits the agent
+leaves the heap for good (free capacity only shrinks during a plan).
 """
 
 from __future__ import annotations
@@ -80,13 +83,39 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
     def fits(node: str, a: AgentDemand) -> bool:
         return free_cpu[node] >= a.cpu and free_mem[node] >= a.memory
 
+    loads: list[tuple[int, float, float, str, int]] = []  # pass 2: every live node by load, stale entries too
+    stamp = dict.fromkeys(live, 0)  # how many times each node was taken: its entry in loads with this is current
+
     def take(replica: str, node: str, a: AgentDemand) -> None:
         assignment[replica] = node
         free_cpu[node] -= a.cpu
         free_mem[node] -= a.memory
         count[node] += 1
+        stamp[node] += 1
+        if loads:
+            heapq.heappush(loads, (count[node], -free_cpu[node], -free_mem[node], node, stamp[node]))
         if current.get(replica) not in (None, node):
             result.moves.append(replica)
+
+    def lightest(a: AgentDemand) -> str | None:
+        """For a spread replica whose agent has none placed yet: the node the rule picks, from loads."""
+        aside, best = [], None
+        while loads:
+            _, _, _, n, at = loads[0]
+            if at != stamp[n]:
+                heapq.heappop(loads)  # stale: the node has a newer entry
+            elif fits(n, a):
+                best = n
+                break
+            else:
+                aside.append(heapq.heappop(loads))  # too small for this agent, not for others
+        for entry in aside:
+            heapq.heappush(loads, entry)
+        h = a.home
+        if h in live and fits(h, a) and (best is None or (count[h], -free_cpu[h], -free_mem[h])
+                                         <= (count[best], -free_cpu[best], -free_mem[best])):
+            return h  # on equal load the home node comes first
+        return best
 
     ordered = sorted(agents, key=lambda a: a.name)
     names = {a.name: a.replica_names() for a in ordered}
@@ -105,14 +134,23 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
                 take(replica, node, a)
     # Pass 2: everything else, by the agent's rule.
     everywhere = sorted(live)
+    loads.extend((count[n], -free_cpu[n], -free_mem[n], n, stamp[n]) for n in everywhere)
+    heapq.heapify(loads)
     for a in ordered:
         waiting = [r for r in names[a.name] if r not in assignment]
         if not waiting:
             continue
         only = a.node if a.node is not None else a.home if a.placement == "local" else None
-        candidates = everywhere if only is None else [only] if only in live else []
         holding = held[a.name]
         pack = a.placement == "pack"
+        if not pack and only is None and not holding and len(waiting) == 1:  # the common case, in O(log N)
+            node = lightest(a)
+            if node is None:
+                result.unplaced[waiting[0]] = _why(a, live)
+            else:
+                take(waiting[0], node, a)
+            continue
+        candidates = everywhere if only is None else [only] if only in live else []
         heap = [(_rank(n, a, pack, holding, count, free_cpu, free_mem), n) for n in candidates if fits(n, a)]
         heapq.heapify(heap)
         for replica in waiting:
