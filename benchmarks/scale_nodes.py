@@ -5,7 +5,8 @@
     python benchmarks/scale_nodes.py --nodes 16 --no-plan -v   # one mesh size, progress on stderr
 
 **plan()**: :func:`mesh.core.placement.plan` for 10, 100 and 1,000 replicas on 16 alike
-nodes, in two shapes: one agent with R replicas, and R agents of one replica each (spread);
+nodes, in two shapes: one agent with R replicas, and R agents of one replica each (spread), the
+nodes declaring R/16 each (``away``: how many are placed off their home node);
 the median of repeated calls. ``before`` is the planner as it was before issue 17 (commit
 8fac1dc), loaded from this checkout's git history so both run in the same process; ``after``
 is the one in the tree.
@@ -111,17 +112,20 @@ def plan_times(sizes: tuple[int, ...] = (10, 100, 1000), nodes: int = 16) -> lis
                     continue
                 supply = [module.NodeSupply(f"n{i:02d}", cpu=2.0, memory=8 << 30) for i in range(nodes)]
                 agents = ([module.AgentDemand("w", home="n00", replicas=r)] if shape == "one agent" else
-                          [module.AgentDemand(f"a{i:04d}", home=f"n{i % nodes:02d}") for i in range(r)])
+                          [module.AgentDemand(f"n{i * nodes // r:02d}-a{i:04d}", home=f"n{i * nodes // r:02d}")
+                           for i in range(r)])
                 row[f"{label}_ms"] = round(_time(module.plan, agents, supply) * 1000, 3)
-                per = list(_counts(module.plan(agents, supply)).values())
+                placed = module.plan(agents, supply).assignment
+                per = list(_counts(placed).values())
                 row[f"{label}_per_node"] = [min(per), max(per)]
+                row[f"{label}_away"] = sum(1 for a in agents if a.replicas == 1 and placed.get(a.name) != a.home)
             rows.append(row)
     return rows
 
 
-def _counts(p: Any) -> dict[str, int]:
+def _counts(assignment: dict[str, str]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for n in p.assignment.values():
+    for n in assignment.values():
         out[n] = out.get(n, 0) + 1
     return out
 
@@ -324,12 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     if "plan" in result:
-        print("plan() on 16 nodes, median ms (before: commit 8fac1dc; after: this tree); agents per node min-max")
-        print(f"{'replicas':>8} {'shape':<14} {'before ms':>10} {'after ms':>9} {'before/node':>12} {'after/node':>11}")
+        print("plan() on 16 nodes, median ms (before: commit 8fac1dc; after: this tree); replicas per node min-max;"
+              " away: agents of one replica not on their home node")
+        print(f"{'replicas':>8} {'shape':<14} {'before ms':>10} {'after ms':>9} {'before/node':>12} {'after/node':>11}"
+              f" {'before away':>11} {'after away':>10}")
         for row in result["plan"]:
             print(f"{row['replicas']:>8} {row['shape']:<14} {row.get('before_ms', '-'):>10} {row['after_ms']:>9}"
                   f" {'-'.join(map(str, row.get('before_per_node', []))):>12}"
-                  f" {'-'.join(map(str, row['after_per_node'])):>11}")
+                  f" {'-'.join(map(str, row['after_per_node'])):>11} {row.get('before_away', '-'):>11}"
+                  f" {row['after_away']:>10}")
     print(f"\n{'nodes':>5} {'agents':>6} {'settled s':>9} {'spawns':>6} {'extra':>5} {'restarts':>8} {'leases lost':>11}"
           f" {'agents/node':>11}")
     for row in result["meshes"]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh.core.placement import AgentDemand, NodeSupply, Plan, plan
+from mesh.core.placement import AgentDemand, NodeSupply, Plan, in_turns, plan
 
 NODES = [NodeSupply("a", cpu=2, memory=4000), NodeSupply("b", cpu=2, memory=4000), NodeSupply("c", cpu=2, memory=4000)]
 
@@ -191,6 +191,7 @@ def test_sixteen_nodes_declaring_five_agents_each_get_five_each_and_mostly_their
     agents = [AgentDemand(f"n{i:02d}-a{j}", home=f"n{i:02d}") for i in range(16) for j in range(5)]
     p = plan(agents, nodes)
     assert set(counts(p, nodes).values()) == {5}
+    assert all(p.assignment[a.name] == a.home for a in agents)  # each its own
 
 
 def test_a_node_that_joins_gets_its_own_agents_without_moving_anyone_elses():
@@ -204,7 +205,8 @@ def test_a_node_that_joins_gets_its_own_agents_without_moving_anyone_elses():
 
 
 def reference_plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, str]) -> Plan:
-    """The rules of the module note, written the slow and obvious way: every replica looks at every node."""
+    """The rules of the module note, written the slow and obvious way: every replica looks at every node
+    (the order agents are taken in is the planner's own, in_turns)."""
     live = {n.name: n for n in nodes if n.alive}
     free = {n: [s.cpu, s.memory] for n, s in live.items()}
     count = dict.fromkeys(live, 0)
@@ -224,7 +226,7 @@ def reference_plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: 
         if current.get(r) not in (None, n):
             out.moves.append(r)
 
-    ordered = sorted(agents, key=lambda a: a.name)
+    ordered = in_turns(agents)
     for a in ordered:
         kept: list[str] = []
         for r in a.replica_names():
@@ -244,7 +246,7 @@ def reference_plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: 
             if a.placement == "pack":
                 n = min(fit, key=lambda n: (free[n][0], free[n][1], n))
             else:
-                n = min(fit, key=lambda n: (mine.count(n), count[n], -free[n][0], -free[n][1], n != a.home, n))
+                n = min(fit, key=lambda n: (mine.count(n), count[n], n != a.home, -free[n][0], -free[n][1], n))
             take(a, r, n)
     return out
 
@@ -269,3 +271,10 @@ def test_the_planner_decides_as_the_obvious_way_for_many_agents_of_one_replica(n
                                         st.sampled_from([n.name for n in nodes]), max_size=agents_n))
     p, ref = plan(agents, nodes, current), reference_plan(agents, nodes, current)
     assert p.assignment == ref.assignment and p.moves == ref.moves and set(p.unplaced) == set(ref.unplaced)
+
+
+def test_agents_are_placed_in_turns_by_home_so_each_home_keeps_its_own_while_counts_are_even():
+    agents = [AgentDemand(n, home=h) for n, h in [("b1", "b"), ("a2", "a"), ("a1", "a"), ("c1", "c"), ("b2", "b")]]
+    assert [a.name for a in in_turns(agents)] == ["a1", "b1", "c1", "a2", "b2"]
+    p = plan(agents, [NodeSupply("a"), NodeSupply("b"), NodeSupply("c"), NodeSupply("d")])
+    assert p.assignment == {"a1": "a", "b1": "b", "c1": "c", "a2": "d", "b2": "b"}  # a2: d had none

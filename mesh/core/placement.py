@@ -6,18 +6,21 @@ as long as that node is alive and has room, so a returning node does not cause a
 reshuffle. The one exception is spread: a second replica of one agent on a node
 is placed again, so replicas spread out when nodes join or come back.
 
-Rules, per agent (each replica placed separately, agents in name order, replicas
-in index order):
+Rules, per agent (each replica placed separately, in index order). Agents are taken
+in turns by home node: each home's first agent by name (homes by name), then each
+home's second, and so on; what was placed before counts in every choice after it.
 
 * ``node = "x"``: only on node x.
 * ``placement = "local"``: only on the agent's home node (the node whose spec
   declares it).
 * ``placement = "spread"`` (default): spread balances counts. Among the live nodes
   with room for it: the one with the fewest replicas of this agent, then the fewest
-  replicas placed overall (of any agent), then the most free capacity (cpu, then
-  memory), then the agent's home node, then the first by name. Placed afresh on
-  nodes that are alike (room for everything, nothing pinned), the counts per node
-  differ by at most one: 16 nodes declaring 5 agents each get 5 each.
+  replicas placed overall (of any agent), then the agent's home node, then the most
+  free capacity (cpu, then memory), then the first by name. Placed afresh on nodes
+  that are alike (room for everything, nothing pinned), the counts per node differ
+  by at most one, and agents taken in turns by home (below) stay home when that
+  keeps the counts even: 16 nodes declaring 5 agents each run their own 5.
+
 * ``placement = "pack"``: on the live node with the least free capacity that
   still fits (fill nodes one by one).
 
@@ -112,12 +115,11 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
         for entry in aside:
             heapq.heappush(loads, entry)
         h = a.home
-        if h in live and fits(h, a) and (best is None or (count[h], -free_cpu[h], -free_mem[h])
-                                         <= (count[best], -free_cpu[best], -free_mem[best])):
-            return h  # on equal load the home node comes first
+        if h in live and fits(h, a) and (best is None or count[h] <= count[best]):
+            return h  # on equal counts the home node comes first
         return best
 
-    ordered = sorted(agents, key=lambda a: a.name)
+    ordered = in_turns(agents)
     names = {a.name: a.replica_names() for a in ordered}
     held: dict[str, dict[str, int]] = {a.name: {} for a in ordered}  # agent -> node -> its replicas there
     # Pass 1, stickiness: what runs on a live node with room stays there (for spread, one
@@ -170,12 +172,22 @@ def plan(agents: list[AgentDemand], nodes: list[NodeSupply], current: dict[str, 
     return result
 
 
+def in_turns(agents: list[AgentDemand]) -> list[AgentDemand]:
+    """The agents in the order they are placed: each home's first by name, then each home's second..."""
+    turn: dict[str, int] = {}
+    keyed = []
+    for a in sorted(agents, key=lambda a: (a.home, a.name)):
+        turn[a.home] = turn.get(a.home, -1) + 1
+        keyed.append(((turn[a.home], a.home, a.name), a))
+    return [a for _, a in sorted(keyed, key=lambda k: k[0])]
+
+
 def _rank(n: str, a: AgentDemand, pack: bool, holding: dict[str, int], count: dict[str, int],
           free_cpu: dict[str, float], free_mem: dict[str, float]) -> tuple[object, ...]:
     """The order of node ``n`` for agent ``a``: the lowest is chosen (see the module note)."""
     if pack:
         return (free_cpu[n], free_mem[n], n)
-    return (holding.get(n, 0), count[n], -free_cpu[n], -free_mem[n], n != a.home, n)
+    return (holding.get(n, 0), count[n], n != a.home, -free_cpu[n], -free_mem[n], n)
 
 
 def _allowed(a: AgentDemand, node: str) -> bool:
