@@ -3,6 +3,7 @@
     python benchmarks/scale_nodes.py                   # plan() times, then 16 and 32 nodes (a table)
     python benchmarks/scale_nodes.py --json            # one JSON object
     python benchmarks/scale_nodes.py --nodes 16 --no-plan -v   # one mesh size, progress on stderr
+    python benchmarks/scale_nodes.py --voters 0 --stagger 0.5  # every node a voter; one node every 0.5 s
 
 **plan()**: :func:`mesh.core.placement.plan` for 10, 100 and 1,000 replicas on 16 alike
 nodes, in two shapes: one agent with R replicas, and R agents of one replica each (spread), the
@@ -11,16 +12,25 @@ the median of repeated calls. ``before`` is the planner as it was before issue 1
 8fac1dc), loaded from this checkout's git history so both run in the same process; ``after``
 is the one in the tree.
 
+**The leader's pass**: one node, leader of a mesh of one, running N agents (10, 100, 1,000; as
+instances and directory entries, with N other keys in the view): the median time of one
+housekeeping pass over following the leader (conducting, as leader) and publishing what it
+acted on, on BEFORE's tree and on this one (each in a child process).
+
 **Nodes**: ``--nodes`` N `mesh up` processes (default 16 and 32) on loopback ports, sharing a
-temporary MESH_HOME. n00 starts alone, the others join it, all started at once; every spec
-declares 5 echo agents (``nXX-e0`` .. ``nXX-e4``), default timings and capacity. Measured:
+temporary MESH_HOME. n00 starts alone, the others join it, all started at once (``--stagger``:
+one every S seconds); every spec declares 5 echo agents (``nXX-e0`` .. ``nXX-e4``), default
+timings and capacity; n00-n02 are voters, the others not (``--voters``; the README's advice is 3
+or 5). Measured:
 
 * **settled**: seconds from the first ``mesh up`` until every node answers, all name one
   leader and term, every agent shows ``running`` once, and each answers an ask (through n00);
 * **extra spawns**: agent processes started beyond one per agent, from the nodes' logs
   (``placed here by`` lines, plus the restarts ``mesh status`` counts), until settled and
   ``--quiet`` seconds after (default 3: a late shuffle counts);
-* **leases lost**: ``lease lost`` lines in the nodes' logs over the same time;
+* **leases lost**: ``lease lost: out of touch`` lines in the nodes' logs over the same time (one
+  per node each time its lease lapsed with agents to stop);
+* **elections**: ``elected leader`` lines (terms won) over the same time;
 * **per node**: the fewest and most agents a node runs once settled (spread: 5 and 5).
 
 Every wait is bounded (``--timeout``, default 120 s); every process started is stopped
@@ -130,6 +140,73 @@ def _counts(assignment: dict[str, str]) -> dict[str, int]:
     return out
 
 
+# -- the leader's pass --------------------------------------------------------------------------------
+
+#: A timed loop run in a child process on one tree (this one, or BEFORE's): one node on the in-memory
+#: transport, leader of a mesh of one, that runs N agents placed by itself (instances the supervisor
+#: knows, as running; their directory entries and the assignment in the gossip view, with N other keys
+#: besides). Prints the median microseconds of one housekeeping pass over the leader's part:
+#: following (and conducting, when leading) and publishing what it acted on.
+TICK_LOOP = r"""
+import os, sys, statistics, tempfile, time
+os.environ["MESH_HOME"] = tempfile.mkdtemp(prefix="mesh-tick-")
+from mesh.runtime.clock import FakeClock
+from mesh.runtime.memory import MemoryNetwork
+from mesh.runtime.node import Node
+from mesh.runtime.node.instance import Instance
+from mesh.spec import NodeSpec
+
+n = int(sys.argv[1])
+clock = FakeClock()
+spec = NodeSpec(file="<spec>", base_dir=os.environ["MESH_HOME"], name="solo", listen="mem://solo:1",
+                capacity_cpu=64.0, capacity_memory=64 << 30)
+node = Node(spec, on_event=lambda line: None, transport=MemoryNetwork().transport("solo"), clock=clock)
+node.bind()
+node.gossip._join_until = 0.0
+node.gossip.tick()
+node._follow_the_leader(clock.monotonic())
+node.leadership.tick(); clock.advance(0.2); node.leadership.tick()
+assert node.leadership.is_leader
+term, g = node.leadership.term, node.gossip
+g.write(f"$assign/{term}", {"term": term, "leader": "solo", "seq": 0, "unplaced": {}, "conflicts": [], "replicas": {
+    f"a{i}": {"node": "solo", "group": f"a{i}", "home": "other", "spec": {"name": f"a{i}", "class": "m:C"}}
+    for i in range(n)}}, system=True)
+for i in range(n):
+    g.write(f"$agents/a{i}", {"node": "solo", "state": "running", "pid": 1000 + i}, system=True)
+    g.write(f"user/k{i}", i)
+    node.supervisor.instances[f"a{i}"] = Instance(name=f"a{i}", spec=None, group=f"a{i}", state="running",
+                                                   placed_by=f"solo@{term}")
+times = []
+for _ in range(300):
+    clock.advance(0.1)
+    t = time.perf_counter()
+    node._follow_the_leader(clock.monotonic())
+    node.follower.publish_acted()
+    times.append(time.perf_counter() - t)
+print(round(statistics.median(times[50:]) * 1e6, 1))
+node.gossip.close(); node.broadcasts.close(); node.router.close(0)
+"""
+
+
+def tick_times(sizes: tuple[int, ...] = (10, 100, 1000)) -> list[dict[str, Any]]:
+    """The leader's housekeeping pass (follow, conduct, publish acted) with N agents, median us, before and after."""
+    rows = [{"agents": n} for n in sizes]
+    with tempfile.TemporaryDirectory(prefix="mesh-before-") as before:
+        try:
+            archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", BEFORE, "mesh"], capture_output=True,
+                                     check=True, timeout=60).stdout
+            subprocess.run(["tar", "-x", "-C", before], input=archive, check=True, timeout=60)
+            trees = [("before", Path(before)), ("after", HERE.parent)]
+        except (OSError, subprocess.SubprocessError):
+            trees = [("after", HERE.parent)]
+        for label, tree in trees:
+            for row in rows:
+                done = subprocess.run([sys.executable, "-c", TICK_LOOP, str(row["agents"])], capture_output=True,
+                                      text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree)
+                row[f"{label}_us"] = float(done.stdout.strip()) if done.returncode == 0 else None
+    return rows
+
+
 # -- many nodes -------------------------------------------------------------------------------------
 
 
@@ -171,7 +248,7 @@ class Mesh:
                             f'path = ["{self.root / "actors"}"]\n{agents}')
             self.procs.append(Proc(name, port, spec, self.root / f"{name}.log"))
 
-    def start(self) -> None:
+    def start(self, stagger: float = 0.0) -> None:
         env = dict(os.environ, MESH_HOME=str(self.root / "home"), MESH_NO_LIVE="1", MESH_LOG_LEVEL="WARNING",
                    PYTHONPATH=str(self.tree))
         env.pop("MESH_NODE", None)
@@ -181,6 +258,8 @@ class Mesh:
             with open(p.log, "wb") as out:
                 p.popen = subprocess.Popen([sys.executable, "-m", "mesh.cli", "up", str(p.spec), *join], stdout=out,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.root)
+            if stagger:
+                time.sleep(stagger)
 
     def status(self, p: Proc) -> dict | None:
         try:
@@ -221,11 +300,12 @@ class Mesh:
 
     def counts(self) -> dict[str, Any]:
         """Spawns, leases lost and agents per node, from the logs and the statuses."""
-        placed = lost = 0
+        placed = lost = elected = 0
         for p in self.procs:
             text = p.log.read_text(errors="replace") if p.log.exists() else ""
             placed += len(re.findall(r" placed here by ", text))
-            lost += len(re.findall(r"lease lost", text))
+            lost += len(re.findall(r"lease lost: out of touch", text))  # once per lapse, not per agent stopped
+            elected += len(re.findall(r"elected leader of term", text))
         restarts, per_node = 0, {}
         for p in self.procs:
             s = self.status(p)
@@ -236,7 +316,8 @@ class Mesh:
         # An agent of a node's own spec placed on that node is started without a "placed here" line
         # only when the node runs it itself (local); every spread agent the leader places logs one.
         return {"spawns": placed + restarts, "extra_spawns": placed + restarts - own, "restarts": restarts,
-                "leases_lost": lost, "per_node": [min(per_node.values()), max(per_node.values())]}
+                "leases_lost": lost, "elections_won": elected,
+                "per_node": [min(per_node.values()), max(per_node.values())]}
 
     def stop(self) -> None:
         for p in self.procs:
@@ -270,19 +351,21 @@ class Mesh:
                 pass
 
 
-def run_mesh(n: int, timeout: float = 120.0, quiet: float = 3.0, verbose: bool = False) -> dict[str, Any]:
-    """Start N nodes with 5 agents each; time to settled, extra spawns and leases lost."""
+def run_mesh(n: int, timeout: float = 120.0, quiet: float = 3.0, verbose: bool = False, voters: int = 3,
+             stagger: float = 0.0) -> dict[str, Any]:
+    """Start N nodes with 5 agents each (``voters`` of them voters; 0: all); time to settled, extra
+    spawns and leases lost. ``stagger``: seconds between two nodes' starts (0: all at once)."""
     def progress(line: str) -> None:
         if verbose:
             print(f"[{n} nodes] {line}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="mesh-scale-") as tmp:
-        m = Mesh(n, Path(tmp))
+        m = Mesh(n, Path(tmp), voters=voters)
         m.write()
-        out: dict[str, Any] = {"nodes": n, "agents": n * AGENTS_PER_NODE}
+        out: dict[str, Any] = {"nodes": n, "agents": n * AGENTS_PER_NODE, "voters": voters or n, "stagger_s": stagger}
         try:
             t0 = time.monotonic()
-            m.start()
+            m.start(stagger)
             asked: set[str] = set()
             settled_at = None
             while time.monotonic() - t0 < timeout:
@@ -305,12 +388,13 @@ def run_mesh(n: int, timeout: float = 120.0, quiet: float = 3.0, verbose: bool =
 
 
 def measure(nodes: tuple[int, ...] = (16, 32), plan: bool = True, timeout: float = 120.0, quiet: float = 3.0,
-            verbose: bool = False) -> dict[str, Any]:
+            verbose: bool = False, voters: int = 3, stagger: float = 0.0) -> dict[str, Any]:
     """Everything this benchmark measures, as one dict."""
     out: dict[str, Any] = {}
     if plan:
         out["plan"] = plan_times()
-    out["meshes"] = [run_mesh(n, timeout, quiet, verbose) for n in nodes]
+        out["tick"] = tick_times()
+    out["meshes"] = [run_mesh(n, timeout, quiet, verbose, voters, stagger) for n in nodes]
     return out
 
 
@@ -320,10 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plan", action="store_true", help="skip the plan() timings")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a mesh to settle")
     parser.add_argument("--quiet", type=float, default=3.0, help="seconds counted after settling")
+    parser.add_argument("--voters", type=int, default=3, help="how many nodes are voters (default 3; 0: all)")
+    parser.add_argument("--stagger", type=float, default=0.0, help="seconds between two nodes' starts (default 0)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    result = measure(tuple(args.nodes or (16, 32)), not args.no_plan, args.timeout, args.quiet, args.verbose)
+    result = measure(tuple(args.nodes or (16, 32)), not args.no_plan, args.timeout, args.quiet, args.verbose,
+                     args.voters, args.stagger)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -337,13 +424,18 @@ def main(argv: list[str] | None = None) -> int:
                   f" {'-'.join(map(str, row.get('before_per_node', []))):>12}"
                   f" {'-'.join(map(str, row['after_per_node'])):>11} {row.get('before_away', '-'):>11}"
                   f" {row['after_away']:>10}")
-    print(f"\n{'nodes':>5} {'agents':>6} {'settled s':>9} {'spawns':>6} {'extra':>5} {'restarts':>8} {'leases lost':>11}"
-          f" {'agents/node':>11}")
+    if "tick" in result:
+        print("\nthe leader's housekeeping pass (follow, conduct, publish acted) with N agents, median us")
+        print(f"{'agents':>6} {'before us':>10} {'after us':>9}")
+        for row in result["tick"]:
+            print(f"{row['agents']:>6} {str(row.get('before_us', '-')):>10} {str(row['after_us']):>9}")
+    print(f"\n{'nodes':>5} {'voters':>6} {'agents':>6} {'settled s':>9} {'spawns':>6} {'extra':>5} {'restarts':>8}"
+          f" {'leases lost':>11} {'elections':>9} {'agents/node':>11}")
     for row in result["meshes"]:
         per = "-".join(map(str, row.get("per_node", [])))
-        print(f"{row['nodes']:>5} {row['agents']:>6} {str(row['settled_s']):>9} {row.get('spawns', '?'):>6}"
-              f" {row.get('extra_spawns', '?'):>5} {row.get('restarts', '?'):>8} {row.get('leases_lost', '?'):>11}"
-              f" {per:>11}")
+        print(f"{row['nodes']:>5} {row['voters']:>6} {row['agents']:>6} {str(row['settled_s']):>9}"
+              f" {row.get('spawns', '?'):>6} {row.get('extra_spawns', '?'):>5} {row.get('restarts', '?'):>8}"
+              f" {row.get('leases_lost', '?'):>11} {row.get('elections_won', '?'):>9} {per:>11}")
     return 0
 
 

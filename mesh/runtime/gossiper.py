@@ -323,10 +323,6 @@ class Directory:
         """Whether ``member`` is alive or suspect (not known to be gone)."""
         return self.state_of(member) in (ALIVE, SUSPECT)
 
-    def live_members(self) -> list[str]:
-        """The names of the members alive or suspect now (this node included)."""
-        return [name for name, o in self._gossiper.node.current().items() if o.state in (ALIVE, SUSPECT)]
-
     def current_members(self) -> list[dict]:
         """Each member's current incarnation: name, address, state, incarnation, id, last_heard (wall clock)."""
         return self._gossiper.node.current_members()

@@ -129,12 +129,16 @@ class Follower:
             self.directory.sync_first(leader)  # catching up: nothing starts here before the leader confirms
             return
         voters = [v for v in self.leadership.elector.voters if v != self.name and self.directory.is_live(v)]
-        # And each live member never heard first hand yet: a voter is learned only after a round trip
-        # (mesh.runtime.leadership), and one the rotation left out would wait for the other to pick this
-        # node, or for a random pick that never comes while some voter is due: in a mesh started at once,
-        # the nodes' voter lists would differ for minutes, and the elections thrash meanwhile.
+        # And each live member whose record says it is a voter that was never heard first hand: a voter is
+        # learned only after a round trip (mesh.runtime.leadership), and one the rotation left out would
+        # wait for the other to pick this node, or for a random pick that never comes while some voter is
+        # due: in a mesh of many voters started at once, the voter lists would differ for minutes.
         evidence = ledger.evidence
-        voters += [m for m in self.directory.live_members() if m != self.name and m not in evidence and m not in voters]
+        for key, record in self.directory.items(NODE_PREFIX).items():
+            n = key[len(NODE_PREFIX):]
+            if isinstance(record, dict) and record.get("voter") is True and n not in evidence and n != self.name \
+                    and n not in voters and self.directory.is_live(n):
+                voters.append(n)
         self.directory.sync_first(ledger.sync_next(voters, now, SYNC_VOTERS_S))
 
     # -- every node ---------------------------------------------------------------------------
