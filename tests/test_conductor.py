@@ -93,3 +93,31 @@ def test_random_histories_never_start_a_replica_where_another_instance_may_still
             if e["node"] is not None and e["node"] in usable:
                 running[r] = e["node"]
         previous = d["replicas"]
+
+
+def test_a_new_leader_waits_for_the_members_it_knows_that_have_not_acted_in_its_term_for_a_bounded_time():
+    from mesh.core.conductor import SETTLE_S, awaited
+
+    acted = {"a": (3, 7), "b": (2, 9), "c": None}
+    assert awaited({"a", "b", "c", "d"}, acted, 3, 0.5) == {"b", "c", "d"}
+    assert awaited({"a", "b", "c"}, acted, 3, SETTLE_S) == frozenset()  # a member that never catches up holds nothing up
+    assert awaited({"a"}, acted, 3, 0.0) == frozenset()
+
+
+def test_while_a_new_leader_waits_it_moves_nothing_and_places_what_runs_nowhere():
+    # The previous leader put w.0 and w.1 both on a (b was away), and x on c, which this leader
+    # does not count on yet (no record in view: not usable). Settled, w.1 would spread to b and
+    # x would go elsewhere; while the leader waits for b, both stay. y, placed nowhere, is placed.
+    previous = {"w.0": {"node": "a", "group": "w", "home": "a", "spec": agent("w", 2)},
+                "w.1": {"node": "a", "group": "w", "home": "a", "spec": agent("w", 2)},
+                "x": {"node": "c", "group": "x", "home": "c", "spec": agent("x")}}
+    specs = {"a": [agent("w", 2), agent("y")], "b": []}
+    waiting = conduct(specs, ALIVE, {"a", "b"}, previous, {"w.0": "a", "w.1": "a"}, waiting={"b", "c"})["replicas"]
+    assert {r: e["node"] for r, e in waiting.items()} == {"w.0": "a", "w.1": "a", "x": "c", "y": waiting["y"]["node"]}
+    assert waiting["y"]["node"] in ("a", "b")
+    settled = conduct(specs, ALIVE, {"a", "b"}, previous, {"w.0": "a", "w.1": "a"})["replicas"]
+    assert settled["w.1"]["node"] is None and settled["w.1"]["draining"] == "a"  # spread: drain, then b
+    assert settled["x"]["node"] in ("a", "b")
+    # A node it does not count on and does not wait for (dead, or silent too long) is no reason to stay.
+    gone = conduct(specs, ALIVE, {"a", "b"}, previous, {"w.0": "a", "w.1": "a"}, waiting={"b"})["replicas"]
+    assert gone["x"]["node"] in ("a", "b") and gone["w.1"]["node"] == "a"

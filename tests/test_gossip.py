@@ -538,3 +538,17 @@ def test_whatever_values_a_node_holds_every_answer_it_sends_passes_the_wire(seed
         if b.origins.get("a@1") is not None and b.origins["a@1"].max_version == a.me.max_version:
             break
     assert len(b.items("v")) == kept
+
+
+def test_a_joiner_welcomed_by_a_member_is_told_of_every_entry_the_welcome_brought():
+    # The runtime keeps indexes of the view from the "changed" events (mesh.runtime.gossiper.Directory):
+    # the answer that ends a join carries the member's entries, and announcing must not swallow them.
+    member = GossipNode("m", 1, GossipConfig(), random.Random(1), 0.0, address="tcp://m:1")
+    member.set("$node/m", {"agents": []}, 0.0, system=True)
+    member.set("k", 1, 0.0)
+    joiner = GossipNode("j", 2, GossipConfig(), random.Random(2), 0.0, address="tcp://j:1", joining=True)
+    (ack,) = [out for out in member.step("j", joiner.join_message(), 0.1) if type(out).__name__ == "Send"]
+    effects = joiner.step("m", ack.message, 0.2)
+    assert joiner.announced
+    changed = {e.data["key"] for e in effects if getattr(e, "name", None) == "changed"}
+    assert changed == {"$node/m", "k"}

@@ -148,3 +148,39 @@ def test_the_gossip_core_takes_the_addresses_of_both_transports(address):
                                      "mem://a:1;b:2", "mem://*:1", "memx://a:1", "inproc://a:1", "mem://" + "a" * 300 + ":1"])
 def test_the_gossip_core_refuses_what_neither_transport_can_connect_to(address):
     assert not valid_address(address)
+
+
+@pytest.mark.timeout(60)
+def test_a_directorys_indexes_stay_the_views_prefixes_through_joins_writes_deletes_and_a_dead_member():
+    # The indexes are kept from the gossip's change events only: whatever a joiner learns in the
+    # member's answer that welcomes it, a delete, a tombstone collected, a dead member's entries
+    # dropped, each must reach them, or the node's housekeeping reads a stale view.
+    from mesh.runtime.gossiper import INDEXED, Directory
+
+    made = Mesh("memory")
+    try:
+        a = made.add("a", [])
+        for i in range(20):
+            a.gossiper.write(f"$agents/x{i}", {"node": "a", "i": i}, system=True)
+        b = made.add("b", [a.address])
+        c = made.add("c", [a.address])
+        dirs = {name: Directory(p.gossiper) for name, p in made.peers.items()}
+
+        def consistent() -> bool:
+            return all(d.items(prefix) == made.peers[n].gossiper.node.items(prefix)
+                       for n, d in dirs.items() if not made.peers[n].closed for prefix in INDEXED)
+
+        made.run_until(lambda: made.all_know_each_other(["a", "b", "c"]), 20, "a, b and c alive to each other")
+        assert consistent() and len(dirs["b"].items("$agents/")) == 20
+        before = dirs["b"].version("$agents/")
+        c.gossiper.write("$node/c", {"agents": []}, system=True)
+        a.gossiper.delete("$agents/x3", system=True)
+        b.gossiper.write("$acted/b", {"term": 1, "seq": 1, "runs": []}, system=True)
+        made.run_until(lambda: "$agents/x3" not in dirs["c"].items("$agents/") and "$node/c" in dirs["a"].items("$node/"),
+                       10, "the changes everywhere")
+        assert consistent() and dirs["b"].version("$agents/") > before
+        c.crash()
+        made.run_until(lambda: "$node/c" not in a.gossiper.node.items("$node/"), 120, "c's record gone with c")
+        assert consistent()
+    finally:
+        made.close()

@@ -13,7 +13,9 @@ command line.
 from __future__ import annotations
 
 import os
+import random
 import time
+from functools import partial
 
 import pytest
 
@@ -134,3 +136,25 @@ def test_the_soak_command_prints_a_summary_and_refuses_unknown_rules(capsys):
     assert "'failing': []" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--seeds", "1", "--without", "nonsense"])
+
+
+@pytest.mark.fast_check
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", range(3))
+def test_a_mesh_whose_nodes_start_one_by_one_starts_every_agent_once_five_per_node_and_moves_nothing(seed):
+    # Eight nodes declaring five agents each, started within 4 s in random order (n0 first), 2 % loss:
+    # every agent starts once (no extra spawn), spread leaves five on each node, no decision moves one.
+    names = [f"n{i}" for i in range(8)]
+    specs = {x: [{"name": f"{x}-a{j}", "replicas": 1} for j in range(5)] for x in names}
+    w = PlacementWorld(seed, names, specs, Network(delay=(0.0005, 0.05), loss=0.02))
+    rng = random.Random(seed)
+    for x in names[1:]:
+        w.crash(x)
+        w.at(rng.uniform(0.0, 4.0), partial(w.restart, x))
+    w.run(20.0)
+    assert len(w.procs.all) == 40 and not w.procs.overlaps()
+    per_node: dict[str, int] = {}
+    for p in w.procs.all:
+        per_node[p.node] = per_node.get(p.node, 0) + 1
+    assert sorted(per_node.values()) == [5] * 8
+    assert sum(w.node(x).moves for x in w.nodes) == 0

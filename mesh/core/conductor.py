@@ -24,21 +24,52 @@ Rules:
 * A replica that must move away from a node that is still usable is first taken
   off that node (``node`` None, ``draining`` set) and placed elsewhere only once
   the directory no longer shows it there: at most one instance runs at a time.
+* A leader new in its term first waits for the members it already knows
+  (``waiting``, from :func:`awaited`: alive in its view, with a node record, not yet
+  acted on a decision of this term), for at most ``SETTLE_S``: meanwhile it moves
+  nothing. Every replica whose previous entry names a node that is usable or waited
+  for keeps that entry; only replicas placed nowhere, or on a node it no longer
+  counts on, are placed. So a leader that took over with a partial view (a record or
+  a directory not in yet, a node heard late) does not shuffle agents it would put back
+  a second later, and a member that never catches up (dead, cut off) holds nothing
+  up for longer than ``SETTLE_S``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from .placement import AgentDemand, NodeSupply, plan
 
+#: Seconds a leader new in its term waits, at most, for the members it knows before it moves
+#: anything (as long as a node's silence before the leader re-places its replicas: REPLACE_AFTER_S).
+SETTLE_S = 3.0
+
+
+def awaited(known: Collection[str], acted: Mapping[str, object], term: int, led_for: float,
+            settle: float = SETTLE_S) -> frozenset[str]:
+    """The members a leader ``led_for`` seconds into ``term`` still waits for before it moves
+    anything: of ``known`` (alive in its view, with a node record; the leader itself left out),
+    those whose ``acted[N]`` (the ``(term, seq)`` N last acted on) is not of ``term``; none
+    once ``settle`` seconds have passed."""
+    if led_for >= settle:
+        return frozenset()
+    return frozenset(n for n in known if not _of_term(acted.get(n), term))
+
+
+def _of_term(done: object, term: int) -> bool:
+    return isinstance(done, (tuple, list)) and len(done) == 2 and done[0] == term
+
 
 def conduct(specs: dict[str, list[dict[str, Any]]], states: dict[str, str], usable: set[str], previous: dict[str, Any],
-            running: dict[str, str], supply: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+            running: dict[str, str], supply: dict[str, tuple[float, float]] | None = None,
+            waiting: Collection[str] = ()) -> dict[str, Any]:
     """Return ``{"replicas": {replica: entry}, "unplaced": {replica: why}, "conflicts": [why]}``.
 
-    ``previous`` holds gossiped values as they came (Any): a malformed one raises KeyError,
-    TypeError or ValueError, which the caller takes for a malformed record."""
+    ``waiting``: the members a new leader still waits for (:func:`awaited`): while there are
+    any, nothing moves. ``previous`` holds gossiped values as they came (Any): a malformed one
+    raises KeyError, TypeError or ValueError, which the caller takes for a malformed record."""
     supply = supply or {}
     groups: dict[str, tuple[str, dict[str, Any]]] = {}  # group -> (home, agent spec)
     unplaced: dict[str, str] = {}
@@ -75,11 +106,17 @@ def conduct(specs: dict[str, list[dict[str, Any]]], states: dict[str, str], usab
         if at in usable:
             current.setdefault(r, at)
     p = plan(demands, nodes, current)
+    stay: dict[str, str] = {}
+    if waiting:  # settling: what has a node the leader counts on keeps it
+        for r, entry in previous.items():
+            node = entry.get("node")
+            if node is not None and (node in usable or node in waiting):
+                stay[r] = node
 
     replicas: dict[str, dict[str, Any]] = {}
     for name, (home, agent) in groups.items():
         for r in _replica_names(agent):
-            node = p.assignment.get(r)
+            node = stay.get(r) or p.assignment.get(r)
             placed: dict[str, Any] = {"node": node, "group": name, "home": home, "spec": agent}
             where = running.get(r)
             if where is not None and where in usable and where != node:

@@ -469,11 +469,14 @@ class GossipNode:
 
     def announce(self, now: float) -> list[Effect]:
         """End the joining phase: from now on this node's origin travels with its digests."""
+        self._announce(now)
+        return self._drain()
+
+    def _announce(self, now: float) -> None:
         if not self.announced and self.name_taken is None:
             self.announced = True
             self.me.last_heard = now
             self._events.append(Event("announced", {"id": self.id}))
-        return self._drain()
 
     def _welcome(self, sender: str, live: dict[str, str], now: float) -> None:
         """A member's list of live incarnations, in answer to this joining node."""
@@ -486,7 +489,7 @@ class GossipNode:
             if name == self.name and inc != self.incarnation and not self._same_node(address):
                 self._refuse(oid, address)
                 return
-        self.announce(now)
+        self._announce(now)  # its events go out with the rest of this message's (its entries' changes too)
 
     def _same_node(self, address: str) -> bool:
         # An incarnation at this node's own address is a former self (restarted), not a rival.
@@ -838,6 +841,12 @@ class GossipNode:
             e = o.entries.get(key)
             if e is not None and (best is None or e.stamp > best.stamp):
                 best = e
+        cur = self.view.get(key)
+        was = cur is not None and not cur.tombstone
+        now = best is not None and not best.tombstone
+        if was != now or (was and now and cur is not None and best is not None and cur.value != best.value):
+            self._events.append(Event("changed", {"key": key, "value": best.value if now and best else None,
+                                                  "deleted": not now}))
         if best is None:
             self.view.pop(key, None)
             self._tombstones.discard(key)

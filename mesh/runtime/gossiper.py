@@ -90,6 +90,8 @@ class Gossiper:
         self.node = GossipNode(name, self.incarnation, self.config, random.Random(), self.clock.time(), address=advertise,
                                joining=True)
         self.on_event = on_event or (lambda ev: None)
+        #: Also called with every event, before ``on_event`` (the :class:`Directory`'s indexes).
+        self.listeners: list[Callable[[Emit], object]] = []
         self._out: dict[str, Outlet] = {}
         self._ids = iter(range(1, 1 << 62))
         self._next_tick = 0.0
@@ -204,6 +206,8 @@ class Gossiper:
                     d = out.data
                     log.warning("refused gossip from member %.130s: %s (%.130s); later ones are counted in"
                                 " bad_gossip", d.get("origin"), d.get("why"), d.get("key"))
+                for listener in self.listeners:
+                    listener(out)
                 self.on_event(out)
 
     def _refuse_impostor(self, claimed: str, verified: str, body: object) -> None:
@@ -256,13 +260,44 @@ class Gossiper:
         self._out.clear()
 
 
+#: The prefixes a :class:`Directory` keeps an index of: what the node's housekeeping reads every pass.
+INDEXED = ("$node/", "$assign/", "$agents/", "$acted/")
+
+
 class Directory:
     """The node's view of the shared state and the membership, read from its gossiper: the one
     place where the runtime reads the gossip state machine (``Gossiper.node``). Names of members
-    often come from gossiped values, so every lookup takes any object and finds nothing for it."""
+    often come from gossiped values, so every lookup takes any object and finds nothing for it.
+
+    The keys under each of :data:`INDEXED` are kept in an index, updated from the gossip's
+    ``changed`` events (a local write or delete, a merged delta, an entry collected or dropped
+    with a dead member), so reading one prefix costs what it holds, not the whole view; and
+    :meth:`version` counts the changes under each, so a reader can tell that nothing changed
+    without reading anything."""
 
     def __init__(self, gossiper: Gossiper) -> None:
         self._gossiper = gossiper
+        self._index: dict[str, dict[str, object]] = {p: gossiper.node.items(p) for p in INDEXED}
+        self._versions = dict.fromkeys(INDEXED, 0)
+        gossiper.listeners.append(self._changed)
+
+    def _changed(self, event: Emit) -> None:
+        if event.name != "changed":
+            return
+        key = event.data["key"]
+        for prefix, index in self._index.items():
+            if key.startswith(prefix):
+                if event.data["deleted"]:
+                    index.pop(key, None)
+                else:
+                    index[key] = event.data["value"]
+                self._versions[prefix] += 1
+                return
+
+    def version(self, prefix: str) -> int:
+        """How many changes the keys under ``prefix`` (one of :data:`INDEXED`) have seen: equal
+        numbers, nothing under it changed in between."""
+        return self._versions[prefix]
 
     def get(self, key: str, default: object = None) -> object:
         """The value of ``key``, or ``default`` if it is not set (or deleted)."""
@@ -276,8 +311,9 @@ class Directory:
         return True, entry.value
 
     def items(self, prefix: str = "") -> dict[str, object]:
-        """Every key set under ``prefix``, with its value."""
-        return self._gossiper.node.items(prefix)
+        """Every key set under ``prefix``, with its value (a copy: the caller may keep it)."""
+        index = self._index.get(prefix)
+        return dict(index) if index is not None else self._gossiper.node.items(prefix)
 
     def state_of(self, member: object) -> str | None:
         """``alive``, ``suspect``, ``dead`` or ``left`` for the current incarnation of ``member``."""

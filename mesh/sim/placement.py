@@ -28,6 +28,9 @@ the network is healthy again, every replica runs somewhere within ``LIVENESS_S``
 
 ``python -m mesh.sim.placement --seeds 10000`` runs a soak and prints what it found;
 ``--without RULE`` and ``--evidence heard`` leave a rule out, to see what it prevents.
+``settle`` (a leader new in its term moves nothing until the members it knows have acted,
+:func:`~mesh.core.conductor.awaited`) is about moves, not safety; each node counts the moves its
+decisions made (``PlacementNode.moves``).
 
 How close to the runtime. The nodes run the real Elector (default timings), conductor and
 fencing rules with the runtime's constants (lease 1.5 s, grace 0.5 s, replace after 3 s, a
@@ -62,7 +65,7 @@ from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, cast
 
-from ..core.conductor import conduct
+from ..core.conductor import awaited, conduct
 from ..core.effects import Effect, Emit, Send
 from ..core.election import LEADER, ElectionConfig, Elector
 from ..core.fencing import DEFAULT as FENCE
@@ -98,6 +101,7 @@ class Rules:
     newer_term: bool = True  #: a node does not act for a leader once a newer term's assignment is in view
     catch_up: bool = True  #: a node that comes back starts nothing before its leader confirms it heard it
     watchdog: bool = True  #: agents stop themselves when their node's lease runs out
+    settle: bool = True  #: a leader new in its term moves nothing until the members it knows acted (SETTLE_S at most)
     fence: FenceConfig = FENCE
 
     @staticmethod
@@ -107,11 +111,12 @@ class Rules:
         if unknown:
             raise ValueError(f"unknown rule(s) {', '.join(unknown)}: the rules are {', '.join(SWITCHES)}")
         return Rules(evidence=evidence, leader_lease="leader_lease" not in off, handoff="handoff" not in off,
-                     newer_term="newer_term" not in off, catch_up="catch_up" not in off, watchdog="watchdog" not in off)
+                     newer_term="newer_term" not in off, catch_up="catch_up" not in off, watchdog="watchdog" not in off,
+                     settle="settle" not in off)
 
 
 #: The rules that can be turned off (``--without``).
-SWITCHES = ("leader_lease", "handoff", "newer_term", "catch_up", "watchdog")
+SWITCHES = ("leader_lease", "handoff", "newer_term", "catch_up", "watchdog", "settle")
 
 
 # -- the agents' processes -----------------------------------------------------------------------
@@ -288,6 +293,8 @@ class PlacementNode:
         self.peers = [n for n in world.names if n != name]
         self.written: Json | None = None
         self._conducted: object = None  # the inputs of the last decision
+        self._led_term, self._led_since = -1, now  # the term this node last led, and since when
+        self.moves = 0  #: replicas its decisions gave to another node than the last decision did
         self.next_gossip = now + rng.uniform(0, GOSSIP_S)
         self.next_follow = now + rng.uniform(0, FOLLOW_S)
 
@@ -371,14 +378,20 @@ class PlacementNode:
         states = {o: g.state(o, now) for o in g.view}
         usable = {o for o, s in states.items() if s != DEAD and not may_replace(g.view[o].heard_at, now, self.rules.fence)}
         usable.add(self.name)
+        term = self.elector.term
+        if term != self._led_term:
+            self._led_term, self._led_since = term, now
+        waiting: frozenset[str] = frozenset()
+        if self.rules.settle:  # new in its term, it waits for the members it knows before moving anything
+            known = [o for o in usable if o != self.name and states[o] == ALIVE]
+            waiting = awaited(known, {o: v.record.acted for o, v in g.view.items()}, term, now - self._led_since)
         # The same inputs give the same decision: skip the work (the runtime just writes nothing new).
-        inputs = (self.elector.term, sorted(states.items()), sorted(usable), self.record, sorted(self.instances),
-                  sorted((o, v.inc, v.ver) for o, v in g.view.items() if o != self.name))
+        inputs = (self.elector.term, sorted(states.items()), sorted(usable), sorted(waiting), self.record,
+                  sorted(self.instances), sorted((o, v.inc, v.ver) for o, v in g.view.items() if o != self.name))
         if inputs == self._conducted:
             return
         self._conducted = inputs
         specs = {o: v.record.agents for o, v in g.view.items()}
-        term = self.elector.term
         mine = self.record.assign
         if mine is not None and mine["term"] == term:
             previous = mine["replicas"]
@@ -393,7 +406,9 @@ class PlacementNode:
                     # The runtime's directory holds one entry per name, the last written wins.
                     if at > started.get(r, float("-inf")):
                         running[r], started[r] = o, at
-        decision = conduct(specs, states, usable, previous, running)
+        decision = conduct(specs, states, usable, previous, running, waiting=waiting)
+        self.moves += sum(1 for r, e in decision["replicas"].items()
+                          if e.get("node") is not None and previous.get(r, {}).get("node") not in (None, e["node"]))
         seq = self.elector.seq + 1
         replicas = decision["replicas"]
         if self.rules.handoff:

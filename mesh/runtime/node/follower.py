@@ -4,6 +4,10 @@ The leader (see :mod:`mesh.runtime.leadership`) conducts: it places every agent 
 records declare on the usable nodes (:func:`mesh.core.conductor.conduct`) and publishes the
 assignment as ``$assign/TERM`` with its term and a sequence number, which its next heartbeats
 announce. Every node follows: it runs the replicas assigned to it and retires the others.
+The leader decides when what it decides from has changed (the directory counts the changes under
+each prefix it reads: :meth:`~mesh.runtime.gossiper.Directory.version`), and at least every
+CONDUCT_EVERY_S; new in its term, it moves nothing until the members it knows have acted on one
+of its decisions (:func:`mesh.core.conductor.awaited`, SETTLE_S at most).
 
 The rules are the core's (:mod:`mesh.core.fencing`, which says what they guarantee and
 assume); this module feeds them the node's views and does what they decide. Fencing
@@ -29,13 +33,13 @@ import logging
 from typing import Callable
 
 from ...core import fencing
-from ...core.conductor import conduct
+from ...core.conductor import SETTLE_S, awaited, conduct
 from ...core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker
 from ...errors import MeshError
 from ...spec import agent_from_wire
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
-from ..leadership import Leadership
+from ..leadership import NODE_PREFIX, Leadership
 from .assignments import assignments, compact, latest_assignment, undeclared
 from .constants import ACTED_PREFIX, AGENTS_PREFIX, ASSIGN_PREFIX, LEASE_S
 from .instance import Instance
@@ -50,6 +54,10 @@ def member_states(directory: Directory) -> dict[str, dict]:
     dead or departed one of the same name): state and wall-clock last_heard."""
     return {m["name"]: m for m in directory.current_members()}
 
+
+#: Seconds after which a leader decides again even though nothing it decides from changed: a safety
+#: net (every change it knows of makes it decide at once).
+CONDUCT_EVERY_S = 5.0
 
 #: How often this node wants a round trip with each voter, in seconds: a third of the lease, so a
 #: lost exchange or two does not cost it.
@@ -75,6 +83,10 @@ class Follower:
         self.lease_until = float("inf")  #: when the lease lapses unless renewed (the clock's monotonic time)
         self._acted_written: dict | None = None
         self._spec_problems: dict[str, str] = {}
+        self._conducted: tuple | None = None  # the inputs of the last decision (see conduct)
+        self._conducted_at = float("-inf")
+        self._led_term, self._led_since = -1, 0.0  # the term this node last led, and since when (monotonic)
+        self.conducted = 0  #: decisions computed (published or not): with nothing changing, one per CONDUCT_EVERY_S
 
     @property
     def settled(self) -> bool:
@@ -117,6 +129,16 @@ class Follower:
             self.directory.sync_first(leader)  # catching up: nothing starts here before the leader confirms
             return
         voters = [v for v in self.leadership.elector.voters if v != self.name and self.directory.is_live(v)]
+        # And each live member whose record says it is a voter that was never heard first hand: a voter is
+        # learned only after a round trip (mesh.runtime.leadership), and one the rotation left out would
+        # wait for the other to pick this node, or for a random pick that never comes while some voter is
+        # due: in a mesh of many voters started at once, the voter lists would differ for minutes.
+        evidence = ledger.evidence
+        for key, record in self.directory.items(NODE_PREFIX).items():
+            n = key[len(NODE_PREFIX):]
+            if isinstance(record, dict) and record.get("voter") is True and n not in evidence and n != self.name \
+                    and n not in voters and self.directory.is_live(n):
+                voters.append(n)
         self.directory.sync_first(ledger.sync_next(voters, now, SYNC_VOTERS_S))
 
     # -- every node ---------------------------------------------------------------------------
@@ -243,9 +265,13 @@ class Follower:
     # -- the leader -----------------------------------------------------------------------------
 
     def conduct(self, states: dict[str, dict], records: dict[str, dict]) -> None:
-        """The leader's part: place every wanted agent, publish the assignment with its term."""
+        """The leader's part: place every wanted agent, publish the assignment with its term.
+
+        Only when what it decides from changed (see :meth:`_inputs`), or CONDUCT_EVERY_S after it
+        last did: an idle leader does no work proportional to the agents."""
         lead = self.leadership
-        if not self.fence.lease.may_decide(lead.elector.voters, self.fence.ledger.evidence, self.clock.monotonic()):
+        monotonic = self.clock.monotonic()
+        if not self.fence.lease.may_decide(lead.elector.voters, self.fence.ledger.evidence, monotonic):
             return  # a majority of voters may have moved on without this leader: decide nothing
         now = self.clock.time()
         state_of = {n: m["state"] for n, m in states.items()}
@@ -255,6 +281,17 @@ class Follower:
             usable.add(self.name)
         else:
             usable.discard(self.name)
+        if lead.term != self._led_term:
+            self._led_term, self._led_since = lead.term, monotonic
+        waiting: frozenset[str] = frozenset()
+        if monotonic - self._led_since < SETTLE_S:  # new in its term: wait for the members it knows
+            known = {n for n, m in states.items() if m["state"] == "alive" and n in usable and n != self.name}
+            waiting = awaited(known, self._acted_records()[0], lead.term, monotonic - self._led_since)
+        inputs = self._inputs(state_of, usable, waiting)
+        if inputs == self._conducted and monotonic < self._conducted_at + CONDUCT_EVERY_S:
+            return
+        self._conducted, self._conducted_at = inputs, monotonic
+        self.conducted += 1
         specs = {n: [a for a in r.get("agents", []) if isinstance(a, dict) and isinstance(a.get("name"), str)]
                  for n, r in records.items() if n in state_of and isinstance(r.get("agents", []), list)}
         mine = assignments(self.directory).get(lead.term)
@@ -275,7 +312,7 @@ class Follower:
                 cap = r.get("capacity")
                 if isinstance(cap, dict) and isinstance(cap.get("cpu"), (int, float)) and isinstance(cap.get("memory"), int):
                     supply[n] = (float(cap["cpu"]), cap["memory"])
-            decision = conduct(specs, state_of, usable, previous, running, supply)
+            decision = conduct(specs, state_of, usable, previous, running, supply, waiting)
         except (KeyError, TypeError, ValueError) as exc:  # a malformed record from some node
             log.warning("cannot place agents: %s", exc)
             return
@@ -302,6 +339,15 @@ class Follower:
         for t in assignments(self.directory):
             if t < lead.term:
                 self.directory.delete(f"{ASSIGN_PREFIX}{t}", system=True)
+
+    def _inputs(self, state_of: dict[str, str], usable: set[str], waiting: frozenset[str]) -> tuple:
+        """What a decision depends on, cheaply compared: the term, the members' states, the nodes
+        usable now (they change with time too), how many changes the node records, the directory,
+        the assignments and the ``acted`` records have seen, and what this node acted on."""
+        d = self.directory
+        return (self.leadership.term, self.supervisor.stopping, sorted(state_of.items()), sorted(usable), sorted(waiting),
+                d.version(NODE_PREFIX), d.version(AGENTS_PREFIX), d.version(ASSIGN_PREFIX), d.version(ACTED_PREFIX),
+                self.acted)
 
     def _acted_records(self) -> tuple[dict[str, tuple[int, int]], dict[str, set[str]]]:
         """What each node last acted on and what it runs, from its ``$acted`` record (this node's
