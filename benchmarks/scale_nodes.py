@@ -398,6 +398,34 @@ def measure(nodes: tuple[int, ...] = (16, 32), plan: bool = True, timeout: float
     return out
 
 
+def table(result: dict[str, Any]) -> str:
+    """The tables :func:`main` prints."""
+    out: list[str] = []
+    if "plan" in result:
+        out.append("plan() on 16 nodes, median ms (before: commit 8fac1dc; after: this tree); replicas per node min-max;"
+              " away: agents of one replica not on their home node")
+        out.append(f"{'replicas':>8} {'shape':<14} {'before ms':>10} {'after ms':>9} {'before/node':>12} {'after/node':>11}"
+              f" {'before away':>11} {'after away':>10}")
+        for row in result["plan"]:
+            out.append(f"{row['replicas']:>8} {row['shape']:<14} {row.get('before_ms', '-'):>10} {row['after_ms']:>9}"
+                  f" {'-'.join(map(str, row.get('before_per_node', []))):>12}"
+                  f" {'-'.join(map(str, row['after_per_node'])):>11} {row.get('before_away', '-'):>11}"
+                  f" {row['after_away']:>10}")
+    if "tick" in result:
+        out.append("\nthe leader's housekeeping pass (follow, conduct, publish acted) with N agents, median us")
+        out.append(f"{'agents':>6} {'before us':>10} {'after us':>9}")
+        for row in result["tick"]:
+            out.append(f"{row['agents']:>6} {str(row.get('before_us', '-')):>10} {str(row['after_us']):>9}")
+    out.append(f"\n{'nodes':>5} {'voters':>6} {'agents':>6} {'settled s':>9} {'spawns':>6} {'extra':>5} {'restarts':>8}"
+          f" {'leases lost':>11} {'elections':>9} {'agents/node':>11}")
+    for row in result["meshes"]:
+        per = "-".join(map(str, row.get("per_node", [])))
+        out.append(f"{row['nodes']:>5} {row['voters']:>6} {row['agents']:>6} {str(row['settled_s']):>9}"
+              f" {row.get('spawns', '?'):>6} {row.get('extra_spawns', '?'):>5} {row.get('restarts', '?'):>8}"
+              f" {row.get('leases_lost', '?'):>11} {row.get('elections_won', '?'):>9} {per:>11}")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--nodes", type=int, action="append", help="mesh sizes (default 16 and 32)")
@@ -414,28 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    if "plan" in result:
-        print("plan() on 16 nodes, median ms (before: commit 8fac1dc; after: this tree); replicas per node min-max;"
-              " away: agents of one replica not on their home node")
-        print(f"{'replicas':>8} {'shape':<14} {'before ms':>10} {'after ms':>9} {'before/node':>12} {'after/node':>11}"
-              f" {'before away':>11} {'after away':>10}")
-        for row in result["plan"]:
-            print(f"{row['replicas']:>8} {row['shape']:<14} {row.get('before_ms', '-'):>10} {row['after_ms']:>9}"
-                  f" {'-'.join(map(str, row.get('before_per_node', []))):>12}"
-                  f" {'-'.join(map(str, row['after_per_node'])):>11} {row.get('before_away', '-'):>11}"
-                  f" {row['after_away']:>10}")
-    if "tick" in result:
-        print("\nthe leader's housekeeping pass (follow, conduct, publish acted) with N agents, median us")
-        print(f"{'agents':>6} {'before us':>10} {'after us':>9}")
-        for row in result["tick"]:
-            print(f"{row['agents']:>6} {str(row.get('before_us', '-')):>10} {str(row['after_us']):>9}")
-    print(f"\n{'nodes':>5} {'voters':>6} {'agents':>6} {'settled s':>9} {'spawns':>6} {'extra':>5} {'restarts':>8}"
-          f" {'leases lost':>11} {'elections':>9} {'agents/node':>11}")
-    for row in result["meshes"]:
-        per = "-".join(map(str, row.get("per_node", [])))
-        print(f"{row['nodes']:>5} {row['voters']:>6} {row['agents']:>6} {str(row['settled_s']):>9}"
-              f" {row.get('spawns', '?'):>6} {row.get('extra_spawns', '?'):>5} {row.get('restarts', '?'):>8}"
-              f" {row.get('leases_lost', '?'):>11} {row.get('elections_won', '?'):>9} {per:>11}")
+    print(table(result))
     return 0
 
 

@@ -45,6 +45,7 @@ listen on loopback only).
 from __future__ import annotations
 
 import itertools
+import os
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -74,10 +75,48 @@ _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
+#: Sockets the process's context may hold at once (libzmq's default is 1,023): a node or a client
+#: that talks to a thousand agents holds two per agent (a channel and its monitor). Each costs a
+#: pointer in libzmq's table whether used or not (8 bytes). ``MESH_MAX_SOCKETS`` overrides it.
+MAX_SOCKETS = 8192
+
+_context: zmq.Context[Any] | None = None
+
+
 def context() -> zmq.Context[Any]:
     # Any: the process's one context makes sockets of several classes (socket_class=), and pyzmq
     # types what socket() returns by the context's parameter, not by the class asked for.
-    return zmq.Context.instance()
+    global _context
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    if ctx is not _context:  # first use in this process (or after a fork made a new instance)
+        _context = ctx
+        _allow_many_sockets(ctx)
+    return ctx
+
+
+def _allow_many_sockets(ctx: zmq.Context[Any]) -> None:
+    """Raise the context's socket limit, and the process's open-file limit up to its hard limit as
+    far as that needs (a socket is a descriptor or more): before any socket of the context exists."""
+    try:
+        wanted = int(os.environ.get("MESH_MAX_SOCKETS") or MAX_SOCKETS)
+    except ValueError:
+        wanted = MAX_SOCKETS
+    wanted = max(1023, min(wanted, int(ctx.get(zmq.SOCKET_LIMIT))))
+    try:
+        ctx.set(zmq.MAX_SOCKETS, wanted)
+    except zmq.ZMQError:  # sockets exist already: the limit stays
+        return
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = 2 * wanted + 256
+        if soft != resource.RLIM_INFINITY and soft < need:
+            top = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            if top > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+    except (ImportError, ValueError, OSError):  # no such limit here, or not allowed: libzmq says EMFILE then
+        pass
 
 
 def tune_socket(sock: zmq.Socket[object], *, hwm: int, max_bytes: int) -> None:
