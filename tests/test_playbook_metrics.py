@@ -51,8 +51,9 @@ def test_time_in_handlers_throughput_and_sampled_asks_are_what_the_agents_did(no
     for _ in range(20):
         assert client.actor("sleeper").ask(0.05, timeout=10) == "woke"
     # 20 handlers of 50 ms each: at least a second busy, reported with the next heartbeats.
-    found = wait_until(lambda: (m := metrics_of(node, "sleeper")).get("busy_s") and m["busy_s"] >= 1.0 and m, 10,
-                       "the sleeper's busy seconds")
+    # (Utilization needs two readings of the window: it comes a heartbeat or two later.)
+    found = wait_until(lambda: (m := metrics_of(node, "sleeper")).get("busy_s") and m["busy_s"] >= 1.0
+                       and m.get("utilization") is not None and m, 15, "the sleeper's busy seconds and utilization")
     assert found["busy_s"] < 3.0  # not the wall time of the whole test
     assert 0.0 < found["utilization"] <= 1.0 and found["throughput_per_s"] > 0
     assert found["wait_s_avg"] is not None and found["wait_s_avg"] < 0.05
