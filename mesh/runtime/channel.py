@@ -54,7 +54,9 @@ log = logging.getLogger("mesh.transport")
 
 #: Envelopes per batch frame at most.
 BATCH_MAX = 64
-#: How often a blocked receive wakes to check deadlines and peer death, in ms.
+#: How long a receive waits for an answer before the request looks at the peer's liveness and its
+#: deadline, in ms; after that a ZeroMQ channel sleeps in one poll until the answer, a connection
+#: event or the deadline (a test's fake clock: one slice at a time).
 WAIT_SLICE_MS = 25
 #: A tell larger than this, in bytes, goes out in a frame of its own, never in a batch.
 BATCH_SOLO_BYTES = 16 * 1024
@@ -253,6 +255,7 @@ class BaseChannel:
                     elif self.monotonic() >= deadline:
                         raise AskTimeout(f"{what} did not answer within {timeout:g} s") from None
                     else:
+                        self._await(deadline)
                         continue
                 try:
                     env = wire.decode_one(answer, self.max_bytes)
@@ -271,11 +274,16 @@ class BaseChannel:
         except NothingYet:
             return None
 
+    def _await(self, deadline: float) -> None:
+        """An answer is late (a first slice went by): wait for it, for a connection event, or for
+        ``deadline``, whichever comes first, before looking again. Here: at once (the next receive
+        waits one slice); a ZeroMQ channel on real time sleeps until one of them (see Channel)."""
+
 
 class Channel(BaseChannel):
     """A ZeroMQ DEALER to one endpoint, with its monitor, its lock and its pending tells."""
 
-    __slots__ = ("monitor",)
+    __slots__ = ("monitor", "_wait_on")
 
     def __init__(self, endpoint: str, *, hwm: int, send_timeout: float, max_bytes: int, limit: int | None = None,
                  send_bytes: int = SEND_BYTES, clock: Clock = REAL_CLOCK, keys: Any = None):
@@ -287,6 +295,9 @@ class Channel(BaseChannel):
                                             max_bytes=max_bytes, send_timeout=send_timeout, wait_ms=WAIT_SLICE_MS,
                                             linger_ms=CHANNEL_LINGER_MS, keys=keys)
         self._start(endpoint, sock, max_bytes=max_bytes, limit=limit, clock=clock)
+        # A late answer is awaited in one poll over the socket and its monitor (real time only: a
+        # test's fake clock moves on its own, so its deadline is looked at every slice).
+        self._wait_on = [(sock, _POLLIN), (self.monitor, _POLLIN)] if clock is REAL_CLOCK else None
         JANITOR.watch(self)
         # A channel dropped without close() (say, with the thread that owned it) must still
         # stop its monitor before its sockets close: see _close_dropped.
@@ -294,6 +305,14 @@ class Channel(BaseChannel):
         weakref.finalize(self, _close_dropped, sock, self.monitor).atexit = False
 
     # -- peer liveness -------------------------------------------------------
+
+    def _await(self, deadline: float) -> None:
+        # One wake-up per answer, connection event or deadline, not one per WAIT_SLICE_MS: a
+        # thousand agents whose node is slow to answer must not spin while they wait (their
+        # wake-ups took the CPU the node needed to answer them).
+        wait_on = self._wait_on
+        if wait_on is not None:
+            zmq.zmq_poll(wait_on, max(1, int((deadline - self.monotonic()) * 1000) + 1))
 
     def poll_events(self) -> bool:
         """Read pending monitor events; return True if the peer is gone."""

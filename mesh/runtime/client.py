@@ -196,8 +196,11 @@ class Client:
                 ch.dead = True
                 ch = self._channel(address)
                 return ch.request(frame, msg_id, timeout, f"node at {address}")
-        except (AskTimeout, ActorDied):
-            ch.dead = True
+        except (AskTimeout, ActorDied) as exc:
+            # A connection that stands (the node is slow, paused or loaded) is kept: its late answer
+            # is dropped by id, and a thousand agents reconnecting every heartbeat would load it more.
+            if isinstance(exc, ActorDied) or not ch.connected:
+                ch.dead = True
             raise NodeUnavailable(f"no mesh node answers at {address} (is `mesh up` running?)") from None
 
     # -- topics --------------------------------------------------------------------------
