@@ -26,6 +26,23 @@ def test_rates_over_the_window_from_cumulative_counters():
     assert len(w.readings) <= 60 / 5 + 2  # bounded whatever the heartbeat rate
 
 
+def test_rates_until_now_read_the_silence_since_the_latest_reading_as_unchanged_counters():
+    """Issue 17: an agent reports only when its counters change, so its rates run until now."""
+    w = Window(window=60.0, resolution=1.0)
+    w.add(Reading(0.0, 0.0, 0, 0.0))
+    w.add(Reading(10.0, 5.0, 10, 1.0))
+    assert w.rates().utilization == 0.5 and w.rates().throughput_per_s == 1.0
+    assert w.rates(5.0) == w.rates()  # a "now" before the latest reading changes nothing
+    later = w.rates(20.0)
+    assert later.utilization == 0.25 and later.throughput_per_s == 0.5 and later.wait_s_avg == 0.1
+    # Silent for more than a window: nothing happened within it.
+    idle = w.rates(100.0)
+    assert idle.utilization == 0.0 and idle.throughput_per_s == 0.0 and idle.wait_s_avg is None
+    # The window starts at the newest reading a whole window before the end (as readings are kept).
+    assert w.rates(65.0).utilization == 5.0 / 65.0
+    assert w.rates(75.0).utilization == 0.0  # from the reading at 10 s on, nothing changed
+
+
 def test_a_restart_that_counts_from_zero_starts_afresh_instead_of_negative_rates():
     w = Window(window=60.0, resolution=1.0)
     for t in range(10):

@@ -8,6 +8,7 @@ import pytest
 
 import mesh
 from conftest import wait_until
+from mesh.runtime.nodelink import IDLE_BEAT_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -168,3 +169,23 @@ def test_an_adaptive_mesh_counts_each_task_an_agent_completed(start_node):
     acted = {name: record["acted"] for name, record in result["agents"].items()}
     wait_until(lambda: tasks_of(node, "a1", "a2") == acted, 10, f"each agent's tasks counted: {acted}")
     assert node.status()["metrics"]["tasks_completed"] == 5
+
+
+def test_an_idle_agent_reports_only_when_its_counters_changed_and_its_node_reads_silence_as_idle(node):
+    """Issue 17: a thousand idle agents each reported every 2 s, and their node spent its CPU
+    hearing that nothing changed. An agent its node started now reports when its counters changed
+    (within IDLE_BEAT_S); its node reads the silence in between as "unchanged"."""
+    quiet = wait_until(lambda: (a := node.agent("echo"))["last_report_s"] is not None
+                       and a["last_report_s"] >= 2.5 * IDLE_BEAT_S and a, 30, "a silent idle echo")
+    assert quiet["messages"] == 0 and quiet["metrics"]["utilization"] == 0.0  # idle since it registered
+    assert quiet["metrics"]["throughput_per_s"] == 0.0
+    client = node.client()
+    for i in range(5):
+        assert client.actor("echo").ask(i, timeout=10) == i
+    heard = wait_until(lambda: (a := node.agent("echo"))["messages"] == 5 and a, 3 * IDLE_BEAT_S + 5,
+                       "the echo's report of its five messages")
+    assert heard["last_report_s"] < 2 * IDLE_BEAT_S + 5 and heard["metrics"]["throughput_per_s"] > 0
+    again = wait_until(lambda: (a := node.agent("echo"))["last_report_s"] >= 2.5 * IDLE_BEAT_S and a, 30,
+                       "the echo silent again")
+    assert again["messages"] == 5  # nothing was lost to the silence
+    assert 0 < again["metrics"]["throughput_per_s"] < heard["metrics"]["throughput_per_s"]  # the rate decays

@@ -65,12 +65,19 @@ class Window:
         while len(self.readings) > 1 and reading.at - self.readings[1].at >= self.window:
             self.readings.popleft()
 
-    def rates(self) -> Rates:
+    def rates(self, now: float | None = None) -> Rates:
+        """Rates over the window up to the latest reading, or up to ``now`` when later: the counters
+        unchanged since the latest reading (its source reports only changes)."""
         latest = self.latest
         if latest is None or not self.readings:
             return Rates(None, None, None)
+        end = latest.at if now is None or now <= latest.at else now
         first = self.readings[0]
-        span = latest.at - first.at
+        for reading in self.readings:  # the newest reading a whole window before the end, else the oldest
+            if end - reading.at < self.window:
+                break
+            first = reading
+        span = end - first.at
         if span <= 0:
             return Rates(None, None, None)
         handled = latest.handled - first.handled

@@ -68,6 +68,14 @@ def become_subreaper() -> bool:
     return True
 
 
+def a_child_exited() -> bool:
+    """Whether any child of this process has exited and waits to be reaped (none is reaped here)."""
+    try:
+        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # no child at all
+        return False
+
+
 def children(pid: int) -> list[int]:
     """The children of ``pid`` now (of all its threads); [] if it is gone."""
     out: list[int] = []

@@ -2,9 +2,10 @@
 
 The server registers its actor once ``on_start`` has returned and unregisters it when it
 stops. Meanwhile a thread reports it alive every ``HEARTBEAT_S`` (an agent its node started
-that holds no watchdog deadline: every ``IDLE_BEAT_S``, from a random first moment, so that
-many agents do not wake their node together) and registers it again if the node forgot it
-(an embedded actor whose node restarted). An agent that its node started (``supervised``)
+that holds no watchdog deadline: every ``IDLE_BEAT_S`` from a random first moment, so that
+many agents do not wake their node together, and only when its counters changed, else every
+``QUIET_BEAT_S``: its node reads the silence as "unchanged") and registers it again if the node
+forgot it (an embedded actor whose node restarted). An agent that its node started (``supervised``)
 stops when the node dies: SIGTERM starts a graceful stop, the kernel's parent-death signal
 resumes an agent the node had throttled, and the thread notices the lost parent within
 ``PARENT_CHECK_S`` (1 s); an ``on_stop`` that hangs is cut short after
@@ -55,6 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .server import Server
 
 T = TypeVar("T")
+#: What a heartbeat reports (see _counters).
+Counters = tuple[int, int, float, float, dict[str, float | int | None]]
 
 log = logging.getLogger("mesh.server")
 
@@ -62,8 +65,11 @@ log = logging.getLogger("mesh.server")
 #: or is embedded (not started by its node).
 HEARTBEAT_S = 0.5
 #: How often an agent its node started and that holds no deadline reports (its counters only:
-#: the node watches its process), in seconds.
+#: the node watches its process), in seconds, when they changed.
 IDLE_BEAT_S = 2.0
+#: How long such an agent whose counters did not change stays silent at most, in seconds (its
+#: node reads the silence as "unchanged": a thousand idle agents send it almost nothing).
+QUIET_BEAT_S = 30.0
 #: How often an agent its node started looks whether its parent (the node) is still there, in
 #: seconds (the kernel's parent-death signal only resumes it, see the module note).
 PARENT_CHECK_S = 1.0
@@ -130,7 +136,7 @@ class NodeLink:
             return lambda: None
 
         def on_term(signum: int, frame: FrameType | None) -> None:
-            server.stopping.set()
+            server.request_stop()
 
         signal.signal(signal.SIGTERM, on_term)
         if server.supervised:
@@ -182,6 +188,8 @@ class NodeLink:
         # The first beat at a random point of the first period: a thousand agents started together
         # do not report together ever after.
         next_beat = server.clock.monotonic() + random.uniform(0.0, IDLE_BEAT_S if server.supervised else HEARTBEAT_S)
+        reported: Counters | None = _counters(server)  # what the node has heard (all zero at registration)
+        quiet_until = next_beat + QUIET_BEAT_S
         while not self._wait(self._slice(next_beat)):
             if server.supervised and os.getppid() != parent:
                 self._orphaned()
@@ -197,15 +205,22 @@ class NodeLink:
             if now < next_beat and not near:
                 continue
             # An agent with a deadline, or an embedded actor (its node forgets it after EMBEDDED_TTL_S),
-            # reports every HEARTBEAT_S; an agent without one only brings its counters, less often.
-            next_beat = now + (HEARTBEAT_S if self.lease_until is not None or not server.supervised else IDLE_BEAT_S)
+            # reports every HEARTBEAT_S; an agent without one only brings its counters, less often, and
+            # only when they changed (or after QUIET_BEAT_S).
+            beats_anyway = self.lease_until is not None or not server.supervised
+            next_beat = now + (HEARTBEAT_S if beats_anyway else IDLE_BEAT_S)
+            counters = _counters(server)
+            if not beats_anyway and counters == reported and now < quiet_until:
+                continue
+            reported, quiet_until = counters, now + QUIET_BEAT_S
             # With a deadline, no later answer than it: the watchdog must fire on time.
             timeout = 2.0 if self.lease_until is None else min(2.0, max(0.05, self.lease_until - now))
             try:
-                beat = rpc.heartbeat(server.client, server.name, server.endpoint, server.handled, server.bad.total,
+                beat = rpc.heartbeat(server.client, server.name, server.endpoint, counters[0], counters[1],
                                      timeout=timeout, until=self.lease_until,
-                                     usage={"busy_s": server.busy_s, "waited_s": server.waited_s, **USAGE.report()})
+                                     usage={"busy_s": counters[2], "waited_s": counters[3], **counters[4]})
             except MeshError:
+                reported = None  # not heard: said again at the next beat
                 continue
             if not beat.get("known", True) and not server.supervised and not server.stopping.is_set():
                 self.register()
@@ -230,7 +245,7 @@ class NodeLink:
         log.warning("%s: its node did not renew its lease in time; stopping (a leader may run it elsewhere)",
                     server.name)
         self.lease_ran_out = True
-        server.stopping.set()
+        server.request_stop()
         if server.stopped.wait(FENCE_GRACE_S):
             return
         from .containment import end_own_tree
@@ -244,7 +259,7 @@ class NodeLink:
             os.killpg(os.getpgrp(), signal.SIGCONT)
         except OSError:
             pass
-        server.stopping.set()
+        server.request_stop()
         if server.stopped.wait(ORPHAN_GRACE_S):
             return
         # on_stop did not finish in time: end everything this agent started (sessions of their
@@ -252,6 +267,11 @@ class NodeLink:
         from .containment import end_own_tree
 
         end_own_tree()
+
+
+def _counters(server: "Server") -> Counters:
+    """What a heartbeat reports: messages handled, bad frames, busy and waited seconds, the rest."""
+    return server.handled, server.bad.total, server.busy_s, server.waited_s, USAGE.report()
 
 
 def confirm_first_lease(name: str, node: str) -> None:

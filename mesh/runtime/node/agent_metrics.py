@@ -60,15 +60,20 @@ class AgentMetrics:
         the agent, but its recovery runs from then until it answers here."""
         self.failed_at = at
 
-    def answering(self, now: float) -> None:
-        """It registered: it answers again (after a failure, that is its recovery)."""
+    def answering(self, now: float, fresh: bool = False) -> None:
+        """It registered: it answers again (after a failure, that is its recovery); ``fresh``: in a
+        process that just started (an agent its node started), not an embedded actor registering again."""
         if self.failed_at is not None:
             self.recovery_s = now - self.failed_at
             self.failed_at = None
         self.window = Window()  # a new process counts from zero
+        if fresh:  # a process that just started: its counters are zero now, and silence means idle
+            self.window.add(Reading(now, 0.0, 0, 0.0))
 
-    def as_status(self) -> dict[str, Any]:
-        rates = self.window.rates()
+    def as_status(self, now: float | None = None) -> dict[str, Any]:
+        """The figures; with ``now``, rates run until then (an agent its node started reports only
+        when its counters changed: silence since its last report means unchanged)."""
+        rates = self.window.rates(now)
         reported = self.reported
         return {"utilization": _rounded(rates.utilization), "throughput_per_s": _rounded(rates.throughput_per_s),
                 "wait_s_avg": _rounded(rates.wait_s_avg, 6),

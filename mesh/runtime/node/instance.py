@@ -11,6 +11,18 @@ from .agent_metrics import AgentMetrics
 from .zygote import AgentProcess
 
 
+#: What the node publishes of an instance (``$agents/NAME``): a change to one of these moves
+#: :data:`VERSION`, so the node rewrites its directory entries only when something changed.
+PUBLISHED = frozenset(("state", "pid", "endpoint", "incarnation", "reason", "max_frame", "hears_intentions", "spec"))
+#: How many times a published field of any instance changed, or an instance came or went.
+VERSION = [0]
+
+
+def changed() -> None:
+    """An instance came or went (a published field that changed moves VERSION itself)."""
+    VERSION[0] += 1
+
+
 @dataclass
 class Instance:
     """One running (or supervised) actor known to this node."""
@@ -47,6 +59,11 @@ class Instance:
     held: str = ""
     respawn: str = ""  #: why a person restarted it (`mesh restart`): when it has exited, it starts at once
     metrics: AgentMetrics = field(default_factory=AgentMetrics)  #: the playbook's figures
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in PUBLISHED:
+            VERSION[0] += 1
+        object.__setattr__(self, name, value)
 
     @property
     def embedded(self) -> bool:

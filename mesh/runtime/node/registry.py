@@ -25,8 +25,13 @@ from ..gossiper import Directory
 from ..leadership import NODE_PREFIX
 from .assignments import latest_assignment, placement_state
 from .constants import AGENTS_PREFIX, EMBEDDED_TTL_S
-from .instance import Instance, budget_of
+from .instance import VERSION, Instance, budget_of, changed
 from .supervisor import Supervisor
+
+
+#: The longest the node goes without rewriting its agents' entries from scratch, in seconds (it
+#: rewrites them whenever one of its instances changed).
+PUBLISH_ALL_S = 1.0
 
 
 class Registry:
@@ -44,6 +49,8 @@ class Registry:
         self._record: dict | None = None  # what this node last wrote as $node/NAME
         self.broadcast: str | None = None  # where subscribers reach this node's forwarder (set once bound)
         self.cancel_at: dict[str, str] = {}  # an actor's endpoint -> its cancel address (see the module note)
+        self._seen: tuple[int, bool] | None = None  # the instances' version and stopping at the last publish
+        self._publish_all_at = 0.0
 
     # -- control ops (their fields are checked by the op table) ----------------------------------
 
@@ -77,7 +84,7 @@ class Registry:
         inst.state = "running"
         inst.last_heard = now
         inst.messages = 0
-        inst.metrics.answering(now)
+        inst.metrics.answering(now, fresh=not inst.embedded)
         self.on_event(f"{name} running (pid {pid}, incarnation {inst.incarnation}{', embedded' if inst.embedded else ''})")
         return {"incarnation": inst.incarnation, "node": self.name}
 
@@ -89,6 +96,7 @@ class Registry:
             inst.endpoint = None
             if inst.embedded:
                 del self.instances[name]
+                changed()
                 self.on_event(f"{name} left (embedded)")
         return {}
 
@@ -200,7 +208,13 @@ class Registry:
         return None
 
     def publish(self) -> None:
-        """Keep ``$agents/NAME`` in the shared state in step with what runs here."""
+        """Keep ``$agents/NAME`` in the shared state in step with what runs here: when an instance
+        changed (:data:`~.instance.VERSION`), and at least every PUBLISH_ALL_S."""
+        now = self.clock.monotonic()
+        seen = (VERSION[0], self.supervisor.stopping)
+        if seen == self._seen and now < self._publish_all_at:
+            return
+        self._seen, self._publish_all_at = seen, now + PUBLISH_ALL_S
         want = {}
         if not self.supervisor.stopping:
             for inst in self.instances.values():

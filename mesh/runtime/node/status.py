@@ -41,10 +41,13 @@ def members(directory: Directory, clock: Clock = REAL_CLOCK) -> list[dict]:
 def status(node: Node) -> dict:
     directory = node.directory
     agents = []
+    now = node.clock.monotonic()  # the heartbeats' clock
     for inst in node.supervisor.instances.values():
         entry = inst.as_status(node.name)
+        # An agent the node started reports its counters only when they change: rates run until now.
         entry.update({"cpu": None, "memory_bytes": None, "throttled_s": 0.0, "throttled": False,
-                      "metrics": inst.metrics.as_status()})
+                      "metrics": inst.metrics.as_status(None if inst.embedded or inst.state != "running" else now),
+                      "last_report_s": round(max(0.0, now - inst.last_heard), 3) if inst.state == "running" else None})
         entry.update(node.enforcer.info(inst.name))
         agents.append(entry)
     local = {a["name"] for a in agents}

@@ -32,11 +32,11 @@ from ...errors import ActorNotFound, WireError
 from ...spec import NodeSpec
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
-from ..containment import become_subreaper, kill_descendants, sweep_orphans
+from ..containment import a_child_exited, become_subreaper, kill_descendants, sweep_orphans
 from ..gossiper import Directory
 from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
-from .instance import Instance
+from .instance import Instance, changed
 from .killswitch import clock, pulled_kill_switch
 from .logs import read_chunk, with_last_error
 from .zygote import AgentProcess, ForkedProcess, Zygote
@@ -65,6 +65,7 @@ class Supervisor:
         self.stop_deadline: float | None = None  # when the node stops waiting for its agents (monotonic)
         self._queue: list[str] = []
         self._wave: list[str] = []
+        self._next_reap_all = 0.0
         self._wave_deadline = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
@@ -210,6 +211,9 @@ class Supervisor:
 
     def reap(self, now: float) -> None:
         self.collect_forks(now)
+        if not a_child_exited() and now < self._next_reap_all:
+            return  # one syscall, not one per agent (all are looked at each second: poll() may have reaped one)
+        self._next_reap_all = now + 1.0
         for inst in list(self.instances.values()):
             proc = inst.proc
             if proc is None or proc.pid is None:
@@ -305,6 +309,7 @@ class Supervisor:
         gone = [n for n, i in self.instances.items() if i.embedded and now - i.last_heard > EMBEDDED_TTL_S]
         for name in gone:
             del self.instances[name]
+            changed()
             self.on_event(f"{name} dropped (embedded, no heartbeat for {EMBEDDED_TTL_S:g} s)")
 
     # -- taking agents off this node ---------------------------------------------------------
@@ -375,6 +380,7 @@ class Supervisor:
 
     def forget(self, inst: Instance) -> None:
         self.instances.pop(inst.name, None)
+        changed()
         if inst.name in self._wave:
             self._wave.remove(inst.name)
 
