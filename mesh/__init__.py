@@ -43,7 +43,8 @@ from .intentions import Decision, Intention, Objection
 from .runtime.client import Client
 from .runtime.context import ActorContext
 from .runtime.ref import ActorRef
-from .runtime.server import serve, serve_async
+from .runtime.server import serve
+from .runtime.serving_async import serve_async
 from .topics import ALERT, COMPLETE, DISCOVERY, HELP, REQUEST, Event
 
 __version__ = "0.1.0"

@@ -43,7 +43,7 @@ from ..wire import BODY, KIND, MSG_ID, SENDER, TRACE, WAITING
 from . import tracing
 from .client import Client
 from .broadcast import EVENT_PREFIX, INTENTION_TOPIC, Subscriptions
-from .cancels import Cancels, as_cancellable, run_cancellable
+from .cancels import Cancels, run_cancellable
 from .clock import Clock
 from .context import ActorContext
 from .delivery import Seen
@@ -51,8 +51,8 @@ from .flusher import FLUSHER
 from .hearer import Hearer, hears_intentions
 from .intake import BadFrames
 from .nodelink import LEASE_EXIT, NodeLink, wait_for_node
-from .ref import ACTING, ACTING_TASK
-from .transport import SEND_BYTES, Listener, NothingYet, Transport, frames_within
+from .ref import ACTING
+from .transport import SEND_BYTES, WAKE_ID, Listener, NothingYet, Transport, frames_within
 
 log = logging.getLogger("mesh.server")
 
@@ -65,8 +65,11 @@ _CONTROL = int(wire.Kind.CONTROL)
 _REPLY = int(wire.Kind.REPLY)
 _FAIL = int(wire.Kind.FAIL)
 
-#: Longest time the loop blocks before it looks at timers and the stop flag, in ms.
+#: Longest time the loop blocks before it looks at timers and the stop flag, in ms; on a listener
+#: that can be woken (ZeroMQ), WOKEN_SLICE_MS: a stop or a timer set from another thread wakes it,
+#: so a thousand idle agents do not each wake five times a second.
 IDLE_SLICE_MS = 200
+WOKEN_SLICE_MS = 2000
 #: Bytes a mailbox may hold per sending connection, by default (spec key ``mailbox_bytes``).
 MAILBOX_BYTES = 32 * 1024 * 1024
 #: Replies queued per asker before the ROUTER drops them, in frames.
@@ -143,6 +146,8 @@ class Server:
         self._aloop: asyncio.AbstractEventLoop | None = None
         self.run_coroutine = self._run_coroutine_here
         self.router: Listener | None = None
+        self._idle_ms = IDLE_SLICE_MS  #: the loop's longest wait (WOKEN_SLICE_MS once its listener can be woken)
+        self._loop_thread = threading.get_ident()  #: the thread that runs the loop (set by run())
         self.link = NodeLink(self)
         self._subscriptions: Subscriptions | None = None
         self._subscriptions_lock = threading.Lock()
@@ -151,14 +156,26 @@ class Server:
     # -- public controls ---------------------------------------------------------
 
     def request_stop(self) -> None:
+        """Stop after the current message (from any thread, or a signal handler)."""
         self.stopping.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """End the loop's current wait, if it can be woken: from another thread, or from a signal
+        handler (it runs on the loop's thread, inside the wait, which then goes on waiting)."""
+        router = self.router
+        if self._idle_ms != IDLE_SLICE_MS and router is not None:
+            router.wake()  # type: ignore[attr-defined]
 
     def schedule(self, delay: float, message: object, interval: float | None) -> None:
         due = self.clock.monotonic() + max(0.0, float(delay))
         heapq.heappush(self._timers, (due, next(self._timer_seq), interval, message))
         if self.router is not None and self._timers[0][0] == due:
             # The earliest timer now: wake in time for it, not at the end of the idle slice.
-            self.router.set_wait(max(1, min(IDLE_SLICE_MS, int(delay * 1000) + 1)))
+            if threading.get_ident() == self._loop_thread:
+                self.router.set_wait(max(1, min(self._idle_ms, int(delay * 1000) + 1)))
+            else:
+                self._wake()
 
     def subscriptions(self) -> Subscriptions:
         """The actor's broadcasts (events on topics), received on a thread of their own and handed
@@ -189,6 +206,7 @@ class Server:
 
     def run(self) -> None:
         """Serve until stopped: SIGTERM, ``self.mesh.stop()``, Ctrl-C, or the node going away."""
+        self._loop_thread = threading.get_ident()
         # The mailbox in bytes: a frame may be as large as max_frame_bytes (see the module note).
         # Replies queue on the way out until the asker reads them; a ROUTER drops what is over
         # its bound, so that one is generous (an asker with many asks in flight, say async).
@@ -197,6 +215,11 @@ class Server:
                                        replies=max(self.mailbox, REPLY_HWM), max_bytes=self.max_frame_bytes,
                                        linger_ms=1000, wait_ms=IDLE_SLICE_MS, any_port=True)
         self.endpoint = router.address
+        listen_for_wakes = getattr(router, "listen_for_wakes", None)
+        if listen_for_wakes is not None:
+            listen_for_wakes()
+            self._idle_ms = WOKEN_SLICE_MS
+            router.set_wait(WOKEN_SLICE_MS)
         self.router = router
         self.actor.mesh = ActorContext(self, self.client)
         restore = self.link.install_signals()
@@ -270,6 +293,10 @@ class Server:
             try:
                 envelopes = decode(frame, max_bytes)
             except WireError as exc:
+                if not len(frame) and ident.bytes == WAKE_ID:  # a wake-up (see _wake): no request
+                    if timers:
+                        self._fire_timers()
+                    continue
                 answer = wire.refusal(frame, exc, next(ids), name) if len(frame) > wire.SMALL_FRAME else None
                 if answer is None:
                     bad.record(ident, exc, len(frame))
@@ -380,9 +407,9 @@ class Server:
             self.handled += 1
         client_flush_local(self.client)
         # Wake in time for the next timer, but never sleep longer than the idle slice.
-        wait = IDLE_SLICE_MS
+        wait = self._idle_ms
         if timers:
-            wait = max(1, min(IDLE_SLICE_MS, int((timers[0][0] - monotonic()) * 1000) + 1))
+            wait = max(1, min(wait, int((timers[0][0] - monotonic()) * 1000) + 1))
         if self.router is not None:
             self.router.set_wait(wait)
 
@@ -443,55 +470,4 @@ def serve(actor: Actor, name: str, node: str | None = None, **options: Any) -> N
     Server(actor, name, node, **options).run()
 
 
-async def serve_async(actor: Actor, name: str, node: str | None = None, **options: Any) -> None:
-    """``serve`` for a running event loop: the loop stays free, async hooks run on it.
-
-    Cancel the task to stop the actor (``on_stop`` runs first).
-    """
-    loop = asyncio.get_running_loop()
-    server = Server(actor, name, node, **options)
-
-    def on_loop(coro: Coroutine[Any, Any, object]) -> object:
-        async def acting(chain_in: list[str] = server.chain_in) -> object:
-            # Asks the handler makes on this loop carry the waiting chain (deadlock detection).
-            ACTING_TASK.set(_Acting(server.name, chain_in))
-            return await as_cancellable(server, coro)
-
-        return asyncio.run_coroutine_threadsafe(acting(), loop).result()
-
-    server.run_coroutine = on_loop
-    thread_done = loop.create_future()
-
-    def target() -> None:
-        try:
-            server.run()
-            loop.call_soon_threadsafe(_settle, thread_done, None)
-        except BaseException as exc:  # hand it to the awaiting task
-            loop.call_soon_threadsafe(_settle, thread_done, exc)
-
-    threading.Thread(target=target, name=f"mesh-serve-{name}", daemon=True).start()
-    try:
-        await asyncio.shield(thread_done)
-    except asyncio.CancelledError:
-        server.request_stop()
-        while not server.stopped.is_set():
-            await asyncio.sleep(0.02)
-        raise
-
-
-class _Acting:
-    """What an async handler's asks need of its server: the name and the chain it handles."""
-
-    __slots__ = ("name", "chain_in", "alone")
-
-    def __init__(self, name: str, chain_in: list[str]):
-        self.name, self.chain_in, self.alone = name, chain_in, [name]
-
-
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
+from .serving_async import serve_async  # noqa: E402,F401 - kept importable here; it builds on Server (above)

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .intake import recv_request
-from .transport import AddressError
+from .transport import WAKE_ID, AddressError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .keys import Keys
@@ -200,6 +200,7 @@ class RouterSocket(zmq.Socket[bytes]):
     """A bound ROUTER that is a :class:`~mesh.runtime.transport.Listener` itself."""
 
     address: str = ""  #: what peers connect to
+    wake_address: str = ""  #: where wake() sends ("" until listen_for_wakes())
 
     #: One ``(identity, frame)`` under the rules of ``bad`` (see intake.recv_request): the
     #: function itself, not a wrapper, since this is the message path.
@@ -211,6 +212,32 @@ class RouterSocket(zmq.Socket[bytes]):
 
     def set_wait(self, ms: int) -> None:
         self.setsockopt(zmq.RCVTIMEO, ms)
+
+    def listen_for_wakes(self) -> str:
+        """Also listen on an in-process endpoint that :meth:`wake` sends to (on the thread that owns
+        the socket, before it waits); returns it."""
+        if not self.wake_address:
+            address = f"inproc://mesh-wake-{next(_wake_ids)}"
+            self.bind(address)
+            self.wake_address = address
+        return self.wake_address
+
+    def wake(self) -> None:
+        """From any thread: end the owner's current wait (it receives ``(WAKE_ID, b"")``, which is no
+        request). Needs :meth:`listen_for_wakes` first."""
+        sock = context().socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.ROUTING_ID, WAKE_ID)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect(self.wake_address)
+            sock.send(b"", _NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the listener is closed: there is no wait to end
+        finally:
+            sock.close()
+
+
+_wake_ids = itertools.count(1)
 
 
 def router(address: str, *, mailbox: int, replies: int, max_bytes: int, linger_ms: int, wait_ms: int,

@@ -80,6 +80,11 @@ def frames_within(budget: int, frame_bytes: int, most: int) -> int:
     return max(1, min(int(most), int(budget) // max(1, int(frame_bytes))))
 
 
+#: The identity of a wake-up: a listener that can be woken (a ZeroMQ ROUTER, ``wake()``) receives
+#: ``(WAKE_ID, b"")`` from it, which is no request: its owner only looks at its stop flag and timers.
+WAKE_ID = b"mesh-wake"
+
+
 # -- the interface ------------------------------------------------------------------------
 
 

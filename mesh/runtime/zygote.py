@@ -41,11 +41,16 @@ import json
 import os
 import signal
 import sys
-from typing import Any, BinaryIO
+from collections.abc import Iterator
+from typing import Any
 
 #: What every agent imports: imported here once, so forked agents share these pages.
 PRELOAD = ("mesh", "mesh.runtime.agent", "mesh.runtime.server", "mesh.runtime.nodelink", "zmq", "msgpack", "psutil",
            "asyncio", "logging", "ctypes")
+
+
+#: Requests forked together at most (each holds two pipes until its agent has started).
+MAX_BATCH = 128
 
 
 def _threads() -> int:
@@ -85,42 +90,67 @@ def _preload(module: str, path: list[str]) -> str | None:
     return None
 
 
-def _fork(request: dict[str, Any], node_pid: int, requests: BinaryIO, replies: int) -> int:
-    """Fork the agent ``request`` describes; returns its pid here, and -1 in the agent itself."""
+class _Fork:
+    """One agent being forked: the intermediate's pid and the pipes to the agent."""
+
+    __slots__ = ("rid", "middle", "pid_r", "go_w")
+
+    def __init__(self, rid: object, middle: int, pid_r: int, go_w: int):
+        self.rid, self.middle, self.pid_r, self.go_w = rid, middle, pid_r, go_w
+
+
+def _fork(request: dict[str, Any], node_pid: int, requests: int, replies: int, others: list[_Fork]) -> _Fork | None:
+    """Fork the intermediate that forks the agent ``request`` describes, without waiting for it;
+    None in the agent itself (which then runs). ``others``: the forks of this batch before it,
+    whose pipes the new processes close (an agent holding a sibling's "go" pipe open could leave
+    that sibling waiting for good)."""
     pid_r, pid_w = os.pipe()
     go_r, go_w = os.pipe()
-    middle = os.fork()
+    try:
+        middle = os.fork()
+    except OSError:
+        for fd in (pid_r, pid_w, go_r, go_w):
+            os.close(fd)
+        raise
     if middle == 0:  # the intermediate: fork the agent and go, so the agent is re-parented to the node
         try:
+            for other in others:
+                os.close(other.pid_r)
+                os.close(other.go_w)
             if os.fork() == 0:
                 os.close(pid_r)
                 os.close(go_w)
                 _become_agent(request, node_pid, requests, replies, pid_w, go_r)
-                return -1
+                return None
         except BaseException:
             os._exit(1)
         os._exit(0)
     os.close(pid_w)
     os.close(go_r)
+    return _Fork(request["id"], middle, pid_r, go_w)
+
+
+def _started(fork: _Fork) -> int:
+    """The agent's pid once it has its session and the intermediate is gone (the agent is the
+    node's child by then); raises OSError if it never started."""
     try:
         got = b""
         while True:
-            chunk = os.read(pid_r, 32)
+            chunk = os.read(fork.pid_r, 32)
             if not chunk:
                 break
             got += chunk
-        os.waitpid(middle, 0)  # once it is gone, the agent is the node's child
+        os.waitpid(fork.middle, 0)
         if not got:
             raise OSError("the forked agent ended before it started")
         return int(got)
     finally:
-        os.close(pid_r)
-        request["_go"] = go_w  # closed by the caller once the node has the pid
+        os.close(fork.pid_r)
 
 
-def _become_agent(request: dict[str, Any], node_pid: int, requests: BinaryIO, replies: int, pid_w: int,
+def _become_agent(request: dict[str, Any], node_pid: int, requests: int, replies: int, pid_w: int,
                   go_r: int) -> None:
-    requests.close()
+    os.close(requests)
     os.close(replies)
     os.setsid()  # a session and process group of its own, before the node may signal the group
     os.write(pid_w, str(os.getpid()).encode())
@@ -153,9 +183,26 @@ def _reply(fd: int, answer: dict[str, Any]) -> None:
         data = data[os.write(fd, data):]
 
 
+def _lines(fd: int) -> Iterator[list[bytes]]:
+    """The request lines from ``fd``, as many as have arrived at a time (waiting for at least one),
+    at most MAX_BATCH at a time, until it ends."""
+    buffer = b""
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for first in range(0, len(lines), MAX_BATCH):
+            yield lines[first:first + MAX_BATCH]
+
+
 def serve(node_pid: int) -> bool:
-    """Answer the node's requests until its pipe ends; True in a forked agent (which then runs)."""
-    requests = os.fdopen(os.dup(0), "rb")
+    """Answer the node's requests until its pipe ends; True in a forked agent (which then runs).
+
+    The requests that arrived together are forked together: each intermediate is forked before
+    any agent is waited for, so a wave of agents waits for the scheduler once, not once each."""
+    requests = os.dup(0)
     replies = os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -166,39 +213,43 @@ def serve(node_pid: int) -> bool:
     gc.collect()
     gc.freeze()
     _reply(replies, {"ready": os.getpid()})
-    for line in requests:
-        try:
-            request = json.loads(line)
-            rid = request["id"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        answer: dict[str, Any] = {"id": rid}
-        preload = request.get("preload")
-        if isinstance(preload, str):
-            problem = _preload(preload, request.get("path") or [])
-            if problem is not None:
-                answer["preload"] = problem
-        threads = _threads()
-        if threads != 1:
-            _reply(replies, {"id": rid, "error": f"the zygote runs {threads} threads: it may not fork (a preloaded"
-                                                 f" module started one: {preload})", "fatal": True})
-            return False
-        try:
-            pid = _fork(request, node_pid, requests, replies)
-        except OSError as exc:
-            answer["error"] = f"cannot fork: {exc}"
-            go = request.pop("_go", None)
-            if go is not None:
-                os.close(go)
+    for lines in _lines(requests):
+        forks: list[tuple[dict[str, Any], _Fork]] = []
+        for line in lines:
+            try:
+                request = json.loads(line)
+                rid = request["id"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            answer: dict[str, Any] = {"id": rid}
+            preload = request.get("preload")
+            if isinstance(preload, str):
+                problem = _preload(preload, request.get("path") or [])
+                if problem is not None:
+                    answer["preload"] = problem
+            threads = _threads()
+            if threads != 1:
+                _reply(replies, {"id": rid, "error": f"the zygote runs {threads} threads: it may not fork (a preloaded"
+                                                     f" module started one: {preload})", "fatal": True})
+                return False
+            try:
+                fork = _fork(request, node_pid, requests, replies, [f for _, f in forks])
+            except OSError as exc:
+                answer["error"] = f"cannot fork: {exc}"
+                _reply(replies, answer)
+                continue
+            if fork is None:
+                return True  # the agent
+            forks.append((answer, fork))
+        for answer, fork in forks:
+            try:
+                answer["pid"] = _started(fork)
+            except OSError as exc:
+                answer["error"] = f"cannot fork: {exc}"
             _reply(replies, answer)
-            continue
-        if pid < 0:
-            return True  # the agent
-        answer["pid"] = pid
-        _reply(replies, answer)
-        go = request.pop("_go")
-        os.write(go, b"1")
-        os.close(go)
+            if "pid" in answer:
+                os.write(fork.go_w, b"1")  # the node has the pid (and the intermediate is gone): go on
+            os.close(fork.go_w)
     return False
 
 
