@@ -95,3 +95,53 @@ def test_a_preloaded_module_is_shared_with_the_forked_agents(start_node, capsys)
     with capsys.disabled():
         print("\nforked agent memory (MB): " + ", ".join(
             f"{n} pss {m.pss / 1e6:.2f} uss {m.uss / 1e6:.2f} rss {m.rss / 1e6:.2f}" for n, m in memory.items()))
+
+
+RUN_TO_EXIT = """
+import atexit, sys, threading, time
+from mesh.runtime.zygote import run_to_exit
+
+out = sys.argv[1]
+how = sys.argv[2]
+
+def note(what):
+    with open(out, "a") as f:
+        f.write(what + "\\n")
+
+def body():
+    atexit.register(note, "atexit")
+    def late():
+        time.sleep(0.3)
+        note("thread")
+    threading.Thread(target=late).start()  # not a daemon: joined before the process ends
+    if how == "code":
+        sys.exit(3)
+    if how == "message":
+        sys.exit("bad spec, said the agent")
+    if how == "raise":
+        raise ValueError("an agent's bug")
+    note("returned")
+
+run_to_exit(body)
+"""
+
+
+@pytest.mark.parametrize(("how", "code", "said"), [("return", 0, ""), ("code", 3, ""),
+                                                   ("message", 1, "bad spec, said the agent"),
+                                                   ("raise", 1, "ValueError: an agent's bug")])
+def test_a_forked_agent_ends_as_the_interpreter_would_end_it(tmp_path, how, code, said):
+    """Issue 17: a forked agent skips the interpreter's finalization (it touched every object shared
+    with the zygote: a thousand agents stopping together copied some 30 MB each and stalled the
+    machine), but ends as the interpreter would: exit status, message or traceback, non-daemon
+    threads joined, atexit run."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "notes"
+    done = subprocess.run([sys.executable, "-c", RUN_TO_EXIT, str(out), how], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == code
+    assert said in done.stderr
+    notes = out.read_text().splitlines()
+    assert notes[-2:] == ["thread", "atexit"]  # the thread first, as the interpreter does
+    assert ("returned" in notes) == (how == "return")

@@ -68,6 +68,14 @@ def become_subreaper() -> bool:
     return True
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL process group ``pgid`` (nothing if it is gone)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def a_child_exited() -> bool:
     """Whether any child of this process has exited and waits to be reaped (none is reaped here)."""
     try:

@@ -42,7 +42,7 @@ from ..gossiper import Directory
 from ..leadership import NODE_PREFIX, Leadership
 from .assignments import assignments, compact, latest_assignment, undeclared
 from .constants import ACTED_PREFIX, AGENTS_PREFIX, ASSIGN_PREFIX, LEASE_S
-from .instance import Instance
+from .instance import VERSION, Instance
 from .killswitch import pulled_kill_switch
 from .supervisor import Supervisor
 
@@ -87,6 +87,8 @@ class Follower:
         self._conducted_at = float("-inf")
         self._led_term, self._led_since = -1, 0.0  # the term this node last led, and since when (monotonic)
         self.conducted = 0  #: decisions computed (published or not): with nothing changing, one per CONDUCT_EVERY_S
+        self._placed_cache: dict[str, bool] = {}
+        self._placed_at = -1  # the instances' VERSION the cache was made at
 
     @property
     def settled(self) -> bool:
@@ -152,7 +154,7 @@ class Follower:
         orders = self.fence.step(now, voters=lead.elector.voters, leader=lead.leader, term=lead.term,
                                  need_seq=lead.elector.seq if lead.is_leader else lead.elector.leader_seq,
                                  assignments=assignments(self.directory),
-                                 placed={i.name: i.movable for i in instances.values() if i.placed_by})
+                                 placed=self._placed())
         for r in orders.refusals:
             self.on_event(f"refused a decision of term {r.term} (seq {r.seq}) from {r.leader}: term {r.current} is current")
         check = orders.check
@@ -177,13 +179,21 @@ class Follower:
             why = f"moved to {where}" if where else "taken off this node"
             self.supervisor.retire(instances[replica], f"{why} by {accepted['leader']} (term {accepted['term']})", now, None)
         for inst in instances.values():
-            if inst.placed_by and inst.name not in orders.stop:
+            if inst.placed_by and inst.placed_by != stamp and inst.name not in orders.stop:
                 inst.placed_by = stamp
         for replica in orders.start:
             if replica not in instances:  # an agent of this node's own spec keeps its name
                 self._place(replica, accepted["replicas"][replica], stamp)
         if orders.acted is not None:
             self.acted = orders.acted
+
+    def _placed(self) -> dict[str, bool]:
+        """The replicas a leader placed here, and whether each could be placed elsewhere (made again
+        only when an instance changed: see instance.VERSION)."""
+        if self._placed_at != VERSION[0]:
+            self._placed_cache = {i.name: i.movable for i in self.supervisor.instances.values() if i.placed_by}
+            self._placed_at = VERSION[0]
+        return self._placed_cache
 
     def lease_left(self, deadline: float | None = None) -> float | None:
         """Seconds until this node's lease lapses unless renewed (None: it cannot lapse and this node

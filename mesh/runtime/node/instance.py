@@ -11,11 +11,14 @@ from .agent_metrics import AgentMetrics
 from .zygote import AgentProcess
 
 
-#: What the node publishes of an instance (``$agents/NAME``): a change to one of these moves
-#: :data:`VERSION`, so the node rewrites its directory entries only when something changed.
-PUBLISHED = frozenset(("state", "pid", "endpoint", "incarnation", "reason", "max_frame", "hears_intentions", "spec"))
+#: What the node publishes of an instance (``$agents/NAME``), and where a leader placed it: a
+#: change to one of these moves :data:`VERSION`, so the node redoes what depends on them (its
+#: directory entries, the replicas the fence checks) only when something changed.
+PUBLISHED = frozenset(("state", "pid", "endpoint", "incarnation", "reason", "max_frame", "hears_intentions", "spec",
+                       "placed_by", "movable"))
 #: How many times a published field of any instance changed, or an instance came or went.
 VERSION = [0]
+_UNSET = object()
 
 
 def changed() -> None:
@@ -61,7 +64,7 @@ class Instance:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)  #: the playbook's figures
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in PUBLISHED:
+        if name in PUBLISHED and getattr(self, name, _UNSET) != value:
             VERSION[0] += 1
         object.__setattr__(self, name, value)
 

@@ -31,7 +31,7 @@ from .supervisor import Supervisor
 
 #: The longest the node goes without rewriting its agents' entries from scratch, in seconds (it
 #: rewrites them whenever one of its instances changed).
-PUBLISH_ALL_S = 1.0
+PUBLISH_ALL_S = 5.0
 
 
 class Registry:

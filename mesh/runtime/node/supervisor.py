@@ -32,7 +32,7 @@ from ...errors import ActorNotFound, WireError
 from ...spec import NodeSpec
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
-from ..containment import a_child_exited, become_subreaper, kill_descendants, sweep_orphans
+from ..containment import a_child_exited, become_subreaper, kill_descendants, kill_group, sweep_orphans
 from ..gossiper import Directory
 from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
@@ -65,7 +65,7 @@ class Supervisor:
         self.stop_deadline: float | None = None  # when the node stops waiting for its agents (monotonic)
         self._queue: list[str] = []
         self._wave: list[str] = []
-        self._next_reap_all = 0.0
+        self._next_reap_all = self._next_expiry = 0.0
         self._wave_deadline = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
@@ -306,6 +306,9 @@ class Supervisor:
         return ended
 
     def expire_embedded(self, now: float) -> None:
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + 1.0
         gone = [n for n, i in self.instances.items() if i.embedded and now - i.last_heard > EMBEDDED_TTL_S]
         for name in gone:
             del self.instances[name]
@@ -479,13 +482,6 @@ def _stop_term(inst: Instance) -> None:
             inst.proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
             pass
-
-
-def kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def kill_tree(proc: AgentProcess, descendants: bool = True) -> None:
