@@ -399,3 +399,21 @@ def test_an_agent_whose_node_answers_its_start_up_late_waits_and_runs_without_a_
     running = node.wait_agent("late", lambda a: a["state"] != "starting", timeout=30, what="late to start")
     assert running["state"] == "running" and running["restarts"] == 0 and running["pid"] == pid, running
     assert node.client_once().actor("late").ask({}, timeout=10) == pid
+
+
+def test_a_slow_agent_holds_one_place_of_its_wave_not_the_whole_wave(start_node, tmp_path):
+    """Issue 17: a wave waited for its slowest agent before the next began, so a thousand agents
+    started at the pace of the slowest of each hundred. At most ``wave_size`` start at once, and
+    each that registers makes room for the next. (The slow agent comes first, in the first wave.)"""
+    marker = tmp_path / "slow"
+    node = start_node(f'[[agents]]\nname = "a-slow"\nclass = "actors:SlowToConnect"\nplacement = "local"\n'
+                      f'config = {{ marker = "{marker}", delay = 6.0 }}\n'
+                      + "".join(f'[[agents]]\nname = "fast{i}"\nclass = "actors:WhoAmI"\nplacement = "local"\n'
+                                for i in range(4)),
+                      node_extra='wave_size = 2\nwave_timeout = "60s"', wait=False)
+    wait_until(lambda: marker.exists(), 20, "the slow agent to be starting")
+    fast = wait_until(lambda: (lambda st: st if all(a["state"] == "running" for a in st["agents"]
+                                                    if a["name"].startswith("fast")) else None)(node.status()),
+                      30, "every fast agent running")
+    assert next(a for a in fast["agents"] if a["name"] == "a-slow")["state"] == "starting"  # still in its 6 s
+    node.wait_running("a-slow", timeout=30)

@@ -7,8 +7,8 @@ spec's ``start``, else the node's): forked by the node's zygote (:mod:`.zygote`;
 where the node runs in a process of its own on Linux, a child subreaper), or spawned as a fresh
 ``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
 :class:`~.zygote.AgentProcess`: one code path reaps, signals and kills both. New agents start in
-waves: the next wave starts when the current one has registered, or after the spec's wave
-timeout. A wave is ``wave_size`` agents, by default FORK_WAVE when they fork (a fork costs
+a sliding wave: at most ``wave_size`` start at once, and as each registers (or its wave timeout
+passes) the next starts. ``wave_size`` is by default FORK_WAVE when they fork (a fork costs
 milliseconds: the machine's CPU, not the wait, bounds how fast a thousand start) and SPAWN_WAVE
 when they spawn (each interpreter's start costs some 160 ms of CPU: a herd of them would stall
 the machine). An agent that exits is handled by :mod:`mesh.core.restart`,
@@ -64,9 +64,8 @@ class Supervisor:
         self.instances: dict[str, Instance] = {}
         self.stop_deadline: float | None = None  # when the node stops waiting for its agents (monotonic)
         self._queue: list[str] = []
-        self._wave: list[str] = []
+        self._wave: dict[str, float] = {}  # the agents starting now -> when they stop counting against the wave
         self._next_reap_all = self._next_expiry = 0.0
-        self._wave_deadline = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
         self.lease_left: Callable[[float | None], float | None] = lambda deadline: None
@@ -115,17 +114,19 @@ class Supervisor:
     # -- starting -----------------------------------------------------------------------------
 
     def start_due(self, now: float) -> None:
-        # Waves: the next wave starts when the current one has registered (or timed out).
-        if self._wave:
-            settled = all(self.instances[n].state != "starting" for n in self._wave)
-            if settled or now >= self._wave_deadline:
-                self._wave = []
-        if not self._wave and self._queue:
+        # A sliding wave: at most wave_size agents start at once (see the module note).
+        wave = self._wave
+        if wave:  # those that registered (or whose wave_timeout passed) make room for the next
+            for name in [n for n, due in wave.items() if now >= due or self.instances[n].state != "starting"]:
+                del wave[name]
+        if self._queue:
             size = self.spec.wave_size or (FORK_WAVE if self.forks(self.instances[self._queue[0]]) else SPAWN_WAVE)
-            self._wave, self._queue = self._queue[:size], self._queue[size:]
-            self._wave_deadline = now + self.spec.wave_timeout
-            for name in self._wave:
-                self._spawn(self.instances[name], now)
+            room = size - len(wave)
+            if room > 0:
+                starting, self._queue = self._queue[:room], self._queue[room:]
+                for name in starting:
+                    wave[name] = now + self.spec.wave_timeout
+                    self._spawn(self.instances[name], now)
         for inst in self.instances.values():
             if inst.state == "restarting" and inst.proc is None and now >= inst.restart_at:
                 self._spawn(inst, now)
@@ -384,13 +385,12 @@ class Supervisor:
     def forget(self, inst: Instance) -> None:
         self.instances.pop(inst.name, None)
         changed()
-        if inst.name in self._wave:
-            self._wave.remove(inst.name)
+        self._wave.pop(inst.name, None)
 
     def kill_all(self, reason: str) -> None:
         """The kill switch: every agent of this node ends now, without grace; nothing starts."""
         self._queue = []
-        self._wave = []
+        self._wave = {}
         for inst in list(self.instances.values()):
             if inst.embedded:
                 continue
