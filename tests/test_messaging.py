@@ -376,6 +376,32 @@ def test_async_ask_errors_are_the_same_as_sync_ones(start_node, tmp_path):
     assert time.monotonic() - t0 < 10
 
 
+def test_async_asks_time_out_each_at_its_own_deadline_on_one_link(start_node):
+    """One heap of deadlines and one timer per link (issue 17): an ask with a short timeout made after
+    one with a long timeout times out on time, the long one is still answered, and what the link
+    keeps of answered asks stays bounded."""
+    node = start_node(agent("sleepy", "SleepEcho", restart="never"))
+    client = node.client()
+
+    async def main():
+        sleepy = client.actor("sleepy")
+        slow = asyncio.ensure_future(sleepy.ask_async({"sleep": 1.0, "reply": "slow"}, timeout=20))
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        with pytest.raises(mesh.AskTimeout):
+            await sleepy.ask_async({"reply": "queued behind the slow one"}, timeout=0.3)
+        short = time.monotonic() - began
+        assert await slow == "slow"
+        for i in range(2000):
+            assert await sleepy.ask_async({"reply": i}, timeout=60) == i
+        link = next(iter(client._all_alinks))
+        return short, len(link._deadlines), len(link.waiting)
+
+    short, kept, waiting = asyncio.run(asyncio.wait_for(main(), 60))
+    assert 0.3 <= short < 0.9  # at its own deadline, not the slow ask's
+    assert waiting == 0 and kept <= 2 * waiting + 65
+
+
 # ----------------------------------------------------------------------------- actor to actor
 
 
