@@ -147,6 +147,7 @@ class Server:
         self.run_coroutine = self._run_coroutine_here
         self.router: Listener | None = None
         self._idle_ms = IDLE_SLICE_MS  #: the loop's longest wait (WOKEN_SLICE_MS once its listener can be woken)
+        self._wake_router: Callable[[], None] | None = None  #: ends the loop's wait, if its listener can be woken
         self._loop_thread = threading.get_ident()  #: the thread that runs the loop (set by run())
         self.link = NodeLink(self)
         self._subscriptions: Subscriptions | None = None
@@ -163,9 +164,8 @@ class Server:
     def _wake(self) -> None:
         """End the loop's current wait, if it can be woken: from another thread, or from a signal
         handler (it runs on the loop's thread, inside the wait, which then goes on waiting)."""
-        router = self.router
-        if self._idle_ms != IDLE_SLICE_MS and router is not None:
-            router.wake()  # type: ignore[attr-defined]
+        if self._wake_router is not None:
+            self._wake_router()
 
     def schedule(self, delay: float, message: object, interval: float | None) -> None:
         due = self.clock.monotonic() + max(0.0, float(delay))
@@ -216,11 +216,12 @@ class Server:
                                        linger_ms=1000, wait_ms=IDLE_SLICE_MS, any_port=True)
         self.endpoint = router.address
         listen_for_wakes = getattr(router, "listen_for_wakes", None)
+        self.router = router
         if listen_for_wakes is not None:
             listen_for_wakes()
             self._idle_ms = WOKEN_SLICE_MS
             router.set_wait(WOKEN_SLICE_MS)
-        self.router = router
+            self._wake_router = router.wake  # type: ignore[attr-defined]
         self.actor.mesh = ActorContext(self, self.client)
         restore = self.link.install_signals()
         watchdog = None

@@ -162,8 +162,8 @@ def connect_curve(sock: zmq.Socket[Any], keys: "Keys | None") -> None:
 
 
 def _monitor_address(kind: str) -> str:
-    # Unique: pyzmq's default names it after the socket's fd, which the kernel reuses once a
-    # socket is closed.
+    # A unique in-process address (a monitor's, a wake-up's). Unique: pyzmq's default names a
+    # monitor after the socket's fd, which the kernel reuses once a socket is closed.
     return f"inproc://mesh-{kind}-{next(_monitor_ids)}"
 
 
@@ -217,7 +217,7 @@ class RouterSocket(zmq.Socket[bytes]):
         """Also listen on an in-process endpoint that :meth:`wake` sends to (on the thread that owns
         the socket, before it waits); returns it."""
         if not self.wake_address:
-            address = f"inproc://mesh-wake-{next(_wake_ids)}"
+            address = _monitor_address("wake")
             self.bind(address)
             self.wake_address = address
         return self.wake_address
@@ -235,9 +235,6 @@ class RouterSocket(zmq.Socket[bytes]):
             pass  # the listener is closed: there is no wait to end
         finally:
             sock.close()
-
-
-_wake_ids = itertools.count(1)
 
 
 def router(address: str, *, mailbox: int, replies: int, max_bytes: int, linger_ms: int, wait_ms: int,

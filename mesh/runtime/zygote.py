@@ -96,10 +96,10 @@ def _preload(module: str, path: list[str]) -> str | None:
 class _Fork:
     """One agent being forked: the intermediate's pid and the pipes to the agent."""
 
-    __slots__ = ("rid", "middle", "pid_r", "go_w")
+    __slots__ = ("middle", "pid_r", "go_w")
 
-    def __init__(self, rid: object, middle: int, pid_r: int, go_w: int):
-        self.rid, self.middle, self.pid_r, self.go_w = rid, middle, pid_r, go_w
+    def __init__(self, middle: int, pid_r: int, go_w: int):
+        self.middle, self.pid_r, self.go_w = middle, pid_r, go_w
 
 
 def _fork(request: dict[str, Any], node_pid: int, requests: int, replies: int, others: list[_Fork]) -> _Fork | None:
@@ -130,7 +130,7 @@ def _fork(request: dict[str, Any], node_pid: int, requests: int, replies: int, o
         os._exit(0)
     os.close(pid_w)
     os.close(go_r)
-    return _Fork(request["id"], middle, pid_r, go_w)
+    return _Fork(middle, pid_r, go_w)
 
 
 def _started(fork: _Fork) -> int:
