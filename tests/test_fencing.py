@@ -287,3 +287,22 @@ def test_the_module_note_says_what_it_guarantees_and_assumes():
     note = fencing.__doc__ or ""
     for words in ("Guarantee", "Assumes", "one-way", "REPLACE_AFTER_S", "watchdog"):
         assert words in note, words
+
+
+def test_a_followers_step_reuses_its_orders_only_for_the_same_assignment_and_the_same_placed_replicas():
+    """A node steps every tick with the assignment and the placed replicas it keeps while unchanged;
+    a new assignment, or a new mapping of what runs here, is worked out afresh (never a stale answer)."""
+    f = fencing.Follower("a")
+    entry = {"term": 1, "leader": "a", "seq": 1,
+             "replicas": {"w.0": {"node": "a"}, "w.1": {"node": "a"}, "w.2": {"node": "b"}}}
+    placed: dict[str, bool] = {}
+    step = dict(voters=["a"], leader="a", term=1, need_seq=1)
+    first = f.step(0.0, assignments={1: entry}, placed=placed, **step)
+    assert (first.stop, first.start) == ((), ("w.0", "w.1"))
+    assert f.step(0.1, assignments={1: entry}, placed=placed, **step).start == ("w.0", "w.1")
+    running = {"w.0": True, "w.1": True}  # both started: the caller hands a new mapping
+    assert f.step(0.2, assignments={1: entry}, placed=running, **step).start == ()
+    moved = {**entry, "seq": 2, "replicas": {"w.0": {"node": "a"}, "w.1": {"node": "b"}, "w.2": {"node": "b"}}}
+    orders = f.step(0.3, assignments={1: moved}, placed=running, **dict(step, need_seq=2))
+    assert (orders.stop, orders.start) == (("w.1",), ())
+    assert f.step(0.4, assignments={1: moved}, placed={"w.0": True}, **dict(step, need_seq=2)).stop == ()

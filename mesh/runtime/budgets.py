@@ -5,8 +5,8 @@ Every agent runs in its own session and process group (its pgid is its pid), so
 
 * Sampling: every ``SAMPLE_S`` (0.1 s) for an agent with a budget, every
   ``IDLE_SAMPLE_S`` (1 s) for one without (for `mesh status`), or less often once
-  there are more than ``IDLE_SAMPLES_PER_S`` (200) of those: together they are
-  sampled at most 200 times a second (1,000 agents: each every 5 s). A sample reads,
+  there are more than ``IDLE_SAMPLES_PER_S`` (100) of those: together they are
+  sampled at most 100 times a second (1,000 agents: each every 10 s). A sample reads,
   for each process of the tree, CPU times and RSS from one read of
   ``/proc/PID/stat`` (about 9 us; psutil elsewhere); the tree itself (the children of
   each of its threads, from ``/proc/PID/task/TID/children``) is re-read every
@@ -55,9 +55,9 @@ log = logging.getLogger("mesh.budgets")
 SAMPLE_S = 0.1  #: seconds between samples of an agent with a budget
 IDLE_SAMPLE_S = 1.0  #: seconds between samples of an agent without one (at least; see IDLE_SAMPLES_PER_S)
 #: Samples per second for all the agents without a budget together, at most: past this many agents
-#: each is sampled less often than every IDLE_SAMPLE_S (1,000 agents: every 5 s), so the node's
+#: each is sampled less often than every IDLE_SAMPLE_S (1,000 agents: every 10 s), so the node's
 #: idle cost stops growing with them.
-IDLE_SAMPLES_PER_S = 200
+IDLE_SAMPLES_PER_S = 100
 TREE_S = 0.5  #: seconds between re-reads of an agent's process tree
 IDLE_TREE_S = 5.0  #: the same for an agent without a budget (at least; every third sample at most)
 MEMORY_GRACE_S = 0.2  #: seconds between SIGTERM and SIGKILL for an agent over its memory budget

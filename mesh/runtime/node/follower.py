@@ -89,6 +89,8 @@ class Follower:
         self.conducted = 0  #: decisions computed (published or not): with nothing changing, one per CONDUCT_EVERY_S
         self._placed_cache: dict[str, bool] = {}
         self._placed_at = -1  # the instances' VERSION the cache was made at
+        self._stamped_with: tuple[str, int] | None = None  # the stamp given to every placed instance, at VERSION
+        self._runs: tuple[int, list[str]] = (-1, [])  # runs() at a VERSION
 
     @property
     def settled(self) -> bool:
@@ -178,9 +180,11 @@ class Follower:
             where = elsewhere.get("node") if isinstance(elsewhere, dict) else None
             why = f"moved to {where}" if where else "taken off this node"
             self.supervisor.retire(instances[replica], f"{why} by {accepted['leader']} (term {accepted['term']})", now, None)
-        for inst in instances.values():
-            if inst.placed_by and inst.placed_by != stamp and inst.name not in orders.stop:
-                inst.placed_by = stamp
+        if self._stamped_with != (stamp, VERSION[0]):  # a new stamp, or an instance changed
+            for inst in instances.values():
+                if inst.placed_by and inst.placed_by != stamp and inst.name not in orders.stop:
+                    inst.placed_by = stamp
+            self._stamped_with = (stamp, VERSION[0])
         for replica in orders.start:
             if replica not in instances:  # an agent of this node's own spec keeps its name
                 self._place(replica, accepted["replicas"][replica], stamp)
@@ -213,8 +217,11 @@ class Follower:
         return None if until == float("inf") else until - now
 
     def runs(self) -> list[str]:
-        """The replicas a leader placed here that run, or may run again, here (stopping ones too)."""
-        return sorted(i.name for i in self.supervisor.instances.values() if i.placed_by)
+        """The replicas a leader placed here that run, or may run again, here (stopping ones too):
+        made again only when an instance changed (see instance.VERSION); not to be changed in place."""
+        if self._runs[0] != VERSION[0]:
+            self._runs = (VERSION[0], sorted(i.name for i in self.supervisor.instances.values() if i.placed_by))
+        return self._runs[1]
 
     def publish_acted(self) -> None:
         """``$acted/NAME``: the assignment this node last acted on and the replicas it runs, one record

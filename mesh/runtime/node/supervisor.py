@@ -8,12 +8,12 @@ where the node runs in a process of its own on Linux, a child subreaper), or spa
 ``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
 :class:`~.zygote.AgentProcess`: one code path reaps, signals and kills both. New agents start in
 a sliding wave: at most ``wave_size`` start at once, and as each registers (or its wave timeout
-passes) the next starts. ``wave_size`` is by default FORK_WAVE when they fork (a fork costs
-milliseconds: the machine's CPU, not the wait, bounds how fast a thousand start) and SPAWN_WAVE
-when they spawn (each interpreter's start costs some 160 ms of CPU: a herd of them would stall
-the machine). An agent that exits is handled by :mod:`mesh.core.restart`,
-unless it was being retired (taken off this node) or the node is stopping. Embedded actors (in
-processes the node did not start) are only listed, and dropped when their heartbeats stop.
+passes) the next starts; by default FORK_WAVE when they fork (a fork costs milliseconds: the CPU,
+not the wait, bounds how fast a thousand start), SPAWN_WAVE when they spawn (an interpreter's
+start costs some 160 ms of CPU: a herd would stall the machine). An agent that exits is handled
+by :mod:`mesh.core.restart`, unless it was being retired (taken off this node) or the node is
+stopping. Embedded actors (in processes the node did not start) are only listed, and dropped
+when their heartbeats stop.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +37,7 @@ from ..containment import a_child_exited, become_subreaper, kill_descendants, ki
 from ..gossiper import Directory
 from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
-from .instance import Instance, changed
+from .instance import VERSION, Instance, changed
 from .killswitch import clock, pulled_kill_switch
 from .logs import read_chunk, with_last_error
 from .zygote import AgentProcess, ForkedProcess, Zygote
@@ -64,6 +65,7 @@ class Supervisor:
         self.instances: dict[str, Instance] = {}
         self.stop_deadline: float | None = None  # when the node stops waiting for its agents (monotonic)
         self._queue: list[str] = []
+        self._no_restarts_at = -1  # the instances' VERSION at which none was restarting (start_due)
         self._wave: dict[str, float] = {}  # the agents starting now -> when they stop counting against the wave
         self._next_reap_all = self._next_expiry = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
@@ -127,9 +129,15 @@ class Supervisor:
                 for name in starting:
                     wave[name] = now + self.spec.wave_timeout
                     self._spawn(self.instances[name], now)
+        if self._no_restarts_at == VERSION[0]:
+            return  # none was restarting, and no instance changed since (instance.VERSION)
+        restarting = False
         for inst in self.instances.values():
-            if inst.state == "restarting" and inst.proc is None and now >= inst.restart_at:
-                self._spawn(inst, now)
+            if inst.state == "restarting":
+                restarting = True
+                if inst.proc is None and now >= inst.restart_at:
+                    self._spawn(inst, now)
+        self._no_restarts_at = -1 if restarting else VERSION[0]
 
     def forks(self, inst: Instance) -> bool:
         """Whether ``inst`` starts by fork (else spawned): see the module note."""
@@ -435,8 +443,7 @@ class Supervisor:
                 _stop_term(inst)
                 inst.term_sent_at = now
             elif inst.state in ("restarting", "starting"):
-                inst.state = "stopped"
-                inst.reason = "node stopped"
+                inst.state, inst.reason = "stopped", "node stopped"
         self.on_event(f"stopping {len(self.live())} agent(s), at most {window:g} s")
 
     def kill_overdue(self, now: float) -> None:
@@ -464,9 +471,7 @@ class Supervisor:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
-            inst.proc = None
-            inst.state = "stopped"
-            inst.endpoint = None
+            inst.proc, inst.state, inst.endpoint = None, "stopped", None
             if not inst.reason or inst.reason == "node stopped":
                 inst.reason = "node stopped"
         # And whatever the agents left behind (re-parented to the node): again until none is left,
@@ -478,10 +483,8 @@ class Supervisor:
 
 def _stop_term(inst: Instance) -> None:
     if inst.proc is not None:
-        try:
+        with suppress(ProcessLookupError):
             inst.proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
 def kill_tree(proc: AgentProcess, descendants: bool = True) -> None:
