@@ -44,6 +44,17 @@ def test_agents_are_forked_by_the_zygote_as_children_of_the_node(start_node):
     assert len(zygotes_of(node)) == 1
 
 
+def test_the_zygote_starts_while_the_node_meets_the_mesh_if_its_agents_fork(start_node):
+    """Its start (a fresh interpreter) overlaps the node's wait for the mesh, instead of delaying the
+    first agents; a node whose agents all spawn starts none."""
+    node = start_node(echoes("a"))
+    log = node.log()
+    assert log.index("zygote started") < log.index("listening on"), log
+    spawning = start_node(echoes("fresh", extra='start = "spawn"'))
+    assert spawning.agent("fresh")["state"] == "running"
+    assert "zygote started" not in spawning.log() and zygotes_of(spawning) == []
+
+
 def test_a_spec_can_ask_for_a_fresh_interpreter_per_agent(start_node):
     node = start_node(echoes("forked") + echoes("fresh", extra='start = "spawn"'))
     assert "mesh.runtime.zygote" in cmdline(node.agent("forked")["pid"])

@@ -8,7 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from ...core.restart import describe_exit
+from ...errors import ActorNotFound, WireError
 from .constants import LOG_CHUNK
+
+
+def read_log(supervisor: Any, body: dict) -> dict:
+    """The ``logs`` op: a chunk of the log of one of ``supervisor``'s agents (its field ``name`` is
+    checked by the op table)."""
+    name = body["name"]
+    inst = supervisor.instances.get(name)
+    if inst is None:
+        raise ActorNotFound(f"no actor named {name!r} on node {supervisor.name}")
+    if inst.log_path is None:
+        raise WireError(f"{name!r} is embedded in pid {inst.pid}: its output stays in that process")
+    return read_chunk(inst.log_path, max(0, int(body.get("offset") or 0)), body.get("tail"))
 
 
 def read_chunk(log_path: Path, offset: int, tail: Any) -> dict:

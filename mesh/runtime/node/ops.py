@@ -25,6 +25,7 @@ from ...wire import BODY, MSG_ID, SENDER
 from ..keys import AGENT, CLIENT, NODE, OPERATOR
 from .agent_ops import AgentOps
 from .alerts import Alerts
+from .logs import read_log
 from .replies import DEFER, Replies, Waiter
 from .status import leader_info
 
@@ -161,7 +162,7 @@ def control_ops(node: Node) -> dict[str, Op]:
         "status": Op(partial(_status, node)),
         "down": Op(partial(_down, node), roles=OPERATORS),
         "leader": Op(partial(leader_info, node)),
-        "logs": Op(supervisor.read_log, (Text("name"),)),
+        "logs": Op(partial(read_log, supervisor), (Text("name"),)),
         # the registry and the directory
         "register": Op(registry.register, (Text("name"), Text("endpoint"), Integer("pid"))),
         "unregister": Op(registry.unregister, (Text("name"),)),

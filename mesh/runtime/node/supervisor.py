@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Callable
 
 from ...core.restart import RestartTracker, describe_exit
-from ...errors import ActorNotFound, WireError
 from ...spec import NodeSpec
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
@@ -39,7 +38,7 @@ from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
 from .instance import VERSION, Instance, changed
 from .killswitch import clock, pulled_kill_switch
-from .logs import read_chunk, with_last_error
+from .logs import with_last_error
 from .zygote import AgentProcess, ForkedProcess, Zygote
 
 #: Why an agent stopped by the kill switch is retiring.
@@ -103,16 +102,6 @@ class Supervisor:
     def live(self) -> list[Instance]:
         return [i for i in self.instances.values() if i.proc is not None]
 
-    def read_log(self, body: dict) -> dict:
-        """The ``logs`` op: a chunk of an agent's log (its field ``name`` is checked by the op table)."""
-        name = body["name"]
-        inst = self.instances.get(name)
-        if inst is None:
-            raise ActorNotFound(f"no actor named {name!r} on node {self.name}")
-        if inst.log_path is None:
-            raise WireError(f"{name!r} is embedded in pid {inst.pid}: its output stays in that process")
-        return read_chunk(inst.log_path, max(0, int(body.get("offset") or 0)), body.get("tail"))
-
     # -- starting -----------------------------------------------------------------------------
 
     def start_due(self, now: float) -> None:
@@ -141,8 +130,16 @@ class Supervisor:
 
     def forks(self, inst: Instance) -> bool:
         """Whether ``inst`` starts by fork (else spawned): see the module note."""
-        start = inst.spec.start if inst.spec is not None and inst.spec.start else self.spec.start
+        return self._forks(inst.spec.start if inst.spec is not None and inst.spec.start else self.spec.start)
+
+    def _forks(self, start: str) -> bool:
         return start == "fork" and self.can_fork and self.zygote.usable and become_subreaper()
+
+    def warm_zygote(self) -> None:
+        """Start the zygote now if this node's own agents fork: its start (a fresh interpreter) then
+        overlaps the node's meeting the mesh instead of delaying the first agents."""
+        if any(self._forks(a.start or self.spec.start) for a in self.spec.agents):
+            self.zygote.start()
 
     def _spawn(self, inst: Instance, now: float) -> None:
         spec, log_path = inst.spec, inst.log_path

@@ -123,11 +123,15 @@ class Zygote:
     def usable(self) -> bool:
         return self.deaths < MAX_ZYGOTE_DEATHS
 
+    def start(self) -> None:
+        """Start the zygote unless it runs (it is started on the first fork otherwise)."""
+        if self.popen is None:
+            self._start()
+
     def fork(self, name: str, env: dict[str, str], cwd: str, log: Path, preload: str | None,
              path: list[str]) -> ForkedProcess:
         """Ask for agent ``name`` (its answer arrives later: :meth:`collect`)."""
-        if self.popen is None:
-            self._start()
+        self.start()
         proc = ForkedProcess(name)
         rid = next(self._ids)
         self.pending[rid] = proc
