@@ -11,8 +11,8 @@ asks each ``--join`` address and each member it has heard of for the live
 incarnations they know, with its own origin left out; the first member to answer
 settles it. If a live member holds the node's name elsewhere, :attr:`Gossiper.refused`
 says who and the node must not start; nobody has heard of it. If no member answers
-within ``JOIN_WAIT_S`` the node announces itself anyway (it is the first of a mesh,
-or its seeds are down).
+within ``JOIN_WAIT_S`` the node announces itself anyway (its seeds are down); a node
+without seeds announces itself at once (the first of a mesh: nobody could answer).
 
 Seeds: the node keeps sending a small syn (its own digest entry, marked with the seed's
 address) to every ``--join`` address at which no live member is known, every
@@ -96,7 +96,9 @@ class Gossiper:
         self._ids = iter(range(1, 1 << 62))
         self._next_tick = 0.0
         self._next_join = 0.0
-        self._join_until = self.clock.monotonic() + JOIN_WAIT_S
+        # With no seed nobody could answer: the first node of a mesh announces itself at once (its
+        # leader gathers the nodes started with it before it places anything: see the follower).
+        self._join_until = self.clock.monotonic() + (JOIN_WAIT_S if self.seeds else 0.0)
         self._seed_members: dict[str, str] = {}  # seed address -> the name of the member that answered there
         self.dropped = 0  #: messages not sent: a full queue or an address that cannot be connected to
         #: The peer's name as gossip should know it: ``identify(claimed name, peer)`` -> name. The default

@@ -40,7 +40,7 @@ from ...wire import BODY, KIND, RECIPIENT, SENDER
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
 from ..containment import become_subreaper
-from ..gossiper import GOSSIP_RECIPIENT, Directory, Gossiper, by_key
+from ..gossiper import GOSSIP_RECIPIENT, JOIN_WAIT_S, Directory, Gossiper, by_key
 from ..intents import INTENT_RECIPIENT, NodeIntents
 from ..broadcast import NodeBroadcast, host_of
 from ..leadership import ELECTION_RECIPIENT, NODE_PREFIX, Leadership
@@ -222,6 +222,7 @@ class Node:
                                  clock=clock)
         self.kill_switch = KillSwitch(name, directory, self.supervisor, on_event, clock=clock)
         self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
+        self.follower.gather_until = 0.0 if self.join else clock.monotonic() + JOIN_WAIT_S
         self.supervisor.lease_left = self.follower.lease_left  # each movable agent's watchdog deadline
         keys = getattr(self.transport, "keys", None)
         self.supervisor.agent_keys = agents_keys(keys) if keys is not None else None

@@ -49,6 +49,11 @@ from .supervisor import Supervisor
 log = logging.getLogger("mesh.node")
 
 
+def _movable(agent: object) -> bool:
+    """Whether a declared agent (a node record's form) could be placed on more than one node."""
+    return isinstance(agent, dict) and agent.get("node") is None and agent.get("placement", "spread") != "local"
+
+
 def member_states(directory: Directory) -> dict[str, dict]:
     """Each known node's current incarnation as gossip sees it (a live one before a newer
     dead or departed one of the same name): state and wall-clock last_heard."""
@@ -89,6 +94,10 @@ class Follower:
         self.conducted = 0  #: decisions computed (published or not): with nothing changing, one per CONDUCT_EVERY_S
         self._placed_cache: dict[str, bool] = {}
         self._placed_at = -1  # the instances' VERSION the cache was made at
+        #: Until when (monotonic) this leader places only agents that can run on one node alone (local,
+        #: pinned): a node started without seeds announces itself at once, and the nodes started with
+        #: it join within JOIN_WAIT_S (set by the node; 0.0: no such wait).
+        self.gather_until = 0.0
         self._stamped_with: tuple[str, int] | None = None  # the stamp given to every placed instance, at VERSION
         self._runs: tuple[int, list[str]] = (-1, [])  # runs() at a VERSION
 
@@ -290,6 +299,8 @@ class Follower:
         monotonic = self.clock.monotonic()
         if not self.fence.lease.may_decide(lead.elector.voters, self.fence.ledger.evidence, monotonic):
             return  # a majority of voters may have moved on without this leader: decide nothing
+        if monotonic < self.gather_until and any(_movable(a) for r in records.values() for a in r.get("agents") or ()):
+            return  # a first node just up: the nodes started with it join before what could go anywhere is placed
         now = self.clock.time()
         state_of = {n: m["state"] for n, m in states.items()}
         usable = {n for n, m in states.items() if m["state"] in ("alive", "suspect")
