@@ -385,7 +385,7 @@ def test_a_running_agents_daemon_is_adopted_by_the_agent_and_left_running(start_
 @pytest.mark.both_starts
 def test_an_agent_whose_node_answers_its_start_up_late_waits_and_runs_without_a_restart(start_node, tmp_path):
     # The node is paused (SIGSTOP) while the agent connects, longer than one try of the start-up
-    # ping: the agent keeps waiting for a node that lives, and counts no failure.
+    # request (its registration): the agent keeps waiting for a node that lives, and counts no failure.
     marker = tmp_path / "constructed"
     node = start_node(f'[[agents]]\nname = "late"\nclass = "actors:SlowToConnect"\nplacement = "local"\n'
                       f'restart = "never"\nconfig = {{ marker = "{marker}", delay = 0.5 }}\n', wait=False)
@@ -393,7 +393,7 @@ def test_an_agent_whose_node_answers_its_start_up_late_waits_and_runs_without_a_
     pid = int(marker.read_text())
     os.kill(node.proc.pid, signal.SIGSTOP)
     try:
-        time.sleep(4.5)  # the pause itself is what is tested: one try of the ping waits 3 s
+        time.sleep(4.5)  # the pause itself is what is tested: one try of a start-up request waits 3 s
     finally:
         os.kill(node.proc.pid, signal.SIGCONT)
     running = node.wait_agent("late", lambda a: a["state"] != "starting", timeout=30, what="late to start")
@@ -417,3 +417,28 @@ def test_a_slow_agent_holds_one_place_of_its_wave_not_the_whole_wave(start_node,
                       30, "every fast agent running")
     assert next(a for a in fast["agents"] if a["name"] == "a-slow")["state"] == "starting"  # still in its 6 s
     node.wait_running("a-slow", timeout=30)
+
+
+def test_an_agent_its_node_gave_the_frame_limit_sends_no_start_up_ping(monkeypatch):
+    """The node gives the agents it starts the largest frame it takes (MESH_NODE_MAX_FRAME): the
+    agent learns it without a request (its registration then waits for the node as the ping did);
+    without it, the agent asks, and a node that is not its parent ends the wait at once."""
+    from mesh.errors import NodeUnavailable
+    from mesh.runtime.client import Client
+    from mesh.runtime.nodelink import NODE_MAX_FRAME_ENV, wait_for_node
+
+    address = "tcp://127.0.0.1:9"  # nothing listens there: any request would wait, then fail
+    monkeypatch.setenv("MESH_NODE_PID", "1")  # not this process's parent: the node "is gone"
+    monkeypatch.setenv(NODE_MAX_FRAME_ENV, "65536")
+    client = Client(address, check=False)
+    try:
+        started = time.monotonic()
+        wait_for_node(client, "a")
+        assert time.monotonic() - started < 0.5
+        assert client.limits[address] == 65536
+    finally:
+        client.close()
+    monkeypatch.delenv(NODE_MAX_FRAME_ENV)
+    client = Client(address, check=False)
+    with pytest.raises(NodeUnavailable):
+        wait_for_node(client, "a")  # it asked; no answer, and the node is not its parent

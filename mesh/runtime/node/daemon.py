@@ -224,6 +224,7 @@ class Node:
         self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
         self.follower.gather_until = 0.0 if self.join else clock.monotonic() + JOIN_WAIT_S
         self.supervisor.lease_left = self.follower.lease_left  # each movable agent's watchdog deadline
+        self.supervisor.node_max_frame = self.max_frame  # agents learn it as they start: no start-up ping
         keys = getattr(self.transport, "keys", None)
         self.supervisor.agent_keys = agents_keys(keys) if keys is not None else None
         if keys is not None and self.supervisor.agent_keys == keys.source:

@@ -36,7 +36,7 @@ from ...core import fencing
 from ...core.conductor import SETTLE_S, awaited, conduct
 from ...core.restart import DEFAULT_MAX_RESTARTS, RestartPolicy, RestartTracker
 from ...errors import MeshError
-from ...spec import agent_from_wire
+from ...spec import AgentSpec, agent_from_wire
 from ..clock import REAL_CLOCK, Clock
 from ..gossiper import Directory
 from ..leadership import NODE_PREFIX, Leadership
@@ -98,6 +98,7 @@ class Follower:
         #: pinned): a node started without seeds announces itself at once, and the nodes started with
         #: it join within JOIN_WAIT_S (set by the node; 0.0: no such wait).
         self.gather_until = 0.0
+        self._parsed: tuple[object, tuple[AgentSpec, list[str], str]] | None = None  # the last spec parsed (_place)
         self._stamped_with: tuple[str, int] | None = None  # the stamp given to every placed instance, at VERSION
         self._runs: tuple[int, list[str]] = (-1, [])  # runs() at a VERSION
 
@@ -243,15 +244,19 @@ class Follower:
             self._acted_written = record
 
     def _place(self, replica: str, entry: dict, stamp: str) -> None:
+        wired = entry.get("spec")
         try:
-            agent, path, cwd = agent_from_wire(entry.get("spec"), f"<agent {replica} from {stamp}>")
+            if self._parsed is not None and self._parsed[0] is wired:  # the group's other replicas share it
+                agent, path, cwd = self._parsed[1]
+            else:
+                agent, path, cwd = agent_from_wire(wired, f"<agent {replica} from {stamp}>")
+                self._parsed = (wired, (agent, path, cwd))
         except MeshError as exc:
             if self._spec_problems.get(replica) != str(exc):
                 self._spec_problems[replica] = str(exc)
                 self.on_event(f"cannot run {replica}: {exc}")
             return
-        wired = entry["spec"]  # a dict: agent_from_wire took it
-        why = undeclared(self.directory, self.supervisor.spec, wired, self.leadership.elector.voters)
+        why = undeclared(self.directory, self.supervisor.spec, entry["spec"], self.leadership.elector.voters)
         if why is not None:  # so that no assignment, forged or not, imports code nobody declared
             if self._spec_problems.get(replica) != why:
                 self._spec_problems[replica] = why

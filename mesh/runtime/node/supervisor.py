@@ -61,6 +61,7 @@ class Supervisor:
         #: The process is the node's own: every child that is not an agent is an orphan of a dead agent.
         self.own_process = own_process
         self.enforcer = enforcer  # samples the agents' CPU and memory, throttles and ends them
+        self.node_max_frame = spec.max_message  #: the largest frame the node takes (set by the node)
         self.instances: dict[str, Instance] = {}
         self.stop_deadline: float | None = None  # when the node stops waiting for its agents (monotonic)
         self._queue: list[str] = []
@@ -154,6 +155,7 @@ class Supervisor:
             MESH_AGENT_MAILBOX=str(spec.mailbox),
             MESH_AGENT_MAILBOX_BYTES=str(spec.mailbox_bytes),
             MESH_MAX_FRAME=str(self.spec.max_message),
+            MESH_NODE_MAX_FRAME=str(self.node_max_frame),
             MESH_SUPERVISED="1",
             MESH_NODE_PID=str(os.getpid()),
             PYTHONUNBUFFERED="1",
