@@ -304,8 +304,7 @@ class Follower:
         monotonic = self.clock.monotonic()
         if not self.fence.lease.may_decide(lead.elector.voters, self.fence.ledger.evidence, monotonic):
             return  # a majority of voters may have moved on without this leader: decide nothing
-        if monotonic < self.gather_until and any(_movable(a) for r in records.values() for a in r.get("agents") or ()):
-            return  # a first node just up: the nodes started with it join before what could go anywhere is placed
+        gathering = monotonic < self.gather_until  # a first node just up: see gather_until
         now = self.clock.time()
         state_of = {n: m["state"] for n, m in states.items()}
         usable = {n for n, m in states.items() if m["state"] in ("alive", "suspect")
@@ -320,7 +319,7 @@ class Follower:
         if monotonic - self._led_since < SETTLE_S:  # new in its term: wait for the members it knows
             known = {n for n, m in states.items() if m["state"] == "alive" and n in usable and n != self.name}
             waiting = awaited(known, self._acted_records()[0], lead.term, monotonic - self._led_since)
-        inputs = self._inputs(state_of, usable, waiting)
+        inputs = (*self._inputs(state_of, usable, waiting), gathering)
         if inputs == self._conducted and monotonic < self._conducted_at + CONDUCT_EVERY_S:
             return
         self._conducted, self._conducted_at = inputs, monotonic
@@ -349,6 +348,11 @@ class Follower:
         except (KeyError, TypeError, ValueError) as exc:  # a malformed record from some node
             log.warning("cannot place agents: %s", exc)
             return
+        if gathering:  # what could go anywhere and is placed nowhere yet waits for the nodes started with this one
+            for r in [r for r, e in decision["replicas"].items() if _movable(e["spec"])
+                      and not (isinstance(previous.get(r), dict) and previous[r].get("node"))]:
+                del decision["replicas"][r]
+                decision["unplaced"].pop(r, None)
         # Handoff: a replica given to a node waits (hold) until every other node heard lately let it go,
         # stopping ones too (only a node, one with a record, runs agents).
         heard = {n for n, m in states.items() if m["state"] in ("alive", "suspect")
