@@ -421,14 +421,15 @@ def test_a_slow_agent_holds_one_place_of_its_wave_not_the_whole_wave(start_node,
 
 def test_an_agent_its_node_gave_the_frame_limit_sends_no_start_up_ping(monkeypatch):
     """The node gives the agents it starts the largest frame it takes (MESH_NODE_MAX_FRAME): the
-    agent learns it without a request (its registration then waits for the node as the ping did);
-    without it, the agent asks, and a node that is not its parent ends the wait at once."""
+    agent learns it without a request (its registration then waits for the node as the ping did),
+    and still runs none of its code once the node that started it is gone; without the limit, the
+    agent asks."""
     from mesh.errors import NodeUnavailable
     from mesh.runtime.client import Client
     from mesh.runtime.nodelink import NODE_MAX_FRAME_ENV, wait_for_node
 
     address = "tcp://127.0.0.1:9"  # nothing listens there: any request would wait, then fail
-    monkeypatch.setenv("MESH_NODE_PID", "1")  # not this process's parent: the node "is gone"
+    monkeypatch.setenv("MESH_NODE_PID", str(os.getppid()))  # "the node": this process's parent
     monkeypatch.setenv(NODE_MAX_FRAME_ENV, "65536")
     client = Client(address, check=False)
     try:
@@ -438,6 +439,11 @@ def test_an_agent_its_node_gave_the_frame_limit_sends_no_start_up_ping(monkeypat
         assert client.limits[address] == 65536
     finally:
         client.close()
+    monkeypatch.setenv("MESH_NODE_PID", "1")  # not this process's parent: the node is gone
+    started = time.monotonic()
+    with pytest.raises(NodeUnavailable, match="the node that started it is gone"):
+        wait_for_node(Client(address, check=False), "a")
+    assert time.monotonic() - started < 0.5
     monkeypatch.delenv(NODE_MAX_FRAME_ENV)
     client = Client(address, check=False)
     with pytest.raises(NodeUnavailable):

@@ -23,7 +23,8 @@ its node before running any of its own code (:func:`confirm_first_lease`): the n
 deadline only if its lease held through it (:func:`mesh.core.fencing.renews`).
 
 An agent its node started never gives up on a timer while that node lives: its start-up requests
-(the connect ping, :func:`confirm_first_lease`, registration) retry with a longer wait each time
+(:func:`confirm_first_lease`, registration; the connect ping only where the node did not give its
+frame limit) retry with a longer wait each time
 (:func:`while_node_lives`), checking between tries that the node is still its parent. A loaded
 node that answers late delays the agent; it does not fail it.
 
@@ -338,6 +339,9 @@ def wait_for_node(client: "Client", name: str) -> None:
     together cost their node a thousand requests fewer."""
     given = os.environ.get(NODE_MAX_FRAME_ENV, "")
     if given.isdigit() and int(given) > 0:
+        if not node_lives():  # as the ping would have found: no actor code runs for a node that is gone
+            client.close()
+            raise NodeUnavailable(f"{name}: the node that started it is gone")
         client._learn_node({"max_frame": int(given)})
         return
     try:

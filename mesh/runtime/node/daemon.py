@@ -222,7 +222,7 @@ class Node:
                                  clock=clock)
         self.kill_switch = KillSwitch(name, directory, self.supervisor, on_event, clock=clock)
         self.follower = Follower(name, self.leadership, directory, self.supervisor, on_event, clock=clock)
-        self.follower.gather_until = 0.0 if self.join else clock.monotonic() + JOIN_WAIT_S
+        self.follower.gather_until = 0.0 if self.gossip.seeds else clock.monotonic() + JOIN_WAIT_S
         self.supervisor.lease_left = self.follower.lease_left  # each movable agent's watchdog deadline
         self.supervisor.node_max_frame = self.max_frame  # agents learn it as they start: no start-up ping
         keys = getattr(self.transport, "keys", None)

@@ -348,8 +348,8 @@ class Follower:
         except (KeyError, TypeError, ValueError) as exc:  # a malformed record from some node
             log.warning("cannot place agents: %s", exc)
             return
-        if gathering:  # what could go anywhere and is placed nowhere yet waits for the nodes started with this one
-            for r in [r for r, e in decision["replicas"].items() if _movable(e["spec"])
+        if gathering:  # what could go anywhere, is placed nowhere and runs nowhere waits for the nodes started with it
+            for r in [r for r, e in decision["replicas"].items() if _movable(e["spec"]) and running.get(r) not in usable
                       and not (isinstance(previous.get(r), dict) and previous[r].get("node"))]:
                 del decision["replicas"][r]
                 decision["unplaced"].pop(r, None)
