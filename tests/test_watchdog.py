@@ -16,7 +16,7 @@ import mesh
 
 from conftest import wait_until
 from mesh.core.fencing import FENCE_GRACE_S, LEASE_S
-from test_leader import all_running, psutil_alive, start_mesh
+from test_leader import all_running, psutil_alive, spread_over, start_mesh
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -27,7 +27,8 @@ MARGIN_S = 1.5
 def test_a_paused_nodes_movable_agents_stop_themselves_in_time_and_run_again_once_it_is_back(start_node):
     nodes = start_mesh(start_node, 3, replicas=3)
     expected = {"w.0", "w.1", "w.2", "pinned-b", "pinned-c"}
-    before = wait_until(lambda: all_running(nodes, expected), 30, "every agent running once")
+    # Settled: the first node places w once the nodes started with it joined, or spreads it to them later.
+    before = wait_until(lambda: spread_over(all_running(nodes, expected), 3), 45, "every agent running once, spread")
     victim = nodes[1]  # node b: one replica of w, and pinned-b
     movable = [pid for r, v in before.items() for node, pid in v if node == "b" and r.startswith("w.")]
     pinned = before["pinned-b"][0][1]
@@ -86,7 +87,7 @@ def test_a_node_gives_a_new_deadline_only_to_its_own_agent_and_only_if_its_lease
         start_node):
     nodes = start_mesh(start_node, 3, replicas=3)
     expected = {"w.0", "w.1", "w.2", "pinned-b", "pinned-c"}
-    running = wait_until(lambda: all_running(nodes, expected), 30, "every agent running once")
+    running = wait_until(lambda: spread_over(all_running(nodes, expected), 3), 45, "every agent running once, spread")
     b = nodes[1]
     replica, = [r for r, v in running.items() if r.startswith("w.") and v[0][0] == "b"]
     pid = running[replica][0][1]
