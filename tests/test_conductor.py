@@ -121,3 +121,15 @@ def test_while_a_new_leader_waits_it_moves_nothing_and_places_what_runs_nowhere(
     # A node it does not count on and does not wait for (dead, or silent too long) is no reason to stay.
     gone = conduct(specs, ALIVE, {"a", "b"}, previous, {"w.0": "a", "w.1": "a"}, waiting={"b"})["replicas"]
     assert gone["x"]["node"] in ("a", "b") and gone["w.1"]["node"] == "a"
+
+
+def test_a_gathering_leader_places_only_what_can_run_on_one_node_and_keeps_what_has_a_node():
+    specs = {"a": [agent("here", placement="local"), agent("pinned", node="b"), agent("w", 2), agent("kept")],
+             "b": [], "c": []}
+    usable = {"a", "b", "c"}
+    previous = {"kept": {"node": "c", "group": "kept", "home": "a", "spec": agent("kept")}}
+    d = conduct(specs, ALIVE, usable, previous, {"w.1": "b"}, gathering=True)
+    assert {r: e["node"] for r, e in d["replicas"].items()} == {"here": "a", "pinned": "b", "w.1": "b", "kept": "c"}
+    assert "w.0" not in d["unplaced"]  # not refused: not decided yet
+    after = conduct(specs, ALIVE, usable, d["replicas"], {"w.1": "b"})["replicas"]
+    assert after["w.0"]["node"] in {"a", "c"} and after["w.1"]["node"] == "b"

@@ -33,6 +33,11 @@ Rules:
   a directory not in yet, a node heard late) does not shuffle agents it would put back
   a second later, and a member that never catches up (dead, cut off) holds nothing
   up for longer than ``SETTLE_S``.
+* A first node's leader (a node started without seeds announces itself at once) first
+  ``gathering``: for the join wait it places only what can run on one node alone (``local``,
+  pinned) and keeps what already has a usable node (in ``previous`` or running); a replica
+  that could go anywhere and has none yet waits (left out of the decision), so the nodes
+  started with it have joined before spread agents are placed.
 """
 
 from __future__ import annotations
@@ -64,11 +69,12 @@ def _of_term(done: object, term: int) -> bool:
 
 def conduct(specs: dict[str, list[dict[str, Any]]], states: dict[str, str], usable: set[str], previous: dict[str, Any],
             running: dict[str, str], supply: dict[str, tuple[float, float]] | None = None,
-            waiting: Collection[str] = ()) -> dict[str, Any]:
+            waiting: Collection[str] = (), gathering: bool = False) -> dict[str, Any]:
     """Return ``{"replicas": {replica: entry}, "unplaced": {replica: why}, "conflicts": [why]}``.
 
     ``waiting``: the members a new leader still waits for (:func:`awaited`): while there are
-    any, nothing moves. ``previous`` holds gossiped values as they came (Any): a malformed one
+    any, nothing moves; ``gathering``: a first node's leader still gathers (see the module note).
+    ``previous`` holds gossiped values as they came (Any): a malformed one
     raises KeyError, TypeError or ValueError, which the caller takes for a malformed record."""
     supply = supply or {}
     groups: dict[str, tuple[str, dict[str, Any]]] = {}  # group -> (home, agent spec)
@@ -115,7 +121,10 @@ def conduct(specs: dict[str, list[dict[str, Any]]], states: dict[str, str], usab
 
     replicas: dict[str, dict[str, Any]] = {}
     for name, (home, agent) in groups.items():
+        anywhere = agent.get("node") is None and agent.get("placement", "spread") != "local"
         for r in _replica_names(agent):
+            if gathering and anywhere and r not in current:
+                continue  # placed once the nodes started with the leader's have joined
             node = stay.get(r) or p.assignment.get(r)
             placed: dict[str, Any] = {"node": node, "group": name, "home": home, "spec": agent}
             where = running.get(r)

@@ -261,8 +261,7 @@ class Node:
             except ValueError:  # not the main thread: the caller stops us with request_stop()
                 pass
         try:
-            if self.own_process:
-                self.supervisor.warm_zygote()  # its start overlaps the meeting
+            self.supervisor.warm_zygote()  # its start overlaps the meeting (a node of its own process only)
             if self._meet_the_mesh():
                 if self.own_process:
                     become_subreaper()  # what a dying agent leaves behind is re-parented here, and ended (sweep)

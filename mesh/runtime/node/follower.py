@@ -49,11 +49,6 @@ from .supervisor import Supervisor
 log = logging.getLogger("mesh.node")
 
 
-def _movable(agent: object) -> bool:
-    """Whether a declared agent (a node record's form) could be placed on more than one node."""
-    return isinstance(agent, dict) and agent.get("node") is None and agent.get("placement", "spread") != "local"
-
-
 def member_states(directory: Directory) -> dict[str, dict]:
     """Each known node's current incarnation as gossip sees it (a live one before a newer
     dead or departed one of the same name): state and wall-clock last_heard."""
@@ -344,15 +339,10 @@ class Follower:
                 cap = r.get("capacity")
                 if isinstance(cap, dict) and isinstance(cap.get("cpu"), (int, float)) and isinstance(cap.get("memory"), int):
                     supply[n] = (float(cap["cpu"]), cap["memory"])
-            decision = conduct(specs, state_of, usable, previous, running, supply, waiting)
+            decision = conduct(specs, state_of, usable, previous, running, supply, waiting, gathering)
         except (KeyError, TypeError, ValueError) as exc:  # a malformed record from some node
             log.warning("cannot place agents: %s", exc)
             return
-        if gathering:  # what could go anywhere, is placed nowhere and runs nowhere waits for the nodes started with it
-            for r in [r for r, e in decision["replicas"].items() if _movable(e["spec"]) and running.get(r) not in usable
-                      and not (isinstance(previous.get(r), dict) and previous[r].get("node"))]:
-                del decision["replicas"][r]
-                decision["unplaced"].pop(r, None)
         # Handoff: a replica given to a node waits (hold) until every other node heard lately let it go,
         # stopping ones too (only a node, one with a record, runs agents).
         heard = {n for n, m in states.items() if m["state"] in ("alive", "suspect")
