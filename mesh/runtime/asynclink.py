@@ -31,7 +31,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
 from ..errors import ActorDied, AskTimeout, MailboxFull, from_wire
-from ..wire import BODY, CORR_ID, KIND
+from ..wire import BODY, CORR_ID, KIND, decode_one
 from .channel import _close_dropped
 from .sockets import async_channel_socket
 from .transport import Unreachable, frames_within
@@ -55,13 +55,22 @@ class AsyncLink:
         if transport.scheme != "tcp":
             raise NotImplementedError(f"the asyncio forms (ask_async, tell_async, control_async) run on the ZeroMQ "
                                       f"transport only, not on {transport!r}: use the blocking forms there")
-        frame = max(client.limits.get(endpoint, client.max_frame_bytes), client.max_frame_bytes)
+        # The send queue holds send_bytes at most: as many frames as fit of the largest this link
+        # has sent so far (client.hwm while all are small), lowered when a larger one goes out
+        # (libzmq applies a new SNDHWM to the open pipe). Sized for the largest frame the peer
+        # accepts, 4 MiB by default, it held 8 frames, and 100 asks in flight stalled on it.
+        self.send_bytes = client.send_bytes
+        self.most = client.hwm
+        self.largest = max(1, self.send_bytes // max(1, self.most))  # sends up to this size change nothing
         # The monitor reports only events that happen once per connection (see
         # sockets.ASYNC_CHANNEL_EVENTS): a dead peer is found by DISCONNECTED, a stale address
         # by ActorRef._link, which never reuses an address whose link died.
-        sock, self.monitor = async_channel_socket(endpoint, hwm=frames_within(client.send_bytes, frame, client.hwm),
+        # The receive queue: as many answers as fit of the largest the link accepts.
+        frame = max(client.limits.get(endpoint, client.max_frame_bytes), client.max_frame_bytes)
+        sock, self.monitor = async_channel_socket(endpoint, hwm=frames_within(self.send_bytes, self.largest, self.most),
                                                   max_bytes=client.max_frame_bytes, linger_ms=1000,
-                                                  keys=getattr(transport, "keys", None))
+                                                  keys=getattr(transport, "keys", None),
+                                                  rcvhwm=frames_within(self.send_bytes, frame, self.most))
         self.connected = False
         self.sock = sock
         self.endpoint = endpoint
@@ -72,6 +81,7 @@ class AsyncLink:
         self._expiry: asyncio.TimerHandle | None = None  # armed for the earliest deadline
         self._expiry_at = _NEVER
         self._room: list[asyncio.Future[None]] = []  # senders waiting for the queue to have room
+        self._look_soon = False  # a look at the socket's events is due at the loop's next turn
         self.dead = False
         self.loop = asyncio.get_running_loop()
         self._fds = (int(sock.getsockopt(zmq.FD)), int(self.monitor.getsockopt(zmq.FD)))
@@ -109,15 +119,31 @@ class AsyncLink:
             except RuntimeError:  # the loop closed meanwhile
                 pass
 
-    async def send(self, frame: bytes) -> None:
+    def _larger(self, size: int) -> None:
+        """A frame of ``size`` bytes, larger than any before, is about to go: fewer fit in send_bytes."""
+        self.largest = size
+        try:
+            self.sock.setsockopt(zmq.SNDHWM, frames_within(self.send_bytes, size, self.most))
+        except zmq.ZMQError:  # closed meanwhile: the send says so
+            pass
+
+    def _sent(self, frame: bytes) -> bool:
+        """Queue ``frame`` now if there is room (True), else False: the caller waits for room."""
+        if len(frame) > self.largest:
+            self._larger(len(frame))
         try:
             self.sock.send(frame, _NOBLOCK)
+            return True
         except zmq.Again:
-            await self._send_when_room(frame)
+            return False
         except zmq.ZMQError:
             if self.sock.closed:
                 raise ActorDied("the link closed") from None
             raise
+
+    async def send(self, frame: bytes) -> None:
+        if not self._sent(frame):
+            await self._send_when_room(frame)
         self._ready()  # a send may take the edge of the socket's descriptor: look at its events now
 
     async def _send_when_room(self, frame: bytes) -> None:
@@ -152,7 +178,15 @@ class AsyncLink:
         waiting = self.waiting
         waiting[msg_id] = fut
         try:
-            await self.send(frame)
+            if not self._sent(frame):  # self.send(frame) without its coroutine (the message path)
+                await self._send_when_room(frame)
+            # A send may take the edge of the socket's descriptor: look at its events, now if this
+            # is the only request out, else once at the loop's next turn for all sent in this one.
+            if len(waiting) == 1:
+                self._ready()
+            elif not self._look_soon:
+                self._look_soon = True
+                loop.call_soon(self._look)
             deadline = loop.time() + timeout
             deadlines = self._deadlines
             if len(deadlines) > 2 * len(waiting) + 64:  # mostly answered asks: keep it bounded
@@ -190,6 +224,10 @@ class AsyncLink:
         if deadlines:
             self._arm(deadlines[0][0])
 
+    def _look(self) -> None:
+        self._look_soon = False
+        self._ready()
+
     def _ready(self) -> None:
         """Read every reply waiting on the socket; wake senders waiting for room."""
         sock = self.sock
@@ -201,16 +239,15 @@ class AsyncLink:
                 if events & _POLLIN:
                     frame = sock.recv(_NOBLOCK)
                     try:
-                        envelopes = wire.decode(frame, max_bytes)
+                        env = decode_one(frame, max_bytes)  # answers are never batched
                     except Exception:
                         continue
-                    for env in envelopes:
-                        fut = waiting.get(env[CORR_ID])
-                        if fut is not None and not fut.done():
-                            if env[KIND] == _REPLY:
-                                fut.set_result(env[BODY])
-                            else:
-                                fut.set_exception(from_wire(env[BODY]))
+                    fut = waiting.get(env[CORR_ID])
+                    if fut is not None and not fut.done():
+                        if env[KIND] == _REPLY:
+                            fut.set_result(env[BODY])
+                        else:
+                            fut.set_exception(from_wire(env[BODY]))
                     continue
                 if events & _POLLOUT and self._room:
                     for room in self._room:

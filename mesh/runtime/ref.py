@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Coroutine, Protocol
 
 from .. import wire
 from ..errors import ActorDied, ActorNotFound, AskTimeout, DeadlockDetected
@@ -32,6 +32,7 @@ TRACED = tracing.ENABLED  #: OpenTelemetry is installed: a message sent under a 
 _active = tracing.active
 
 _perf = time.perf_counter
+_running_loop = asyncio.get_running_loop
 
 if TYPE_CHECKING:  # pragma: no cover
     from .asynclink import AsyncLink
@@ -58,7 +59,7 @@ class ActorRef:
     Messages from one sender to one actor arrive in the order they were sent.
     """
 
-    __slots__ = ("name", "_client", "_ch", "_what", "_group")
+    __slots__ = ("name", "_client", "_ch", "_what", "_group", "_alink")
 
     def __init__(self, name: str, client: Client):
         self.name = name
@@ -66,6 +67,7 @@ class ActorRef:
         self._ch: Link | None = None
         self._what = f"actor {name!r}"  # for error messages, made once
         self._group = False  # the name is a replica group's: each message picks a replica
+        self._alink: AsyncLink | None = None  # the asyncio link the last ask_async went over
 
     def __repr__(self) -> str:
         return f"ActorRef({self.name!r})"
@@ -307,12 +309,17 @@ class ActorRef:
             link = client._alink(endpoint)
         await link.send(frame)
 
-    async def ask_async(self, message: object, timeout: float = 5.0) -> object:
-        """``ask`` for asyncio code: many asks may be in flight at once."""
+    def ask_async(self, message: object, timeout: float = 5.0) -> Coroutine[Any, Any, object]:
+        """``ask`` for asyncio code: many asks may be in flight at once. Returns a coroutine
+        (``await ref.ask_async(m)``, or a task of it), whose await is the ask itself: no
+        coroutine wraps it (this is the message path)."""
         if TRACED and _active():
-            with tracing.sending(self.name, ask=True) as traceparent:
-                return await self._ask_async(message, timeout, traceparent)
-        return await self._ask_async(message, timeout, None)
+            return self._ask_traced_async(message, timeout)
+        return self._ask_async(message, timeout, None)
+
+    async def _ask_traced_async(self, message: object, timeout: float) -> object:
+        with tracing.sending(self.name, ask=True) as traceparent:
+            return await self._ask_async(message, timeout, traceparent)
 
     async def _ask_async(self, message: object, timeout: float, traceparent: str | None) -> object:
         client = self._client
@@ -323,9 +330,16 @@ class ActorRef:
                      wire.encode_traced(_ASK, msg_id, client.name, self.name, message, [], traceparent))
         else:
             frame = _ask_from_handler(server, msg_id, client.name, self.name, message, traceparent)
-        link = await self._link()
-        if self._group:
-            return await self._ask_group_async(frame, msg_id, timeout)
+        link = self._alink
+        # The link of the last ask, while it still is what _link would give: alive, on this
+        # event loop, and the client still lists the actor there (one coroutine fewer per ask).
+        if (link is None or link.dead or link.loop is not _running_loop()
+                or client._endpoints.get(self.name) != link.endpoint or self._group
+                or self.name in client._groups.names):
+            link = await self._link()
+            if self._group:
+                return await self._ask_group_async(frame, msg_id, timeout)
+            self._alink = link
         try:
             try:
                 return await link.request(frame, msg_id, timeout, self._what)
