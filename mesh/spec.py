@@ -11,6 +11,8 @@ A spec has two parts, both optional::
     start = "fork"                    # how agents' processes start: "fork" (from the node's
                                       # zygote) or "spawn" (a fresh interpreter each); per agent too
     wave_size = 4                     # agents started at once (default: 100 forked, 4 spawned)
+    agent_nice = 10                   # agents run this much nicer than the node (0-19): the
+                                      # node's leases and heartbeats come first
     wave_timeout = "10s"              # seconds to wait for a wave to register
     stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
     max_message = "4MiB"              # bytes, the largest frame the node accepts
@@ -136,8 +138,8 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 
-_NODE_KEYS = ("name", "listen", "path", "start", "wave_size", "wave_timeout", "stop_timeout", "max_message", "voter",
-              "election_timeout_min", "election_timeout_max", "heartbeat", "capacity", "keys",
+_NODE_KEYS = ("name", "listen", "path", "start", "wave_size", "agent_nice", "wave_timeout", "stop_timeout",
+              "max_message", "voter", "election_timeout_min", "election_timeout_max", "heartbeat", "capacity", "keys",
               "metrics")
 PLACEMENTS = ("spread", "pack", "local")
 #: How an agent's process starts: forked from its node's zygote, or a fresh interpreter.
@@ -221,6 +223,9 @@ class NodeSpec:
     path: tuple[str, ...] = ()  #: absolute folders added to sys.path for agent imports
     start: str = "fork"  #: how agents' processes start by default: one of STARTS
     wave_size: int | None = None  #: agents started at once; None: by how they start (see the supervisor)
+    #: How much nicer (lower CPU priority) than the node its agents run: the node's control loop
+    #: (leases, heartbeats, gossip) gets the CPU first, the agents all it does not use.
+    agent_nice: int = 10
     wave_timeout: float = 10.0  #: seconds to wait for a wave to register
     stop_timeout: float = 5.0  #: seconds a graceful stop may take before SIGKILL
     max_message: int = 4 * 1024 * 1024  #: bytes
@@ -511,6 +516,8 @@ def parse_spec(data: dict[str, Any], file: str = "<spec>", base_dir: str | None 
         kwargs["start"] = _parse_start(node["start"], "node.start", check)
     if "wave_size" in node:
         kwargs["wave_size"] = check.integer(node["wave_size"], "node.wave_size", low=1)
+    if "agent_nice" in node:
+        kwargs["agent_nice"] = check.integer(node["agent_nice"], "node.agent_nice", low=0, high=19)
     if "wave_timeout" in node:
         kwargs["wave_timeout"] = check.duration(node["wave_timeout"], "node.wave_timeout", positive=True)
     if "stop_timeout" in node:

@@ -155,7 +155,10 @@ def _become_agent(request: dict[str, Any], node_pid: int, requests: int, replies
                   go_r: int) -> None:
     os.close(requests)
     os.close(replies)
-    os.setsid()  # a session and process group of its own, before the node may signal the group
+    # A process group of its own, before the node may signal the group; in the node's session, so
+    # that the kernel's autogroup counts it with its node, not as a session that weighs as much as
+    # the node and all its other agents together (see README, "Agents' priority").
+    os.setpgid(0, 0)
     os.write(pid_w, str(os.getpid()).encode())
     os.close(pid_w)
     go = os.read(go_r, 1)  # the node has the pid (and the intermediate is gone)

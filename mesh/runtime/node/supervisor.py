@@ -39,7 +39,7 @@ from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
 from .instance import VERSION, Instance, changed
 from .killswitch import clock, pulled_kill_switch
 from .logs import with_last_error
-from .zygote import AgentProcess, ForkedProcess, Zygote
+from .zygote import AgentProcess, ForkedProcess, Zygote, run_nicer
 
 #: Why an agent stopped by the kill switch is retiring.
 KILL_SWITCH = "kill switch"
@@ -74,7 +74,7 @@ class Supervisor:
         #: The agents' secret certificate (set by the node when it has keys): agents get its path,
         #: never the secret itself, so nothing secret is on a command line or in an environment.
         self.agent_keys: Path | None = None
-        self.zygote = Zygote(logs_dir / "$zygote.log", spec.base_dir, on_event)
+        self.zygote = Zygote(logs_dir / "$zygote.log", spec.base_dir, on_event, spec.agent_nice)
         #: Agents may fork: they are re-parented to this process (a subreaper of its own, Linux).
         self.can_fork = own_process and hasattr(os, "fork") and sys.platform.startswith("linux")
 
@@ -180,7 +180,8 @@ class Supervisor:
             else:
                 inst.proc = subprocess.Popen([sys.executable, "-m", "mesh.runtime.agent"], stdin=subprocess.DEVNULL,
                                              stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                             start_new_session=True)
+                                             process_group=0)  # the node's session: see the zygote's setpgid
+                run_nicer(inst.proc.pid, self.spec.agent_nice)
         inst.pid = inst.proc.pid  # None until the zygote answers: collect_forks
         if inst.pid is not None:
             self.enforcer.track(inst.name, inst.pid, spec.budget_cpu, spec.budget_memory)

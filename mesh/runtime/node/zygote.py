@@ -101,13 +101,27 @@ class ForkedProcess:
                 pass
 
 
+def run_nicer(pid: int, by: int) -> None:
+    """Lower process ``pid``'s CPU priority to ``by`` nicer than this process's (at most 19).
+
+    A node's agents (and its zygote, whose forks inherit it) run nicer than the node, so that the
+    node's control loop gets the CPU first, also when hundreds of agents start at once."""
+    if by <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + by))
+    except OSError:  # gone already: nothing to lower
+        pass
+
+
 class Zygote:
     """The node's zygote: started on the first fork, and again after it died."""
 
-    def __init__(self, log_path: Path, cwd: str, on_event: Callable[[str], None]):
+    def __init__(self, log_path: Path, cwd: str, on_event: Callable[[str], None], nice: int = 0):
         self.log_path = log_path
         self.cwd = cwd
         self.on_event = on_event
+        self.nice = nice  #: how much nicer than the node the zygote, and so every agent it forks, runs
         self.popen: subprocess.Popen | None = None
         self.pending: dict[int, ForkedProcess] = {}  # request id -> the fork it asked for
         self.deaths = 0  #: zygotes that died in a row without forking anything
@@ -202,7 +216,8 @@ class Zygote:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen([sys.executable, "-m", "mesh.runtime.zygote"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.cwd,
-                                          start_new_session=True)
+                                          process_group=0)  # the node's session: see the zygote's setpgid
+        run_nicer(self.popen.pid, self.nice)
         assert self.popen.stdin is not None and self.popen.stdout is not None
         os.set_blocking(self.popen.stdin.fileno(), False)
         os.set_blocking(self.popen.stdout.fileno(), False)
