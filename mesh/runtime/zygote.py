@@ -4,7 +4,10 @@ An agent started as a fresh interpreter (``python -m mesh.runtime.agent``) spend
 CPU importing and holds some 16 MB of its own. Forked from a process that already imported mesh
 (and, for agents whose spec says ``preload = true``, their modules) and froze its heap
 (``gc.freeze()``: the collector never writes to those objects, so their pages stay shared), an
-agent starts in a few milliseconds and owns a few MB. The node starts the zygote as
+agent starts in a few milliseconds and owns a few MB. Before it freezes, the zygote takes every
+free block of the memory pools it has partly used (:func:`_fill_free_blocks`), so that an agent's
+new objects are packed into pages of its own, not one here and one there into pages it shares
+(each such write copies a whole page). The node starts the zygote as
 ``python -m mesh.runtime.zygote`` (:mod:`mesh.runtime.node.zygote` is its side) and talks to it
 over its stdin and stdout, one JSON object a line each way.
 
@@ -89,8 +92,58 @@ def _preload(module: str, path: list[str]) -> str | None:
     finally:
         sys.path[:] = saved
     gc.collect()
+    _fill_free_blocks()
     gc.freeze()
     return None
+
+
+_FILLED: list[list[object]] = []
+
+
+def _pool_stats() -> dict[int, tuple[int, int]]:
+    """pymalloc's blocks in use and free blocks in its partly used pools, by block size
+    (``sys._debugmallocstats``, CPython's own report)."""
+    import tempfile
+
+    if not hasattr(sys, "_debugmallocstats"):  # not CPython: nothing to fill
+        return {}
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    stats: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()  # class, size, num pools, blocks in use, avail blocks
+        if len(parts) == 5 and all(p.isdigit() for p in parts):
+            stats[int(parts[1])] = (int(parts[3]), int(parts[4]))
+    return stats
+
+
+def _fill_free_blocks() -> None:
+    """Take every free block of the pools the zygote has partly used, and malloc's free chunks back
+    to the system: an agent's new objects then go to pools and pages of their own, packed, instead
+    of one here and one there into pages it shares with the zygote (each write copies a page)."""
+    free = {size: avail for size, (_, avail) in _pool_stats().items()}
+    filler: list[object] = [None] * sum(free.values())  # its own array first, once
+    _FILLED.append(filler)  # kept (and frozen) for good: a filler freed would free its block again
+    i = 0
+    for size, count in free.items():
+        for _ in range(count):
+            # object(): 16 bytes; a float: 24; a bytes object of n bytes: 33 + n
+            filler[i] = object() if size <= 16 else float(i) if size <= 32 else bytes(size - 33)
+            i += 1
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # no glibc: nothing to give back this way
+        pass
 
 
 class _Fork:
@@ -217,6 +270,7 @@ def serve(node_pid: int) -> bool:
     for module in PRELOAD:
         importlib.import_module(module)
     gc.collect()
+    _fill_free_blocks()
     gc.freeze()
     _reply(replies, {"ready": os.getpid()})
     for lines in _lines(requests):
