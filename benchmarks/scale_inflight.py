@@ -3,7 +3,9 @@
     python benchmarks/scale_inflight.py            # a table
     python benchmarks/scale_inflight.py --json     # one JSON object
 
-mesh: one node on loopback with ten echo agents (``bench_actors:Echo``); an asyncio client
+mesh: one node on loopback with ten echo agents (``bench_actors:Echo``; ``agent_nice = 0``, as
+nice as the raw echoes: by default agents run 10 nicer than their node, see the README, and then
+lose the CPU to this client whenever both are busy); an asyncio client
 (``mesh.connect``) runs K coroutines that each ``await ref.ask_async(body)`` in turn, so K asks
 are in flight, to one agent or spread over the ten.
 raw: the same echo in plain pyzmq, a ROUTER per echo process (``benchmarks/latency.py``'s:
@@ -181,7 +183,9 @@ def start_node(tmp: Path, agents: int) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
     spec = tmp / "inflight.toml"
-    spec.write_text(f'[node]\nname = "inflight"\nlisten = "{address}"\npath = ["{HERE}"]\n\n'
+    # agent_nice = 0: the echo agents as nice as the raw echo processes and this client (by default
+    # agents run 10 nicer than their node, and a busy client on the same 2 cores then outruns them).
+    spec.write_text(f'[node]\nname = "inflight"\nlisten = "{address}"\npath = ["{HERE}"]\nagent_nice = 0\n\n'
                     f'[[agents]]\nname = "e"\nclass = "bench_actors:Echo"\nreplicas = {agents}\nmailbox = 10000\n')
     env = dict(os.environ, MESH_HOME=str(tmp / "home"), MESH_NO_LIVE="1", MESH_LOG_LEVEL="WARNING")
     env.pop("MESH_KEYS", None)
