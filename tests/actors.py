@@ -603,3 +603,39 @@ class AsyncPatient(mesh.Actor):
             self.last = {"cancelled": False, "after": time.monotonic() - started}
             return "done"
         return {"last": self.last, "pid": os.getpid()}
+
+
+class TwoChildren(mesh.Actor):
+    """Busy itself, with a busy child in its process group and one in a session of its own."""
+
+    def on_start(self):
+        import subprocess
+        import sys
+        import threading
+
+        threading.Thread(target=self._burn, daemon=True).start()
+        self.grouped = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        self.apart = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+
+    @staticmethod
+    def _burn():
+        x = 0
+        while True:
+            x += 1
+
+    def on_message(self, message):
+        return {"pid": os.getpid(), "grouped": self.grouped.pid, "apart": self.apart.pid}
+
+
+class TtyProbe(mesh.Actor):
+    """Says what opening /dev/tty does here: "opened", or the error's name."""
+
+    def on_message(self, message):
+        import errno
+
+        try:
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        except OSError as exc:
+            return errno.errorcode.get(exc.errno, str(exc.errno))
+        os.close(fd)
+        return "opened"

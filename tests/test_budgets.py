@@ -116,6 +116,22 @@ def test_no_agent_is_left_stopped_when_the_node_is_sigkilled(start_node):
     assert alive == [], [(p.pid, p.status()) for p in alive]
 
 
+@pytest.mark.both_starts
+def test_a_throttled_agent_whose_node_is_sigkilled_ends_its_tree_a_setsid_child_too(start_node):
+    """Agents run in the node's session: when the node dies, a throttled agent's group is orphaned
+    with stopped processes in it, and the kernel sends it SIGHUP then SIGCONT. The agent survives
+    the SIGHUP and stops as for any death of its node, ending its tree: its child in a session of
+    its own (stopped by the throttle too) is not left stopped."""
+    node = start_node('[[agents]]\nname = "busy"\nclass = "actors:TwoChildren"\nbudget = { cpu = 0.05 }\n')
+    info = node.client().actor("busy").ask({}, timeout=5)
+    procs = [psutil.Process(info[k]) for k in ("pid", "grouped", "apart")]
+    wait_until(lambda: all(p.status() == psutil.STATUS_STOPPED for p in procs), 10, "the agent stopped by the throttle")
+    node.proc.send_signal(signal.SIGKILL)
+    node.proc.wait()
+    gone, alive = psutil.wait_procs(procs, timeout=15)
+    assert alive == [], [(p.pid, p.status()) for p in alive]
+
+
 def test_a_spec_whose_budgets_exceed_the_capacity_is_refused(tmp_path, mesh_home):
     spec = tmp_path / "big.toml"
     spec.write_text('[node]\nname = "small"\nlisten = "tcp://127.0.0.1:7799"\ncapacity = { cpu = 1.0, memory = "1GB" }\n'

@@ -5,7 +5,9 @@ The process then runs the public ``mesh.serve``, like any embedding script.
 
 Before any user code runs, the process makes itself the subreaper of its descendants
 (:mod:`mesh.runtime.containment`): whatever it starts stays in its process tree, even in a
-session of its own, and dies with it.
+session of its own, and dies with it. It also gives up the terminal of its node's session and
+survives the SIGHUP its orphaned group gets when its node dies (see ``leave_terminal`` and
+``survive_hangup`` there).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .containment import become_subreaper, end_own_tree, kill_descendants
+from .containment import become_subreaper, end_own_tree, kill_descendants, leave_terminal, survive_hangup
 
 
 def load_class(target: str, path: list[str]) -> Callable[..., Any]:
@@ -38,6 +40,8 @@ def load_class(target: str, path: list[str]) -> Callable[..., Any]:
 def main() -> None:
     name = os.environ["MESH_AGENT_NAME"]
     become_subreaper()
+    leave_terminal()
+    survive_hangup()
     logging.basicConfig(
         level=os.environ.get("MESH_LOG_LEVEL", "INFO"),
         stream=sys.stderr,

@@ -55,22 +55,13 @@ class AsyncLink:
         if transport.scheme != "tcp":
             raise NotImplementedError(f"the asyncio forms (ask_async, tell_async, control_async) run on the ZeroMQ "
                                       f"transport only, not on {transport!r}: use the blocking forms there")
-        # The send queue holds send_bytes at most: as many frames as fit of the largest this link
-        # has sent so far (client.hwm while all are small), lowered when a larger one goes out
-        # (libzmq applies a new SNDHWM to the open pipe). Sized for the largest frame the peer
-        # accepts, 4 MiB by default, it held 8 frames, and 100 asks in flight stalled on it.
-        self.send_bytes = client.send_bytes
-        self.most = client.hwm
-        self.largest = max(1, self.send_bytes // max(1, self.most))  # sends up to this size change nothing
+        frame = max(client.limits.get(endpoint, client.max_frame_bytes), client.max_frame_bytes)
         # The monitor reports only events that happen once per connection (see
         # sockets.ASYNC_CHANNEL_EVENTS): a dead peer is found by DISCONNECTED, a stale address
         # by ActorRef._link, which never reuses an address whose link died.
-        # The receive queue: as many answers as fit of the largest the link accepts.
-        frame = max(client.limits.get(endpoint, client.max_frame_bytes), client.max_frame_bytes)
-        sock, self.monitor = async_channel_socket(endpoint, hwm=frames_within(self.send_bytes, self.largest, self.most),
+        sock, self.monitor = async_channel_socket(endpoint, hwm=frames_within(client.send_bytes, frame, client.hwm),
                                                   max_bytes=client.max_frame_bytes, linger_ms=1000,
-                                                  keys=getattr(transport, "keys", None),
-                                                  rcvhwm=frames_within(self.send_bytes, frame, self.most))
+                                                  keys=getattr(transport, "keys", None))
         self.connected = False
         self.sock = sock
         self.endpoint = endpoint
@@ -119,18 +110,8 @@ class AsyncLink:
             except RuntimeError:  # the loop closed meanwhile
                 pass
 
-    def _larger(self, size: int) -> None:
-        """A frame of ``size`` bytes, larger than any before, is about to go: fewer fit in send_bytes."""
-        self.largest = size
-        try:
-            self.sock.setsockopt(zmq.SNDHWM, frames_within(self.send_bytes, size, self.most))
-        except zmq.ZMQError:  # closed meanwhile: the send says so
-            pass
-
     def _sent(self, frame: bytes) -> bool:
         """Queue ``frame`` now if there is room (True), else False: the caller waits for room."""
-        if len(frame) > self.largest:
-            self._larger(len(frame))
         try:
             self.sock.send(frame, _NOBLOCK)
             return True

@@ -1,6 +1,6 @@
 """Enforcing agents' CPU and memory budgets with psutil: the node's sampling thread.
 
-Every agent runs in its own session and process group (its pgid is its pid), so
+Every agent runs in its own process group (its pgid is its pid), so
 "the agent" is its whole process tree, children included.
 
 * Sampling: every ``SAMPLE_S`` (0.1 s) for an agent with a budget, every

@@ -197,3 +197,41 @@ def sweep_orphans(keep: set[int]) -> list[int]:
 
 
 __all__ = ["become_subreaper", "children", "descendants", "kill_descendants", "end_own_tree", "sweep_orphans"]
+
+
+# -- in the node's session ----------------------------------------------------------------------
+# An agent runs in its node's session, in a process group of its own (so that the kernel's
+# autogroup weighs it with its node: README, "Agents' priority"). Two things a session of its own
+# gave it for free are made here, first thing in the agent.
+
+
+def leave_terminal() -> None:
+    """Give up the controlling terminal of the node's session, if it has one (``mesh up`` in a
+    terminal): reading ``/dev/tty`` (a password prompt, say) then fails at once, as it did in a
+    session of its own, instead of stopping the agent (SIGTTIN) for good. Its forks inherit it."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:  # no controlling terminal: nothing to leave
+        return
+    try:
+        import fcntl
+        import termios
+
+        fcntl.ioctl(fd, termios.TIOCNOTTY)  # not a session leader: only this process lets go
+    except (OSError, ImportError, AttributeError):
+        pass
+    finally:
+        os.close(fd)
+
+
+def _hung_up(signum: int, frame: object) -> None:
+    """SIGHUP: nothing to do now; the parent watch sees the node gone and stops the agent."""
+
+
+def survive_hangup() -> None:
+    """When the node dies, its agents' process groups are orphaned, and the kernel sends SIGHUP
+    then SIGCONT to a group that has a stopped process in it (the budget's throttle stops them).
+    SIGHUP would end the agent at once, before its graceful stop and before it ends its own tree
+    (a child in a session of its own would stay stopped); a handler (not SIG_IGN, which programs
+    it runs would inherit) lets the parent watch stop it as for any death of its node."""
+    signal.signal(signal.SIGHUP, _hung_up)

@@ -183,15 +183,12 @@ def channel_socket(endpoint: str, *, hwm: int, max_bytes: int, send_timeout: flo
     return sock, monitor
 
 
-def async_channel_socket(endpoint: str, *, hwm: int, max_bytes: int, linger_ms: int, keys: "Keys | None" = None,
-                         rcvhwm: int | None = None) -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
+def async_channel_socket(endpoint: str, *, hwm: int, max_bytes: int,
+                         linger_ms: int, keys: "Keys | None" = None) -> tuple[zmq.SyncSocket, zmq.SyncSocket]:
     """A DEALER connected to ``endpoint`` and its monitor (ASYNC_CHANNEL_EVENTS), for an event loop:
-    plain sockets, used without blocking; the loop watches their file descriptors (see asynclink.py).
-    ``rcvhwm``: the receive queue's bound in frames, if not ``hwm``."""
+    plain sockets, used without blocking; the loop watches their file descriptors (see asynclink.py)."""
     sock = context().socket(zmq.DEALER)
     tune_socket(sock, hwm=hwm, max_bytes=max_bytes)
-    if rcvhwm is not None:
-        sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.LINGER, linger_ms)
     connect_curve(sock, keys)
     monitor = sock.get_monitor_socket(ASYNC_CHANNEL_EVENTS, addr=_monitor_address("async-monitor"))

@@ -22,7 +22,7 @@ exit status, signals it, kills its group, and the agent's parent check and PDEAT
 to the node, exactly as for a spawned agent. The zygote keeps nothing of its agents: when it dies
 they run on, and the node starts another zygote. The agent:
 
-1. makes a session (and process group) of its own, then writes its pid to the zygote, which
+1. makes a process group of its own (in the node's session), then writes its pid to the zygote, which
    answers the node with it once the intermediate has exited (the agent is the node's child by
    then); only then does the zygote let the agent go on, so the node can know the pid before the
    agent's first request (registration) arrives;
@@ -129,7 +129,10 @@ def _fill_free_blocks() -> None:
     """Take every free block of the pools the zygote has partly used, and malloc's free chunks back
     to the system: an agent's new objects then go to pools and pages of their own, packed, instead
     of one here and one there into pages it shares with the zygote (each write copies a page)."""
-    free = {size: avail for size, (_, avail) in _pool_stats().items()}
+    try:
+        free = {size: avail for size, (_, avail) in _pool_stats().items()}
+    except Exception:  # noqa: BLE001 - a saving, never a reason not to fork
+        return
     filler: list[object] = [None] * sum(free.values())  # its own array first, once
     _FILLED.append(filler)  # kept (and frozen) for good: a filler freed would free its block again
     i = 0
@@ -187,7 +190,7 @@ def _fork(request: dict[str, Any], node_pid: int, requests: int, replies: int, o
 
 
 def _started(fork: _Fork) -> int:
-    """The agent's pid once it has its session and the intermediate is gone (the agent is the
+    """The agent's pid once it has its process group and the intermediate is gone (the agent is the
     node's child by then); raises OSError if it never started."""
     try:
         got = b""

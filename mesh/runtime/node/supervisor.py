@@ -1,8 +1,9 @@
 """The supervisor: starts the agents this node runs, reaps them, restarts them by their
 policy, stops them, and kills what they leave behind.
 
-Every agent runs in a session of its own (so a signal to the terminal reaches the node only, and
-the node can kill an agent together with everything it forked), started one of two ways (its
+Every agent runs in a process group of its own, in the node's session, without its terminal and
+``agent_nice`` nicer than the node (so a signal to the terminal reaches the node only, the node can
+kill an agent together with everything it forked, and its control loop gets the CPU first), started one of two ways (its
 spec's ``start``, else the node's): forked by the node's zygote (:mod:`.zygote`; the default,
 where the node runs in a process of its own on Linux, a child subreaper), or spawned as a fresh
 ``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
