@@ -605,26 +605,21 @@ class AsyncPatient(mesh.Actor):
         return {"last": self.last, "pid": os.getpid()}
 
 
-class TwoChildren(mesh.Actor):
+class TwoChildren(BusyLoop):
     """Busy itself, with a busy child in its process group and one in a session of its own."""
+
+    def __init__(self):
+        super().__init__(child=True, own=True, session=False)
 
     def on_start(self):
         import subprocess
         import sys
-        import threading
 
-        threading.Thread(target=self._burn, daemon=True).start()
-        self.grouped = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        super().on_start()
         self.apart = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
 
-    @staticmethod
-    def _burn():
-        x = 0
-        while True:
-            x += 1
-
     def on_message(self, message):
-        return {"pid": os.getpid(), "grouped": self.grouped.pid, "apart": self.apart.pid}
+        return {"pid": os.getpid(), "grouped": self.proc.pid, "apart": self.apart.pid}
 
 
 class TtyProbe(mesh.Actor):

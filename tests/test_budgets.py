@@ -128,7 +128,9 @@ def test_a_throttled_agent_whose_node_is_sigkilled_ends_its_tree_a_setsid_child_
     wait_until(lambda: all(p.status() == psutil.STATUS_STOPPED for p in procs), 10, "the agent stopped by the throttle")
     node.proc.send_signal(signal.SIGKILL)
     node.proc.wait()
-    gone, alive = psutil.wait_procs(procs, timeout=15)
+    gone, alive = psutil.wait_procs(procs, timeout=30)
+    for p in alive:  # what failed the test must not outlive it
+        p.kill()
     assert alive == [], [(p.pid, p.status()) for p in alive]
 
 
