@@ -105,7 +105,7 @@ class RunningNode:
             st = self.status()
             states = {a["name"]: a["state"] for a in st["agents"]}
             wanted = names or tuple(states)
-            return st if all(states.get(n) == "running" for n in wanted) else None
+            return st if wanted and all(states.get(n) == "running" for n in wanted) else None
 
         return wait_until(ready, timeout, f"agents {names or 'all'} running")
 
@@ -173,7 +173,7 @@ def start_node(tmp_path, mesh_home, start_mode):
             if proc.poll() is not None:
                 raise AssertionError(f"mesh up exited with {proc.returncode}:\n{node.log()}")
             if agents.strip():
-                node.wait_running(timeout=timeout)
+                node.wait_running(*_declared(agents), timeout=timeout)
         return node
 
     yield start
@@ -182,6 +182,25 @@ def start_node(tmp_path, mesh_home, start_mode):
     for node in nodes:
         leftovers += stop_node(node)
     assert not leftovers, f"processes outlived their node: {leftovers}"
+
+
+def _declared(agents: str) -> tuple[str, ...]:
+    """The agent names ``agents`` (TOML text of [[agents]] tables) declares, replicas included: a
+    first node places spread agents only once its join wait is over, and until then its status may
+    list none of them (all of none would be running)."""
+    import tomllib
+
+    try:
+        tables = tomllib.loads(agents).get("agents", [])
+    except tomllib.TOMLDecodeError:
+        return ()
+    names: list[str] = []
+    for t in tables if isinstance(tables, list) else []:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            continue
+        replicas = t.get("replicas", 1)
+        names += [t["name"]] if replicas == 1 else [f"{t['name']}.{i}" for i in range(replicas)]
+    return tuple(names)
 
 
 def stop_node(node: RunningNode) -> list[int]:
