@@ -123,7 +123,7 @@ def test_a_throttled_agent_whose_node_is_sigkilled_ends_its_tree_a_setsid_child_
     the SIGHUP and stops as for any death of its node, ending its tree: its child in a session of
     its own (stopped by the throttle too) is not left stopped."""
     node = start_node('[[agents]]\nname = "busy"\nclass = "actors:TwoChildren"\nbudget = { cpu = 0.05 }\n')
-    info = node.client().actor("busy").ask({}, timeout=5)
+    info = node.client().actor("busy").ask({}, timeout=30)  # at 0.05 of a core, beside a hog: slow
     procs = [psutil.Process(info[k]) for k in ("pid", "grouped", "apart")]
     wait_until(lambda: all(p.status() == psutil.STATUS_STOPPED for p in procs), 10, "the agent stopped by the throttle")
     node.proc.send_signal(signal.SIGKILL)
