@@ -196,9 +196,6 @@ def sweep_orphans(keep: set[int]) -> list[int]:
     return signalled
 
 
-__all__ = ["become_subreaper", "children", "descendants", "kill_descendants", "end_own_tree", "sweep_orphans"]
-
-
 # -- in the node's session ----------------------------------------------------------------------
 # An agent runs in its node's session, in a process group of its own (so that the kernel's
 # autogroup weighs it with its node: README, "Agents' priority"). Two things a session of its own
@@ -235,3 +232,7 @@ def survive_hangup() -> None:
     (a child in a session of its own would stay stopped); a handler (not SIG_IGN, which programs
     it runs would inherit) lets the parent watch stop it as for any death of its node."""
     signal.signal(signal.SIGHUP, _hung_up)
+
+
+__all__ = ["become_subreaper", "children", "descendants", "kill_descendants", "end_own_tree", "sweep_orphans",
+           "leave_terminal", "survive_hangup"]

@@ -91,9 +91,7 @@ def _preload(module: str, path: list[str]) -> str | None:
         return f"{type(exc).__name__}: {exc}"
     finally:
         sys.path[:] = saved
-    gc.collect()
-    _fill_free_blocks()
-    gc.freeze()
+    _share_heap()
     return None
 
 
@@ -147,6 +145,13 @@ def _fill_free_blocks() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # no glibc: nothing to give back this way
         pass
+
+
+def _share_heap() -> None:
+    """Make what is imported so far the agents' to share: collected, free blocks taken, frozen."""
+    gc.collect()
+    _fill_free_blocks()
+    gc.freeze()
 
 
 class _Fork:
@@ -272,9 +277,7 @@ def serve(node_pid: int) -> bool:
     os.close(null)
     for module in PRELOAD:
         importlib.import_module(module)
-    gc.collect()
-    _fill_free_blocks()
-    gc.freeze()
+    _share_heap()
     _reply(replies, {"ready": os.getpid()})
     for lines in _lines(requests):
         forks: list[tuple[dict[str, Any], _Fork]] = []

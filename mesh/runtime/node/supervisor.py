@@ -3,10 +3,10 @@ policy, stops them, and kills what they leave behind.
 
 Every agent runs in a process group of its own, in the node's session, without its terminal and
 ``agent_nice`` nicer than the node (so a signal to the terminal reaches the node only, the node can
-kill an agent together with everything it forked, and its control loop gets the CPU first), started one of two ways (its
-spec's ``start``, else the node's): forked by the node's zygote (:mod:`.zygote`; the default,
-where the node runs in a process of its own on Linux, a child subreaper), or spawned as a fresh
-``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
+kill an agent together with everything it forked, and its control loop gets the CPU first),
+started one of two ways (its spec's ``start``, else the node's): forked by the node's zygote
+(:mod:`.zygote`; the default, where the node runs in a process of its own on Linux, a child
+subreaper), or spawned as a fresh ``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
 :class:`~.zygote.AgentProcess`: one code path reaps, signals and kills both. New agents start in
 a sliding wave: at most ``wave_size`` start at once, and as each registers (or its wave timeout
 passes) the next starts; by default FORK_WAVE when they fork (a fork costs milliseconds: the CPU,
