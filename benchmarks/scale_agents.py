@@ -20,6 +20,13 @@ ones with ``preload = true``, so the zygote imported their module). Measured:
   ``memory_full_info().pss``, every agent, 2 s after all answered); the zygote's own PSS apart;
 * ``node_idle_cpu_pct`` and ``agents_idle_cpu_pct``: the node's CPU and its agents' summed, in
   percent of one core, over ``--idle`` seconds (default 30) of idling after that;
+* ``pss_merged_mb`` and ``pss_merged_total_mb``: the same once the kernel merged the pages the
+  agents hold alike (the node says ``merge_pages = true``; the benchmark runs the kernel's page
+  merging, KSM, as fast as a core scans until a full scan finds less than 1 % more to merge, then puts the
+  machine's settings back: root only); ``ksm_scan_cpu_s``: the CPU ksmd spent on one full scan of
+  the machine's mergeable memory (these agents'), which it repeats for as long as it runs: at a
+  full scan every ``T`` seconds, ksmd costs ``ksm_scan_cpu_s / T`` of a core; ``ksm_scan_s`` the
+  wall time of one scan here. ``--no-merge``: none of it;
 * ``status_s``: one ``mesh status --json`` (through the client) with N agents;
 * ``down_s``: from ``mesh down`` to the node's exit.
 
@@ -103,14 +110,82 @@ def _idle_cpu(node_pid: int, agent_pids: list[int], seconds: float) -> tuple[flo
     return round(100 * (n1 - n0) / elapsed, 2), round(100 * spent / elapsed, 2)
 
 
-def measure(agents: int, start: str, timeout: float = 300.0, idle_s: float = 30.0) -> dict:
-    """Start ``agents`` echo agents on one node with ``start`` ("fork" or "spawn"); the figures."""
+KSM = Path("/sys/kernel/mm/ksm")
+#: ksmd's batch while the benchmark merges (pages per 20 ms wake-up: as fast as one core scans).
+KSM_BATCH = 20000
+#: Full scans at least before the merged PSS is read (a page merges once it was the same in two).
+MIN_SCANS = 3
+
+
+def _pss(pids: list[int]) -> list[float]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(psutil.Process(pid).memory_full_info().pss / 1e6)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _ksm(name: str) -> str:
+    return (KSM / name).read_text().strip()
+
+
+def _merged(pids: list[int], timeout: float = 120.0) -> dict:
+    """PSS of the agents once the kernel merged their pages (``merge_pages = true``): KSM run at
+    KSM_BATCH until a full scan finds little more to merge, then the machine's settings put back. Needs
+    root and a kernel with KSM; else the figures are None and ``merge_note`` says why."""
+    empty = {"pss_merged_mb": None, "pss_merged_total_mb": None, "ksm_scan_s": None, "ksm_scan_cpu_s": None}
+    if not (KSM / "run").exists():
+        return dict(empty, merge_note="this kernel has no page merging (KSM)")
+    saved = {k: _ksm(k) for k in ("run", "pages_to_scan", "sleep_millisecs")}
+    ksmd = next((p for p in psutil.process_iter(["name"]) if p.info["name"] == "ksmd"), None)
+    try:
+        (KSM / "pages_to_scan").write_text(str(KSM_BATCH))
+        (KSM / "sleep_millisecs").write_text("20")
+        (KSM / "run").write_text("1")
+    except OSError as exc:
+        return dict(empty, merge_note=f"cannot run KSM here: {exc}")
+    try:
+        cpu0 = _cpu_s(ksmd) if ksmd else 0.0
+        scans0, t0 = int(_ksm("full_scans")), time.monotonic()
+        scans, sharing = scans0, [int(_ksm("pages_sharing"))]  # pages_sharing at the end of each scan
+        while time.monotonic() < t0 + timeout:
+            time.sleep(0.2)
+            now = int(_ksm("full_scans"))
+            if now > scans:
+                scans = now
+                sharing.append(int(_ksm("pages_sharing")))
+                # a page merges once it was the same in two scans in a row: settled when a third
+                # scan found less than 1 % more to merge
+                if scans >= scans0 + MIN_SCANS and sharing[-1] - sharing[-2] <= sharing[-1] // 100:
+                    break
+        elapsed, cpu = time.monotonic() - t0, (_cpu_s(ksmd) - cpu0 if ksmd else None)
+        pss = _pss(pids)
+    finally:
+        for key in ("run", "pages_to_scan", "sleep_millisecs"):  # run last-but-not-least: as it was
+            (KSM / key).write_text(saved[key])
+    done = max(scans - scans0, 1)
+    return {"pss_merged_mb": round(statistics.median(pss), 2) if pss else None,
+            "pss_merged_total_mb": round(sum(pss), 1), "ksm_scan_s": round(elapsed / done, 2),
+            "ksm_scan_cpu_s": round(cpu / done, 2) if cpu is not None else None,
+            "ksm_scans": scans - scans0,
+            "merge_note": None if time.monotonic() < t0 + timeout else f"still merging after {timeout:g} s",
+            "ksm_was_on": saved["run"] == "1"}
+
+
+def measure(agents: int, start: str, timeout: float = 300.0, idle_s: float = 30.0, merge: bool = True) -> dict:
+    """Start ``agents`` echo agents on one node with ``start`` ("fork" or "spawn"); the figures.
+    ``merge``: the node says ``merge_pages = true``, and the agents' PSS is measured again once
+    the kernel merged their pages (:func:`_merged`)."""
     with tempfile.TemporaryDirectory(prefix="mesh-scale-") as tmp:
         port = _free_port()
         address = f"tcp://127.0.0.1:{port}"
         spec = Path(tmp) / "scale.toml"
         preload = "preload = true\n" if start == "fork" else ""
-        spec.write_text(f'[node]\nname = "scale"\nlisten = "{address}"\nstart = "{start}"\npath = ["{HERE}"]\n\n'
+        merge_pages = "merge_pages = true\n" if merge else ""
+        spec.write_text(f'[node]\nname = "scale"\nlisten = "{address}"\nstart = "{start}"\npath = ["{HERE}"]\n'
+                        f'{merge_pages}\n'
                         f'[[agents]]\nname = "echo"\nclass = "bench_actors:Echo"\nreplicas = {agents}\n'
                         f'placement = "local"\nrestart = "never"\n{preload}')
         env = dict(os.environ, MESH_HOME=str(Path(tmp) / "home"), MESH_NO_LIVE="1",
@@ -149,17 +224,13 @@ def measure(agents: int, start: str, timeout: float = 300.0, idle_s: float = 30.
             st = rpc.status(client, timeout=60)
             status_s = time.monotonic() - t
             pids = [a["pid"] for a in st["agents"] if not a["embedded"] and a["pid"]]
-            pss = []
-            for pid in pids:
-                try:
-                    pss.append(psutil.Process(pid).memory_full_info().pss / 1e6)
-                except psutil.Error:
-                    continue
+            pss = _pss(pids)
             zygote_pss = None
             for child in psutil.Process(node.pid).children():
                 if child.pid not in pids and "mesh.runtime.zygote" in " ".join(child.cmdline()):
                     zygote_pss = child.memory_full_info().pss / 1e6
             node_cpu, agents_cpu = _idle_cpu(node.pid, pids, idle_s)
+            merged = _merged(pids) if merge else {}
             client.close()
             client = None
             t = time.monotonic()
@@ -179,18 +250,18 @@ def measure(agents: int, start: str, timeout: float = 300.0, idle_s: float = 30.
                 "pss_mb": round(statistics.median(pss), 2) if pss else None,
                 "pss_total_mb": round(sum(pss), 1), "zygote_pss_mb": round(zygote_pss, 1) if zygote_pss else None,
                 "node_idle_cpu_pct": node_cpu, "agents_idle_cpu_pct": agents_cpu,
-                "status_s": round(status_s, 3), "down_s": round(down_s, 2)}
+                "status_s": round(status_s, 3), "down_s": round(down_s, 2), **merged}
 
 
-def run(sizes: list[int], starts: list[str], idle_s: float = 30.0) -> list[dict]:
-    return [measure(n, start, idle_s=idle_s) for n in sizes for start in starts]
+def run(sizes: list[int], starts: list[str], idle_s: float = 30.0, merge: bool = True) -> list[dict]:
+    return [measure(n, start, idle_s=idle_s, merge=merge) for n in sizes for start in starts]
 
 
 def table(rows: list[dict]) -> str:
     head = ("agents", "start", "first_running_s", "all_running_s", "all_answering_s", "restarts", "pss_mb", "pss_total_mb",
-            "zygote_pss_mb", "node_idle_cpu_pct", "agents_idle_cpu_pct", "status_s", "down_s")
+            "pss_merged_mb", "ksm_scan_cpu_s", "zygote_pss_mb", "node_idle_cpu_pct", "agents_idle_cpu_pct", "status_s", "down_s")
     lines = [" ".join(f"{h:>15}" for h in head)]
-    lines += [" ".join(f"{str(r[h]):>15}" for h in head) for r in rows]
+    lines += [" ".join(f"{str(r.get(h)):>15}" for h in head) for r in rows]
     return "\n".join(lines)
 
 
@@ -199,12 +270,14 @@ def main() -> None:
     parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--starts", nargs="+", default=["fork", "spawn"], choices=["fork", "spawn"])
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idling over which CPU is measured")
+    parser.add_argument("--no-merge", dest="merge", action="store_false",
+                        help="no merge_pages, and no PSS once the kernel merged pages")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
     for n in args.agents:
         for start in args.starts:
-            rows.append(measure(n, start, idle_s=args.idle))
+            rows.append(measure(n, start, idle_s=args.idle, merge=args.merge))
             if not args.json:
                 print(table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else table(rows), flush=True)
     if args.json:

@@ -13,6 +13,8 @@ A spec has two parts, both optional::
     wave_size = 4                     # agents started at once (default: 100 forked, 4 spawned)
     agent_nice = 10                   # agents run this much nicer than the node (0-19): the
                                       # node's leases and heartbeats come first
+    merge_pages = false               # agents' memory mergeable: the kernel (KSM, when it runs)
+                                      # keeps one copy of the pages they hold alike
     wave_timeout = "10s"              # seconds to wait for a wave to register
     stop_timeout = "5s"               # seconds a graceful stop may take before SIGKILL
     max_message = "4MiB"              # bytes, the largest frame the node accepts
@@ -138,7 +140,7 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 
-_NODE_KEYS = ("name", "listen", "path", "start", "wave_size", "agent_nice", "wave_timeout", "stop_timeout",
+_NODE_KEYS = ("name", "listen", "path", "start", "wave_size", "agent_nice", "merge_pages", "wave_timeout", "stop_timeout",
               "max_message", "voter", "election_timeout_min", "election_timeout_max", "heartbeat", "capacity", "keys",
               "metrics")
 PLACEMENTS = ("spread", "pack", "local")
@@ -226,6 +228,9 @@ class NodeSpec:
     #: How much nicer (lower CPU priority) than the node its agents run: the node's control loop
     #: (leases, heartbeats, gossip) gets the CPU first, the agents all it does not use.
     agent_nice: int = 10
+    #: The zygote's and agents' memory marked mergeable (:mod:`mesh.runtime.pagemerge`): where the
+    #: kernel's page merging (KSM) runs, it keeps one copy of the pages the agents hold alike.
+    merge_pages: bool = False
     wave_timeout: float = 10.0  #: seconds to wait for a wave to register
     stop_timeout: float = 5.0  #: seconds a graceful stop may take before SIGKILL
     max_message: int = 4 * 1024 * 1024  #: bytes
@@ -392,6 +397,11 @@ class _Checker:
         self._bounds(value, key, low, high)
         return value
 
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {_type_name(value)}")
+        return value
+
     def string(self, value: object, key: str) -> str:
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string, got {_type_name(value)}")
@@ -518,6 +528,8 @@ def parse_spec(data: dict[str, Any], file: str = "<spec>", base_dir: str | None 
         kwargs["wave_size"] = check.integer(node["wave_size"], "node.wave_size", low=1)
     if "agent_nice" in node:
         kwargs["agent_nice"] = check.integer(node["agent_nice"], "node.agent_nice", low=0, high=19)
+    if "merge_pages" in node:
+        kwargs["merge_pages"] = check.boolean(node["merge_pages"], "node.merge_pages")
     if "wave_timeout" in node:
         kwargs["wave_timeout"] = check.duration(node["wave_timeout"], "node.wave_timeout", positive=True)
     if "stop_timeout" in node:

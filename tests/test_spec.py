@@ -50,6 +50,7 @@ def test_an_empty_spec_is_valid_and_uses_every_node_default(tmp_path):
     assert spec.path == ()
     assert spec.wave_size is None  # by how agents start: see the supervisor
     assert spec.agent_nice == 10  # agents run nicer than their node
+    assert spec.merge_pages is False  # opt-in: merged pages let agents learn of each other's
     assert spec.start == "fork"
     assert spec.wave_timeout == 10.0
     assert spec.stop_timeout == 5.0
@@ -92,6 +93,7 @@ def test_a_full_spec_keeps_every_value():
         path = ["agents", "../shared"]
         wave_size = 2
         agent_nice = 0
+        merge_pages = true
         wave_timeout = "30s"
         stop_timeout = 1.5
         max_message = "16MiB"
@@ -122,6 +124,7 @@ def test_a_full_spec_keeps_every_value():
     assert spec.path == (os.path.normpath("/srv/lab/agents"), os.path.normpath("/srv/shared"))
     assert spec.wave_size == 2
     assert spec.agent_nice == 0
+    assert spec.merge_pages is True
     assert spec.wave_timeout == 30.0
     assert spec.stop_timeout == 1.5
     assert spec.max_message == 16 * 1024 * 1024
@@ -369,6 +372,8 @@ def test_an_unknown_node_key_is_named_with_the_known_keys_and_a_suggestion():
         ("agent_nice = -1", "node.agent_nice", "at least 0, got -1"),
         ("agent_nice = 20", "node.agent_nice", "at most 19, got 20"),
         ("agent_nice = true", "node.agent_nice", "expected an integer, got bool"),
+        ("merge_pages = 1", "node.merge_pages", "expected true or false, got int"),
+        ('merge_pages = "yes"', "node.merge_pages", "expected true or false, got str"),
         ("wave_timeout = 0", "node.wave_timeout", "greater than 0"),
         ('wave_timeout = "-1s"', "node.wave_timeout", "negative"),
         ("stop_timeout = -1", "node.stop_timeout", "negative"),

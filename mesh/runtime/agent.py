@@ -42,6 +42,12 @@ def main() -> None:
     become_subreaper()
     leave_terminal()
     survive_hangup()
+    if os.environ.get("MESH_MERGE_PAGES") == "1":  # spawned; a forked agent has the zygote's mark
+        from .pagemerge import mark_mergeable
+
+        problem = mark_mergeable()
+        if problem is not None:
+            print(f"merge_pages: {problem}", file=sys.stderr, flush=True)
     logging.basicConfig(
         level=os.environ.get("MESH_LOG_LEVEL", "INFO"),
         stream=sys.stderr,

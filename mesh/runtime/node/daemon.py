@@ -40,6 +40,7 @@ from ...wire import BODY, KIND, RECIPIENT, SENDER
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
 from ..containment import become_subreaper
+from ..pagemerge import kernel_warning
 from ..gossiper import GOSSIP_RECIPIENT, JOIN_WAIT_S, Directory, Gossiper, by_key
 from ..intents import INTENT_RECIPIENT, NodeIntents
 from ..broadcast import NodeBroadcast, host_of
@@ -267,6 +268,8 @@ class Node:
                     become_subreaper()  # what a dying agent leaves behind is re-parented here, and ended (sweep)
                 logs = self.run_dir / "logs"
                 self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {logs})")
+                if self.spec.merge_pages and kernel_warning() is not None:
+                    self.on_event(str(kernel_warning()))
                 self.web = serve_web(self)
                 self._serve()
         finally:

@@ -75,7 +75,7 @@ class Supervisor:
         #: The agents' secret certificate (set by the node when it has keys): agents get its path,
         #: never the secret itself, so nothing secret is on a command line or in an environment.
         self.agent_keys: Path | None = None
-        self.zygote = Zygote(logs_dir / "$zygote.log", spec.base_dir, on_event, spec.agent_nice)
+        self.zygote = Zygote(logs_dir / "$zygote.log", spec.base_dir, on_event, spec.agent_nice, spec.merge_pages)
         #: Agents may fork: they are re-parented to this process (a subreaper of its own, Linux).
         self.can_fork = own_process and hasattr(os, "fork") and sys.platform.startswith("linux")
 
@@ -159,7 +159,7 @@ class Supervisor:
             MESH_NODE_MAX_FRAME=str(self.node_max_frame),
             MESH_SUPERVISED="1",
             MESH_NODE_PID=str(os.getpid()),
-            PYTHONUNBUFFERED="1",
+            MESH_MERGE_PAGES="1" if self.spec.merge_pages else "0", PYTHONUNBUFFERED="1",
         )
         env.pop("MESH_KEY_NAME", None)
         if self.agent_keys is not None:

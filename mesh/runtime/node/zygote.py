@@ -117,11 +117,13 @@ def run_nicer(pid: int, by: int) -> None:
 class Zygote:
     """The node's zygote: started on the first fork, and again after it died."""
 
-    def __init__(self, log_path: Path, cwd: str, on_event: Callable[[str], None], nice: int = 0):
+    def __init__(self, log_path: Path, cwd: str, on_event: Callable[[str], None], nice: int = 0,
+                 merge_pages: bool = False):
         self.log_path = log_path
         self.cwd = cwd
         self.on_event = on_event
         self.nice = nice  #: how much nicer than the node the zygote, and so every agent it forks, runs
+        self.merge_pages = merge_pages  #: the zygote's memory, and so its forks', marked mergeable
         self.popen: subprocess.Popen | None = None
         self.pending: dict[int, ForkedProcess] = {}  # request id -> the fork it asked for
         self.deaths = 0  #: zygotes that died in a row without forking anything
@@ -212,7 +214,8 @@ class Zygote:
         return self.close(why)
 
     def _start(self) -> None:
-        env = dict(os.environ, MESH_NODE_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, MESH_NODE_PID=str(os.getpid()), PYTHONUNBUFFERED="1",
+                   MESH_MERGE_PAGES="1" if self.merge_pages else "0")
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen([sys.executable, "-m", "mesh.runtime.zygote"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=log, env=env, cwd=self.cwd,
