@@ -70,7 +70,7 @@ def _agent_row(row: dict[str, Any]) -> str:
     if "error" in row:
         return f"{row['agents']:>6} {row['start']:>5}  did not come up: {row['error']}"
     return (f"{row['agents']:>6} {row['start']:>5} {row['all_answering_s']:>12} {str(row['pss_mb']):>7}"
-            f" {row['pss_total_mb']:>9} {str(row.get('pss_merged_mb')):>7} {str(row.get('ksm_scan_cpu_s')):>8}"
+            f" {row['pss_total_mb']:>9} {str(row.get('pss_merged_mb')):>7} {str(row.get('ksm_last_scan_cpu_s')):>8}"
             f" {str(row.get('node_idle_cpu_pct')):>9} {str(row.get('agents_idle_cpu_pct')):>10}"
             f" {row['status_s']:>8} {row['down_s']:>7} {row['restarts']:>8}")
 
@@ -84,7 +84,7 @@ def table(out: dict[str, Any]) -> str:
     parts = []
     if "agents" in out:
         parts.append("agents on one node (answering: from mesh up to every agent answering an ask; merged: PSS MB once"
-                     " the kernel merged pages alike, merge_pages = true; scan cpu: ksmd's CPU s per full scan;"
+                     " the kernel merged pages alike, merge_pages = true; scan cpu: ksmd's CPU s per full scan once merged;"
                      " cpu%: of one core while idle)\n" + AGENT_HEAD + "\n" + "\n".join(_agent_row(r) for r in out["agents"]))
     if "nodes" in out:
         parts.append(scale_nodes.table(out["nodes"]))

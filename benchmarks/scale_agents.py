@@ -24,9 +24,10 @@ ones with ``preload = true``, so the zygote imported their module). Measured:
   agents hold alike (the node says ``merge_pages = true``; the benchmark runs the kernel's page
   merging, KSM, as fast as a core scans until a full scan finds less than 1 % more to merge, then puts the
   machine's settings back: root only); ``ksm_scan_cpu_s``: the CPU ksmd spent on one full scan of
-  the machine's mergeable memory (these agents'), which it repeats for as long as it runs: at a
-  full scan every ``T`` seconds, ksmd costs ``ksm_scan_cpu_s / T`` of a core; ``ksm_scan_s`` the
-  wall time of one scan here. ``--no-merge``: none of it;
+  the machine's mergeable memory (these agents'), on average over the scans until merged, and
+  ``ksm_last_scan_cpu_s`` the last one (what every later scan costs: ksmd repeats them for as long
+  as it runs, so at a full scan every ``T`` seconds it costs ``ksm_last_scan_cpu_s / T`` of a
+  core); ``ksm_scan_s`` the wall time of one scan here. ``--no-merge``: none of it;
 * ``status_s``: one ``mesh status --json`` (through the client) with N agents;
 * ``down_s``: from ``mesh down`` to the node's exit.
 
@@ -150,12 +151,14 @@ def _merged(pids: list[int], timeout: float = 120.0) -> dict:
         cpu0 = _cpu_s(ksmd) if ksmd else 0.0
         scans0, t0 = int(_ksm("full_scans")), time.monotonic()
         scans, sharing = scans0, [int(_ksm("pages_sharing"))]  # pages_sharing at the end of each scan
+        at_scan = [cpu0]  # ksmd's CPU then
         while time.monotonic() < t0 + timeout:
             time.sleep(0.2)
             now = int(_ksm("full_scans"))
             if now > scans:
                 scans = now
                 sharing.append(int(_ksm("pages_sharing")))
+                at_scan.append(_cpu_s(ksmd) if ksmd else 0.0)
                 # a page merges once it was the same in two scans in a row: settled when a third
                 # scan found less than 1 % more to merge
                 if scans >= scans0 + MIN_SCANS and sharing[-1] - sharing[-2] <= sharing[-1] // 100:
@@ -169,6 +172,7 @@ def _merged(pids: list[int], timeout: float = 120.0) -> dict:
     return {"pss_merged_mb": round(statistics.median(pss), 2) if pss else None,
             "pss_merged_total_mb": round(sum(pss), 1), "ksm_scan_s": round(elapsed / done, 2),
             "ksm_scan_cpu_s": round(cpu / done, 2) if cpu is not None else None,
+            "ksm_last_scan_cpu_s": round(at_scan[-1] - at_scan[-2], 2) if ksmd and len(at_scan) > 1 else None,
             "ksm_scans": scans - scans0,
             "merge_note": None if time.monotonic() < t0 + timeout else f"still merging after {timeout:g} s",
             "ksm_was_on": saved["run"] == "1"}

@@ -11,11 +11,14 @@ are in flight, to one agent or spread over the ten.
 raw: the same echo in plain pyzmq, a ROUTER per echo process (``benchmarks/latency.py``'s:
 msgpack in, msgpack out), and one DEALER that keeps K requests in flight (sends K, then
 one more for each answer), connected to one ROUTER or to ten (ZeroMQ spreads the sends).
-raw on asyncio: the same DEALER driven the least an asyncio client can: K coroutines that each
-send and await a future the socket's reader settles. It is the floor under any asyncio client
-(a future and a task switch per ask): on this 2-core machine it runs at about 0.6x the blocking
-loop with 100 in flight, so the 0.9x-of-raw goal cannot be met by an ``await`` per ask; both
-ratios are printed.
+raw on asyncio: the same DEALER driven the least an asyncio client can that sends a frame per
+ask: K coroutines that each send and await a future the socket's reader settles (on this 2-core
+machine about 0.6x the blocking loop with 100 in flight: a frame per ask costs more in an event
+loop). mesh's asyncio link sends the asks made in one turn of the loop as one batch frame and
+the actor answers in batches (README, "Asks in flight go in batches"), so with 10 or 100 in
+flight to one agent it runs above both; with one in flight per agent there is nothing to batch,
+and an event loop's turn per answer is what it costs beside the blocking loop. Both ratios are
+printed.
 
 Each figure: ``--asks`` asks (default 10,000) after a warm-up of 1,000, in ``--rounds``
 interleaved rounds (raw, then mesh; default 3), the median; the ratio is the median of the

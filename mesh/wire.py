@@ -11,7 +11,9 @@ value. An array rather than a map keeps packing and checking cheap: the message
 path is the hot path.
 
 A *batch* frame is a msgpack array of envelopes. Senders that run ahead of the
-socket put several tells in one frame; receivers unpack it with one call.
+socket put several tells in one frame, an asyncio client the asks it made in one
+turn of its event loop, and an actor its answers to such a batch's asks; receivers
+unpack it with one call.
 
 Frames come from the network, so nothing is trusted: the size is capped before
 decoding, msgpack's own limits are bounded by the frame size, extension types
@@ -376,7 +378,7 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, max_batch: int = MAX_
 
 
 def decode_one(frame: bytes, max_bytes: int = MAX_FRAME_BYTES, bytes_per_container: int = BYTES_PER_CONTAINER) -> Envelope:
-    """Decode a frame that must hold exactly one envelope (answers are never batched)."""
+    """Decode a frame that must hold exactly one envelope (the answer to an ask sent alone)."""
     env = _unpack(frame, max_bytes, 8, bytes_per_container)
     if type(env) is list and len(env) == 7 and env[VERSION_FIELD] == VERSION and type(env[VERSION_FIELD]) is int:
         kind, msg_id, corr_id, sender, recipient = env[KIND], env[MSG_ID], env[CORR_ID], env[SENDER], env[RECIPIENT]

@@ -10,7 +10,11 @@ file descriptors (``loop.add_reader``), not pyzmq's asyncio wrapper: a send goes
 (it waits for room only when the peer's mailbox is full, up to the send timeout), every reply
 waiting on the socket is read in one pass. ZeroMQ's file
 descriptor is edge-triggered, so the socket's events are read again after every send and
-receive (benchmarks/scale_inflight.py measures it against raw pipelined pyzmq). Timeouts: one
+receive (benchmarks/scale_inflight.py measures it against raw pipelined pyzmq). Asks made while
+others are out are held for the rest of the event loop's turn and go out together, as one batch
+frame (at most BATCH_ASKS of them, SMALL_FRAME bytes; an ask that is the only one out, or larger
+than BATCH_SOLO_BYTES, goes at once, alone), and the actor answers a batch's asks in batches
+(server.py): what ZeroMQ costs per frame, on both sides, is paid once for many asks. Timeouts: one
 heap of deadlines per link and one timer, armed for the earliest, not a timer per request (a
 timer made and cancelled per ask was a quarter of the client's time at 100 asks in flight).
 
@@ -31,8 +35,8 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import wire
 from ..errors import ActorDied, AskTimeout, MailboxFull, from_wire
-from ..wire import BODY, CORR_ID, KIND, decode_one
-from .channel import _close_dropped
+from ..wire import BODY, CORR_ID, KIND, SMALL_FRAME, batch_header, decode
+from .channel import BATCH_SOLO_BYTES, _close_dropped
 from .sockets import async_channel_socket
 from .transport import Unreachable, frames_within
 
@@ -45,6 +49,9 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
+
+#: Asks held for one turn of the event loop that go out in one batch frame, at most.
+BATCH_ASKS = 64
 
 
 class AsyncLink:
@@ -72,7 +79,8 @@ class AsyncLink:
         self._expiry: asyncio.TimerHandle | None = None  # armed for the earliest deadline
         self._expiry_at = _NEVER
         self._room: list[asyncio.Future[None]] = []  # senders waiting for the queue to have room
-        self._look_soon = False  # a look at the socket's events is due at the loop's next turn
+        self._held: list[tuple[bytes, int]] = []  # asks (frame, msg_id) to go out at the end of this turn
+        self._stall: asyncio.TimerHandle | None = None  # held asks found no room: they fail at its time
         self.dead = False
         self.loop = asyncio.get_running_loop()
         self._fds = (int(sock.getsockopt(zmq.FD)), int(self.monitor.getsockopt(zmq.FD)))
@@ -91,6 +99,7 @@ class AsyncLink:
             if not fut.done():
                 fut.set_exception(ActorDied("the link closed"))
         self._room.clear()
+        self._fail_held(ActorDied("the link closed"))
         _close_dropped(self.sock, self.monitor)
 
     def _unwatch(self) -> None:
@@ -123,7 +132,9 @@ class AsyncLink:
             raise
 
     async def send(self, frame: bytes) -> None:
-        if not self._sent(frame):
+        if self._held:
+            self._flush()  # the asks held before it go first
+        if self._held or not self._sent(frame):
             await self._send_when_room(frame)
         self._ready()  # a send may take the edge of the socket's descriptor: look at its events now
 
@@ -145,6 +156,8 @@ class AsyncLink:
             finally:
                 if room in self._room:
                     self._room.remove(room)
+            if self._held:  # asks held before it are still waiting for room: they go first
+                continue
             try:
                 self.sock.send(frame, _NOBLOCK)
                 return
@@ -159,15 +172,23 @@ class AsyncLink:
         waiting = self.waiting
         waiting[msg_id] = fut
         try:
-            if not self._sent(frame):  # self.send(frame) without its coroutine (the message path)
-                await self._send_when_room(frame)
-            # A send may take the edge of the socket's descriptor: look at its events, now if this
-            # is the only request out, else once at the loop's next turn for all sent in this one.
-            if len(waiting) == 1:
-                self._ready()
-            elif not self._look_soon:
-                self._look_soon = True
-                loop.call_soon(self._look)
+            if len(waiting) > 1 and len(frame) <= BATCH_SOLO_BYTES:
+                # Others are out: held until the loop's turn ends, then sent with the asks made
+                # meanwhile, in one frame (and the socket's events looked at once for all).
+                held = self._held
+                if not held and self._stall is None:
+                    loop.call_soon(self._flush)
+                held.append((frame, msg_id))
+                if 2 * len(held) >= len(waiting) and self._stall is None:
+                    # Half of what is out: these go now, so that the actor works on them while the
+                    # rest are made (two batches in flight, not one at a time each way).
+                    self._flush()
+            else:
+                if self._held:
+                    self._flush()  # the asks held before it go first
+                if self._held or not self._sent(frame):  # self.send(frame) without its coroutine
+                    await self._send_when_room(frame)
+                self._ready()  # a send may take the edge of the socket's descriptor: look now
             deadline = loop.time() + timeout
             deadlines = self._deadlines
             if len(deadlines) > 2 * len(waiting) + 64:  # mostly answered asks: keep it bounded
@@ -205,9 +226,52 @@ class AsyncLink:
         if deadlines:
             self._arm(deadlines[0][0])
 
-    def _look(self) -> None:
-        self._look_soon = False
-        self._ready()
+    def _flush(self) -> None:
+        """Send the held asks, BATCH_ASKS and SMALL_FRAME bytes a frame at most; if the queue has no
+        room, they wait for it (``_ready`` sends them then) up to the send timeout."""
+        held = self._held
+        sock = self.sock
+        while held:
+            if len(held) == 1:
+                n, frame = 1, held[0][0]
+            else:
+                n, size = 0, 3
+                for f, _ in held:
+                    if n == BATCH_ASKS or (n and size + len(f) > SMALL_FRAME):
+                        break
+                    n += 1
+                    size += len(f)
+                frame = held[0][0] if n == 1 else b"".join([batch_header(n), *[f for f, _ in held[:n]]])
+            try:
+                sock.send(frame, _NOBLOCK)
+            except zmq.Again:
+                if self._stall is None:
+                    self._stall = self.loop.call_later(self.send_timeout, self._stalled)
+                return
+            except zmq.ZMQError:
+                self._fail_held(ActorDied("the link closed"))
+                return
+            del held[:n]
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        self._ready()  # a send may take the edge of the socket's descriptor: look at its events now
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self._fail_held(MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout"))
+
+    def _fail_held(self, exc: Exception) -> None:
+        """The held asks will not go: each fails with ``exc``."""
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        waiting = self.waiting
+        for _, msg_id in self._held:
+            fut = waiting.get(msg_id)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+        self._held.clear()
 
     def _ready(self) -> None:
         """Read every reply waiting on the socket; wake senders waiting for room."""
@@ -220,15 +284,21 @@ class AsyncLink:
                 if events & _POLLIN:
                     frame = sock.recv(_NOBLOCK)
                     try:
-                        env = decode_one(frame, max_bytes)  # answers are never batched
+                        envelopes = decode(frame, max_bytes)  # one answer, or a batch's (server.py)
                     except Exception:
                         continue
-                    fut = waiting.get(env[CORR_ID])
-                    if fut is not None and not fut.done():
-                        if env[KIND] == _REPLY:
-                            fut.set_result(env[BODY])
-                        else:
-                            fut.set_exception(from_wire(env[BODY]))
+                    for env in envelopes:
+                        fut = waiting.get(env[CORR_ID])
+                        if fut is not None and not fut.done():
+                            if env[KIND] == _REPLY:
+                                fut.set_result(env[BODY])
+                            else:
+                                fut.set_exception(from_wire(env[BODY]))
+                    continue
+                if events & _POLLOUT and self._stall is not None:
+                    self._flush()  # held asks waited for room: they go first
+                    if self._held:
+                        return
                     continue
                 if events & _POLLOUT and self._room:
                     for room in self._room:

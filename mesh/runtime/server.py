@@ -57,13 +57,12 @@ from .transport import SEND_BYTES, WAKE_ID, Listener, NothingYet, Transport, fra
 log = logging.getLogger("mesh.server")
 
 _NO_CHAIN: list[str] = []
-_ASK = int(wire.Kind.ASK)
-_TELL_ACK = int(wire.Kind.TELL_ACK)
-_EVENT = int(wire.Kind.EVENT)
-_TELL = int(wire.Kind.TELL)
-_CONTROL = int(wire.Kind.CONTROL)
-_REPLY = int(wire.Kind.REPLY)
-_FAIL = int(wire.Kind.FAIL)
+#: Answers to a batch frame's asks (asynclink.py's) go back in batches: BATCH_REPLIES a frame at
+#: most, of REPLY_BATCH_BYTES each at most (larger ones go alone), and none held once REPLY_HOLD_S
+#: seconds passed since the first held one's handler began (a slow handler's answer goes at once).
+BATCH_REPLIES, REPLY_BATCH_BYTES, REPLY_HOLD_S = 64, 1024, 0.001
+_ASK, _TELL_ACK, _EVENT, _TELL = int(wire.Kind.ASK), int(wire.Kind.TELL_ACK), int(wire.Kind.EVENT), int(wire.Kind.TELL)
+_CONTROL, _REPLY, _FAIL = int(wire.Kind.CONTROL), int(wire.Kind.REPLY), int(wire.Kind.FAIL)
 
 #: Longest time the loop blocks before it looks at timers and the stop flag, in ms; on a listener
 #: that can be woken (ZeroMQ), WOKEN_SLICE_MS: a stop or a timer set from another thread wakes it,
@@ -305,8 +304,12 @@ class Server:
                     reply(ident, answer)
                     bad.record(ident, exc)
                 continue
+            held: list[bytes] = []  # answers to this batch's asks, sent together (see REPLY_HOLD_S)
+            many, held_since = len(envelopes) > 1, 0.0
             for env in envelopes:
                 kind = env[KIND]
+                if held and kind != _ASK:  # answered before anything else runs (a tell may end the actor)
+                    held = _send_held(reply, ident, held)
                 self.current_sender = env[SENDER]
                 # A traced message (9 fields, when the sender had a span): handled in a child span.
                 traced = tracing.handling(name, env[TRACE], kind == _ASK) if traceable and len(env) == 9 else None
@@ -316,6 +319,7 @@ class Server:
                     # Who waits on this ask (deadlock detection): its chain, if it came from a handler.
                     self.chain_in = env[WAITING] if len(env) >= 8 else _NO_CHAIN
                     self.current_id = env[MSG_ID]
+                    began = perf() if many else 0.0
                     try:
                         result = on_message(env[BODY])
                         if is_coroutine(result):
@@ -323,9 +327,20 @@ class Server:
                         out = encode(_REPLY, next(ids), env[MSG_ID], name, env[SENDER], result)
                     except Exception as exc:
                         out = encode(_FAIL, next(ids), env[MSG_ID], name, env[SENDER], handler_error(exc))
+                    except BaseException:
+                        if held:
+                            _send_held(reply, ident, held)
+                        raise
                     self.chain_in = _NO_CHAIN
                     self.current_id = 0
-                    reply(ident, out)
+                    if many and len(out) <= REPLY_BATCH_BYTES:
+                        if not held:
+                            held_since = began
+                        held.append(out)
+                        if len(held) == BATCH_REPLIES or perf() - held_since > REPLY_HOLD_S:
+                            held = _send_held(reply, ident, held)
+                    else:
+                        reply(ident, out)
                 elif kind == _TELL:
                     try:
                         result = on_message(env[BODY])
@@ -351,6 +366,8 @@ class Server:
                 self.handled += 1
                 if traced is not None:
                     traced.__exit__(None, None, None)
+            if held:
+                _send_held(reply, ident, held)
             # Timed per frame, not per message (a batch of tells costs two clock reads): each message of
             # a batch waited, on average, for half of the others to be handled before it.
             busy = perf() - received
@@ -427,6 +444,12 @@ class Server:
         if self._aloop is None:
             self._aloop = asyncio.new_event_loop()
         return run_cancellable(self, self._aloop, coro)
+
+def _send_held(reply: Callable[[Any, bytes], None], ident: Any, held: list[bytes]) -> list[bytes]:
+    """Send the held answers to ``ident``: one frame, a batch if there are several; a new list."""
+    reply(ident, held[0] if len(held) == 1 else b"".join([wire.batch_header(len(held)), *held]))
+    return []
+
 
 def client_flush_local(client: Client) -> None:
     """Send the tells this thread holds back, now that the handler returned.
