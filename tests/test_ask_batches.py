@@ -20,9 +20,12 @@ pytestmark = pytest.mark.timeout(120)
 
 class RawActor:
     """A plain ZeroMQ ROUTER standing in for an actor: records every frame it gets (its envelopes'
-    kinds and ids) and answers each frame's asks with one batch frame, unless ``answer`` is False."""
+    kinds and ids) and answers each frame's asks with one batch frame, unless ``answer`` is False.
+    ``answer_at``: counts of envelopes received; answers wait until the next count is reached (a
+    thread of the test's own process answers fast enough to settle an ask before the event loop's
+    turn ends, which would leave nothing out to batch with)."""
 
-    def __init__(self, answer: bool = True, rcvhwm: int = 1000):
+    def __init__(self, answer: bool = True, rcvhwm: int = 1000, answer_at: tuple[int, ...] = (), paused: bool = False):
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
@@ -30,25 +33,43 @@ class RawActor:
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.answer = answer
+        self.answer_at = list(answer_at)
         self.frames: list[list[tuple[int, int]]] = []  # per frame: (kind, msg_id) of each envelope
         self.stop = threading.Event()
+        self.go = threading.Event()  # reads nothing until set (at once unless ``paused``)
+        if not paused:
+            self.go.set()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        due: list[tuple[bytes, bytes]] = []
+        received = 0
+        while not self.go.wait(0.05):
+            if self.stop.is_set():
+                return
         while not self.stop.is_set():
             if not poller.poll(50):
                 continue
             ident, frame = self.sock.recv_multipart()
             envelopes = wire.decode(frame)
             self.frames.append([(env[wire.KIND], env[wire.MSG_ID]) for env in envelopes])
+            received += len(envelopes)
             answers = [wire.encode(wire.Kind.REPLY, 0, env[wire.MSG_ID], "raw", env[wire.SENDER], env[wire.BODY])
                        for env in envelopes if env[wire.KIND] == wire.Kind.ASK]
             if self.answer and answers:
                 out = answers[0] if len(answers) == 1 else wire.batch_header(len(answers)) + b"".join(answers)
-                self.sock.send_multipart([ident, out])
+                due.append((ident, out))
+            reached = False
+            while self.answer_at and received >= self.answer_at[0]:
+                self.answer_at.pop(0)
+                reached = True
+            if reached or not self.answer_at:
+                for asker, out in due:
+                    self.sock.send_multipart([asker, out])
+                due.clear()
 
     def close(self) -> None:
         self.stop.set()
@@ -87,14 +108,14 @@ def on_link(client, raw: RawActor, work, timeout: float = 60.0):
     return asyncio.run(asyncio.wait_for(main(), timeout))
 
 
-def _ask(client, link: AsyncLink, body: object, timeout: float = 20.0):
-    msg_id = next(client.ids)
+def _ask(client, link: AsyncLink, body: object, timeout: float = 20.0, msg_id: int = 0):
+    msg_id = msg_id or next(client.ids)
     frame = wire.encode(wire.Kind.ASK, msg_id, 0, client.name, "raw", body)
     return link.request(frame, msg_id, timeout, "the raw actor")
 
 
 def test_asks_made_in_one_turn_go_out_in_batch_frames_and_batched_answers_are_read(client, raw_actor):
-    raw = raw_actor()
+    raw = raw_actor(answer_at=(200,))
 
     async def work(link):
         return await asyncio.gather(*(_ask(client, link, {"i": i}) for i in range(200)))
@@ -110,7 +131,7 @@ def test_asks_made_in_one_turn_go_out_in_batch_frames_and_batched_answers_are_re
 
 
 def test_an_ask_alone_goes_at_once_and_a_large_one_alone(client, raw_actor):
-    raw = raw_actor()
+    raw = raw_actor(answer_at=(1, 6))
 
     async def work(link):
         first = await _ask(client, link, "one")
@@ -129,7 +150,7 @@ def test_an_ask_alone_goes_at_once_and_a_large_one_alone(client, raw_actor):
 def test_a_tell_after_held_asks_goes_after_them(client, raw_actor):
     """tell_async (link.send) first sends the asks held before it: one event loop's messages to one
     actor arrive in the order they were made."""
-    raw = raw_actor()
+    raw = raw_actor(answer_at=(7,))
 
     async def work(link):
         asks = [asyncio.ensure_future(_ask(client, link, i)) for i in range(6)]
@@ -169,6 +190,36 @@ def test_held_asks_that_find_no_room_fail_with_mailbox_full_after_the_send_timeo
     assert other == []
 
 
+def test_held_asks_that_waited_for_room_go_once_there_is_room(start_node, raw_actor):
+    """An actor that reads nothing for a while: the held asks wait for room (within the send timeout)
+    and go, in order, once it reads again; every one is answered, but those given up (cancelled)
+    while held, which are never sent."""
+    client = start_node().client(send_timeout=20)
+    raw = raw_actor(rcvhwm=1, paused=True)
+    ids = [next(client.ids) for _ in range(3000)]
+
+    async def work(link):
+        body = "x" * 10_000
+        tasks = [asyncio.ensure_future(_ask(client, link, [i, body], timeout=60, msg_id=ids[i])) for i in range(3000)]
+        for _ in range(1000):  # until the link's queue is full and asks wait for room
+            if link._stall is not None:
+                break
+            await asyncio.sleep(0.01)
+        held = {m for _, m, _ in link._held}
+        stalled = link._stall is not None and ids[-1] in held
+        for task in tasks[-10:]:  # held, given up
+            task.cancel()
+        raw.go.set()
+        answers = await asyncio.gather(*tasks[:-10])
+        return stalled, [a[0] for a in answers]
+
+    stalled, answers = on_link(client, raw, work, timeout=90)
+    assert stalled, "the asks never had to wait for room"
+    assert answers == list(range(2990))
+    sent = [m for f in raw.frames for _, m in f]
+    assert sent == ids[:2990]  # in the order they were made; the cancelled ones never
+
+
 def test_an_actor_answers_a_batch_of_asks_in_batches_but_a_slow_handler_at_once(start_node):
     node = start_node(agent("echo", "Echo") + agent("sleepy", "SleepEcho"))
     ctx = zmq.Context.instance()
@@ -195,7 +246,50 @@ def test_an_actor_answers_a_batch_of_asks_in_batches_but_a_slow_handler_at_once(
 
     sizes, answers = ask_batch("echo", list(range(64)))
     assert answers == list(range(64))
-    assert len(sizes) <= 8, sizes  # batched (a frame each only if the actor stalled over and over)
+    assert sum(sizes) == 64 and max(sizes) > 1, sizes  # batched (split only where the actor was paused)
     # Each handler takes longer than REPLY_HOLD_S: each answer goes as soon as it is made.
     sizes, answers = ask_batch("sleepy", [{"sleep": 0.01, "reply": i} for i in range(8)])
     assert answers == list(range(8)) and sizes == [1] * 8
+
+
+def test_after_a_slow_handler_an_actor_answers_one_by_one_for_a_while(start_node):
+    """Only the first slow handler after a fast spell delays the answers held before it: then the
+    actor holds none (SLOW_HOLD_OFF_S), and a quick ask in a batch is answered before a slow one
+    after it is done."""
+    node = start_node(agent("sleepy", "SleepEcho"))
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(node.agent("sleepy")["endpoint"])
+
+    def batch(first_id: int, bodies: list) -> list[list[int]]:
+        frames = [wire.encode(wire.Kind.ASK, first_id + i, 0, "batcher", "sleepy", b) for i, b in enumerate(bodies)]
+        sock.send(wire.batch_header(len(frames)) + b"".join(frames))
+        got: list[list[int]] = []
+        while sum(len(g) for g in got) < len(bodies):
+            assert sock.poll(20_000)
+            got.append([env[wire.CORR_ID] for env in wire.decode(sock.recv())])
+        return got
+
+    try:
+        # The first slow handler: the quick answers held before it wait for it (once).
+        assert batch(1, [{"reply": "quick"}, {"reply": "quick"}, {"sleep": 0.05, "reply": "slow"}]) == [[1, 2], [3]]
+        # From then on, one by one: the quick answer goes before the slow handler runs.
+        assert batch(10, [{"reply": "quick"}, {"sleep": 0.05, "reply": "slow"}]) == [[10], [11]]
+        assert batch(20, [{"reply": i} for i in range(5)]) == [[20], [21], [22], [23], [24]]
+    finally:
+        sock.close(0)
+
+
+def test_batches_fit_a_client_that_takes_small_frames(start_node):
+    """A client whose frame limit is small: its batches of asks, and the actor's batches of answers
+    (no larger than the batch they answer), stay under it; every ask is answered."""
+    node = start_node(agent("echo", "Echo"))
+    client = node.client(max_frame_bytes=16_384)
+
+    async def main():
+        echo = client.actor("echo")
+        return await asyncio.gather(*(echo.ask_async(f"{i:04}" + "x" * 900, timeout=30) for i in range(200)))
+
+    answers = asyncio.run(asyncio.wait_for(main(), 60))
+    assert answers == [f"{i:04}" + "x" * 900 for i in range(200)]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import zmq
@@ -79,8 +80,14 @@ class AsyncLink:
         self._expiry: asyncio.TimerHandle | None = None  # armed for the earliest deadline
         self._expiry_at = _NEVER
         self._room: list[asyncio.Future[None]] = []  # senders waiting for the queue to have room
-        self._held: list[tuple[bytes, int]] = []  # asks (frame, msg_id) to go out at the end of this turn
-        self._stall: asyncio.TimerHandle | None = None  # held asks found no room: they fail at its time
+        #: Asks (frame, msg_id, when held) to go out at the end of this turn of the loop, in order.
+        self._held: list[tuple[bytes, int, float]] = []
+        self._held_at = 0.0  # when this turn's first ask was held
+        self._gave_up = False  # an ask timed out or was cancelled since the last flush
+        self._stall: asyncio.TimerHandle | None = None  # held asks found no room: the oldest fails at its time
+        #: Bytes a batch frame may hold: at most SMALL_FRAME, what the peer takes (its frame limit) and
+        #: what this client takes (the peer's batch of answers is no larger than the batch it answers).
+        self.batch_bytes = min(SMALL_FRAME, client.limits.get(endpoint, client.max_frame_bytes), client.max_frame_bytes)
         self.dead = False
         self.loop = asyncio.get_running_loop()
         self._fds = (int(sock.getsockopt(zmq.FD)), int(self.monitor.getsockopt(zmq.FD)))
@@ -99,8 +106,23 @@ class AsyncLink:
             if not fut.done():
                 fut.set_exception(ActorDied("the link closed"))
         self._room.clear()
-        self._fail_held(ActorDied("the link closed"))
+        if self._held:
+            self._on_loop(self._fail_held, ActorDied("the link closed"))
         _close_dropped(self.sock, self.monitor)
+
+    def _on_loop(self, call: Callable[[Exception], None], exc: Exception) -> None:
+        """``call(exc)`` now if this is the link's loop, else on it (futures are the loop's to settle)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            call(exc)
+        elif not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(call, exc)
+            except RuntimeError:  # closed meanwhile: nobody waits any more
+                pass
 
     def _unwatch(self) -> None:
         loop = self.loop
@@ -176,9 +198,13 @@ class AsyncLink:
                 # Others are out: held until the loop's turn ends, then sent with the asks made
                 # meanwhile, in one frame (and the socket's events looked at once for all).
                 held = self._held
-                if not held and self._stall is None:
-                    loop.call_soon(self._flush)
-                held.append((frame, msg_id))
+                if self._stall is None:  # (the time it is held: one clock read for this turn's asks)
+                    if not held:
+                        loop.call_soon(self._flush)
+                        self._held_at = loop.time()
+                    held.append((frame, msg_id, self._held_at))
+                else:  # waiting for room, maybe for many turns: its own time
+                    held.append((frame, msg_id, loop.time()))
                 if 2 * len(held) >= len(waiting) and self._stall is None:
                     # Half of what is out: these go now, so that the actor works on them while the
                     # rest are made (two batches in flight, not one at a time each way).
@@ -198,7 +224,11 @@ class AsyncLink:
             if deadline < self._expiry_at:
                 self._arm(deadline)
             return await fut
+        except asyncio.CancelledError:
+            self._gave_up = True  # if it is still held, it is not sent
+            raise
         except _TimedOut:
+            self._gave_up = True
             raise AskTimeout(f"{what} did not answer within {timeout:g} s") from None
         except Unreachable:
             raise Unreachable(f"{what} is not reachable at {self.endpoint}") from None
@@ -226,40 +256,65 @@ class AsyncLink:
         if deadlines:
             self._arm(deadlines[0][0])
 
-    def _flush(self) -> None:
-        """Send the held asks, BATCH_ASKS and SMALL_FRAME bytes a frame at most; if the queue has no
-        room, they wait for it (``_ready`` sends them then) up to the send timeout."""
+    def _flush(self, look: bool = True) -> bool:
+        """Send the held asks (those still awaited), BATCH_ASKS and ``batch_bytes`` a frame at most;
+        whether any went. What finds no room waits for it (``_ready`` sends it then), each ask up
+        to the send timeout from when it was held. ``look``: read the socket's events after."""
         held = self._held
-        sock = self.sock
+        if not held:
+            if look:
+                self._ready()
+            return False
+        waiting = self.waiting
+        if self._gave_up:  # asks given up (timed out, cancelled) that are still held are never sent
+            self._gave_up = False
+            held[:] = [h for h in held if h[1] in waiting]
+        sock, cap, progress = self.sock, self.batch_bytes, False
         while held:
-            if len(held) == 1:
-                n, frame = 1, held[0][0]
-            else:
-                n, size = 0, 3
-                for f, _ in held:
-                    if n == BATCH_ASKS or (n and size + len(f) > SMALL_FRAME):
-                        break
-                    n += 1
-                    size += len(f)
-                frame = held[0][0] if n == 1 else b"".join([batch_header(n), *[f for f, _ in held[:n]]])
+            n, size = 0, 3
+            for h in held:
+                if n == BATCH_ASKS or (n and size + len(h[0]) > cap):
+                    break
+                n += 1
+                size += len(h[0])
+            frame = held[0][0] if n == 1 else b"".join([batch_header(n), *[h[0] for h in held[:n]]])
             try:
                 sock.send(frame, _NOBLOCK)
             except zmq.Again:
-                if self._stall is None:
-                    self._stall = self.loop.call_later(self.send_timeout, self._stalled)
-                return
+                self._arm_stall()
+                break
             except zmq.ZMQError:
                 self._fail_held(ActorDied("the link closed"))
-                return
+                return progress
             del held[:n]
-        if self._stall is not None:
+            progress = True
+        if not held and self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        self._ready()  # a send may take the edge of the socket's descriptor: look at its events now
+        elif held and progress:
+            self._arm_stall()  # for the oldest ask still held
+        if look:
+            self._ready()  # a send, sent or not, may take the edge of the socket's descriptor
+        return progress
+
+    def _arm_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+        self._stall = self.loop.call_at(self._held[0][2] + self.send_timeout, self._stalled)
 
     def _stalled(self) -> None:
+        """The held asks that waited the send timeout for room fail with MailboxFull."""
         self._stall = None
-        self._fail_held(MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout"))
+        now, held, waiting = self.loop.time(), self._held, self.waiting
+        n = 0
+        while n < len(held) and held[n][2] + self.send_timeout <= now:
+            fut = waiting.get(held[n][1])
+            if fut is not None and not fut.done():
+                fut.set_exception(MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout"))
+            n += 1
+        del held[:n]
+        if held:
+            self._arm_stall()
 
     def _fail_held(self, exc: Exception) -> None:
         """The held asks will not go: each fails with ``exc``."""
@@ -267,7 +322,7 @@ class AsyncLink:
             self._stall.cancel()
             self._stall = None
         waiting = self.waiting
-        for _, msg_id in self._held:
+        for _, msg_id, _ in self._held:
             fut = waiting.get(msg_id)
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
@@ -278,6 +333,7 @@ class AsyncLink:
         sock = self.sock
         waiting = self.waiting
         max_bytes = self.max_bytes
+        retry = True  # held asks waiting for room: tried again while each try sends some
         try:
             while True:
                 events = int(sock.getsockopt(_EVENTS))
@@ -295,11 +351,9 @@ class AsyncLink:
                             else:
                                 fut.set_exception(from_wire(env[BODY]))
                     continue
-                if events & _POLLOUT and self._stall is not None:
-                    self._flush()  # held asks waited for room: they go first
-                    if self._held:
-                        return
-                    continue
+                if events & _POLLOUT and self._held and self._stall is not None and retry:
+                    retry = self._flush(look=False)  # held asks waited for room: they go first
+                    continue  # (the events again: a send, sent or not, may take the edge)
                 if events & _POLLOUT and self._room:
                     for room in self._room:
                         if not room.done():

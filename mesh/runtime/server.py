@@ -43,6 +43,7 @@ from ..wire import BODY, KIND, MSG_ID, SENDER, TRACE, WAITING
 from . import tracing
 from .client import Client
 from .broadcast import EVENT_PREFIX, INTENTION_TOPIC, Subscriptions
+from .answers import HeldAnswers
 from .cancels import Cancels, run_cancellable
 from .clock import Clock
 from .context import ActorContext
@@ -57,10 +58,6 @@ from .transport import SEND_BYTES, WAKE_ID, Listener, NothingYet, Transport, fra
 log = logging.getLogger("mesh.server")
 
 _NO_CHAIN: list[str] = []
-#: Answers to a batch frame's asks (asynclink.py's) go back in batches: BATCH_REPLIES a frame at
-#: most, of REPLY_BATCH_BYTES each at most (larger ones go alone), and none held once REPLY_HOLD_S
-#: seconds passed since the first held one's handler began (a slow handler's answer goes at once).
-BATCH_REPLIES, REPLY_BATCH_BYTES, REPLY_HOLD_S = 64, 1024, 0.001
 _ASK, _TELL_ACK, _EVENT, _TELL = int(wire.Kind.ASK), int(wire.Kind.TELL_ACK), int(wire.Kind.EVENT), int(wire.Kind.TELL)
 _CONTROL, _REPLY, _FAIL = int(wire.Kind.CONTROL), int(wire.Kind.REPLY), int(wire.Kind.FAIL)
 
@@ -275,6 +272,7 @@ class Server:
         timers = self._timers
         receive = router.receive
         reply = router.reply
+        answers = HeldAnswers(reply)
         monotonic = self.clock.monotonic
         dirty = FLUSHER.dirty
         perf = time.perf_counter
@@ -304,12 +302,11 @@ class Server:
                     reply(ident, answer)
                     bad.record(ident, exc)
                 continue
-            held: list[bytes] = []  # answers to this batch's asks, sent together (see REPLY_HOLD_S)
-            many, held_since = len(envelopes) > 1, 0.0
+            many = len(envelopes) > 1 and answers.open(ident, len(frame))  # held and sent together: answers.py
             for env in envelopes:
                 kind = env[KIND]
-                if held and kind != _ASK:  # answered before anything else runs (a tell may end the actor)
-                    held = _send_held(reply, ident, held)
+                if many and kind != _ASK:  # answered before anything else runs (a tell may end the actor)
+                    answers.flush()
                 self.current_sender = env[SENDER]
                 # A traced message (9 fields, when the sender had a span): handled in a child span.
                 traced = tracing.handling(name, env[TRACE], kind == _ASK) if traceable and len(env) == 9 else None
@@ -328,17 +325,13 @@ class Server:
                     except Exception as exc:
                         out = encode(_FAIL, next(ids), env[MSG_ID], name, env[SENDER], handler_error(exc))
                     except BaseException:
-                        if held:
-                            _send_held(reply, ident, held)
+                        if many:
+                            answers.flush()
                         raise
                     self.chain_in = _NO_CHAIN
                     self.current_id = 0
-                    if many and len(out) <= REPLY_BATCH_BYTES:
-                        if not held:
-                            held_since = began
-                        held.append(out)
-                        if len(held) == BATCH_REPLIES or perf() - held_since > REPLY_HOLD_S:
-                            held = _send_held(reply, ident, held)
+                    if many:
+                        answers.add(out, began)
                     else:
                         reply(ident, out)
                 elif kind == _TELL:
@@ -366,8 +359,8 @@ class Server:
                 self.handled += 1
                 if traced is not None:
                     traced.__exit__(None, None, None)
-            if held:
-                _send_held(reply, ident, held)
+            if many:
+                answers.flush()
             # Timed per frame, not per message (a batch of tells costs two clock reads): each message of
             # a batch waited, on average, for half of the others to be handled before it.
             busy = perf() - received
@@ -444,12 +437,6 @@ class Server:
         if self._aloop is None:
             self._aloop = asyncio.new_event_loop()
         return run_cancellable(self, self._aloop, coro)
-
-def _send_held(reply: Callable[[Any, bytes], None], ident: Any, held: list[bytes]) -> list[bytes]:
-    """Send the held answers to ``ident``: one frame, a batch if there are several; a new list."""
-    reply(ident, held[0] if len(held) == 1 else b"".join([wire.batch_header(len(held)), *held]))
-    return []
-
 
 def client_flush_local(client: Client) -> None:
     """Send the tells this thread holds back, now that the handler returned.
