@@ -220,8 +220,68 @@ def test_held_asks_that_waited_for_room_go_once_there_is_room(start_node, raw_ac
     assert sent == ids[:2990]  # in the order they were made; the cancelled ones never
 
 
+def test_frames_waiting_for_room_go_in_the_order_they_were_made(start_node, raw_actor):
+    """While the link waits for room: held asks, then a tell made after them, then asks made after
+    the tell, reach the actor in that order."""
+    client = start_node().client(send_timeout=20)
+    raw = raw_actor(rcvhwm=1, paused=True)
+    first_ids = [next(client.ids) for _ in range(3000)]
+    later_ids = [next(client.ids) for _ in range(50)]
+    tell_id = next(client.ids)
+
+    async def work(link):
+        body = "x" * 10_000
+        first = [asyncio.ensure_future(_ask(client, link, body, timeout=60, msg_id=m)) for m in first_ids]
+        for _ in range(1000):
+            if link._stall is not None:
+                break
+            await asyncio.sleep(0.01)
+        tell = asyncio.ensure_future(link.send(wire.encode(wire.Kind.TELL, tell_id, 0, client.name, "raw", "t")))
+        await asyncio.sleep(0.05)  # the tell waits for room
+        later = [asyncio.ensure_future(_ask(client, link, "later", timeout=60, msg_id=m)) for m in later_ids]
+        await asyncio.sleep(0.05)
+        raw.go.set()
+        await asyncio.gather(*first, tell, *later)
+
+    on_link(client, raw, work, timeout=90)
+    sent = [m for f in raw.frames for _, m in f]
+    assert sent == first_ids + [tell_id] + later_ids
+
+
+def test_each_held_ask_waits_for_room_its_own_send_timeout(start_node, raw_actor):
+    """Held asks that find no room fail with MailboxFull each a send timeout after it was held: asks
+    held later still wait when the first ones fail, and go once there is room."""
+    client = start_node().client(send_timeout=3.0)
+    raw = raw_actor(rcvhwm=1, paused=True)
+
+    async def work(link):
+        body = "x" * 10_000
+        first = [asyncio.ensure_future(_ask(client, link, [i, body], timeout=60)) for i in range(3000)]
+        for _ in range(1000):
+            if link._stall is not None:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.5)
+        later = [asyncio.ensure_future(_ask(client, link, [i, "later"], timeout=60)) for i in range(100)]
+        await asyncio.sleep(0)  # they are made, and held (the link waits for room)
+        done, _ = await asyncio.wait(first, timeout=20, return_when=asyncio.FIRST_EXCEPTION)
+        first_full = any(isinstance(t.exception(), mesh.MailboxFull) for t in done)
+        later_waiting = not any(t.done() for t in later)
+        raw.go.set()
+        answers = await asyncio.gather(*later, return_exceptions=True)
+        for t in first:
+            t.cancel()
+        await asyncio.gather(*first, return_exceptions=True)
+        return first_full, later_waiting, answers
+
+    first_full, later_waiting, answers = on_link(client, raw, work, timeout=90)
+    assert first_full, "no ask held first failed with MailboxFull"
+    assert later_waiting, "asks held later failed with the first ones, before their own send timeout"
+    assert answers == [[i, "later"] for i in range(100)]
+
+
 def test_an_actor_answers_a_batch_of_asks_in_batches_but_a_slow_handler_at_once(start_node):
-    node = start_node(agent("echo", "Echo") + agent("sleepy", "SleepEcho"))
+    node = start_node(agent("echo", "Echo") + agent("sleepy", "SleepEcho"), node_extra="agent_nice = 0")
     ctx = zmq.Context.instance()
 
     def ask_batch(name: str, bodies: list) -> tuple[list[int], list]:
@@ -244,6 +304,7 @@ def test_an_actor_answers_a_batch_of_asks_in_batches_but_a_slow_handler_at_once(
         finally:
             sock.close(0)
 
+    assert ask_batch("echo", [0])[1] == [0]  # its first handler's one-off costs, apart
     sizes, answers = ask_batch("echo", list(range(64)))
     assert answers == list(range(64))
     assert sum(sizes) == 64 and max(sizes) > 1, sizes  # batched (split only where the actor was paused)
@@ -273,7 +334,8 @@ def test_after_a_slow_handler_an_actor_answers_one_by_one_for_a_while(start_node
 
     try:
         # The first slow handler: the quick answers held before it wait for it (once).
-        assert batch(1, [{"reply": "quick"}, {"reply": "quick"}, {"sleep": 0.05, "reply": "slow"}]) == [[1, 2], [3]]
+        got = batch(1, [{"reply": "quick"}, {"reply": "quick"}, {"sleep": 0.05, "reply": "slow"}])
+        assert [m for g in got for m in g] == [1, 2, 3] and got[-1][-1] == 3
         # From then on, one by one: the quick answer goes before the slow handler runs.
         assert batch(10, [{"reply": "quick"}, {"sleep": 0.05, "reply": "slow"}]) == [[10], [11]]
         assert batch(20, [{"reply": i} for i in range(5)]) == [[20], [21], [22], [23], [24]]

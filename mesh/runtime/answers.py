@@ -6,13 +6,15 @@ costs per frame, on both sides, is then paid once for many answers (100 asks in 
 echo agent: about 105k asks/s with an answer a frame, 200k with batches). Holding an answer must
 not make an ask wait for a slow one, so:
 
-* an answer is held only while the handlers stay fast: none is held once REPLY_HOLD_S seconds
-  have passed since the first held one's handler began;
-* a handler that takes longer than REPLY_HOLD_S sends its answer, and those held, at once; one
-  that takes longer than SLOW_HANDLER_S (a wait, not a moment's preemption on a busy machine)
-  also stops the actor holding answers for SLOW_HOLD_OFF_S seconds (so an actor whose handlers
-  are sometimes slow answers one by one: only the first slow handler after a fast spell delays
-  the answers held before it, by its own time);
+* an answer is held only while the handlers stay fast: the held ones go once REPLY_HOLD_S
+  seconds have passed since the first held one's handler began, and with the answer of a
+  handler that took longer (so a held answer waits for at most one more handler);
+* a handler that takes longer than SLOW_HANDLER_S (a wait, not a moment's preemption on a busy
+  machine) also stops the actor holding answers for SLOW_HOLD_OFF_S seconds, from that batch on
+  (so an actor whose handlers are sometimes slow answers one by one: a held answer is delayed
+  by a slow handler at most once per SLOW_HOLD_OFF_S, and otherwise by at most SLOW_HANDLER_S;
+  a handler that waits for something its asker does only once it has the answer held before
+  it waits until that wait of its own gives up, once);
 * an answer over REPLY_BATCH_BYTES goes alone; a batch holds at most BATCH_REPLIES answers and
   no more bytes than the frame of asks it answers (so it fits what the asker takes);
 * anything but an ask in the batch (a tell that may end the actor, say) sends the held answers
@@ -61,7 +63,7 @@ class HeldAnswers:
         """The answer ``out`` to an ask whose handler began at ``began`` (``time.perf_counter``)."""
         now = _perf()
         held = self.held
-        if now - began > REPLY_HOLD_S or len(out) > REPLY_BATCH_BYTES:
+        if self.hold_off_until or now - began > REPLY_HOLD_S or len(out) > REPLY_BATCH_BYTES:
             if now - began > SLOW_HANDLER_S:
                 self.hold_off_until = now + SLOW_HOLD_OFF_S
             if held:

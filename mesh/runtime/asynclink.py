@@ -102,13 +102,17 @@ class AsyncLink:
         if not self.sock.closed:
             self._unwatch()
         self.dead = True
+        if self._room or self._held:
+            self._on_loop(self._fail_waiters, ActorDied("the link closed"))
+        _close_dropped(self.sock, self.monitor)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        """Nothing waiting to be sent will be: senders waiting for room, and held asks, fail."""
         for fut in self._room:
             if not fut.done():
-                fut.set_exception(ActorDied("the link closed"))
+                fut.set_exception(exc)
         self._room.clear()
-        if self._held:
-            self._on_loop(self._fail_held, ActorDied("the link closed"))
-        _close_dropped(self.sock, self.monitor)
+        self._fail_held(exc)
 
     def _on_loop(self, call: Callable[[Exception], None], exc: Exception) -> None:
         """``call(exc)`` now if this is the link's loop, else on it (futures are the loop's to settle)."""
@@ -156,7 +160,7 @@ class AsyncLink:
     async def send(self, frame: bytes) -> None:
         if self._held:
             self._flush()  # the asks held before it go first
-        if self._held or not self._sent(frame):
+        if self._held or self._room or not self._sent(frame):  # (and the frames waiting for room)
             await self._send_when_room(frame)
         self._ready()  # a send may take the edge of the socket's descriptor: look at its events now
 
@@ -178,8 +182,10 @@ class AsyncLink:
             finally:
                 if room in self._room:
                     self._room.remove(room)
-            if self._held:  # asks held before it are still waiting for room: they go first
-                continue
+            if self._held:  # asks held before it go first
+                self._flush()
+                if self._held:
+                    continue
             try:
                 self.sock.send(frame, _NOBLOCK)
                 return
@@ -194,7 +200,7 @@ class AsyncLink:
         waiting = self.waiting
         waiting[msg_id] = fut
         try:
-            if len(waiting) > 1 and len(frame) <= BATCH_SOLO_BYTES:
+            if len(waiting) > 1 and len(frame) <= BATCH_SOLO_BYTES and not self._room:
                 # Others are out: held until the loop's turn ends, then sent with the asks made
                 # meanwhile, in one frame (and the socket's events looked at once for all).
                 held = self._held
@@ -212,7 +218,7 @@ class AsyncLink:
             else:
                 if self._held:
                     self._flush()  # the asks held before it go first
-                if self._held or not self._sent(frame):  # self.send(frame) without its coroutine
+                if self._held or self._room or not self._sent(frame):  # self.send(frame), no coroutine
                     await self._send_when_room(frame)
                 self._ready()  # a send may take the edge of the socket's descriptor: look now
             deadline = loop.time() + timeout
@@ -354,7 +360,7 @@ class AsyncLink:
                 if events & _POLLOUT and self._held and self._stall is not None and retry:
                     retry = self._flush(look=False)  # held asks waited for room: they go first
                     continue  # (the events again: a send, sent or not, may take the edge)
-                if events & _POLLOUT and self._room:
+                if events & _POLLOUT and self._room and not self._held:  # (held asks go first)
                     for room in self._room:
                         if not room.done():
                             room.set_result(None)
