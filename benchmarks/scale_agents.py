@@ -22,9 +22,10 @@ ones with ``preload = true``, so the zygote imported their module). Measured:
   percent of one core, over ``--idle`` seconds (default 30) of idling after that;
 * ``pss_merged_mb`` and ``pss_merged_total_mb``: the same once the kernel merged the pages the
   agents hold alike (the node says ``merge_pages = true``; the benchmark runs the kernel's page
-  merging, KSM, as fast as a core scans until a full scan finds less than 1 % more to merge, then puts the
-  machine's settings back: root only); ``ksm_scan_cpu_s``: the CPU ksmd spent on one full scan of
-  the machine's mergeable memory (these agents'), on average over the scans until merged, and
+  merging, KSM, as fast as a core scans until a full scan finds less than 1 % more to merge, then
+  unmerges what it merged and puts the machine's settings back: root only); ``ksm_scan_cpu_s``:
+  the CPU ksmd spent on one full scan of the machine's mergeable memory (these agents'), on
+  average over the scans until merged, and
   ``ksm_last_scan_cpu_s`` the last one (what every later scan costs: ksmd repeats them for as long
   as it runs, so at a full scan every ``T`` seconds it costs ``ksm_last_scan_cpu_s / T`` of a
   core); ``ksm_scan_s`` the wall time of one scan here. ``--no-merge``: none of it;
@@ -166,6 +167,8 @@ def _merged(pids: list[int], timeout: float = 120.0) -> dict:
         elapsed, cpu = time.monotonic() - t0, (_cpu_s(ksmd) - cpu0 if ksmd else None)
         pss = _pss(pids)
     finally:
+        if saved["run"] != "1":  # the machine did not merge: unmerge everything (2) before it stops (0)
+            (KSM / "run").write_text("2")
         for key in ("run", "pages_to_scan", "sleep_millisecs"):  # run last-but-not-least: as it was
             (KSM / key).write_text(saved[key])
     done = max(scans - scans0, 1)
