@@ -80,7 +80,8 @@ def _ksm_stat(pid: int) -> dict[str, str]:
 
 @pytest.fixture
 def ksm_running():
-    """The kernel's page merging on, fast, for the test; the machine's settings put back after."""
+    """The kernel's page merging on, fast, for the test; what it merged unmerged and the machine's
+    settings put back after."""
     keys = ("run", "pages_to_scan", "sleep_millisecs")
     try:
         saved = {k: (KSM / k).read_text().strip() for k in keys}
@@ -92,6 +93,8 @@ def ksm_running():
     try:
         yield
     finally:
+        if saved["run"] != "1":  # it did not merge: unmerge what the test merged (2), then stop it (0)
+            (KSM / "run").write_text("2")
         for k in keys:
             (KSM / k).write_text(saved[k])
 
