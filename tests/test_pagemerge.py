@@ -85,7 +85,7 @@ def ksm_running():
     keys = ("run", "pages_to_scan", "sleep_millisecs")
     try:
         saved = {k: (KSM / k).read_text().strip() for k in keys}
-        (KSM / "pages_to_scan").write_text("5000")
+        (KSM / "pages_to_scan").write_text("1000")  # a full scan of a few agents in a moment; little CPU
         (KSM / "sleep_millisecs").write_text("20")
         (KSM / "run").write_text("1")
     except OSError as exc:
