@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .containment import become_subreaper, end_own_tree, kill_descendants, leave_terminal, survive_hangup
+from .pagemerge import mark_if_asked
 
 
 def load_class(target: str, path: list[str]) -> Callable[..., Any]:
@@ -42,12 +43,7 @@ def main() -> None:
     become_subreaper()
     leave_terminal()
     survive_hangup()
-    if os.environ.get("MESH_MERGE_PAGES") == "1":  # spawned; a forked agent has the zygote's mark
-        from .pagemerge import mark_mergeable
-
-        problem = mark_mergeable()
-        if problem is not None:
-            print(f"merge_pages: {problem}", file=sys.stderr, flush=True)
+    mark_if_asked()  # merge_pages (a forked agent has the zygote's mark already)
     logging.basicConfig(
         level=os.environ.get("MESH_LOG_LEVEL", "INFO"),
         stream=sys.stderr,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 
 #: prctl(2) options (Linux 6.4): mark every present and future mapping of the process mergeable,
 #: inherited by its forks; and read that mark.
@@ -77,6 +78,15 @@ def mark_mergeable() -> str | None:
     return _advise_each(libc)
 
 
+def mark_if_asked() -> None:
+    """Mark this process's memory mergeable if its node says ``merge_pages`` (``MESH_MERGE_PAGES``);
+    a kernel that cannot is said on stderr (the zygote's or the agent's log), never fatal."""
+    if os.environ.get("MESH_MERGE_PAGES") == "1":
+        problem = mark_mergeable()
+        if problem is not None:
+            print(f"merge_pages: {problem}", file=sys.stderr, flush=True)
+
+
 def _advise_each(libc: object) -> str | None:
     import ctypes
 
@@ -112,4 +122,4 @@ def is_marked(pid: int) -> bool:
         return False
 
 
-__all__ = ["kernel_merging", "kernel_warning", "mark_mergeable", "is_marked", "KSM_RUN"]
+__all__ = ["kernel_merging", "kernel_warning", "mark_mergeable", "mark_if_asked", "is_marked", "KSM_RUN"]

@@ -50,6 +50,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from .pagemerge import mark_if_asked
+
 #: What every agent imports: imported here once, so forked agents share these pages.
 PRELOAD = ("mesh", "mesh.runtime.agent", "mesh.runtime.server", "mesh.runtime.nodelink", "zmq", "msgpack", "psutil",
            "asyncio", "logging", "ctypes")
@@ -264,14 +266,6 @@ def _lines(fd: int) -> Iterator[list[bytes]]:
             yield lines[first:first + MAX_BATCH]
 
 
-def _mark_mergeable() -> None:
-    from .pagemerge import mark_mergeable
-
-    problem = mark_mergeable()
-    if problem is not None:
-        print(f"merge_pages: {problem}", file=sys.stderr, flush=True)
-
-
 def serve(node_pid: int) -> bool:
     """Answer the node's requests until its pipe ends; True in a forked agent (which then runs).
 
@@ -283,14 +277,12 @@ def serve(node_pid: int) -> bool:
     os.dup2(null, 0)
     os.dup2(2, 1)  # print() in a preloaded module goes to the zygote's log, never into the pipe
     os.close(null)
-    merge = os.environ.get("MESH_MERGE_PAGES") == "1"
     for module in PRELOAD:
         importlib.import_module(module)
     _share_heap()
     _reply(replies, {"ready": os.getpid()})
     for lines in _lines(requests):
-        if merge:  # (before every batch only for kernels older than 6.4: the arenas made since)
-            _mark_mergeable()
+        mark_if_asked()  # merge_pages (before every batch only for kernels before 6.4: the arenas made since)
         forks: list[tuple[dict[str, Any], _Fork]] = []
         for line in lines:
             try:

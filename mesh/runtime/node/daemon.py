@@ -268,8 +268,8 @@ class Node:
                     become_subreaper()  # what a dying agent leaves behind is re-parented here, and ended (sweep)
                 logs = self.run_dir / "logs"
                 self.on_event(f"node {self.name} listening on {self.address} (pid {os.getpid()}, logs in {logs})")
-                if self.spec.merge_pages and kernel_warning() is not None:
-                    self.on_event(str(kernel_warning()))
+                if self.spec.merge_pages and (warning := kernel_warning()) is not None:
+                    self.on_event(warning)
                 self.web = serve_web(self)
                 self._serve()
         finally:
