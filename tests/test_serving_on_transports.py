@@ -177,6 +177,8 @@ def test_an_ask_in_flight_when_the_actor_goes_away_fails_at_once_and_the_next_fi
     with pytest.raises(ActorDied):
         ref.ask("die", timeout=20)
     assert time.monotonic() - started < 10  # the death was seen, not the 20 s timeout
+    # the server's thread tells its clients of the death as it unwinds, then ends: wait for its end
+    wait_until(lambda: "doomed" in world.crashes, 10, "the server's thread ended")
     assert type(world.crashes["doomed"]) is SystemExit
     with pytest.raises(ActorNotFound):
         ref.ask("anyone?")
