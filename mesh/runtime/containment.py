@@ -13,7 +13,7 @@ parent exited: out of reach of the node and of the agent. Three pieces close tha
 * The node is a child subreaper too: when an agent dies, what it started is
   re-parented to the node. A node run by ``mesh up`` starts no process but its
   agents, so every other child of the node is such an orphan, and :func:`sweep_orphans` kills and
-  reaps it (on every reap of an agent and at least once a second).
+  reaps it (whenever a child of the node exited, and at least every ``SWEEP_S``).
 * When the node is gone (SIGKILLed: nobody runs its clean-up), each agent notices
   (PDEATHSIG and its parent watch), stops, and ends its whole tree before it exits
   (:func:`end_own_tree`).
@@ -81,6 +81,56 @@ def a_child_exited() -> bool:
     try:
         return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:  # no child at all
+        return False
+
+
+def has_exited(pid: int | None) -> bool:
+    """Whether child ``pid`` has exited (or is not a child: reaped already); it is not reaped here.
+    False for None (a fork whose pid is not known yet)."""
+    if pid is None:
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+class ChildExits:
+    """Whether a child of this process may have exited since last asked, without a system call
+    while none did.
+
+    :func:`a_child_exited` costs the kernel a walk over every child (a thousand agents: ten calls a
+    second were a tenth of an idle node's CPU). Once :meth:`watch` installed its SIGCHLD handler
+    (the main thread only), :meth:`any` calls it only after a SIGCHLD came (an exit, or a stop or
+    resume by the budget's throttle), and again at each ask until no exited child is left. Not
+    watching, it calls it every time."""
+
+    def __init__(self) -> None:
+        self.watching = False
+        self._signalled = True
+
+    def watch(self) -> object:
+        """Install the SIGCHLD handler; returns the one it replaced (raises ValueError off the main thread)."""
+        previous = signal.signal(signal.SIGCHLD, self._on_signal)
+        self.watching = True
+        return previous
+
+    def unwatch(self, previous: object) -> None:
+        signal.signal(signal.SIGCHLD, previous)  # type: ignore[arg-type]
+        self.watching = False
+        self._signalled = True
+
+    def _on_signal(self, *_: object) -> None:
+        self._signalled = True
+
+    def any(self) -> bool:
+        if self.watching:
+            if not self._signalled:
+                return False
+            self._signalled = False  # before the look: a SIGCHLD during it sets it again
+        if a_child_exited():
+            self._signalled = True  # until it is reaped
+            return True
         return False
 
 

@@ -84,6 +84,9 @@ class Follower:
         self._acted_written: dict | None = None
         self._spec_problems: dict[str, str] = {}
         self._conducted: tuple | None = None  # the inputs of the last decision (see conduct)
+        #: The nodes' records as decisions read them (their load left out: it changes all the time and
+        #: decides nothing), the NODE_PREFIX version they were read at, and a count of their changes.
+        self._records_seen: tuple[int, dict, int] = (-1, {}, 0)
         self._conducted_at = float("-inf")
         self._led_term, self._led_since = -1, 0.0  # the term this node last led, and since when (monotonic)
         self.conducted = 0  #: decisions computed (published or not): with nothing changing, one per CONDUCT_EVERY_S
@@ -314,7 +317,7 @@ class Follower:
         if monotonic - self._led_since < SETTLE_S:  # new in its term: wait for the members it knows
             known = {n for n, m in states.items() if m["state"] == "alive" and n in usable and n != self.name}
             waiting = awaited(known, self._acted_records()[0], lead.term, monotonic - self._led_since)
-        inputs = (*self._inputs(state_of, usable, waiting), gathering)
+        inputs = (*self._inputs(state_of, usable, waiting, records), gathering)
         if inputs == self._conducted and monotonic < self._conducted_at + CONDUCT_EVERY_S:
             return
         self._conducted, self._conducted_at = inputs, monotonic
@@ -367,13 +370,19 @@ class Follower:
             if t < lead.term:
                 self.directory.delete(f"{ASSIGN_PREFIX}{t}", system=True)
 
-    def _inputs(self, state_of: dict[str, str], usable: set[str], waiting: frozenset[str]) -> tuple:
+    def _inputs(self, state_of: dict[str, str], usable: set[str], waiting: frozenset[str],
+                records: dict[str, dict]) -> tuple:
         """What a decision depends on, cheaply compared: the term, the members' states, the nodes
-        usable now (they change with time too), how many changes the node records, the directory,
-        the assignments and the ``acted`` records have seen, and what this node acted on."""
+        usable now (they change with time too), how many changes the node records (but for their
+        load: a node rewrites it as its agents' usage moves, and placing reads none of it), the
+        directory, the assignments and the ``acted`` records have seen, and what this node acted on."""
         d = self.directory
+        version, seen, changes = self._records_seen
+        if d.version(NODE_PREFIX) != version:
+            read = {n: {k: v for k, v in r.items() if k != "load"} for n, r in records.items()}
+            self._records_seen = (d.version(NODE_PREFIX), read, changes + (read != seen))
         return (self.leadership.term, self.supervisor.stopping, sorted(state_of.items()), sorted(usable), sorted(waiting),
-                d.version(NODE_PREFIX), d.version(AGENTS_PREFIX), d.version(ASSIGN_PREFIX), d.version(ACTED_PREFIX),
+                self._records_seen[2], d.version(AGENTS_PREFIX), d.version(ASSIGN_PREFIX), d.version(ACTED_PREFIX),
                 self.acted)
 
     def _acted_records(self) -> tuple[dict[str, tuple[int, int]], dict[str, set[str]]]:

@@ -33,10 +33,10 @@ from ...core.restart import RestartTracker, describe_exit
 from ...spec import NodeSpec
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
-from ..containment import a_child_exited, become_subreaper, kill_descendants, kill_group, sweep_orphans
+from ..containment import ChildExits, become_subreaper, has_exited, kill_descendants, kill_group, sweep_orphans
 from ..gossiper import Directory
 from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
-from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S
+from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S, REAP_ALL_S, SWEEP_S
 from .instance import VERSION, Instance, changed
 from .killswitch import clock, pulled_kill_switch
 from .logs import with_last_error
@@ -70,6 +70,8 @@ class Supervisor:
         self._wave: dict[str, float] = {}  # the agents starting now -> when they stop counting against the wave
         self._next_reap_all = self._next_expiry = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
+        self.exits = ChildExits()  #: the node watches SIGCHLD with it when it runs on the main thread
+        self._embedded: tuple[int, list[Instance]] = (-1, [])  # the embedded instances, at a VERSION
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
         self.lease_left: Callable[[float | None], float | None] = lambda deadline: None
         #: The agents' secret certificate (set by the node when it has keys): agents get its path,
@@ -221,25 +223,21 @@ class Supervisor:
 
     def reap(self, now: float) -> None:
         self.collect_forks(now)
-        if not a_child_exited() and now < self._next_reap_all:
-            return  # one syscall, not one per agent (all are looked at each second: poll() may have reaped one)
-        self._next_reap_all = now + 1.0
+        exited = self.exits.any()
+        if not exited and now < self._next_reap_all:
+            return  # no system call per agent (nor one at all while watching SIGCHLD) unless one exited
+        self._next_reap_all = now + REAP_ALL_S
+        if exited:
+            self._next_sweep = 0.0  # an agent, or an orphan still dying at the last sweep
         for inst in list(self.instances.values()):
             proc = inst.proc
-            if proc is None or proc.pid is None:
-                continue
-            try:
-                exited = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-            except ChildProcessError:
-                exited = True
-            if not exited:
+            if proc is None or proc.pid is None or not has_exited(proc.pid):
                 continue
             # Kill what the agent forked while its pid still names the group, then reap it. (What
             # left the group was re-parented to the node when the agent died: the sweep ends it.)
             why = self.enforcer.untrack(inst.name)
             kill_group(proc.pid)
             code = proc.wait()
-            self._next_sweep = 0.0
             inst.proc = None
             inst.endpoint = None
             if inst.held and inst.retiring in ("", KILL_SWITCH) and not self.stopping:
@@ -300,7 +298,7 @@ class Supervisor:
                 self.on_event(f"{inst.name} {inst.state}: {decision.reason}")
         self._kill_overdue_by_person(now)
         if now >= self._next_sweep:
-            self._next_sweep = now + 1.0
+            self._next_sweep = now + SWEEP_S
             self.sweep()
 
     def sweep(self) -> list[int]:
@@ -319,8 +317,9 @@ class Supervisor:
         if now < self._next_expiry:
             return
         self._next_expiry = now + 1.0
-        gone = [n for n, i in self.instances.items() if i.embedded and now - i.last_heard > EMBEDDED_TTL_S]
-        for name in gone:
+        if self._embedded[0] != VERSION[0]:  # listed again only when an instance came, went or changed
+            self._embedded = (VERSION[0], [i for i in self.instances.values() if i.embedded])
+        for name in [i.name for i in self._embedded[1] if now - i.last_heard > EMBEDDED_TTL_S]:
             del self.instances[name]
             changed()
             self.on_event(f"{name} dropped (embedded, no heartbeat for {EMBEDDED_TTL_S:g} s)")
@@ -386,7 +385,7 @@ class Supervisor:
         """An agent a person stopped or restarted that is still running after its grace: SIGKILL."""
         for inst in self.instances.values():
             if (inst.held or inst.respawn) and inst.proc is not None and inst.term_sent_at is not None \
-                    and now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.proc.poll() is None:
+                    and now - inst.term_sent_at >= self.stop_timeout_of(inst) and not has_exited(inst.proc.pid):
                 self.on_event(f"{inst.name} did not stop within {self.stop_timeout_of(inst):g} s: SIGKILL")
                 kill_tree(inst.proc)
                 inst.term_sent_at = None
@@ -451,7 +450,7 @@ class Supervisor:
         """An agent still running after its own stop timeout is SIGKILLed with its group."""
         for inst in self.instances.values():
             if inst.proc is not None and inst.term_sent_at is not None:
-                if now - inst.term_sent_at >= self.stop_timeout_of(inst) and inst.proc.poll() is None:
+                if now - inst.term_sent_at >= self.stop_timeout_of(inst) and not has_exited(inst.proc.pid):
                     self.on_event(f"{inst.name} did not stop in time: SIGKILL (stop timeout {self.stop_timeout_of(inst):g} s)")
                     kill_tree(inst.proc)
                     inst.term_sent_at = None  # killed once is enough; reap collects it
