@@ -23,7 +23,42 @@ import mesh
 TESTS = Path(__file__).resolve().parent
 
 
+def _ports() -> tuple[int, int]:
+    """This test process's ports for free_port(): below the kernel's ephemeral range (which the
+    source ports of outgoing connections come from: a port bound to 0 and freed, then bound by a
+    node, could be taken meanwhile by any connection a test makes), a share of its own per xdist
+    worker (two workers never hand out the same port)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low = 10_000
+    if ephemeral - low < 1_000:
+        return 0, 0  # no room below it: the kernel's choice
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    share = (ephemeral - low) // max(count, 1)
+    return low + index * share, low + (index + 1) * share
+
+
+_PORTS = _ports()
+_next_port = [_PORTS[0] + os.getpid() % max(1, _PORTS[1] - _PORTS[0])]
+
+
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, handed out once per test process in turn (see _ports)."""
+    low, high = _PORTS
+    for _ in range(high - low):
+        port = _next_port[0]
+        _next_port[0] = low + (port + 1 - low) % (high - low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
