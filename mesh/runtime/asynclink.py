@@ -165,23 +165,35 @@ class AsyncLink:
         self._ready()  # a send may take the edge of the socket's descriptor: look at its events now
 
     async def _send_when_room(self, frame: bytes) -> None:
-        """The peer's mailbox and this socket's queue are full: wait for room, up to the send timeout."""
+        """The peer's mailbox and this socket's queue are full: wait for room, up to the send timeout.
+
+        Senders wait in a queue, in the order they came: room wakes the first only, which sends
+        (the caller's look at the socket then wakes the next) or, finding none after all, waits at
+        the head again. (Waking all at once let a later one find the room an earlier one had not.)"""
         loop = self.loop
         deadline = loop.time() + self.send_timeout
+        again = False  # a sender woken that found no room keeps its place at the head
         while True:
             left = deadline - loop.time()
             if left <= 0:
                 raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout")
             room = loop.create_future()
-            self._room.append(room)
+            if again:
+                self._room.insert(0, room)
+            else:
+                self._room.append(room)
             self._ready()
             try:
                 await asyncio.wait_for(room, left)
             except asyncio.TimeoutError:
+                self._leave(room)
                 raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout") from None
-            finally:
-                if room in self._room:
-                    self._room.remove(room)
+            except BaseException:  # cancelled, or the link closed
+                self._leave(room)
+                raise
+            if room in self._room:
+                self._room.remove(room)
+            again = True
             if self._held:  # asks held before it go first
                 self._flush()
                 if self._held:
@@ -191,6 +203,12 @@ class AsyncLink:
                 return
             except zmq.Again:
                 continue
+
+    def _leave(self, room: asyncio.Future[None]) -> None:
+        """A sender stops waiting for room: if it was woken, the next one's turn comes now."""
+        if room in self._room:
+            self._room.remove(room)
+        self._ready()
 
     async def request(self, frame: bytes, msg_id: int, timeout: float, what: str) -> object:
         if self.dead:
@@ -361,10 +379,9 @@ class AsyncLink:
                     retry = self._flush(look=False)  # held asks waited for room: they go first
                     continue  # (the events again: a send, sent or not, may take the edge)
                 if events & _POLLOUT and self._room and not self._held:  # (held asks go first)
-                    for room in self._room:
-                        if not room.done():
-                            room.set_result(None)
-                    self._room.clear()
+                    first = self._room[0]  # the first waiting sender only, see _send_when_room
+                    if not first.done():
+                        first.set_result(None)
                 return
         except zmq.ZMQError:  # closed (or closing) meanwhile
             return
