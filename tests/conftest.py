@@ -6,6 +6,7 @@ any process the node started (or anything those forked) is still alive.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -62,6 +63,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run_async(request):
+    """``run_async(coroutine, timeout)``: the coroutine to its end on a fresh event loop of each kind,
+    asyncio's own and uvloop's (what the asyncio forms need of a loop, both have: a reader on
+    ZeroMQ's descriptor, call_soon, timers)."""
+    factory = None
+    if request.param == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+
+    def run(coroutine, timeout: float = 30.0):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(asyncio.wait_for(coroutine, timeout))
+
+    return run
 
 
 def mesh_command() -> list[str]:

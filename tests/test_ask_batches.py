@@ -96,8 +96,9 @@ def client(start_node):
     return start_node().client(send_timeout=0.5)
 
 
-def on_link(client, raw: RawActor, work, timeout: float = 60.0):
-    """Run ``work(link)`` on an event loop, with an asyncio link from ``client`` to ``raw``."""
+def on_link(client, raw: RawActor, work, timeout: float = 60.0, run=None):
+    """Run ``work(link)`` on an event loop (asyncio's, or ``run``'s: see conftest.run_async), with an
+    asyncio link from ``client`` to ``raw``."""
     async def main():
         link = AsyncLink(raw.endpoint, client)
         try:
@@ -105,7 +106,7 @@ def on_link(client, raw: RawActor, work, timeout: float = 60.0):
         finally:
             link.close()
 
-    return asyncio.run(asyncio.wait_for(main(), timeout))
+    return run(main(), timeout) if run is not None else asyncio.run(asyncio.wait_for(main(), timeout))
 
 
 def _ask(client, link: AsyncLink, body: object, timeout: float = 20.0, msg_id: int = 0):
@@ -114,13 +115,13 @@ def _ask(client, link: AsyncLink, body: object, timeout: float = 20.0, msg_id: i
     return link.request(frame, msg_id, timeout, "the raw actor")
 
 
-def test_asks_made_in_one_turn_go_out_in_batch_frames_and_batched_answers_are_read(client, raw_actor):
+def test_asks_made_in_one_turn_go_out_in_batch_frames_and_batched_answers_are_read(client, raw_actor, run_async):
     raw = raw_actor(answer_at=(200,))
 
     async def work(link):
         return await asyncio.gather(*(_ask(client, link, {"i": i}) for i in range(200)))
 
-    answers = on_link(client, raw, work)
+    answers = on_link(client, raw, work, run=run_async)
     assert answers == [{"i": i} for i in range(200)]  # every answer to its own ask, batched or not
     asks = sum(len(f) for f in raw.frames)
     assert asks == 200
@@ -130,7 +131,7 @@ def test_asks_made_in_one_turn_go_out_in_batch_frames_and_batched_answers_are_re
     assert max(len(f) for f in raw.frames) <= 64
 
 
-def test_an_ask_alone_goes_at_once_and_a_large_one_alone(client, raw_actor):
+def test_an_ask_alone_goes_at_once_and_a_large_one_alone(client, raw_actor, run_async):
     raw = raw_actor(answer_at=(1, 6))
 
     async def work(link):
@@ -139,7 +140,7 @@ def test_an_ask_alone_goes_at_once_and_a_large_one_alone(client, raw_actor):
         big = _ask(client, link, "x" * 20_000)  # over BATCH_SOLO_BYTES: never held
         return first, await asyncio.gather(*small, big)
 
-    first, answers = on_link(client, raw, work)
+    first, answers = on_link(client, raw, work, run=run_async)
     assert first == "one" and answers == [0, 1, 2, 3, "x" * 20_000]
     assert raw.frames[0] == [(wire.Kind.ASK, raw.frames[0][0][1])]  # the lone ask: a frame of its own
     assert [len(f) for f in raw.frames if len(f) > 1], "the small asks were batched"
@@ -147,7 +148,7 @@ def test_an_ask_alone_goes_at_once_and_a_large_one_alone(client, raw_actor):
     assert sum(sizes) == 6 and sizes[-1] == 1  # the large ask went last, alone, after the held ones
 
 
-def test_a_tell_after_held_asks_goes_after_them(client, raw_actor):
+def test_a_tell_after_held_asks_goes_after_them(client, raw_actor, run_async):
     """tell_async (link.send) first sends the asks held before it: one event loop's messages to one
     actor arrive in the order they were made."""
     raw = raw_actor(answer_at=(7,))
@@ -160,7 +161,7 @@ def test_a_tell_after_held_asks_goes_after_them(client, raw_actor):
         await asyncio.gather(*asks)
         return tell_id
 
-    tell_id = on_link(client, raw, work)
+    tell_id = on_link(client, raw, work, run=run_async)
     order = [e for f in raw.frames for e in f]
     assert order[-1] == (wire.Kind.TELL, tell_id), order
     assert [k for k, _ in order[:-1]] == [wire.Kind.ASK] * 6

@@ -312,7 +312,7 @@ def test_an_actor_with_an_async_on_message_answers(start_node):
     assert node.client().actor("aecho").ask([1, "two"]) == {"async": [1, "two"]}
 
 
-def test_two_hundred_concurrent_async_asks_all_get_their_own_reply(start_node):
+def test_two_hundred_concurrent_async_asks_all_get_their_own_reply(start_node, run_async):
     node = start_node(agent("aecho", "AsyncEcho") + agent("echo", "Echo"))
     client = node.client()
 
@@ -322,12 +322,12 @@ def test_two_hundred_concurrent_async_asks_all_get_their_own_reply(start_node):
         echoes = await asyncio.gather(*(echo.ask_async(i) for i in range(200)))
         return replies, echoes
 
-    replies, echoes = asyncio.run(asyncio.wait_for(main(), 30))
+    replies, echoes = run_async(main(), 30)
     assert replies == [{"async": {"i": i}} for i in range(200)]
     assert echoes == list(range(200))
 
 
-def test_tell_async_delivers_in_order(start_node):
+def test_tell_async_delivers_in_order(start_node, run_async):
     node = start_node(agent("counter", "Counter"))
     client = node.client(name="async-tester")
 
@@ -337,11 +337,11 @@ def test_tell_async_delivers_in_order(start_node):
             await counter.tell_async(i)
         return await counter.ask_async({"get": True})
 
-    answer = asyncio.run(asyncio.wait_for(main(), 30))
+    answer = run_async(main(), 30)
     assert answer == {"seen": list(range(300)), "sender": "async-tester"}
 
 
-def test_async_ask_errors_are_the_same_as_sync_ones(start_node, tmp_path):
+def test_async_ask_errors_are_the_same_as_sync_ones(start_node, run_async, tmp_path):
     node = start_node(agent("crasher", "Crasher") + agent("sleepy", "SleepEcho", restart="never"))
     client = node.client()
     mark = tmp_path / "handling"
@@ -371,12 +371,12 @@ def test_async_ask_errors_are_the_same_as_sync_ones(start_node, tmp_path):
         return time.monotonic() - await killer
 
     t0 = time.monotonic()
-    after_kill = asyncio.run(asyncio.wait_for(main(), 30))
+    after_kill = run_async(main(), 30)
     assert after_kill < 2.0
     assert time.monotonic() - t0 < 10
 
 
-def test_async_asks_time_out_each_at_its_own_deadline_on_one_link(start_node):
+def test_async_asks_time_out_each_at_its_own_deadline_on_one_link(start_node, run_async):
     """One heap of deadlines and one timer per link (issue 17): an ask with a short timeout made after
     one with a long timeout times out on time, the long one is still answered, and what the link
     keeps of answered asks stays bounded."""
@@ -397,7 +397,7 @@ def test_async_asks_time_out_each_at_its_own_deadline_on_one_link(start_node):
         link = next(iter(client._all_alinks))
         return short, len(link._deadlines), len(link.waiting)
 
-    short, kept, waiting = asyncio.run(asyncio.wait_for(main(), 60))
+    short, kept, waiting = run_async(main(), 60)
     assert 0.3 <= short < 0.9  # at its own deadline, not the slow ask's
     assert waiting == 0 and kept <= 2 * waiting + 65
 
@@ -538,7 +538,7 @@ async def restarted_async(client, name: str, old_pid: int, timeout: float = 15) 
     raise AssertionError(f"{name} was not restarted within {timeout} s")
 
 
-def test_ask_async_finds_a_restarted_actor(start_node):
+def test_ask_async_finds_a_restarted_actor(start_node, run_async):
     node = start_node(agent("crasher", "Crasher", restart="on-failure", backoff="100ms"))
     client = node.client()
 
@@ -549,7 +549,7 @@ def test_ask_async_finds_a_restarted_actor(start_node):
         now = await restarted_async(client, "crasher", first["pid"])
         return now, await crasher.ask_async({}, timeout=3)
 
-    now, answer = asyncio.run(asyncio.wait_for(main(), 30))
+    now, answer = run_async(main(), 30)
     assert answer == {"pid": now["pid"], "incarnation": 1}
 
 
