@@ -77,7 +77,7 @@ def test_a_stop_that_on_stop_ignores_is_a_sigkill_after_the_grace(start_node):
     started = time.monotonic()
     info = client.stop_agent("slow", grace=0.5, timeout=15)
     assert info["state"] == "stopped" and pid_gone(pid)
-    assert time.monotonic() - started < 10  # SlowStop's on_stop sleeps 60 s
+    assert time.monotonic() - started < 5  # SlowStop's on_stop sleeps 60 s; the SIGKILL comes at the grace's end
     assert "did not stop within 0.5 s: SIGKILL" in node.log()
     # Stopping a stopped agent again changes nothing; restarting it runs it again.
     assert client.stop_agent("slow")["state"] == "stopped"

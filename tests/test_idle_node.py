@@ -1,5 +1,6 @@
-"""What an idle node does not do: look at its agents' exits while none exited, and place its
-agents again while nothing placement reads changed (a node's load moves all the time)."""
+"""What an idle node does not do: look at each of its agents for an exit while none exited (one
+system call a tick says whether one did), and place its agents again while nothing placement reads
+changed (a node's load moves all the time)."""
 
 from __future__ import annotations
 
@@ -10,40 +11,20 @@ import time
 import pytest
 
 from conftest import wait_until
-from mesh.runtime import containment
 from mesh.runtime.clock import FakeClock
-from mesh.runtime.containment import ChildExits, has_exited
+from mesh.runtime.containment import has_exited as real_has_exited
 from mesh.runtime.memory import MemoryNetwork
 from mesh.runtime.node import Node
+from mesh.runtime.node import supervisor as supervisor_module
+from mesh.runtime.node.constants import REAP_ALL_S
 from mesh.runtime.node.follower import CONDUCT_EVERY_S
+from mesh.runtime.node.instance import Instance
 from mesh.spec import NodeSpec
 
 pytestmark = pytest.mark.timeout(60)
 
 
-# -- exits: a SIGCHLD says when to look ------------------------------------------------------------
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """Counts the calls of ``a_child_exited`` (the system call that walks every child)."""
-    calls = [0]
-    real = containment.a_child_exited
-
-    def counting() -> bool:
-        calls[0] += 1
-        return real()
-
-    monkeypatch.setattr(containment, "a_child_exited", counting)
-    return calls
-
-
-@pytest.fixture
-def watched():
-    exits = ChildExits()
-    previous = exits.watch()
-    yield exits
-    exits.unwatch(previous)
+# -- exits: one system call a tick while none exited ---------------------------------------------------
 
 
 FORKED: list[int] = []
@@ -75,64 +56,73 @@ def reap(pid: int) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-@pytest.mark.fast
-def test_watching_makes_no_system_call_until_a_child_exits_then_says_so_until_it_is_reaped(watched, counted):
-    assert watched.any() is False  # the first look: a child may have exited before the watch began
-    calls = counted[0]
-    for _ in range(50):
-        assert watched.any() is False
-    assert counted[0] == calls  # nothing exited: no call at all
-    pid = child(0.05)
-    wait_until(lambda: has_exited(pid), 10, "the child to exit")
-    wait_until(watched.any, 10, "the SIGCHLD to be seen")  # the handler runs between two bytecodes
-    assert watched.any() is True  # still there: said again at each look until reaped
-    assert reap(pid) == 3
-    assert watched.any() is False  # looked once more, found nothing
-    calls = counted[0]
-    assert watched.any() is False
-    assert counted[0] == calls
+class Forked:
+    """A child of the test as an agent's process (what the supervisor needs of one)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None) -> int:
+        self.returncode = reap(self.pid)
+        FORKED.remove(self.pid)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
 
 
 @pytest.mark.fast
-def test_a_child_stopped_and_resumed_wakes_the_watch_but_is_not_an_exit(watched):
-    pid = child(30)
+def test_the_supervisor_looks_at_each_agent_only_when_a_child_exited_or_at_its_backstop(tmp_path, monkeypatch):
+    monkeypatch.setenv("MESH_HOME", str(tmp_path / "home"))
+    node, clock = leader_of(tmp_path)
     try:
-        watched.any()
-        os.kill(pid, signal.SIGSTOP)
-        wait_until(lambda: open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "T", 10, "the child stopped")
-        os.kill(pid, signal.SIGCONT)
-        assert watched.any() is False
-        assert not has_exited(pid)
-    finally:
+        supervisor = node.supervisor
+        looked, exited = [], [False]
+        monkeypatch.setattr(supervisor_module, "has_exited", lambda pid: looked.append(pid) or real_has_exited(pid))
+        monkeypatch.setattr(supervisor_module, "a_child_exited", lambda: exited[0])
+        pid = child(30)
+        supervisor.instances["x"] = inst = Instance(name="x", spec=None, group="x", state="running", held="a test")
+        inst.proc = Forked(pid)
+        supervisor.reap(clock.monotonic())  # the first look is at every agent
+        assert looked == [pid]
+        for _ in range(round((REAP_ALL_S - 0.5) / 0.1)):
+            clock.advance(0.1)
+            supervisor.reap(clock.monotonic())
+        assert looked == [pid]  # no exit: no look at it, for nearly REAP_ALL_S
+        clock.advance(1.0)
+        supervisor.reap(clock.monotonic())
+        assert looked == [pid, pid]  # the backstop
+        exited[0] = True  # a child exited (not this one): every agent is looked at, this one lives on
+        clock.advance(0.1)
+        supervisor.reap(clock.monotonic())
+        assert looked == [pid] * 3 and inst.proc is not None
         os.kill(pid, signal.SIGKILL)
-        assert reap(pid) == -signal.SIGKILL
-
-
-@pytest.mark.fast
-def test_without_the_watch_every_look_is_a_system_call(counted):
-    exits = ChildExits()
-    for _ in range(5):
-        assert exits.any() is False
-    assert counted[0] == 5
-    pid = child(0.0)
-    wait_until(exits.any, 10, "the exit to be seen")
-    assert reap(pid) == 3
-    assert exits.any() is False
+        wait_until(lambda: real_has_exited(pid), 10, "the child to exit")
+        clock.advance(0.1)
+        supervisor.reap(clock.monotonic())  # seen at the first tick after
+        assert inst.proc is None and inst.state == "stopped"
+    finally:
+        node.gossip.close()
+        node.broadcasts.close()
+        node.router.close(0)
 
 
 @pytest.mark.fast
 def test_has_exited_does_not_reap_and_knows_an_unknown_pid_is_not_running():
     pid = child(0.0)
-    wait_until(lambda: has_exited(pid), 10, "the child to exit")
-    assert has_exited(pid)  # still a zombie: asking again does not reap it
+    wait_until(lambda: real_has_exited(pid), 10, "the child to exit")
+    assert real_has_exited(pid)  # still a zombie: asking again does not reap it
     assert reap(pid) == 3
-    assert has_exited(pid)  # no such child any more
-    assert has_exited(None) is False  # a fork whose pid is not known yet: not exited
+    assert real_has_exited(pid)  # no such child any more
+    assert real_has_exited(None) is False  # a fork whose pid is not known yet: not exited
 
 
 def test_a_node_sees_each_agent_killed_at_once_not_at_its_backstop_scan(start_node):
-    # The node runs on its process's main thread: it watches SIGCHLD. Its look at every agent
-    # without one comes every REAP_ALL_S (10 s); each of three kills must be seen well before.
+    # Its look at every agent without a child's exit comes every REAP_ALL_S (10 s); each of three
+    # kills must be seen well before.
     node = start_node('[[agents]]\nname = "echo"\nclass = "actors:WhoAmI"\nplacement = "local"\nrestart = "always"\n')
     for kills in range(1, 4):
         pid = node.agent("echo")["pid"]

@@ -176,6 +176,7 @@ class AsyncLink:
         while True:
             left = deadline - loop.time()
             if left <= 0:
+                self._ready()  # (a send that found no room may have taken the socket's edge)
                 raise MailboxFull(f"mailbox at {self.endpoint} stayed full for the send timeout")
             room = loop.create_future()
             if again:
@@ -198,11 +199,8 @@ class AsyncLink:
                 self._flush()
                 if self._held:
                     continue
-            try:
-                self.sock.send(frame, _NOBLOCK)
+            if self._sent(frame):  # (ActorDied if the link closed meanwhile)
                 return
-            except zmq.Again:
-                continue
 
     def _leave(self, room: asyncio.Future[None]) -> None:
         """A sender stops waiting for room: if it was woken, the next one's turn comes now."""

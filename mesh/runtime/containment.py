@@ -95,45 +95,6 @@ def has_exited(pid: int | None) -> bool:
         return True
 
 
-class ChildExits:
-    """Whether a child of this process may have exited since last asked, without a system call
-    while none did.
-
-    :func:`a_child_exited` costs the kernel a walk over every child (a thousand agents: ten calls a
-    second were a tenth of an idle node's CPU). Once :meth:`watch` installed its SIGCHLD handler
-    (the main thread only), :meth:`any` calls it only after a SIGCHLD came (an exit, or a stop or
-    resume by the budget's throttle), and again at each ask until no exited child is left. Not
-    watching, it calls it every time."""
-
-    def __init__(self) -> None:
-        self.watching = False
-        self._signalled = True
-
-    def watch(self) -> object:
-        """Install the SIGCHLD handler; returns the one it replaced (raises ValueError off the main thread)."""
-        previous = signal.signal(signal.SIGCHLD, self._on_signal)
-        self.watching = True
-        return previous
-
-    def unwatch(self, previous: object) -> None:
-        signal.signal(signal.SIGCHLD, previous)  # type: ignore[arg-type]
-        self.watching = False
-        self._signalled = True
-
-    def _on_signal(self, *_: object) -> None:
-        self._signalled = True
-
-    def any(self) -> bool:
-        if self.watching:
-            if not self._signalled:
-                return False
-            self._signalled = False  # before the look: a SIGCHLD during it sets it again
-        if a_child_exited():
-            self._signalled = True  # until it is reaped
-            return True
-        return False
-
-
 def children(pid: int) -> list[int]:
     """The children of ``pid`` now (of all its threads); [] if it is gone."""
     out: list[int] = []

@@ -22,8 +22,8 @@ STATES = ("starting", "running", "restarting", "failed", "stopped")
 PLACEMENT_STATES = ("waiting", "assigned", "unplaced", "draining")
 #: How often the node reaps children and starts due restarts, in seconds.
 HOUSEKEEPING_S = 0.1
-#: Seconds between looks at every agent for an exit that no SIGCHLD told of, and for the orphans of
-#: dead agents (backstops: both happen whenever a child of the node exits).
+#: Seconds between looks at every agent for an exit, and for the orphans of dead agents, while no
+#: child of the node has exited (one system call a tick says whether one did): backstops.
 REAP_ALL_S, SWEEP_S = 10.0, 5.0
 #: How long the node's loop waits for a request before it ticks the election, in seconds.
 LOOP_S = 0.01

@@ -23,7 +23,6 @@ checks the spec before starting anything.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -262,8 +261,6 @@ class Node:
                 previous[sig] = signal.signal(sig, self.request_stop)
             except ValueError:  # not the main thread: the caller stops us with request_stop()
                 pass
-        with contextlib.suppress(ValueError):  # off the main thread: a system call a tick instead
-            watched = self.supervisor.exits.watch()
         try:
             self.supervisor.warm_zygote()  # its start overlaps the meeting (a node of its own process only)
             if self._meet_the_mesh():
@@ -292,8 +289,6 @@ class Node:
             self.router.close(0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if self.supervisor.exits.watching:
-                self.supervisor.exits.unwatch(watched)
             if self.gossip.announced:
                 self.on_event(f"node {self.name} stopped")
         if self.gossip.refused is not None:

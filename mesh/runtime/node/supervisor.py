@@ -33,7 +33,7 @@ from ...core.restart import RestartTracker, describe_exit
 from ...spec import NodeSpec
 from ..budgets import Enforcer
 from ..clock import REAL_CLOCK, Clock
-from ..containment import ChildExits, become_subreaper, has_exited, kill_descendants, kill_group, sweep_orphans
+from ..containment import a_child_exited, become_subreaper, has_exited, kill_descendants, kill_group, sweep_orphans
 from ..gossiper import Directory
 from ..nodelink import LEASE_EXIT, LEASE_UNTIL_ENV
 from .constants import BUDGET_PREFIX, EMBEDDED_TTL_S, REAP_ALL_S, SWEEP_S
@@ -70,7 +70,6 @@ class Supervisor:
         self._wave: dict[str, float] = {}  # the agents starting now -> when they stop counting against the wave
         self._next_reap_all = self._next_expiry = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
-        self.exits = ChildExits()  #: the node watches SIGCHLD with it when it runs on the main thread
         self._embedded: tuple[int, list[Instance]] = (-1, [])  # the embedded instances, at a VERSION
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
         self.lease_left: Callable[[float | None], float | None] = lambda deadline: None
@@ -223,12 +222,18 @@ class Supervisor:
 
     def reap(self, now: float) -> None:
         self.collect_forks(now)
-        exited = self.exits.any()
-        if not exited and now < self._next_reap_all:
-            return  # no system call per agent (nor one at all while watching SIGCHLD) unless one exited
-        self._next_reap_all = now + REAP_ALL_S
-        if exited:
-            self._next_sweep = 0.0  # an agent, or an orphan still dying at the last sweep
+        self._kill_overdue_by_person(now)
+        exited = a_child_exited()  # one system call, not one per agent, unless one exited
+        if exited or now >= self._next_reap_all:  # (all are looked at every REAP_ALL_S all the same)
+            self._next_reap_all = now + REAP_ALL_S
+            if exited:
+                self._next_sweep = 0.0  # an agent, or an orphan still dying at the last sweep
+            self._reap_exited(now)
+        if now >= self._next_sweep and not self.zygote.pending:  # (a fork's pid may not be known yet)
+            self._next_sweep = now + SWEEP_S
+            self.sweep()
+
+    def _reap_exited(self, now: float) -> None:
         for inst in list(self.instances.values()):
             proc = inst.proc
             if proc is None or proc.pid is None or not has_exited(proc.pid):
@@ -296,10 +301,6 @@ class Supervisor:
             else:
                 inst.state = "stopped" if decision.action == "stop" else "failed"
                 self.on_event(f"{inst.name} {inst.state}: {decision.reason}")
-        self._kill_overdue_by_person(now)
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_S
-            self.sweep()
 
     def sweep(self) -> list[int]:
         """End the orphans of dead agents: every child of the node that is not an agent."""
