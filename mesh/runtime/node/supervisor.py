@@ -3,18 +3,16 @@ policy, stops them, and kills what they leave behind.
 
 Every agent runs in a process group of its own, in the node's session, without its terminal and
 ``agent_nice`` nicer than the node (so a signal to the terminal reaches the node only, the node can
-kill an agent together with everything it forked, and its control loop gets the CPU first),
-started one of two ways (its spec's ``start``, else the node's): forked by the node's zygote
-(:mod:`.zygote`; the default, where the node runs in a process of its own on Linux, a child
-subreaper), or spawned as a fresh ``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
-:class:`~.zygote.AgentProcess`: one code path reaps, signals and kills both. New agents start in
-a sliding wave: at most ``wave_size`` start at once, and as each registers (or its wave timeout
-passes) the next starts; by default FORK_WAVE when they fork (a fork costs milliseconds: the CPU,
-not the wait, bounds how fast a thousand start), SPAWN_WAVE when they spawn (an interpreter's
-start costs some 160 ms of CPU: a herd would stall the machine). An agent that exits is handled
-by :mod:`mesh.core.restart`, unless it was being retired (taken off this node) or the node is
-stopping. Embedded actors (in processes the node did not start) are only listed, and dropped
-when their heartbeats stop.
+kill an agent together with everything it forked, and its control loop gets the CPU first), started
+one of two ways (its spec's ``start``, else the node's): forked by the node's zygote (:mod:`.zygote`;
+the default, where the node runs in a process of its own on Linux, a child subreaper), or spawned as
+a fresh ``python -m mesh.runtime.agent``. Either way the agent is the node's child and an
+:class:`~.zygote.AgentProcess`: one code path reaps, signals and kills both. New agents start in a
+sliding wave: at most ``wave_size`` at once, the next as each registers (or its wave timeout
+passes); by default FORK_WAVE when they fork (the CPU, not the wait, bounds how fast a thousand
+start), SPAWN_WAVE when they spawn (an interpreter's start costs some 160 ms of CPU). An agent that
+exits is handled by :mod:`mesh.core.restart`, unless it was being retired (taken off this node) or
+the node is stopping. Embedded actors (in processes the node did not start) are only listed.
 """
 
 from __future__ import annotations
@@ -71,6 +69,7 @@ class Supervisor:
         self._next_reap_all = self._next_expiry = 0.0
         self._next_sweep = 0.0  # when to look for orphans of dead agents again (monotonic)
         self._embedded: tuple[int, list[Instance]] = (-1, [])  # the embedded instances, at a VERSION
+        self._by_person: set[str] = set()  # the agents a person is stopping or restarting (SIGTERM sent)
         #: Seconds until the node's lease lapses unless renewed, or None (set by the node: its follower's).
         self.lease_left: Callable[[float | None], float | None] = lambda deadline: None
         #: The agents' secret certificate (set by the node when it has keys): agents get its path,
@@ -85,9 +84,8 @@ class Supervisor:
         return self.stop_deadline is not None
 
     def lease_of(self, inst: Instance, deadline: float | None = None) -> float | None:
-        """Seconds ``inst`` may run before it must stop unless its node renews the lease (its
-        watchdog), for a replica a leader placed here and could place elsewhere; else None.
-        ``deadline``: its current one, which the lease must have held through (else 0.0)."""
+        """Seconds ``inst`` may run unless its node renews the lease (its watchdog), for a replica a leader
+        placed here and could place elsewhere; else None. ``deadline``: its current one (else 0.0)."""
         return self.lease_left(deadline) if inst.placed_by and inst.movable else None
 
     def log_path_of(self, name: str) -> Path:
@@ -226,8 +224,7 @@ class Supervisor:
         exited = a_child_exited()  # one system call, not one per agent, unless one exited
         if exited or now >= self._next_reap_all:  # (all are looked at every REAP_ALL_S all the same)
             self._next_reap_all = now + REAP_ALL_S
-            if exited:
-                self._next_sweep = 0.0  # an agent, or an orphan still dying at the last sweep
+            self._next_sweep = 0.0 if exited else self._next_sweep  # (an orphan still dying last time, say)
             self._reap_exited(now)
         if now >= self._next_sweep and not self.zygote.pending:  # (a fork's pid may not be known yet)
             self._next_sweep = now + SWEEP_S
@@ -379,14 +376,17 @@ class Supervisor:
         self.enforcer.untrack(inst.name)  # resumed if throttled, so it can stop
         _stop_term(inst)
         inst.term_sent_at = now
+        self._by_person.add(inst.name)
         if grace is not None:
             inst.stop_grace = grace
 
     def _kill_overdue_by_person(self, now: float) -> None:
-        """An agent a person stopped or restarted that is still running after its grace: SIGKILL."""
-        for inst in self.instances.values():
-            if (inst.held or inst.respawn) and inst.proc is not None and inst.term_sent_at is not None \
-                    and now - inst.term_sent_at >= self.stop_timeout_of(inst) and not has_exited(inst.proc.pid):
+        """A person's stop or restart still running after its grace: SIGKILL (only those are looked at)."""
+        for name in list(self._by_person):
+            inst = self.instances.get(name)
+            if inst is None or not (inst.held or inst.respawn) or inst.proc is None or inst.term_sent_at is None:
+                self._by_person.discard(name)
+            elif now - inst.term_sent_at >= self.stop_timeout_of(inst) and not has_exited(inst.proc.pid):
                 self.on_event(f"{inst.name} did not stop within {self.stop_timeout_of(inst):g} s: SIGKILL")
                 kill_tree(inst.proc)
                 inst.term_sent_at = None
