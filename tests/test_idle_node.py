@@ -43,10 +43,12 @@ def no_child_left():
             pass
 
 
-def child(exit_after: float) -> int:
+def child(lives: bool) -> int:
+    """A child of the test: one that lives until killed, or one that exits with 3 at once."""
     pid = os.fork()
     if pid == 0:
-        time.sleep(exit_after)
+        if lives:
+            signal.pause()
         os._exit(3)
     FORKED.append(pid)
     return pid
@@ -83,7 +85,7 @@ def test_the_supervisor_looks_at_each_agent_only_when_a_child_exited_or_at_its_b
         looked, exited = [], [False]
         monkeypatch.setattr(supervisor_module, "has_exited", lambda pid: looked.append(pid) or real_has_exited(pid))
         monkeypatch.setattr(supervisor_module, "a_child_exited", lambda: exited[0])
-        pid = child(30)
+        pid = child(lives=True)
         supervisor.instances["x"] = inst = Instance(name="x", spec=None, group="x", state="running", held="a test")
         inst.proc = Forked(pid)
         supervisor.reap(clock.monotonic())  # the first look is at every agent
@@ -112,7 +114,7 @@ def test_the_supervisor_looks_at_each_agent_only_when_a_child_exited_or_at_its_b
 
 @pytest.mark.fast
 def test_has_exited_does_not_reap_and_knows_an_unknown_pid_is_not_running():
-    pid = child(0.0)
+    pid = child(lives=False)
     wait_until(lambda: real_has_exited(pid), 10, "the child to exit")
     assert real_has_exited(pid)  # still a zombie: asking again does not reap it
     assert reap(pid) == 3
