@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -235,6 +236,18 @@ class WhoAmI(mesh.Actor):
 
     def on_message(self, message):
         return {"name": os.environ.get("MESH_AGENT_NAME"), "pid": os.getpid(), "node": os.environ.get("MESH_NODE")}
+
+
+class EnvProbe(mesh.Actor):
+    """Answers with its environment, as it sees it and as a program it starts sees it."""
+
+    def on_message(self, message):
+        import subprocess
+        import sys
+
+        seen = subprocess.run([sys.executable, "-c", "import os, json; print(json.dumps(dict(os.environ)))"],
+                              capture_output=True, text=True, timeout=30).stdout
+        return {"own": dict(os.environ), "child": json.loads(seen)}
 
 
 class KeyProbe(mesh.Actor):

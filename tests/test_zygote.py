@@ -85,6 +85,55 @@ def test_a_spec_can_ask_for_a_fresh_interpreter_per_agent(start_node):
     assert answers(node, "fresh") == node.agent("fresh")["pid"]
 
 
+#: What differs between two agents by design: who each is, and the deadline of its first lease.
+OWN = {"MESH_AGENT_NAME", "MESH_LEASE_UNTIL"}
+
+
+def test_a_forked_agent_has_the_environment_a_spawned_one_has(start_node):
+    """The zygote's environment (its node's, with a few of its own) becomes the agent's by changing
+    only what differs; the agent, and the programs it starts, see exactly what a spawned one sees."""
+    probe = '[[agents]]\nname = "{}"\nclass = "actors:EnvProbe"\nplacement = "local"\n{}\n'
+    node = start_node(probe.format("forked", "") + probe.format("fresh", 'start = "spawn"'))
+    client = node.client_once()
+    forked, fresh = (client.actor(name).ask({}, timeout=30) for name in ("forked", "fresh"))
+    assert "mesh.runtime.zygote" in cmdline(node.agent("forked")["pid"])
+    for seen in (forked, fresh):
+        assert seen["own"] == seen["child"]
+    assert forked["own"]["MESH_AGENT_NAME"] == "forked"
+    assert {k: v for k, v in forked["own"].items() if k not in OWN} == \
+        {k: v for k, v in fresh["own"].items() if k not in OWN}
+
+
+TAKE_ENVIRONMENT = """
+import json, os, subprocess, sys
+from mesh.runtime.zygote import _take_environment
+kept = os.environ._data[b"KEEP"]
+_take_environment({"KEEP": "same", "CHANGE": "new", "ADD": "added", "PATH": os.environ["PATH"]})
+child = subprocess.run([sys.executable, "-c", "import os, json; print(json.dumps(dict(os.environ)))"],
+                       capture_output=True, text=True, env=None).stdout
+print(json.dumps([dict(os.environ), json.loads(child), os.environ._data[b"KEEP"] is kept]))
+"""
+
+
+def test_taking_an_environment_drops_changes_and_adds_what_differs():
+    """Issue 17: a clear and update of the environment in each forked agent wrote to some 330 kB
+    of pages it shared with the zygote."""
+    import json
+    import subprocess
+    import sys
+
+    env = {"KEEP": "same", "CHANGE": "old", "DROP": "gone", "PATH": os.environ["PATH"],
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", TAKE_ENVIRONMENT], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    own, child, untouched = json.loads(done.stdout)
+    want = {"KEEP": "same", "CHANGE": "new", "ADD": "added", "PATH": os.environ["PATH"]}
+    assert own == want
+    assert {k: v for k, v in child.items() if k != "LC_CTYPE"} == want  # what a program it starts gets
+    assert untouched  # an entry that is the same is not made again (its pages stay the zygote's to share)
+
+
 def test_the_zygotes_death_is_survived_and_new_agents_fork_from_a_new_one(start_node):
     node = start_node(echoes("steady") + '[[agents]]\nname = "crasher"\nclass = "actors:Crasher"\nrestart = "always"\n'
                       'placement = "local"\nbackoff = "100ms"\n')

@@ -40,7 +40,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 MAX_TREE = 100_000  #: processes a tree walk visits at most
 KILL_ROUNDS = 20  #: walks a killer makes at most, each killing what the previous one missed
@@ -49,20 +51,38 @@ KILL_ROUNDS = 20  #: walks a killer makes at most, each killing what the previou
 _subreaper_of: int | None = None  # the pid that made itself a subreaper (a fork must do it again)
 
 
+def _find_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+#: libc's prctl, found once at import: a forked agent calls the zygote's (making its own would
+#: build a ctypes library and function class, writing to some 30 pages it shares with the zygote).
+_PRCTL = _find_prctl()
+
+
+def prctl(option: int, arg: int) -> int:
+    """``prctl(option, arg, 0, 0, 0)``: 0 when done; -1 when refused or where there is no prctl."""
+    if _PRCTL is None:
+        return -1
+    try:
+        return int(_PRCTL(option, arg, 0, 0, 0))
+    except Exception:  # noqa: BLE001 - a ctypes call that cannot be made is a refusal
+        return -1
+
+
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants (once). False where impossible."""
     global _subreaper_of
     if _subreaper_of == os.getpid():
         return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            return False
-    except Exception:  # no libc prctl: the process group is all there is
+    if prctl(PR_SET_CHILD_SUBREAPER, 1) != 0:  # no libc prctl: the process group is all there is
         return False
     _subreaper_of = os.getpid()
     return True
@@ -245,5 +265,5 @@ def survive_hangup() -> None:
     signal.signal(signal.SIGHUP, _hung_up)
 
 
-__all__ = ["become_subreaper", "children", "descendants", "kill_descendants", "end_own_tree", "sweep_orphans",
-           "leave_terminal", "survive_hangup"]
+__all__ = ["PR_SET_PDEATHSIG", "prctl", "become_subreaper", "children", "descendants", "kill_descendants",
+           "end_own_tree", "sweep_orphans", "leave_terminal", "survive_hangup"]

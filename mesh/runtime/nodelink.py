@@ -38,7 +38,6 @@ import logging
 import os
 import random
 import signal
-import sys
 import threading
 import time
 from types import FrameType
@@ -48,6 +47,7 @@ from ..actor import Actor
 from ..core.fencing import FENCE_GRACE_S
 from ..errors import MailboxFull, MeshError, NodeUnavailable
 from . import rpc
+from .containment import PR_SET_PDEATHSIG, prctl
 from .intake import BadFrames
 from .transport import Listener, NothingYet
 from .usage import USAGE
@@ -362,15 +362,7 @@ def _first_lease() -> float | None:
 
 def _die_with_parent() -> None:
     """Ask the kernel to SIGCONT this process when its parent (the node) dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        # SIGCONT, not SIGTERM: an agent the node had stopped (CPU throttling) must first run
-        # again; the parent watch in the link thread then stops it within PARENT_CHECK_S.
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGCONT, 0, 0, 0)
-    except Exception:  # the getppid() watch in the link thread still covers it
-        pass
+    # SIGCONT, not SIGTERM: an agent the node had stopped (CPU throttling) must first run again;
+    # the parent watch in the link thread then stops it within PARENT_CHECK_S. Where it cannot be
+    # asked, the getppid() watch in the link thread still covers it.
+    prctl(PR_SET_PDEATHSIG, signal.SIGCONT)

@@ -44,12 +44,14 @@ import importlib
 import json
 import os
 import signal
+import _signal  # type: ignore[import-not-found]  # what signal wraps (CPython), stubless
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from .containment import PR_SET_PDEATHSIG, prctl
 from .pagemerge import mark_if_asked
 
 #: What every agent imports: imported here once, so forked agents share these pages.
@@ -71,12 +73,7 @@ def _threads() -> int:
 
 
 def _die_with_node() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # the end of stdin still ends the zygote
-        pass
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # where it cannot be asked, the end of stdin still ends the zygote
 
 
 def _preload(module: str, path: list[str]) -> str | None:
@@ -237,13 +234,25 @@ def _become_agent(request: dict[str, Any], node_pid: int, requests: int, replies
     os.close(log)
     cwd = request["cwd"]
     os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(request["env"])
+    _take_environment(request["env"])
     sys.path[0] = cwd  # as `python -m` puts the folder it starts in first
     sys.argv = [sys.argv[0]]
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # _signal: what signal.signal wraps, without turning numbers and handlers into enums and back
+    # (enum's machinery would write to pages shared with the zygote: some 120 kB).
+    _signal.signal(int(signal.SIGINT), signal.default_int_handler)
+    _signal.signal(int(signal.SIGTERM), _signal.SIG_DFL)
+    _signal.signal(int(signal.SIGCHLD), _signal.SIG_DFL)
+
+
+def _take_environment(env: dict[str, str]) -> None:
+    """Make ``os.environ`` ``env``, touching only the entries that differ: the zygote's own (its
+    node's environment, mostly the same as an agent's) are shared with every agent, and each one
+    freed here would write to pages of it (a clear and update copied some 330 kB of them)."""
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _reply(fd: int, answer: dict[str, Any]) -> None:
