@@ -21,6 +21,8 @@ import mmap
 import os
 import sys
 
+from .containment import prctl
+
 #: prctl(2) options (Linux 6.4): mark every present and future mapping of the process mergeable,
 #: inherited by its forks; and read that mark.
 PR_SET_MEMORY_MERGE = 67
@@ -66,15 +68,15 @@ def mark_mergeable() -> str | None:
     global _marked
     if _marked:
         return None
+    if prctl(PR_SET_MEMORY_MERGE, 1) == 0:
+        _marked = True
+        return None
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
     except (OSError, AttributeError):
         return "no C library to ask the kernel with"
-    if libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0:
-        _marked = True
-        return None
     return _advise_each(libc)
 
 

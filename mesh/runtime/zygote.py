@@ -238,10 +238,10 @@ def _become_agent(request: dict[str, Any], node_pid: int, requests: int, replies
     sys.path[0] = cwd  # as `python -m` puts the folder it starts in first
     sys.argv = [sys.argv[0]]
     # _signal: what signal.signal wraps, without turning numbers and handlers into enums and back
-    # (enum's machinery would write to pages shared with the zygote: some 120 kB).
-    _signal.signal(int(signal.SIGINT), signal.default_int_handler)
-    _signal.signal(int(signal.SIGTERM), _signal.SIG_DFL)
-    _signal.signal(int(signal.SIGCHLD), _signal.SIG_DFL)
+    # (enum's machinery would write to pages shared with the zygote: some 40 kB).
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
 
 
 def _take_environment(env: dict[str, str]) -> None:
