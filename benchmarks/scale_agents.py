@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -281,6 +282,8 @@ def main() -> None:
                         help="no merge_pages, and no PSS once the kernel merged pages")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if not args.json:
+        print(f"Python {platform.python_version()}, {os.cpu_count()} cores", flush=True)
     rows = []
     for n in args.agents:
         for start in args.starts:
@@ -288,7 +291,7 @@ def main() -> None:
             if not args.json:
                 print(table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else table(rows), flush=True)
     if args.json:
-        print(json.dumps({"machine_cores": os.cpu_count(), "rows": rows}))
+        print(json.dumps({"machine_cores": os.cpu_count(), "python": platform.python_version(), "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -139,7 +139,9 @@ def main() -> None:
 @click.option("--join", "join", multiple=True, metavar="ADDR",
               help="Join the mesh through this member (tcp://HOST:PORT); repeatable.")
 @click.option("--advertise", metavar="ADDR", help="The address other nodes use to reach this one (default: --listen).")
-@click.option("--log-level", default="INFO", show_default=True, envvar="MESH_LOG_LEVEL")
+@click.option("--log-level", default="INFO", show_default=True, envvar="MESH_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+              help="The level of the node's log and its agents' ($MESH_LOG_LEVEL).")
 @click.option("--keys", "keys_dir", metavar="DIR",
               help="The mesh's keys (mesh keys init): CURVE on every socket (default: [node] keys, else $MESH_KEYS).")
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without keys, knowingly: anyone who can reach "
@@ -186,6 +188,7 @@ def up(spec: str | None, listen: str | None, name: str | None, join: tuple[str, 
     except errors.SpecError as exc:
         raise SpecUsageError(str(exc)) from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["MESH_LOG_LEVEL"] = log_level.upper()  # the agents' level (their zygote's, forked or spawned)
     live = sys.stdout.isatty() and os.environ.get("MESH_NO_LIVE") != "1"
     view = _LiveView() if live else None
     if advertise and not advertise.strip():

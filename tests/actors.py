@@ -88,6 +88,24 @@ class Relay(mesh.Actor):
         return self.mesh.actor(message["to"]).ask(message["message"], timeout=message.get("timeout", 5.0))
 
 
+class ChannelProbe(mesh.Actor):
+    """{"ask": NAME} asks NAME for its state and keeps the channel the ask used; {"probe": True}
+    answers whether that channel is closed, and the names of this process's threads."""
+
+    channel = None
+
+    def on_message(self, message):
+        if "ask" in message:
+            ref = self.mesh.actor(message["ask"])
+            answer = ref.ask({"get": True}, timeout=10)
+            self.channel = ref._channel()
+            return answer
+        import threading
+
+        return {"closed": self.channel is not None and self.channel.closed,
+                "threads": sorted(t.name for t in threading.enumerate())}
+
+
 class Forker(mesh.Actor):
     """Forks a child that sleeps forever; returns its pid."""
 
@@ -107,7 +125,8 @@ class SlowStop(mesh.Actor):
 
 
 class Announcer(mesh.Actor):
-    """Prints a marker line when it starts, and prints every {"say": TEXT} it is told."""
+    """Prints a marker line when it starts, prints every {"say": TEXT} it is told, and logs every
+    {"log": TEXT, "level": NAME}."""
 
     def __init__(self, marker: str = "announcer-started"):
         self.marker = marker
@@ -119,6 +138,11 @@ class Announcer(mesh.Actor):
         if isinstance(message, dict) and "say" in message:
             print(message["say"], flush=True)
             return "said"
+        if isinstance(message, dict) and "log" in message:  # {"log": TEXT, "level": "DEBUG"}: on logger "probe"
+            import logging
+
+            logging.getLogger("probe").log(logging.getLevelName(message.get("level", "INFO")), message["log"])
+            return "logged"
         return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -248,6 +249,34 @@ def test_logs_show_what_the_agent_printed(start_node, cli):
 
     assert f"hello-from-on-start pid={pid}" in out
     assert "starting announcer" in out
+
+
+@pytest.mark.both_starts
+@pytest.mark.parametrize("level, given", [("info", "env"), ("DEBUG", "env"), ("debug", "flag")])
+def test_an_agent_logs_at_the_level_asked_each_line_naming_it(start_node, cli, monkeypatch, level, given):
+    # MESH_LOG_LEVEL or mesh up --log-level (any case) sets the agents' level as the node's; a forked
+    # agent takes the handler its zygote made and names itself in it, as a spawned one does with its own.
+    monkeypatch.delenv("MESH_LOG_LEVEL", raising=False)
+    if given == "env":
+        monkeypatch.setenv("MESH_LOG_LEVEL", level)
+    node = start_node(announcer("ready"), args=("--log-level", level) if given == "flag" else ())
+    announcer_ref = node.client_once().actor("announcer")
+    assert announcer_ref.ask({"log": "debug-marker", "level": "DEBUG"}) == "logged"
+    assert announcer_ref.ask({"log": "info-marker", "level": "INFO"}) == "logged"
+
+    out = wait_until(lambda: (lambda o: o if "info-marker" in o else None)(ok(cli("logs", "announcer", "--node", node.address))),
+                     10, "the logged line in the logs")
+    line = next(line for line in out.splitlines() if "info-marker" in line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO announcer probe: info-marker", line), line
+    assert ("debug-marker" in out) is (level.upper() == "DEBUG"), out
+    assert "zygote" not in line
+
+
+def test_up_refuses_an_unknown_log_level(cli):
+    result = cli("up", "--log-level", "chatty", "--listen", f"tcp://127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert "--log-level" in result.stderr and "chatty" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_logs_follow_streams_new_lines_until_interrupted(start_node, cli_env):

@@ -128,6 +128,25 @@ def test_a_tell_sent_after_a_restart_reaches_the_new_process(start_node):
     assert seen == ["after"]
 
 
+@pytest.mark.both_starts
+def test_an_agent_closes_its_channel_to_a_dead_peer_from_its_node_link(start_node):
+    # An agent's channels are swept by the thread that watches its node (it wakes every second
+    # anyway): the channel to a peer that died is closed, and no janitor thread runs.
+    node = start_node('[[agents]]\nname = "counter"\nclass = "actors:Counter"\nbackoff = "50ms"\n\n'
+                      '[[agents]]\nname = "probe"\nclass = "actors:ChannelProbe"\n')
+    probe = node.client().actor("probe")
+    assert probe.ask({"ask": "counter"}, timeout=15)["seen"] == []
+    assert probe.ask({"probe": True})["closed"] is False
+    old_pid = node.agent("counter")["pid"]
+
+    os.kill(old_pid, signal.SIGKILL)
+    node.wait_agent("counter", lambda a: a["state"] == "running" and a["pid"] != old_pid, what="counter restarted")
+    seen = wait_until(lambda: (answer := probe.ask({"probe": True}))["closed"] and answer, 15,
+                      "the probe's node link to close its channel to the dead process")
+    assert "mesh-node-link" in seen["threads"]
+    assert "mesh-janitor" not in seen["threads"]
+
+
 # --------------------------------------------------------------------------- intensity
 
 

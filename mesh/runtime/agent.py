@@ -38,17 +38,56 @@ def load_class(target: str, path: list[str]) -> Callable[..., Any]:
     return obj
 
 
+#: The name of the root logger's handler a zygote made for the agents it forks (prepare_logging).
+HANDLER_NAME = "mesh-agent"
+
+
+def prepare_logging() -> None:
+    """In a zygote, before it forks agents: the root logger's handler (stderr; the zygote's own lines
+    say "zygote") and level (``MESH_LOG_LEVEL``), which each agent then only names after itself.
+    Done in each agent, setting the level alone touches every logger the zygote made, and an agent
+    copies the pages it touches (see the README, "Memory per agent")."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s zygote %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        root.setLevel(_log_level())
+    except ValueError:  # each agent says so as it starts (configure_logging), as a spawned one does
+        pass
+
+
+def configure_logging(name: str) -> None:
+    """An agent's log: stderr (its node writes it to the agent's log file), at ``MESH_LOG_LEVEL``
+    (default INFO; a name, in any case), each line naming the agent. A forked agent takes what its
+    zygote prepared and names itself; a spawned one calls ``logging.basicConfig``, before any
+    module of its own is imported. Either way a module that sets up logging as it is imported
+    finds the root logger set up (``basicConfig`` there does nothing). An unknown level is an
+    error (ValueError) before any of the agent's code runs."""
+    level = _log_level()
+    fmt = f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s"
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if h.get_name() == HANDLER_NAME), None)
+    if handler is None:
+        logging.basicConfig(level=level, stream=sys.stderr, format=fmt)
+        return
+    handler.setFormatter(logging.Formatter(fmt))
+    if logging.getLevelName(root.level) != level:
+        root.setLevel(level)
+
+
+def _log_level() -> str:
+    return os.environ.get("MESH_LOG_LEVEL", "INFO").upper()
+
+
 def main() -> None:
     name = os.environ["MESH_AGENT_NAME"]
     become_subreaper()
     leave_terminal()
     survive_hangup()
     mark_if_asked()  # merge_pages (a forked agent has the zygote's mark already)
-    logging.basicConfig(
-        level=os.environ.get("MESH_LOG_LEVEL", "INFO"),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
-    )
+    configure_logging(name)
     from .nodelink import confirm_first_lease
 
     confirm_first_lease(name, os.environ["MESH_NODE"])  # a slow start past its deadline runs nothing

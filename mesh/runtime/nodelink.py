@@ -48,6 +48,7 @@ from ..core.fencing import FENCE_GRACE_S
 from ..errors import MailboxFull, MeshError, NodeUnavailable
 from . import rpc
 from .containment import PR_SET_PDEATHSIG, prctl
+from .flusher import JANITOR
 from .intake import BadFrames
 from .transport import Listener, NothingYet
 from .usage import USAGE
@@ -191,7 +192,10 @@ class NodeLink:
         next_beat = server.clock.monotonic() + random.uniform(0.0, IDLE_BEAT_S if server.supervised else HEARTBEAT_S)
         reported: Counters | None = _counters(server)  # what the node has heard (all zero at registration)
         quiet_until = next_beat + QUIET_BEAT_S
+        monotonic = time.monotonic
         while not self._wait(self._slice(next_beat)):
+            if server.supervised:
+                JANITOR.sweep_if_due(monotonic())
             if server.supervised and os.getppid() != parent:
                 self._orphaned()
                 return

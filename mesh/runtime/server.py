@@ -48,7 +48,7 @@ from .cancels import Cancels, run_cancellable
 from .clock import Clock
 from .context import ActorContext
 from .delivery import Seen
-from .flusher import FLUSHER
+from .flusher import FLUSHER, JANITOR
 from .hearer import Hearer, hears_intentions
 from .intake import BadFrames
 from .nodelink import LEASE_EXIT, NodeLink, wait_for_node
@@ -113,6 +113,10 @@ class Server:
         if supervised is None:
             supervised = os.environ.get("MESH_SUPERVISED") == "1" and os.environ.get("MESH_AGENT_NAME") == name
         self.supervised = supervised
+        if supervised:
+            # Its node link's thread wakes at least every second: it sweeps this process's
+            # channels, and no janitor thread is started (see flusher.Janitor).
+            JANITOR.host()
         self.client = Client(node, name=name, send_timeout=send_timeout, max_frame_bytes=max_frame_bytes,
                              send_bytes=send_bytes, transport=transport, clock=clock, keys=keys,
                              check=not supervised)  # an agent waits for its node while it lives:

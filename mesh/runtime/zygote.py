@@ -288,6 +288,9 @@ def serve(node_pid: int) -> bool:
     os.close(null)
     for module in PRELOAD:
         importlib.import_module(module)
+    from .agent import prepare_logging
+
+    prepare_logging()
     _share_heap()
     _reply(replies, {"ready": os.getpid()})
     for lines in _lines(requests):
