@@ -140,7 +140,7 @@ def main() -> None:
               help="Join the mesh through this member (tcp://HOST:PORT); repeatable.")
 @click.option("--advertise", metavar="ADDR", help="The address other nodes use to reach this one (default: --listen).")
 @click.option("--log-level", default="INFO", show_default=True, envvar="MESH_LOG_LEVEL",
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL"], case_sensitive=False),
               help="The level of the node's log and its agents' ($MESH_LOG_LEVEL).")
 @click.option("--keys", "keys_dir", metavar="DIR",
               help="The mesh's keys (mesh keys init): CURVE on every socket (default: [node] keys, else $MESH_KEYS).")

@@ -252,7 +252,7 @@ def test_logs_show_what_the_agent_printed(start_node, cli):
 
 
 @pytest.mark.both_starts
-@pytest.mark.parametrize("level, given", [("info", "env"), ("DEBUG", "env"), ("debug", "flag")])
+@pytest.mark.parametrize("level, given", [("warning", "env"), ("DEBUG", "env"), ("debug", "flag")])
 def test_an_agent_logs_at_the_level_asked_each_line_naming_it(start_node, cli, monkeypatch, level, given):
     # MESH_LOG_LEVEL or mesh up --log-level (any case) sets the agents' level as the node's; a forked
     # agent takes the handler its zygote made and names itself in it, as a spawned one does with its own.
@@ -261,15 +261,18 @@ def test_an_agent_logs_at_the_level_asked_each_line_naming_it(start_node, cli, m
         monkeypatch.setenv("MESH_LOG_LEVEL", level)
     node = start_node(announcer("ready"), args=("--log-level", level) if given == "flag" else ())
     announcer_ref = node.client_once().actor("announcer")
-    assert announcer_ref.ask({"log": "debug-marker", "level": "DEBUG"}) == "logged"
-    assert announcer_ref.ask({"log": "info-marker", "level": "INFO"}) == "logged"
+    for marker in ("DEBUG", "INFO", "WARNING"):  # in this order: the last one in the log says all are
+        assert announcer_ref.ask({"log": f"{marker.lower()}-marker", "level": marker}) == "logged"
 
-    out = wait_until(lambda: (lambda o: o if "info-marker" in o else None)(ok(cli("logs", "announcer", "--node", node.address))),
-                     10, "the logged line in the logs")
-    line = next(line for line in out.splitlines() if "info-marker" in line)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO announcer probe: info-marker", line), line
+    def logged() -> str | None:
+        out = ok(cli("logs", "announcer", "--node", node.address))
+        return out if "warning-marker" in out else None
+
+    out = wait_until(logged, 10, "the logged line in the logs")
+    line = next(line for line in out.splitlines() if "warning-marker" in line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING announcer probe: warning-marker", line), line
     assert ("debug-marker" in out) is (level.upper() == "DEBUG"), out
-    assert "zygote" not in line
+    assert ("info-marker" in out) is (level.upper() != "WARNING"), out
 
 
 def test_up_refuses_an_unknown_log_level(cli):

@@ -17,7 +17,7 @@ from conftest import free_port, wait_until
 from mesh import wire
 from mesh.errors import ActorDied, ActorNotFound, AskTimeout, MailboxFull, to_wire
 from mesh.runtime.clock import REAL_CLOCK, Clock, FakeClock
-from mesh.runtime.flusher import FLUSHER
+from mesh.runtime.flusher import FLUSHER, Janitor
 from mesh.runtime.intake import BadFrames
 from mesh.runtime.memory import MemoryNetwork
 from mesh.runtime.transport import (CONNECTED, DISCONNECTED, AddressError, Link, Listener, NothingYet, Outlet, Transport,
@@ -615,3 +615,80 @@ def test_the_twin_isolates_a_host_from_every_other_and_heals_it():
         listener.receive(BadFrames("t"))
     network.heal("c")
     assert {listener.receive(BadFrames("t"))[1] for _ in range(2)} == {b"a", b"b"}
+
+
+# --------------------------------------------------------------------------- the janitor, hosted
+
+
+class _Link:
+    """A link as the janitor sees one: its lock, whether it is closed, whether its peer is gone."""
+
+    def __init__(self, dead: bool | str = False):
+        self.lock = threading.Lock()
+        self.closed = False
+        self.dead = dead
+        self.polls = 0
+
+    def poll_events(self) -> bool:
+        self.polls += 1
+        if self.dead == "raise":
+            raise RuntimeError("a monitor that cannot be read")
+        return bool(self.dead)
+
+    def close(self, linger_ms: int = 0) -> None:
+        self.closed = True
+
+
+def test_a_hosted_janitor_sweeps_when_its_host_asks_at_most_once_a_second_and_starts_no_thread():
+    janitor = Janitor()
+    janitor.host()
+    alive, dead = _Link(), _Link(dead=True)
+    janitor.watch(alive)
+    janitor.watch(dead)
+    assert janitor._thread is None
+
+    janitor.sweep_if_due(100.0)
+    assert dead.closed and not alive.closed and alive.polls == 1
+    janitor.sweep_if_due(100.0 + Janitor.INTERVAL_S / 2)  # too soon: no sweep
+    assert alive.polls == 1
+    janitor.sweep_if_due(100.0 + Janitor.INTERVAL_S)
+    assert alive.polls == 2 and dead.polls == 1  # (a closed link is not looked at again)
+
+
+def test_a_sweep_that_fails_is_logged_not_raised_into_its_host(caplog):
+    janitor = Janitor()
+    janitor.host()
+    broken = _Link(dead="raise")
+    janitor.watch(broken)
+
+    janitor.sweep_if_due(1.0)
+
+    assert broken.polls == 1 and not broken.lock.locked()
+    assert "janitor sweep failed" in caplog.text
+
+
+def test_when_its_host_ends_the_janitor_sweeps_on_a_thread_of_its_own():
+    janitor = Janitor()
+    janitor.host()
+    dead = _Link(dead=True)
+    janitor.watch(dead)
+    assert janitor._thread is None
+    try:
+        janitor.unhost()
+        assert janitor._thread is not None and janitor._thread.name == "mesh-janitor"
+        wait_until(lambda: dead.closed, 10, "the janitor's own thread to close the link whose peer is gone")
+    finally:
+        janitor.stop(5)
+
+
+def test_a_stopped_janitor_sweeps_nothing_for_its_host():
+    janitor = Janitor()
+    janitor.host()
+    dead = _Link(dead=True)
+    janitor.watch(dead)
+    janitor.stop(1)
+
+    janitor.sweep_if_due(5.0)
+    janitor.unhost()
+
+    assert dead.polls == 0 and not dead.closed and janitor._thread is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -133,14 +134,22 @@ class Janitor:
         self._next_sweep = 0.0  # when the hosting thread sweeps next (time.monotonic)
 
     def host(self) -> None:
-        """From now on the calling thread sweeps (:meth:`sweep_if_due` at least once a second), for
-        as long as the process lives: the janitor starts no thread of its own (one already running
-        keeps running; two sweepers do no harm)."""
+        """From now on the calling thread sweeps (:meth:`sweep_if_due` at least once a second) until
+        it calls :meth:`unhost`: the janitor starts no thread of its own meanwhile (one already
+        running keeps running; two sweepers do no harm)."""
         self._hosted = True
 
+    def unhost(self) -> None:
+        """The hosting thread stops sweeping (it ends): the janitor's own thread takes over, now if
+        there are channels to sweep, else when the first one is watched."""
+        self._hosted = False
+        if self._channels and not self._stopped.is_set():
+            self._start()
+
     def sweep_if_due(self, now: float) -> None:
-        """The hosting thread's sweep: at most once per INTERVAL_S (``now``: ``time.monotonic()``)."""
-        if now < self._next_sweep:
+        """The hosting thread's sweep: at most once per INTERVAL_S (``now``: ``time.monotonic()``);
+        none once the janitor is stopped (at exit)."""
+        if now < self._next_sweep or self._stopped.is_set():
             return
         self._next_sweep = now + self.INTERVAL_S
         try:
@@ -151,10 +160,19 @@ class Janitor:
     def watch(self, channel: Link) -> None:
         self._channels.add(channel)
         if self._thread is None and not self._hosted:
-            with self._start_lock:
-                if self._thread is None and not self._hosted:
-                    self._thread = threading.Thread(target=self._run, name="mesh-janitor", daemon=True)
-                    self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._hosted:
+                self._thread = threading.Thread(target=self._run, name="mesh-janitor", daemon=True)
+                self._thread.start()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's thread is not there, nor (until it says so) a host."""
+        self._thread = None
+        self._hosted = False
+        self._start_lock = threading.Lock()
 
     def sweep(self) -> int:
         closed = 0
@@ -186,6 +204,7 @@ class Janitor:
 
 
 JANITOR = Janitor()
+os.register_at_fork(after_in_child=JANITOR._forked)
 
 
 def _flush_at_exit() -> None:

@@ -182,6 +182,8 @@ class NodeLink:
         try:
             self._watch(parent)
         finally:
+            if server.supervised:
+                JANITOR.unhost()  # (the process may go on: its user threads, a failed watch)
             if self.cancels is not None:
                 self.cancels.close(0)
 
