@@ -275,6 +275,18 @@ def test_an_agent_logs_at_the_level_asked_each_line_naming_it(start_node, cli, m
     assert ("info-marker" in out) is (level.upper() != "WARNING"), out
 
 
+@pytest.mark.both_starts
+def test_a_level_an_agents_module_sets_as_it_is_imported_stays(start_node, cli, monkeypatch):
+    monkeypatch.setenv("MESH_LOG_LEVEL", "WARNING")
+    node = start_node('[[agents]]\nname = "chatty"\nclass = "chatty_actors:Chatty"\npreload = true\n')
+    chatty = node.client_once().actor("chatty")
+    assert chatty.ask({"log": "debug-marker", "level": "DEBUG"}) == "logged"
+
+    out = wait_until(lambda: (lambda o: o if "debug-marker" in o else None)(ok(cli("logs", "chatty", "--node", node.address))),
+                     10, "the module's level to let the debug line through")
+    assert re.search(r" DEBUG chatty chatty: debug-marker$", out, re.M), out
+
+
 def test_up_refuses_an_unknown_log_level(cli):
     result = cli("up", "--log-level", "chatty", "--listen", f"tcp://127.0.0.1:{free_port()}")
     assert result.returncode == 2

@@ -40,6 +40,8 @@ def load_class(target: str, path: list[str]) -> Callable[..., Any]:
 
 #: The name of the root logger's handler a zygote made for the agents it forks (prepare_logging).
 HANDLER_NAME = "mesh-agent"
+#: The root logger's level as the zygote set it (None: not set, or not a zygote).
+_prepared_level: int | None = None
 
 
 def prepare_logging() -> None:
@@ -52,10 +54,12 @@ def prepare_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s zygote %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    global _prepared_level
     try:
         root.setLevel(_log_level())
     except ValueError:  # each agent says so as it starts (configure_logging), as a spawned one does
-        pass
+        return
+    _prepared_level = root.level
 
 
 def configure_logging(name: str) -> None:
@@ -63,8 +67,8 @@ def configure_logging(name: str) -> None:
     (default INFO; a name, in any case), each line naming the agent. A forked agent takes what its
     zygote prepared and names itself; a spawned one calls ``logging.basicConfig``, before any
     module of its own is imported. Either way a module that sets up logging as it is imported
-    finds the root logger set up (``basicConfig`` there does nothing). An unknown level is an
-    error (ValueError) before any of the agent's code runs."""
+    finds the root logger set up (``basicConfig`` there does nothing), and a level it sets stays.
+    An unknown level is an error (ValueError) before any of the agent's code runs."""
     level = _log_level()
     fmt = f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s"
     root = logging.getLogger()
@@ -73,7 +77,9 @@ def configure_logging(name: str) -> None:
         logging.basicConfig(level=level, stream=sys.stderr, format=fmt)
         return
     handler.setFormatter(logging.Formatter(fmt))
-    if logging.getLevelName(root.level) != level:
+    # A level a preloaded module set as it was imported stays, as it does in a spawned agent (which
+    # imports the module after this).
+    if _prepared_level is None or (root.level == _prepared_level and logging.getLevelName(root.level) != level):
         root.setLevel(level)
 
 
