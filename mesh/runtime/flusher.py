@@ -152,10 +152,7 @@ class Janitor:
         if now < self._next_sweep or self._stopped.is_set():
             return
         self._next_sweep = now + self.INTERVAL_S
-        try:
-            self.sweep()
-        except Exception:  # never let the host die of it
-            log.exception("janitor sweep failed")
+        self._sweep_logged()
 
     def watch(self, channel: Link) -> None:
         self._channels.add(channel)
@@ -197,10 +194,13 @@ class Janitor:
 
     def _run(self) -> None:
         while not self._stopped.wait(self.INTERVAL_S):
-            try:
-                self.sweep()
-            except Exception:  # never let the janitor die
-                log.exception("janitor sweep failed")
+            self._sweep_logged()
+
+    def _sweep_logged(self) -> None:
+        try:
+            self.sweep()
+        except Exception:  # never let the sweeping thread (the janitor's, or its host) die of it
+            log.exception("janitor sweep failed")
 
 
 JANITOR = Janitor()

@@ -198,9 +198,9 @@ class NodeLink:
         while not self._wait(self._slice(next_beat)):
             if server.supervised:
                 JANITOR.sweep_if_due(monotonic())
-            if server.supervised and os.getppid() != parent:
-                self._orphaned()
-                return
+                if os.getppid() != parent:
+                    self._orphaned()
+                    return
             now = server.clock.monotonic()
             if self.lease_until is not None and now >= self.lease_until:
                 self._lease_ran_out()
