@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import pid_gone, run_cli, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CRASH_REASONS = {
     "exception": "exited with code 1 (RuntimeError: boom on purpose)",  # a tell handler raised: exit code 1, and why
@@ -130,8 +135,8 @@ def test_a_tell_sent_after_a_restart_reaches_the_new_process(start_node):
 
 @pytest.mark.both_starts
 def test_an_agent_closes_its_channel_to_a_dead_peer_from_its_node_link(start_node):
-    # An agent's channels are swept by the thread that watches its node (it wakes every second
-    # anyway): the channel to a peer that died is closed, and no janitor thread runs.
+    # An agent's channels are swept by the thread that watches its node (it wakes every two
+    # seconds anyway): the channel to a peer that died is closed, and no janitor thread runs.
     node = start_node('[[agents]]\nname = "counter"\nclass = "actors:Counter"\nbackoff = "50ms"\n\n'
                       '[[agents]]\nname = "probe"\nclass = "actors:ChannelProbe"\n')
     probe = node.client().actor("probe")
@@ -324,6 +329,68 @@ def test_an_agent_stuck_in_on_start_does_not_outlive_a_sigkilled_node(start_node
     killed = time.monotonic()
     wait_until(lambda: pid_gone(pid), 8, "the orphaned agent to exit")
     assert time.monotonic() - killed < 5.5
+
+
+def _link_thread_wakes(pid: int) -> int:
+    """How often the agent's node-link thread has gone to sleep so far (its voluntary context
+    switches): the thread that is neither the main one nor one of ZeroMQ's."""
+    counts = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if int(tid) == pid or f.read().startswith("ZMQbg"):
+                continue
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            counts += [int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches")]
+    assert len(counts) == 1, f"expected one thread beside the main one and ZeroMQ's, found {len(counts)}"
+    return counts[0]
+
+
+@pytest.mark.both_starts
+def test_an_idle_agents_node_link_wakes_every_two_seconds_not_every_second(start_node):
+    # It waits on a descriptor of its node's process (it sees the node end at once) instead of
+    # looking at its parent every second; it sweeps no channel to its node.
+    node = start_node('[[agents]]\nname = "echo"\nclass = "actors:Echo"\n')
+    pid = node.agent("echo")["pid"]
+    node.close_clients()
+    time.sleep(1.0)  # let the start-up's requests and first beat settle (they wake it more)
+    before, t0 = _link_thread_wakes(pid), time.monotonic()
+    time.sleep(8.0)
+    woke, spent = _link_thread_wakes(pid) - before, time.monotonic() - t0
+    # Every 2 s: 4 or 5 in 8 s (once a second it was 8 or 9). A wait is timed, so a loaded machine
+    # delays a wake-up, never adds one.
+    assert woke <= spent / 2 + 1.5, f"the idle node link went to sleep {woke} times in {spent:.1f} s"
+
+
+def test_the_node_link_sees_its_node_end_through_a_descriptor_of_the_nodes_process(tmp_path):
+    # The mechanism beneath the test above, with real processes: a "node" forks an "agent", which
+    # opens the descriptor (pidfd) and waits on it; the node exits; the agent's wait ends at once.
+    script = tmp_path / "watch.py"
+    script.write_text(f"""
+import os, select, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from mesh.runtime.nodelink import _watch_node
+
+node = os.getpid()
+if os.fork() == 0:
+    fd = _watch_node(node)
+    print("watching" if fd is not None else "no descriptor", _watch_node(os.getpid()), flush=True)
+    waited = time.monotonic()
+    readable, _, _ = select.select([fd], [], [], 30)
+    print("ended" if readable else "timed out", round(time.monotonic() - waited, 2), os.getppid() != node, flush=True)
+    os._exit(0)
+sys.stdin.readline()  # the test says when the node ends
+""")
+    node = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert node.stdout.readline().split() == ["watching", "None"]  # (not a parent: no descriptor)
+        node.stdin.write("end\n")
+        node.stdin.flush()
+        assert node.wait(10) == 0
+        ended, waited, reparented = node.stdout.readline().split()
+        assert ended == "ended" and reparented == "True"
+    finally:
+        node.kill()
+        node.wait()
 
 
 # --------------------------------------------------------------------------- escapes from the process group

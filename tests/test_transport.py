@@ -623,7 +623,8 @@ def test_the_twin_isolates_a_host_from_every_other_and_heals_it():
 class _Link:
     """A link as the janitor sees one: its lock, whether it is closed, whether its peer is gone."""
 
-    def __init__(self, dead: bool | str = False):
+    def __init__(self, dead: bool | str = False, endpoint: str = "tcp://127.0.0.1:5555"):
+        self.endpoint = endpoint
         self.lock = threading.Lock()
         self.closed = False
         self.dead = dead
@@ -653,6 +654,24 @@ def test_a_hosted_janitor_sweeps_when_its_host_asks_at_most_once_a_second_and_st
     assert alive.polls == 1
     janitor.sweep_if_due(100.0 + Janitor.INTERVAL_S)
     assert alive.polls == 2 and dead.polls == 1  # (a closed link is not looked at again)
+
+
+def test_the_janitor_spares_the_channels_to_the_endpoint_it_is_told_to_spare():
+    janitor = Janitor()
+    janitor.host()
+    node, peer = "tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"
+    to_node, to_peer = _Link(dead=True, endpoint=node), _Link(dead=True, endpoint=peer)
+    janitor.watch(to_node)
+    janitor.watch(to_peer)
+    janitor.spare(node)
+
+    janitor.sweep_if_due(1.0)
+    assert to_peer.closed and to_peer.polls == 1
+    assert not to_node.closed and to_node.polls == 0  # not even looked at
+
+    janitor.spare(None)
+    janitor.sweep_if_due(1.0 + Janitor.INTERVAL_S)
+    assert to_node.closed
 
 
 def test_a_sweep_that_fails_is_logged_not_raised_into_its_host(caplog):

@@ -118,12 +118,16 @@ class Janitor:
     reads the monitors of channels nobody is using at the moment and closes the dead
     ones; their owners open a fresh channel on next use.
 
-    A process that has a thread waking at least once a second anyway (an agent's link to its
-    node: :mod:`.nodelink`) hosts the sweeps there instead (:meth:`host`, :meth:`sweep_if_due`):
-    an idle agent then has one thread and one wake-up a second fewer (about 100 kB of memory).
+    A process that has a thread waking at least every HOSTED_INTERVAL_S anyway (an agent's link
+    to its node, every 2 s when idle: :mod:`.nodelink`) hosts the sweeps there instead
+    (:meth:`host`, :meth:`sweep_if_due`): an idle agent then has one thread and its wake-ups
+    fewer (about 100 kB of memory). Slower sweeps are safe: a dead peer's channel gets about ten
+    events a second (one per reconnect try, every 100 ms), and its monitor holds a thousand.
     """
 
     INTERVAL_S = 1.0
+    #: The longest a hosting thread may leave between sweeps, in seconds.
+    HOSTED_INTERVAL_S = 2.0
 
     def __init__(self) -> None:
         self._stopped = threading.Event()
@@ -132,12 +136,19 @@ class Janitor:
         self._start_lock = threading.Lock()
         self._hosted = False  # another thread sweeps: no thread of the janitor's own is started
         self._next_sweep = 0.0  # when the hosting thread sweeps next (time.monotonic)
+        self._spared: str | None = None  # an endpoint whose channels are not swept (see spare)
 
     def host(self) -> None:
-        """From now on the calling thread sweeps (:meth:`sweep_if_due` at least once a second) until
+        """From now on the calling thread sweeps (:meth:`sweep_if_due` at least every HOSTED_INTERVAL_S) until
         it calls :meth:`unhost`: the janitor starts no thread of its own meanwhile (one already
         running keeps running; two sweepers do no harm)."""
         self._hosted = True
+
+    def spare(self, endpoint: str | None) -> None:
+        """Sweep no channel to ``endpoint``: what listens there outlives this process, or this
+        process ends with it (an agent's node: the agent sees it end at once, long before a
+        monitor could fill), so a sweep there only costs a look at each monitor."""
+        self._spared = endpoint
 
     def unhost(self) -> None:
         """The hosting thread stops sweeping (it ends): the janitor's own thread takes over, now if
@@ -169,12 +180,14 @@ class Janitor:
         """In a forked child: the parent's thread is not there, nor (until it says so) a host."""
         self._thread = None
         self._hosted = False
+        self._spared = None
         self._start_lock = threading.Lock()
 
     def sweep(self) -> int:
         closed = 0
+        spared = self._spared
         for ch in snapshot(self._channels):
-            if ch.closed or not ch.lock.acquire(blocking=False):
+            if ch.closed or ch.endpoint == spared or not ch.lock.acquire(blocking=False):
                 continue  # busy channels read their own monitor
             try:
                 if not ch.closed and ch.poll_events():

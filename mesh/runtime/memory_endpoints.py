@@ -10,6 +10,7 @@ the network they belong to routes between them, under its one lock.
 from __future__ import annotations
 
 import collections
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,10 @@ def _take(queue: collections.deque[T], arrived: threading.Condition, wait_s: flo
         if flags & NOWAIT or not arrived.wait_for(lambda: queue or closed(), wait_s) or not queue:
             raise NothingYet()
     return queue.popleft()
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 class MemoryListener:
@@ -81,6 +86,13 @@ class MemoryListener:
 
     def set_wait(self, ms: int) -> None:
         self.wait_s = ms / 1000
+
+    def wait_for_input(self, ms: int, fd: int | None = None) -> tuple[bool, bool]:
+        """As a ROUTER's; ``fd`` is looked at once the wait is over (the twin's listeners live in the
+        process of their peers: nothing it serves waits on a descriptor)."""
+        with self.network.lock:
+            waiting = self._arrived.wait_for(lambda: self._mailbox or self.closed, ms / 1000) and bool(self._mailbox)
+        return waiting, fd is not None and _readable(fd)
 
     def close(self, linger: int | None = None) -> None:
         network = self.network

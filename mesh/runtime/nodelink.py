@@ -7,9 +7,12 @@ many agents do not wake their node together, and only when its counters changed,
 ``QUIET_BEAT_S``: its node reads the silence as "unchanged") and registers it again if the node
 forgot it (an embedded actor whose node restarted). An agent that its node started (``supervised``)
 stops when the node dies: SIGTERM starts a graceful stop, the kernel's parent-death signal
-resumes an agent the node had throttled, and the thread notices the lost parent within
-``PARENT_CHECK_S`` (1 s); an ``on_stop`` that hangs is cut short after
-``ORPHAN_GRACE_S`` by ending the agent's whole process tree.
+resumes an agent the node had throttled, and the thread notices the lost parent at once: it
+waits on a descriptor of the node's process (``pidfd_open``), which becomes readable when the
+node ends (where there is none, it looks every ``PARENT_CHECK_S``, 1 s). An ``on_stop`` that
+hangs is cut short after ``ORPHAN_GRACE_S`` by ending the agent's whole process tree. An idle
+agent's thread so wakes once per ``IDLE_BEAT_S``, not once a second (it also sweeps the agent's
+channels then: :class:`~mesh.runtime.flusher.Janitor`).
 
 The watchdog (:mod:`mesh.core.fencing`, rule 2): a replica that a leader placed on the node and
 could place elsewhere is given a deadline, at spawn (``MESH_LEASE_UNTIL``) and in each heartbeat's
@@ -50,7 +53,7 @@ from . import rpc
 from .containment import PR_SET_PDEATHSIG, prctl
 from .flusher import JANITOR
 from .intake import BadFrames
-from .transport import Listener, NothingYet
+from .transport import NOWAIT, Listener, NothingYet
 from .usage import USAGE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,7 +76,8 @@ IDLE_BEAT_S = 2.0
 #: node reads the silence as "unchanged": a thousand idle agents send it almost nothing).
 QUIET_BEAT_S = 30.0
 #: How often an agent its node started looks whether its parent (the node) is still there, in
-#: seconds (the kernel's parent-death signal only resumes it, see the module note).
+#: seconds, where it cannot wait on a descriptor of the node's process (the kernel's parent-death
+#: signal only resumes it, see the module note).
 PARENT_CHECK_S = 1.0
 #: How long an orphaned agent may take to stop gracefully before it is killed, in seconds.
 ORPHAN_GRACE_S = 3.0
@@ -98,6 +102,7 @@ class NodeLink:
         self.lease_until = _first_lease() if server.supervised else None
         self.lease_ran_out = False  #: the watchdog stopped the agent
         self.cancels: Listener | None = None  #: where askers send cancels; read by the watch thread only
+        self.node_fd: int | None = None  #: readable once the node has ended (_watch_node); the watch thread's
         self.bad = BadFrames(f"actor {server.name} (cancels)")
 
     def listen_for_cancels(self) -> None:
@@ -107,7 +112,8 @@ class NodeLink:
                                                wait_ms=50, any_port=True)
 
     def _wait(self, seconds: float) -> bool:
-        """Wait ``seconds`` taking cancels meanwhile; True once the actor has stopped."""
+        """Wait ``seconds`` taking cancels meanwhile; True once the actor has stopped. Ends early
+        (False) when the node ends (``node_fd``): the caller looks at its parent at once."""
         server = self.server
         listener = self.cancels
         if listener is None:
@@ -118,9 +124,17 @@ class NodeLink:
             left = deadline - monotonic()
             if left <= 0:
                 return False
-            listener.set_wait(max(1, int(left * 1000)))
+            # A poll, not a receive that times out: no exception (nor option set) per wake-up.
+            node_fd = self.node_fd
+            cancel, node_ended = listener.wait_for_input(max(1, int(left * 1000)), node_fd)
+            if node_ended and node_fd is not None:  # (it stays readable: the parent check takes over)
+                self.node_fd = None
+                os.close(node_fd)
+                return server.stopped.is_set()
+            if not cancel:
+                continue
             try:
-                got = listener.receive(self.bad)
+                got = listener.receive(self.bad, NOWAIT)
             except NothingYet:
                 continue
             if got is not None:
@@ -180,12 +194,17 @@ class NodeLink:
         server = self.server
         parent = int(os.environ.get("MESH_NODE_PID") or os.getppid()) if server.supervised else os.getppid()
         try:
+            if server.supervised:
+                self.node_fd = _watch_node(parent)
             self._watch(parent)
         finally:
             if server.supervised:
                 JANITOR.unhost()  # (the process may go on: its user threads, a failed watch)
             if self.cancels is not None:
                 self.cancels.close(0)
+            if self.node_fd is not None:
+                os.close(self.node_fd)
+                self.node_fd = None
 
     def _watch(self, parent: int) -> None:
         server = self.server
@@ -241,8 +260,8 @@ class NodeLink:
         server = self.server
         now = server.clock.monotonic()
         wait = max(0.0, next_beat - now)
-        if server.supervised:
-            wait = min(wait, PARENT_CHECK_S)
+        if server.supervised:  # it sweeps the channels (JANITOR.host) and looks at its parent
+            wait = min(wait, JANITOR.HOSTED_INTERVAL_S if self.node_fd is not None else PARENT_CHECK_S)
         if self.lease_until is not None:
             wait = min(wait, max(0.0, self.lease_until - now - HEARTBEAT_S - 0.25))
         return max(0.05, wait)
@@ -364,6 +383,20 @@ def _first_lease() -> float | None:
         return float(given) if given else None
     except ValueError:
         return None
+
+
+def _watch_node(node: int) -> int | None:
+    """A descriptor that becomes readable when process ``node`` (this agent's parent) ends, or None
+    where there is none (not Linux 5.3 or later, or the node is gone already: the parent check
+    that follows sees it)."""
+    try:
+        fd = os.pidfd_open(node)
+    except (AttributeError, OSError):
+        return None
+    if os.getppid() != node:  # the pid was another process's: the node had ended before
+        os.close(fd)
+        return None
+    return fd
 
 
 def _die_with_parent() -> None:

@@ -121,6 +121,7 @@ class Server:
                              send_bytes=send_bytes, transport=transport, clock=clock, keys=keys,
                              check=not supervised)  # an agent waits for its node while it lives:
         if supervised:
+            JANITOR.spare(self.client.node)  # it ends with its node (the node link sees it end at once)
             wait_for_node(self.client, name)
         self.transport = self.client.transport
         self.clock = self.client.clock

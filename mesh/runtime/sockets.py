@@ -73,6 +73,7 @@ ASYNC_CHANNEL_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 _monitor_ids = itertools.count(1)
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
 
 
 #: Sockets the process's context may hold at once (libzmq's default is 1,023): a node or a client
@@ -212,6 +213,16 @@ class RouterSocket(zmq.Socket[bytes]):
 
     def set_wait(self, ms: int) -> None:
         self.setsockopt(zmq.RCVTIMEO, ms)
+
+    def wait_for_input(self, ms: int, fd: int | None = None) -> tuple[bool, bool]:
+        items: list[tuple[Any, int]] = [(self, _POLLIN)] if fd is None else [(self, _POLLIN), (fd, _POLLIN)]
+        mine = other = False
+        for what, _ in zmq.zmq_poll(items, ms):
+            if what is self:
+                mine = True
+            else:
+                other = True
+        return mine, other
 
     def listen_for_wakes(self) -> str:
         """Also listen on an in-process endpoint that :meth:`wake` sends to (on the thread that owns

@@ -110,6 +110,11 @@ class Listener(Protocol):
         """How long a receive waits, in milliseconds."""
         ...
 
+    def wait_for_input(self, ms: int, fd: int | None = None) -> tuple[bool, bool]:
+        """Wait up to ``ms`` milliseconds for a frame to receive, or for ``fd`` (a descriptor, if
+        given) to be readable: ``(a frame waits, fd is readable)``. Receives nothing itself."""
+        ...
+
     def close(self, linger: int | None = None) -> None:
         """Stop listening; answers still queued get ``linger`` ms to leave."""
         ...
