@@ -656,7 +656,7 @@ def test_a_hosted_janitor_sweeps_when_its_host_asks_at_most_once_a_second_and_st
     assert alive.polls == 2 and dead.polls == 1  # (a closed link is not looked at again)
 
 
-def test_the_janitor_spares_the_channels_to_the_endpoint_it_is_told_to_spare():
+def test_the_janitor_sweeps_the_channels_to_a_spared_endpoint_only_every_thirty_seconds():
     janitor = Janitor()
     janitor.host()
     node, peer = "tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001"
@@ -665,13 +665,26 @@ def test_the_janitor_spares_the_channels_to_the_endpoint_it_is_told_to_spare():
     janitor.watch(to_peer)
     janitor.spare(node)
 
-    janitor.sweep_if_due(1.0)
-    assert to_peer.closed and to_peer.polls == 1
-    assert not to_node.closed and to_node.polls == 0  # not even looked at
+    janitor.sweep_if_due(1.0)  # the first sweep looks at every channel
+    assert to_peer.closed and to_node.closed
+    to_node2, to_peer2 = _Link(dead=True, endpoint=node), _Link(dead=True, endpoint=peer)
+    janitor.watch(to_node2)
+    janitor.watch(to_peer2)
 
-    janitor.spare(None)
     janitor.sweep_if_due(1.0 + Janitor.INTERVAL_S)
-    assert to_node.closed
+    assert to_peer2.closed
+    assert not to_node2.closed and to_node2.polls == 0  # not even looked at
+    almost = 1.0 + Janitor.SPARED_INTERVAL_S - 0.5
+    janitor.sweep_if_due(almost)
+    assert to_node2.polls == 0
+    janitor.sweep_if_due(almost + Janitor.INTERVAL_S)  # its turn comes every SPARED_INTERVAL_S
+    assert to_node2.closed
+
+    to_node3 = _Link(dead=True, endpoint=node)
+    janitor.watch(to_node3)
+    janitor.spare(None)  # no endpoint spared: every sweep looks at every channel
+    janitor.sweep_if_due(almost + 2 * Janitor.INTERVAL_S)
+    assert to_node3.closed
 
 
 def test_a_sweep_that_fails_is_logged_not_raised_into_its_host(caplog):

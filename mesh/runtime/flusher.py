@@ -128,6 +128,8 @@ class Janitor:
     INTERVAL_S = 1.0
     #: The longest a hosting thread may leave between sweeps, in seconds.
     HOSTED_INTERVAL_S = 2.0
+    #: How often the channels to a spared endpoint are swept, in seconds (see spare).
+    SPARED_INTERVAL_S = 30.0
 
     def __init__(self) -> None:
         self._stopped = threading.Event()
@@ -136,7 +138,8 @@ class Janitor:
         self._start_lock = threading.Lock()
         self._hosted = False  # another thread sweeps: no thread of the janitor's own is started
         self._next_sweep = 0.0  # when the hosting thread sweeps next (time.monotonic)
-        self._spared: str | None = None  # an endpoint whose channels are not swept (see spare)
+        self._spared: str | None = None  # an endpoint whose channels are swept less often (see spare)
+        self._next_spared_sweep = 0.0  # when the hosting thread sweeps those next
 
     def host(self) -> None:
         """From now on the calling thread sweeps (:meth:`sweep_if_due` at least every HOSTED_INTERVAL_S) until
@@ -145,9 +148,11 @@ class Janitor:
         self._hosted = True
 
     def spare(self, endpoint: str | None) -> None:
-        """Sweep no channel to ``endpoint``: what listens there outlives this process, or this
-        process ends with it (an agent's node: the agent sees it end at once, long before a
-        monitor could fill), so a sweep there only costs a look at each monitor."""
+        """The hosting thread sweeps the channels to ``endpoint`` only every SPARED_INTERVAL_S
+        (None: no endpoint is spared). For an endpoint this process ends with, which it sees end at
+        once (an agent's node, watched by its node link): a look at each of their monitors every
+        sweep would cost more than all else an idle agent does, and a monitor that a peer which
+        refuses the channel over and over (a revoked key) fills holds some 100 s of events."""
         self._spared = endpoint
 
     def unhost(self) -> None:
@@ -163,7 +168,11 @@ class Janitor:
         if now < self._next_sweep or self._stopped.is_set():
             return
         self._next_sweep = now + self.INTERVAL_S
-        self._sweep_logged()
+        spared = self._spared
+        if spared is not None and now >= self._next_spared_sweep:
+            self._next_spared_sweep = now + self.SPARED_INTERVAL_S
+            spared = None
+        self._sweep_logged(spared)
 
     def watch(self, channel: Link) -> None:
         self._channels.add(channel)
@@ -183,9 +192,9 @@ class Janitor:
         self._spared = None
         self._start_lock = threading.Lock()
 
-    def sweep(self) -> int:
+    def sweep(self, spared: str | None = None) -> int:
+        """Close the idle channels whose peer is gone (except those to ``spared``); how many."""
         closed = 0
-        spared = self._spared
         for ch in snapshot(self._channels):
             if ch.closed or ch.endpoint == spared or not ch.lock.acquire(blocking=False):
                 continue  # busy channels read their own monitor
@@ -209,9 +218,9 @@ class Janitor:
         while not self._stopped.wait(self.INTERVAL_S):
             self._sweep_logged()
 
-    def _sweep_logged(self) -> None:
+    def _sweep_logged(self, spared: str | None = None) -> None:
         try:
-            self.sweep()
+            self.sweep(spared)
         except Exception:  # never let the sweeping thread (the janitor's, or its host) die of it
             log.exception("janitor sweep failed")
 

@@ -40,7 +40,9 @@ def _take(queue: collections.deque[T], arrived: threading.Condition, wait_s: flo
 
 
 def _readable(fd: int) -> bool:
-    return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()  # (select.select takes no descriptor past 1023)
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class MemoryListener:

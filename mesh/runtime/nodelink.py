@@ -38,6 +38,7 @@ cancel (an asker whose ask timed out, :mod:`.cancels`) reaches the handler at on
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -126,7 +127,8 @@ class NodeLink:
                 return False
             # A poll, not a receive that times out: no exception (nor option set) per wake-up.
             node_fd = self.node_fd
-            cancel, node_ended = listener.wait_for_input(max(1, int(left * 1000)), node_fd)
+            # Rounded up: a poll never ends before its time, so one poll covers the slice.
+            cancel, node_ended = listener.wait_for_input(max(1, math.ceil(left * 1000)), node_fd)
             if node_ended and node_fd is not None:  # (it stays readable: the parent check takes over)
                 self.node_fd = None
                 os.close(node_fd)
@@ -196,9 +198,12 @@ class NodeLink:
         try:
             if server.supervised:
                 self.node_fd = _watch_node(parent)
+                if self.node_fd is not None:  # it ends with its node, which it sees end at once
+                    JANITOR.spare(server.client.node)
             self._watch(parent)
         finally:
             if server.supervised:
+                JANITOR.spare(None)
                 JANITOR.unhost()  # (the process may go on: its user threads, a failed watch)
             if self.cancels is not None:
                 self.cancels.close(0)
@@ -402,6 +407,7 @@ def _watch_node(node: int) -> int | None:
 def _die_with_parent() -> None:
     """Ask the kernel to SIGCONT this process when its parent (the node) dies."""
     # SIGCONT, not SIGTERM: an agent the node had stopped (CPU throttling) must first run again;
-    # the parent watch in the link thread then stops it within PARENT_CHECK_S. Where it cannot be
+    # the parent watch in the link thread then stops it (at once; within PARENT_CHECK_S where the
+    # link has no descriptor of the node's process). Where it cannot be
     # asked, the getppid() watch in the link thread still covers it.
     prctl(PR_SET_PDEATHSIG, signal.SIGCONT)

@@ -114,14 +114,13 @@ class Server:
             supervised = os.environ.get("MESH_SUPERVISED") == "1" and os.environ.get("MESH_AGENT_NAME") == name
         self.supervised = supervised
         if supervised:
-            # Its node link's thread wakes at least every second: it sweeps this process's
-            # channels, and no janitor thread is started (see flusher.Janitor).
+            # Its node link's thread wakes at least every 2 s: it sweeps this process's channels,
+            # and no janitor thread is started (see flusher.Janitor).
             JANITOR.host()
         self.client = Client(node, name=name, send_timeout=send_timeout, max_frame_bytes=max_frame_bytes,
                              send_bytes=send_bytes, transport=transport, clock=clock, keys=keys,
                              check=not supervised)  # an agent waits for its node while it lives:
         if supervised:
-            JANITOR.spare(self.client.node)  # it ends with its node (the node link sees it end at once)
             wait_for_node(self.client, name)
         self.transport = self.client.transport
         self.clock = self.client.clock
