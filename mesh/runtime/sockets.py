@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .intake import recv_request
-from .transport import WAKE_ID, AddressError
+from .transport import POLLIN, WAKE_ID, AddressError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .keys import Keys
@@ -73,7 +73,6 @@ ASYNC_CHANNEL_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 _monitor_ids = itertools.count(1)
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
 
 
 #: Sockets the process's context may hold at once (libzmq's default is 1,023): a node or a client
@@ -215,7 +214,7 @@ class RouterSocket(zmq.Socket[bytes]):
         self.setsockopt(zmq.RCVTIMEO, ms)
 
     def wait_for_input(self, ms: int, fd: int | None = None) -> tuple[bool, bool]:
-        items: list[tuple[Any, int]] = [(self, _POLLIN)] if fd is None else [(self, _POLLIN), (fd, _POLLIN)]
+        items: list[tuple[Any, int]] = [(self, POLLIN)] if fd is None else [(self, POLLIN), (fd, POLLIN)]
         mine = other = False
         for what, _ in zmq.zmq_poll(items, ms):
             if what is self:
